@@ -1,0 +1,197 @@
+//! RSA public keys as JWK (RFC 7517 §4, RFC 7518 §6.3.1), their RFC 7638 thumbprints, and JWK sets.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use openssl::bn::BigNum;
+use openssl::pkey::{PKey, Public};
+use openssl::rsa::Rsa;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Smallest RSA modulus accepted anywhere in the protocol, in bits (NIST SP 800-57 Part 1 Rev. 5,
+/// table 2: 2048-bit RSA gives 112-bit security, the floor through 2030).
+pub const MIN_RSA_BITS: u32 = 2048;
+/// Largest RSA modulus accepted, in bits (bounds verification cost for untrusted input).
+pub const MAX_RSA_BITS: u32 = 4096;
+/// The only public exponent accepted (F4 = 65537, what TPMs and OpenSSL generate).
+pub const RSA_EXPONENT: u32 = 65_537;
+
+/// Why a JWK was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JwkError {
+    /// `kty` is not `"RSA"`.
+    #[error("key type {0:?} is not supported; only \"RSA\" is")]
+    UnsupportedKeyType(String),
+    /// `n` or `e` is not base64url without padding.
+    #[error("member {0} is not base64url without padding")]
+    BadEncoding(&'static str),
+    /// Modulus size outside [`MIN_RSA_BITS`, `MAX_RSA_BITS`].
+    #[error("RSA modulus of {0} bits is outside the accepted 2048..=4096")]
+    BadModulusSize(u32),
+    /// Exponent other than 65537.
+    #[error("RSA public exponent must be 65537")]
+    BadExponent,
+    /// OpenSSL refused the key.
+    #[error("invalid RSA key: {0}")]
+    Invalid(String),
+}
+
+/// An RSA public key as a JWK: `{"kty":"RSA","n":<base64url>,"e":<base64url>}` plus optional
+/// `kid`, `alg` and `use` (present in a JWKS, ignored on input).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RsaJwk {
+    /// Key type, always `"RSA"`.
+    pub kty: String,
+    /// Modulus, big-endian unsigned, base64url without padding.
+    pub n: String,
+    /// Public exponent, big-endian unsigned, base64url without padding (`"AQAB"` for 65537).
+    pub e: String,
+    /// Key id: the RFC 7638 thumbprint (set in JWKS documents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// Algorithm the key is for (`"PS256"` in JWKS documents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    /// Intended use (`"sig"` in JWKS documents).
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub use_: Option<String>,
+}
+
+impl RsaJwk {
+    /// The JWK of an RSA public key, without `kid`/`alg`/`use`.
+    ///
+    /// # Errors
+    /// [`JwkError::UnsupportedKeyType`] when `key` is not RSA.
+    pub fn from_public_key(key: &PKey<Public>) -> Result<Self, JwkError> {
+        let rsa = key
+            .rsa()
+            .map_err(|_| JwkError::UnsupportedKeyType(format!("{:?}", key.id())))?;
+        Ok(Self {
+            kty: "RSA".into(),
+            n: B64.encode(rsa.n().to_vec()),
+            e: B64.encode(rsa.e().to_vec()),
+            kid: None,
+            alg: None,
+            use_: None,
+        })
+    }
+
+    /// The same key as a JWKS entry: `kid` = thumbprint, `alg` = `PS256`, `use` = `sig`.
+    #[must_use]
+    pub fn for_jwks(mut self) -> Self {
+        self.kid = Some(self.thumbprint());
+        self.alg = Some("PS256".into());
+        self.use_ = Some("sig".into());
+        self
+    }
+
+    /// RFC 7638 thumbprint: base64url(SHA-256(`{"e":…,"kty":"RSA","n":…}`)), the members in
+    /// lexicographic order with no whitespace (RFC 7638 §3.2, example in §3.1).
+    #[must_use]
+    pub fn thumbprint(&self) -> String {
+        let canonical = format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, self.e, self.n);
+        B64.encode(Sha256::digest(canonical.as_bytes()))
+    }
+
+    /// Parses and checks the key: RSA, canonical base64url, 2048–4096-bit modulus, e = 65537.
+    ///
+    /// # Errors
+    /// Any [`JwkError`] naming the rule that failed.
+    pub fn to_public_key(&self) -> Result<PKey<Public>, JwkError> {
+        if self.kty != "RSA" {
+            return Err(JwkError::UnsupportedKeyType(self.kty.clone()));
+        }
+        let n = B64
+            .decode(&self.n)
+            .map_err(|_| JwkError::BadEncoding("n"))?;
+        let e = B64
+            .decode(&self.e)
+            .map_err(|_| JwkError::BadEncoding("e"))?;
+        // Leading zero octets would give the same key two thumbprints (RFC 7518 §6.3.1.1).
+        if n.first() == Some(&0) || e.first() == Some(&0) {
+            return Err(JwkError::BadEncoding("n/e (leading zero octet)"));
+        }
+        let n = BigNum::from_slice(&n).map_err(|err| JwkError::Invalid(err.to_string()))?;
+        let e = BigNum::from_slice(&e).map_err(|err| JwkError::Invalid(err.to_string()))?;
+        let bits = u32::try_from(n.num_bits()).unwrap_or(0);
+        if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
+            return Err(JwkError::BadModulusSize(bits));
+        }
+        if e != BigNum::from_u32(RSA_EXPONENT).map_err(|err| JwkError::Invalid(err.to_string()))? {
+            return Err(JwkError::BadExponent);
+        }
+        let rsa =
+            Rsa::from_public_components(n, e).map_err(|err| JwkError::Invalid(err.to_string()))?;
+        PKey::from_rsa(rsa).map_err(|err| JwkError::Invalid(err.to_string()))
+    }
+}
+
+/// A JWK Set (RFC 7517 §5): `{"keys":[<RsaJwk>…]}`, as served at `/.well-known/jwks.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwks {
+    /// The keys; each carries `kid` = its RFC 7638 thumbprint.
+    pub keys: Vec<RsaJwk>,
+}
+
+impl Jwks {
+    /// The key whose thumbprint is `kid`. The thumbprint is recomputed, so a JWKS whose `kid`
+    /// members lie cannot substitute a key.
+    #[must_use]
+    pub fn find(&self, kid: &str) -> Option<&RsaJwk> {
+        self.keys.iter().find(|k| k.thumbprint() == kid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 7638 §3.1 example key and its published thumbprint.
+    #[test]
+    fn thumbprint_matches_rfc7638_example() {
+        let jwk = RsaJwk {
+            kty: "RSA".into(),
+            n: "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw".into(),
+            e: "AQAB".into(),
+            kid: None,
+            alg: None,
+            use_: None,
+        };
+        assert_eq!(
+            jwk.thumbprint(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+        let key = jwk.to_public_key().expect("RFC example key is valid");
+        assert_eq!(RsaJwk::from_public_key(&key).expect("rsa").n, jwk.n);
+    }
+
+    #[test]
+    fn rejects_weak_and_odd_keys() {
+        let small = Rsa::generate(1024).expect("gen");
+        let key = PKey::from_rsa(
+            Rsa::from_public_components(
+                small.n().to_owned().expect("n"),
+                small.e().to_owned().expect("e"),
+            )
+            .expect("pub"),
+        )
+        .expect("pkey");
+        let jwk = RsaJwk::from_public_key(&key).expect("jwk");
+        assert_eq!(
+            jwk.to_public_key().err(),
+            Some(JwkError::BadModulusSize(1024))
+        );
+        let mut ec = jwk.clone();
+        ec.kty = "EC".into();
+        assert!(matches!(
+            ec.to_public_key(),
+            Err(JwkError::UnsupportedKeyType(_))
+        ));
+        let mut padded = jwk;
+        padded.e = "AAEAAQ".into();
+        assert!(matches!(
+            padded.to_public_key(),
+            Err(JwkError::BadEncoding(_))
+        ));
+    }
+}

@@ -1,0 +1,488 @@
+//! Compact JWS (RFC 7515 §7.1) with PS256 only: signing, strict header rules, verification.
+//!
+//! PS256 is RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-octet salt (RFC 7518 §3.5). The
+//! header rules follow RFC 8725 (JWT best current practice): the algorithm is allow-listed, `typ`
+//! is explicit, `none` is refused, and keys supplied in the header (`jwk`, `jku`, `x5u`, `x5c`)
+//! are refused, as is `crit`, so the key always comes from enrollment, never from the message.
+//! RSA operations run in OpenSSL (constant-time private-key code; the pure-Rust `rsa` crate has
+//! the unfixed RUSTSEC-2023-0071 timing advisory).
+
+use crate::jwk::{JwkError, RsaJwk};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private, Public};
+use openssl::rsa::{Padding, Rsa};
+use openssl::sign::{RsaPssSaltlen, Signer, Verifier};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The only JWS algorithm accepted or produced.
+pub const ALG_PS256: &str = "PS256";
+/// Salt length of PS256 in octets: the SHA-256 output length (RFC 7518 §3.5).
+pub const PS256_SALT_LEN: i32 = 32;
+/// Header members that would let a message choose its own key (RFC 8725 §3.10) or demand
+/// extensions we do not implement (`crit`, RFC 7515 §4.1.11).
+pub const FORBIDDEN_HEADER_MEMBERS: [&str; 6] = ["jwk", "jku", "x5u", "x5c", "x5t", "crit"];
+
+/// A protected header as produced: `{"alg":"PS256","kid":…,"typ":…}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Always `PS256`.
+    pub alg: String,
+    /// RFC 7638 thumbprint of the signing key.
+    pub kid: String,
+    /// Media type of the payload, e.g. `wattest-window+jwt`.
+    pub typ: String,
+}
+
+/// Why a compact JWS was refused. [`JwsError::code`] gives the stable machine-readable code used
+/// in problem responses and documented in `docs/protocol.md`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JwsError {
+    /// Not three base64url segments, or the header is not a JSON object.
+    #[error("malformed JWS: {0}")]
+    Malformed(String),
+    /// `alg` other than `PS256` (including `none`).
+    #[error("algorithm {0:?} is not allowed; only PS256 is")]
+    UnsupportedAlg(String),
+    /// `typ` missing or not the expected media type.
+    #[error("header typ {found:?} is not {expected:?}")]
+    WrongType {
+        /// The `typ` required here.
+        expected: String,
+        /// What the header carried.
+        found: Option<String>,
+    },
+    /// The header carries a key or a `crit` member.
+    #[error("header member {0:?} is not allowed")]
+    ForbiddenHeader(String),
+    /// `kid` missing or not a string.
+    #[error("header kid is missing")]
+    MissingKid,
+    /// The signature does not verify under the key.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// The verifying key could not be used.
+    #[error(transparent)]
+    Key(#[from] JwkError),
+}
+
+impl JwsError {
+    /// Stable error code (snake_case) for problem+json bodies.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed_jws",
+            Self::UnsupportedAlg(_) => "unsupported_alg",
+            Self::WrongType { .. } => "wrong_typ",
+            Self::ForbiddenHeader(_) => "forbidden_header",
+            Self::MissingKid => "missing_kid",
+            Self::BadSignature => "bad_signature",
+            Self::Key(_) => "invalid_key",
+        }
+    }
+}
+
+/// Why signing failed (a key or TPM problem, never the input).
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// OpenSSL failed.
+    #[error("OpenSSL signing failed: {0}")]
+    OpenSsl(#[from] openssl::error::ErrorStack),
+    /// A hardware or remote signer failed.
+    #[error("signer failed: {0}")]
+    Device(String),
+}
+
+/// Something that signs with RSASSA-PSS-SHA256 (salt 32): a software key or a TPM key.
+pub trait JwsSigner {
+    /// RFC 7638 thumbprint of the public key, used as `kid`.
+    fn kid(&self) -> &str;
+    /// RSASSA-PSS-SHA256 signature over `message` (the JWS signing input), `k` octets long.
+    ///
+    /// # Errors
+    /// [`SignError`] when the key or device fails.
+    fn sign_ps256(&self, message: &[u8]) -> Result<Vec<u8>, SignError>;
+}
+
+/// An RSA private key held in process memory (OpenSSL), with its JWK and thumbprint.
+pub struct SoftwareKey {
+    key: PKey<Private>,
+    jwk: RsaJwk,
+    kid: String,
+}
+
+impl std::fmt::Debug for SoftwareKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("SoftwareKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SoftwareKey {
+    /// Generates a fresh RSA key of `bits` bits (e = 65537).
+    ///
+    /// # Errors
+    /// OpenSSL failures.
+    pub fn generate(bits: u32) -> Result<Self, SignError> {
+        Self::from_pkey(PKey::from_rsa(Rsa::generate(bits)?)?)
+    }
+
+    /// Loads a PKCS#8 DER private key (as written by [`SoftwareKey::to_pkcs8_der`]).
+    ///
+    /// # Errors
+    /// The bytes are not an RSA PKCS#8 key.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, SignError> {
+        Self::from_pkey(PKey::private_key_from_pkcs8(der)?)
+    }
+
+    fn from_pkey(key: PKey<Private>) -> Result<Self, SignError> {
+        let public = PKey::public_key_from_der(&key.public_key_to_der()?)?;
+        let jwk =
+            RsaJwk::from_public_key(&public).map_err(|err| SignError::Device(err.to_string()))?;
+        let kid = jwk.thumbprint();
+        Ok(Self { key, jwk, kid })
+    }
+
+    /// The private key as unencrypted PKCS#8 DER. Callers must store it with mode 0600.
+    ///
+    /// # Errors
+    /// OpenSSL failures.
+    pub fn to_pkcs8_der(&self) -> Result<Vec<u8>, SignError> {
+        Ok(self.key.private_key_to_pkcs8()?)
+    }
+
+    /// The public key as a JWK (without `kid`).
+    #[must_use]
+    pub fn public_jwk(&self) -> &RsaJwk {
+        &self.jwk
+    }
+}
+
+impl JwsSigner for SoftwareKey {
+    fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    fn sign_ps256(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        let mut signer = Signer::new(MessageDigest::sha256(), &self.key)?;
+        signer.set_rsa_padding(Padding::PKCS1_PSS)?;
+        signer.set_rsa_mgf1_md(MessageDigest::sha256())?;
+        signer.set_rsa_pss_saltlen(RsaPssSaltlen::custom(PS256_SALT_LEN))?;
+        signer.update(message)?;
+        Ok(signer.sign_to_vec()?)
+    }
+}
+
+/// Signs `payload` as a compact JWS with header `{"alg":"PS256","kid":<signer kid>,"typ":typ}`.
+///
+/// # Errors
+/// [`SignError`] from the signer.
+pub fn sign_compact(
+    signer: &dyn JwsSigner,
+    typ: &str,
+    payload: &[u8],
+) -> Result<String, SignError> {
+    let header = Header {
+        alg: ALG_PS256.into(),
+        kid: signer.kid().into(),
+        typ: typ.into(),
+    };
+    // Serialising a struct of three strings cannot fail.
+    let header = serde_json::to_vec(&header).unwrap_or_default();
+    let mut out = String::with_capacity(header.len() * 4 / 3 + payload.len() * 4 / 3 + 350);
+    B64.encode_string(&header, &mut out);
+    out.push('.');
+    B64.encode_string(payload, &mut out);
+    let signature = signer.sign_ps256(out.as_bytes())?;
+    out.push('.');
+    B64.encode_string(signature, &mut out);
+    Ok(out)
+}
+
+/// Which salt length a signature verified with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaltLength {
+    /// 32 octets, standard PS256.
+    Digest,
+    /// `k - 32 - 2` octets (222 for RSA-2048): the maximum, used by some older TPMs.
+    Maximum,
+}
+
+/// Which salt lengths verification accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaltPolicy {
+    /// Standard PS256 only (software keys, the oracle's own certificates).
+    DigestOnly,
+    /// PS256, then the maximum salt length: only for keys proven to live in a TPM.
+    DigestOrMaximum,
+}
+
+/// A compact JWS split and its header checked, but its signature not yet verified.
+#[derive(Debug, Clone)]
+pub struct UnverifiedJws<'a> {
+    /// The parsed header (alg = PS256, typ as expected).
+    pub header: Header,
+    signing_input: &'a str,
+    payload_b64: &'a str,
+    signature: Vec<u8>,
+}
+
+/// Splits `jws` and checks its header: steps 1–3 of verification (see `docs/protocol.md`).
+///
+/// # Errors
+/// [`JwsError::Malformed`], [`JwsError::UnsupportedAlg`], [`JwsError::WrongType`],
+/// [`JwsError::ForbiddenHeader`], [`JwsError::MissingKid`].
+pub fn decode_header<'a>(jws: &'a str, expected_typ: &str) -> Result<UnverifiedJws<'a>, JwsError> {
+    // Step 1: exactly three non-empty base64url segments.
+    let mut parts = jws.split('.');
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwsError::Malformed(
+            "expected three dot-separated segments".into(),
+        ));
+    };
+    if h.is_empty() || p.is_empty() || s.is_empty() {
+        return Err(JwsError::Malformed("empty segment".into()));
+    }
+    let header_bytes = B64
+        .decode(h)
+        .map_err(|_| JwsError::Malformed("header is not base64url".into()))?;
+    let signature = B64
+        .decode(s)
+        .map_err(|_| JwsError::Malformed("signature is not base64url".into()))?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header_bytes)
+        .map_err(|_| JwsError::Malformed("header is not a JSON object".into()))?;
+
+    // Step 2: algorithm allow-list, before anything else is trusted.
+    let alg = header
+        .get("alg")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    if alg != ALG_PS256 {
+        return Err(JwsError::UnsupportedAlg(alg.to_owned()));
+    }
+    // Step 3: explicit type, no header-supplied keys, a kid.
+    let typ = header.get("typ").and_then(|v| v.as_str());
+    if typ != Some(expected_typ) {
+        return Err(JwsError::WrongType {
+            expected: expected_typ.into(),
+            found: typ.map(str::to_owned),
+        });
+    }
+    if let Some(bad) = FORBIDDEN_HEADER_MEMBERS
+        .iter()
+        .find(|m| header.contains_key(**m))
+    {
+        return Err(JwsError::ForbiddenHeader((*bad).to_owned()));
+    }
+    let kid = header
+        .get("kid")
+        .and_then(|v| v.as_str())
+        .ok_or(JwsError::MissingKid)?;
+    Ok(UnverifiedJws {
+        header: Header {
+            alg: alg.into(),
+            kid: kid.into(),
+            typ: expected_typ.into(),
+        },
+        signing_input: &jws[..h.len() + 1 + p.len()],
+        payload_b64: p,
+        signature,
+    })
+}
+
+impl UnverifiedJws<'_> {
+    /// Step 4: verifies the signature under `key` and returns the payload bytes.
+    ///
+    /// # Errors
+    /// [`JwsError::BadSignature`] (also for a wrong-length signature), [`JwsError::Malformed`]
+    /// when the payload is not base64url.
+    pub fn verify(
+        self,
+        key: &PKey<Public>,
+        policy: SaltPolicy,
+    ) -> Result<(Vec<u8>, SaltLength), JwsError> {
+        let size = usize::try_from(key.size()).unwrap_or(0);
+        if self.signature.len() != size {
+            return Err(JwsError::BadSignature);
+        }
+        let salt = if pss_verify(
+            key,
+            self.signing_input.as_bytes(),
+            &self.signature,
+            PS256_SALT_LEN,
+        ) {
+            SaltLength::Digest
+        } else if policy == SaltPolicy::DigestOrMaximum
+            && pss_verify(
+                key,
+                self.signing_input.as_bytes(),
+                &self.signature,
+                max_salt_len(key),
+            )
+        {
+            SaltLength::Maximum
+        } else {
+            return Err(JwsError::BadSignature);
+        };
+        let payload = B64
+            .decode(self.payload_b64)
+            .map_err(|_| JwsError::Malformed("payload is not base64url".into()))?;
+        Ok((payload, salt))
+    }
+}
+
+/// Maximum PSS salt length for `key` with SHA-256: `emLen - hLen - 2` (RFC 8017 §9.1.1), where
+/// `emLen = ceil((modBits - 1) / 8)`: 222 octets for RSA-2048.
+fn max_salt_len(key: &PKey<Public>) -> i32 {
+    let em_len = (i32::try_from(key.bits()).unwrap_or(0) - 1 + 7) / 8;
+    em_len - PS256_SALT_LEN - 2
+}
+
+fn pss_verify(key: &PKey<Public>, message: &[u8], signature: &[u8], salt: i32) -> bool {
+    let run = || -> Result<bool, openssl::error::ErrorStack> {
+        let mut verifier = Verifier::new(MessageDigest::sha256(), key)?;
+        verifier.set_rsa_padding(Padding::PKCS1_PSS)?;
+        verifier.set_rsa_mgf1_md(MessageDigest::sha256())?;
+        verifier.set_rsa_pss_saltlen(RsaPssSaltlen::custom(salt))?;
+        verifier.update(message)?;
+        verifier.verify(signature)
+    };
+    run().unwrap_or(false)
+}
+
+/// Base64url (no padding) of SHA-256 over the ASCII bytes of a compact JWS: the hash that chains
+/// windows (`prev`) and that the transparency log commits to.
+#[must_use]
+pub fn jws_hash(jws: &str) -> String {
+    B64.encode(Sha256::digest(jws.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SoftwareKey {
+        SoftwareKey::generate(2048).expect("keygen")
+    }
+
+    fn public(k: &SoftwareKey) -> PKey<Public> {
+        k.public_jwk().to_public_key().expect("public")
+    }
+
+    #[test]
+    fn round_trip_and_tamper() {
+        let k = key();
+        let jws = sign_compact(&k, "t+jwt", br#"{"a":1}"#).expect("sign");
+        let d = decode_header(&jws, "t+jwt").expect("header");
+        assert_eq!(d.header.kid, k.kid());
+        let (payload, salt) = d
+            .verify(&public(&k), SaltPolicy::DigestOnly)
+            .expect("verify");
+        assert_eq!(payload, br#"{"a":1}"#);
+        assert_eq!(salt, SaltLength::Digest);
+
+        // Change one payload character: the signature no longer verifies.
+        let parts: Vec<&str> = jws.split('.').collect();
+        let forged = format!("{}.{}.{}", parts[0], B64.encode(br#"{"a":2}"#), parts[2]);
+        let err = decode_header(&forged, "t+jwt")
+            .expect("header")
+            .verify(&public(&k), SaltPolicy::DigestOnly);
+        assert_eq!(err.err(), Some(JwsError::BadSignature));
+
+        // Another key does not verify it either.
+        let other = key();
+        let err = decode_header(&jws, "t+jwt")
+            .expect("header")
+            .verify(&public(&other), SaltPolicy::DigestOnly);
+        assert_eq!(err.err(), Some(JwsError::BadSignature));
+    }
+
+    #[test]
+    fn header_rules() {
+        let enc = |h: &str| {
+            format!(
+                "{}.{}.{}",
+                B64.encode(h),
+                B64.encode("{}"),
+                B64.encode([0u8; 256])
+            )
+        };
+        let cases = [
+            (r#"{"alg":"none","kid":"k","typ":"t"}"#, "unsupported_alg"),
+            (r#"{"alg":"RS256","kid":"k","typ":"t"}"#, "unsupported_alg"),
+            (r#"{"alg":"PS256","kid":"k","typ":"x"}"#, "wrong_typ"),
+            (r#"{"alg":"PS256","kid":"k"}"#, "wrong_typ"),
+            (
+                r#"{"alg":"PS256","kid":"k","typ":"t","jwk":{}}"#,
+                "forbidden_header",
+            ),
+            (
+                r#"{"alg":"PS256","kid":"k","typ":"t","crit":["b64"]}"#,
+                "forbidden_header",
+            ),
+            (r#"{"alg":"PS256","typ":"t"}"#, "missing_kid"),
+            (r#"[1]"#, "malformed_jws"),
+        ];
+        for (header, code) in cases {
+            let err = decode_header(&enc(header), "t").err().map(|e| e.code());
+            assert_eq!(err, Some(code), "{header}");
+        }
+        assert_eq!(
+            decode_header("a.b", "t").err().map(|e| e.code()),
+            Some("malformed_jws")
+        );
+        assert_eq!(
+            decode_header("a.b.c.d", "t").err().map(|e| e.code()),
+            Some("malformed_jws")
+        );
+        assert_eq!(
+            decode_header("a..c", "t").err().map(|e| e.code()),
+            Some("malformed_jws")
+        );
+    }
+
+    /// A signature made with the maximum salt (older TPMs) verifies only under the TPM policy.
+    #[test]
+    fn maximum_salt_only_when_allowed() {
+        let k = key();
+        let header = B64.encode(r#"{"alg":"PS256","kid":"k","typ":"t"}"#);
+        let input = format!("{header}.{}", B64.encode("{}"));
+        let mut signer = Signer::new(MessageDigest::sha256(), &k.key).expect("signer");
+        signer.set_rsa_padding(Padding::PKCS1_PSS).expect("pad");
+        signer
+            .set_rsa_mgf1_md(MessageDigest::sha256())
+            .expect("mgf");
+        signer
+            .set_rsa_pss_saltlen(RsaPssSaltlen::custom(222))
+            .expect("salt");
+        signer.update(input.as_bytes()).expect("update");
+        let jws = format!(
+            "{input}.{}",
+            B64.encode(signer.sign_to_vec().expect("sign"))
+        );
+        let strict = decode_header(&jws, "t")
+            .expect("h")
+            .verify(&public(&k), SaltPolicy::DigestOnly);
+        assert_eq!(strict.err(), Some(JwsError::BadSignature));
+        let (_, salt) = decode_header(&jws, "t")
+            .expect("h")
+            .verify(&public(&k), SaltPolicy::DigestOrMaximum)
+            .expect("tpm policy");
+        assert_eq!(salt, SaltLength::Maximum);
+    }
+
+    #[test]
+    fn key_round_trips_through_pkcs8() {
+        let k = key();
+        let again = SoftwareKey::from_pkcs8_der(&k.to_pkcs8_der().expect("der")).expect("load");
+        assert_eq!(again.kid(), k.kid());
+        assert!(!format!("{k:?}").contains("BEGIN"));
+    }
+}

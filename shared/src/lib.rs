@@ -1,0 +1,18 @@
+//! The Wattest wire contract shared by the agent, the oracle and the offline verifier: telemetry
+//! windows, certificate claims, units, JWK/JWS (PS256) and certificate verification.
+
+pub mod certificate;
+pub mod jwk;
+pub mod jws;
+pub mod units;
+pub mod window;
+
+pub use certificate::{
+    AttestationLevel, CERTIFICATE_TYP, CertificateClaims, CheckedCertificate, verify_certificate,
+};
+pub use jwk::{Jwks, RsaJwk};
+pub use jws::{JwsSigner, SoftwareKey};
+pub use units::{Eur, GramsCo2ePerKwh, Joules, KgCo2e, WattHours, Watts};
+pub use window::{
+    Attribution, Method, PROTOCOL_VERSION, SourceEnergy, SourceKind, WINDOW_TYP, WindowClaims,
+};

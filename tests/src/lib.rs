@@ -1,0 +1,1 @@
+//! End-to-end tests of the wattest binaries; see tests/tests/.
