@@ -1,1 +1,174 @@
-fn main() {}
+//! `wattest-oracle`: the oracle server and its administration commands.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use wattest_oracle::auth::{self, Role};
+use wattest_oracle::credits::{
+    CreditPolicy, DEFAULT_NODE_OWNER_SHARE_PCT, DEFAULT_PRICE_EUR_PER_TONNE,
+};
+use wattest_oracle::storage::{self, Storage};
+use wattest_oracle::{AppState, Settings, api};
+use wattest_shared::Eur;
+
+/// Wattest oracle: verifies signed energy windows from agents, applies grid carbon intensity,
+/// issues signed energy certificates and serves compliance exports.
+#[derive(Debug, Parser)]
+#[command(name = "wattest-oracle", version)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "WATTEST_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP API.
+    Serve(ServeArgs),
+    /// Manage access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DataArgs {
+    /// Directory for the oracle key (oracle-key.der, mode 0600) and, unless DATABASE_URL is set,
+    /// the SQLite database (wattest.db).
+    #[arg(long, env = "WATTEST_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// PostgreSQL (postgres://user@host/db) or SQLite (sqlite://path?mode=rwc) URL; default:
+    /// SQLite in the data dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WATTEST_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Public base URL of this oracle, written as `iss` in certificates and used in export links
+    /// (default: http://LISTEN).
+    #[arg(long, env = "WATTEST_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Price per tonne of avoided CO2e for the avoided-emissions reward, EUR (decimal).
+    #[arg(long, default_value = DEFAULT_PRICE_EUR_PER_TONNE, value_parser = parse_eur)]
+    price_eur_per_tonne: Eur,
+    /// Node owner's share of the reward, percent; the cooperative fund gets the rest.
+    #[arg(long, default_value_t = DEFAULT_NODE_OWNER_SHARE_PCT, value_parser = parse_share)]
+    node_owner_share_pct: f64,
+    /// Certificate validity, days.
+    #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    certificate_validity_days: u32,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it on stdout (it is shown once; only its SHA-256 is stored).
+    Create {
+        /// What the token may do.
+        #[arg(long, value_enum)]
+        role: Role,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+fn parse_eur(text: &str) -> Result<Eur, String> {
+    Eur::parse(text).filter(|e| e.micros() >= 0).ok_or_else(|| {
+        format!("{text:?} is not a non-negative decimal amount (at most 6 decimals)")
+    })
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|v| (0.0..=100.0).contains(v))
+        .ok_or_else(|| format!("{text:?} is not a percentage between 0 and 100"))
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn,tower_http=info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn prepare_data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 700 {}", dir.display()))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Token {
+            command: TokenCommand::Create { role, data },
+        } => {
+            prepare_data_dir(&data.data_dir)?;
+            let storage =
+                Storage::connect(&storage::database_url(&data.data_dir, data.database_url))
+                    .await
+                    .context("opening the database")?;
+            println!("{}", auth::create_token(&storage, role).await?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    prepare_data_dir(&args.data.data_dir)?;
+    let url = storage::database_url(&args.data.data_dir, args.data.database_url);
+    let settings = Settings {
+        issuer: args
+            .public_url
+            .unwrap_or_else(|| format!("http://{}", args.listen)),
+        certificate_validity: chrono::Duration::days(i64::from(args.certificate_validity_days)),
+        credits: CreditPolicy {
+            price_per_tonne: args.price_eur_per_tonne,
+            node_owner_share_pct: args.node_owner_share_pct,
+        },
+    };
+    let state = AppState::open(&args.data.data_dir, &url, settings).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(listen = %local, database = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" }, kid = %state.jwks.keys.first().and_then(|k| k.kid.clone()).unwrap_or_default(), "Oracle listening.");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown())
+        .await?;
+    tracing::info!("Oracle stopped.");
+    Ok(())
+}
+
+async fn shutdown() {
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+}

@@ -21,6 +21,7 @@ pub const ARITHMETIC_TOLERANCE: f64 = 1e-9;
 
 /// How the node's signing key is protected, as proven at enrollment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AttestationLevel {
     /// The key was proven to live in a TPM (credential activation + TPM2_Certify).
@@ -42,6 +43,7 @@ impl AttestationLevel {
 
 /// The node a certificate is about.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertifiedNode {
     /// Node id (UUID).
     pub id: String,
@@ -57,6 +59,7 @@ pub struct CertifiedNode {
 
 /// The period covered: first window start to last window end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Period {
     /// RFC 3339 UTC.
     pub start: DateTime<Utc>,
@@ -68,6 +71,7 @@ pub struct Period {
 
 /// Energy of one source over the whole certificate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SourceTotal {
     /// Source id as in the windows.
     pub source: String,
@@ -87,6 +91,7 @@ pub struct SourceTotal {
 
 /// Energy totals.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnergyTotals {
     /// Energy consumed (the consumption rule of `docs/protocol.md` over `by_source`), Wh.
     pub consumed_wh: WattHours,
@@ -100,6 +105,7 @@ pub struct EnergyTotals {
 
 /// Grid carbon intensity applied to one clock hour.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HourlyIntensity {
     /// Start of the hour, RFC 3339 UTC.
     pub hour: DateTime<Utc>,
@@ -114,6 +120,7 @@ pub struct HourlyIntensity {
 /// Where an intensity figure comes from. Never a bare constant: the same grid has several
 /// published figures (see `docs/methodology.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Provenance {
     /// Provider id, e.g. `static`.
     pub provider: String,
@@ -129,6 +136,7 @@ pub struct Provenance {
 
 /// Intensity used for the certificate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IntensityUsed {
     /// Grid zone.
     pub zone: String,
@@ -142,6 +150,7 @@ pub struct IntensityUsed {
 
 /// Emissions of the consumed grid energy (GHG Protocol Scope 2, location-based).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Emissions {
     /// Σ hours grid_wh × intensity, kgCO2e.
     pub location_based_kg_co2e: KgCo2e,
@@ -149,6 +158,7 @@ pub struct Emissions {
 
 /// Emissions avoided by solar production: reported apart, never netted against emissions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AvoidedEmissions {
     /// Σ hours solar_wh × intensity, kgCO2e.
     pub kg_co2e: KgCo2e,
@@ -156,6 +166,7 @@ pub struct AvoidedEmissions {
 
 /// Avoided-emissions reward (not an offset) and its split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Reward {
     /// ISO 4217 currency, `EUR`.
     pub currency: String,
@@ -173,6 +184,7 @@ pub struct Reward {
 
 /// The windows a certificate covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WindowRange {
     /// First window's `seq`.
     pub first_seq: u64,
@@ -186,6 +198,7 @@ pub struct WindowRange {
 
 /// The payload of an energy certificate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateClaims {
     /// Issuer: the oracle's configured public URL or name.
     pub iss: String,

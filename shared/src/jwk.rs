@@ -39,6 +39,7 @@ pub enum JwkError {
 /// An RSA public key as a JWK: `{"kty":"RSA","n":<base64url>,"e":<base64url>}` plus optional
 /// `kid`, `alg` and `use` (present in a JWKS, ignored on input).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RsaJwk {
     /// Key type, always `"RSA"`.
     pub kty: String,
@@ -128,6 +129,7 @@ impl RsaJwk {
 
 /// A JWK Set (RFC 7517 §5): `{"keys":[<RsaJwk>…]}`, as served at `/.well-known/jwks.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Jwks {
     /// The keys; each carries `kid` = its RFC 7638 thumbprint.
     pub keys: Vec<RsaJwk>,

@@ -205,6 +205,7 @@ pub fn sign_compact(
 
 /// Which salt length a signature verified with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SaltLength {
     /// 32 octets, standard PS256.

@@ -14,6 +14,16 @@ macro_rules! unit {
         #[serde(transparent)]
         pub struct $name(pub f64);
 
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                number_schema(concat!("Unit: ", $symbol)).into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
+
         impl $name {
             /// Zero of this unit.
             pub const ZERO: Self = Self(0.0);
@@ -67,6 +77,16 @@ macro_rules! unit {
             }
         }
     };
+}
+
+#[cfg(feature = "openapi")]
+fn number_schema(description: &str) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+        .description(Some(description))
+        .build()
 }
 
 unit!(
@@ -230,6 +250,22 @@ impl std::fmt::Display for Eur {
         write!(f, "{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000)
     }
 }
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Eur {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^-?[0-9]+\.[0-9]{6}$"))
+            .description(Some("Amount in EUR, decimal string with six decimals"))
+            .examples(["0.001234"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Eur {}
 
 impl Serialize for Eur {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

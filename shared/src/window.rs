@@ -19,6 +19,7 @@ pub const MAX_WINDOW_SECONDS: i64 = 86_400;
 
 /// What a source measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SourceKind {
     /// A GPU (one physical device).
@@ -50,6 +51,7 @@ impl SourceKind {
 /// How a source's energy was obtained. Counters are exact up to the sensor's own accuracy;
 /// power integration and estimates carry more uncertainty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// NVML `nvmlDeviceGetTotalEnergyConsumption` counter deltas (mJ, Volta and newer).
@@ -98,6 +100,7 @@ impl Method {
 
 /// How a job's share of the host's energy is decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Attribution {
     /// The whole host's energy while the job runs (as CodeCarbon does).
@@ -120,6 +123,7 @@ impl Attribution {
 
 /// One source's energy over the window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SourceEnergy {
     /// Stable id of the source on this node, e.g. `gpu0`, `rapl:package-0`, `cpu-estimate`.
@@ -147,6 +151,7 @@ pub struct SourceEnergy {
 
 /// The payload of a telemetry window JWS.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WindowClaims {
     /// Protocol version, [`PROTOCOL_VERSION`].

@@ -1,0 +1,59 @@
+//! Health, keys and the API description.
+
+use super::ApiDoc;
+use crate::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+use wattest_shared::Jwks;
+
+/// Health status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: &'static str,
+    /// `ok` or the database error.
+    pub database: String,
+    /// Oracle version.
+    pub version: &'static str,
+}
+
+/// Liveness and database reachability.
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses(
+    (status = 200, description = "Healthy", body = Health),
+    (status = 503, description = "Database unreachable", body = Health),
+))]
+pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let version = env!("CARGO_PKG_VERSION");
+    match state.storage.db().ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok",
+                database: "ok".into(),
+                version,
+            }),
+        ),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "degraded",
+                database: err.to_string(),
+                version,
+            }),
+        ),
+    }
+}
+
+/// The oracle's public keys (RFC 7517 JWK Set); `kid` is each key's RFC 7638 thumbprint.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "meta", responses((status = 200, description = "JWK Set", body = Jwks)))]
+pub async fn jwks(State(state): State<AppState>) -> Json<Jwks> {
+    Json((*state.jwks).clone())
+}
+
+/// The OpenAPI document.
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

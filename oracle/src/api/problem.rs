@@ -1,0 +1,129 @@
+//! Error policy of the HTTP API: every error is an RFC 9457 `application/problem+json` body with
+//! a stable `code`, mapped here and nowhere else. 4xx bodies say what was wrong and how to fix
+//! it; 5xx bodies say nothing about internals (the details go to the log).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Prefix of the `type` member: `urn:wattest:problem:<code>`; each code is documented in
+/// `docs/protocol.md`.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:wattest:problem:";
+
+/// An RFC 9457 problem details object.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `urn:wattest:problem:<code>`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Short, human-readable summary of the problem type.
+    pub title: String,
+    /// HTTP status code.
+    pub status: u16,
+    /// Explanation specific to this occurrence.
+    pub detail: String,
+    /// Stable machine-readable error code (snake_case).
+    pub code: String,
+    /// For `seq_replay`: true when the very same window was already accepted (a retry), so the
+    /// sender may treat it as acknowledged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub already_accepted: Option<bool>,
+    /// For `seq_replay` / `seq_gap`: the seq the oracle expects next.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_seq: Option<u64>,
+}
+
+/// An API error: status, code and detail.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    detail: String,
+    already_accepted: Option<bool>,
+    expected_seq: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with `status`, stable `code` and a `detail` for the client.
+    #[must_use]
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            already_accepted: None,
+            expected_seq: None,
+        }
+    }
+
+    /// 400 `invalid_request`.
+    #[must_use]
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", detail)
+    }
+
+    /// 404 `not_found`.
+    #[must_use]
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    /// 500 `internal`: logs `err` and tells the client nothing more.
+    #[must_use]
+    pub fn internal(err: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "Internal error.");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the oracle log has the details",
+        )
+    }
+
+    /// Marks a `seq_replay` of a window that was already accepted verbatim.
+    #[must_use]
+    pub fn with_already_accepted(mut self, yes: bool) -> Self {
+        self.already_accepted = Some(yes);
+        self
+    }
+
+    /// Adds the seq the oracle expects next.
+    #[must_use]
+    pub fn with_expected_seq(mut self, seq: u64) -> Self {
+        self.expected_seq = Some(seq);
+        self
+    }
+
+    /// The stable code.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(err: crate::storage::StorageError) -> Self {
+        Self::internal(&err)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = Problem {
+            type_: format!("{PROBLEM_TYPE_PREFIX}{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            code: self.code.to_owned(),
+            already_accepted: self.already_accepted,
+            expected_seq: self.expected_seq,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}

@@ -1,0 +1,402 @@
+//! Telemetry ingest: verify a signed window, append it to the node's chain, and issue the
+//! certificate when it is a job's final window, all in one transaction.
+
+use super::problem::ApiError;
+use crate::AppState;
+use crate::certificates::{Issue, build_claims};
+use crate::storage::entities::{certificate, node, window};
+use crate::storage::{StorageError, seq_i64};
+use crate::verification::{ChainState, EnrolledNode, VerifiedWindow, VerifyError, verify_window};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use wattest_shared::certificate::{CertificateClaims, CertifiedNode};
+use wattest_shared::jws::{SaltLength, decode_header, jws_hash, sign_compact};
+use wattest_shared::window::{WINDOW_TYP, WindowClaims};
+use wattest_shared::{AttestationLevel, CERTIFICATE_TYP, RsaJwk};
+
+/// JSON form of the body (the other form is the bare compact JWS as `application/jose`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryRequest {
+    /// The window as a compact JWS.
+    pub jws: String,
+}
+
+/// Figures of an issued certificate, returned with the final window.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CertificateSummary {
+    /// Certificate id (`jti`).
+    pub id: String,
+    /// Job id.
+    pub job_id: Option<String>,
+    /// Node id.
+    pub node_id: String,
+    /// Grid zone.
+    pub zone: String,
+    /// Issue time.
+    pub issued_at: DateTime<Utc>,
+    /// Period start.
+    pub period_start: DateTime<Utc>,
+    /// Period end.
+    pub period_end: DateTime<Utc>,
+    /// Energy consumed, Wh.
+    pub energy_wh: f64,
+    /// Grid energy, Wh.
+    pub grid_wh: f64,
+    /// Solar energy, Wh.
+    pub solar_wh: f64,
+    /// Location-based emissions, kgCO2e.
+    pub emissions_kg_co2e: f64,
+    /// Mean grid intensity applied, gCO2e/kWh.
+    pub intensity_g_co2e_per_kwh: f64,
+    /// Intensity dataset.
+    pub intensity_dataset: String,
+    /// Avoided emissions, kgCO2e.
+    pub avoided_kg_co2e: f64,
+    /// Node key protection.
+    pub attestation_level: String,
+    /// Number of windows.
+    pub window_count: i64,
+}
+
+impl From<&certificate::Model> for CertificateSummary {
+    fn from(c: &certificate::Model) -> Self {
+        Self {
+            id: c.id.clone(),
+            job_id: c.job_id.clone(),
+            node_id: c.node_id.clone(),
+            zone: c.zone.clone(),
+            issued_at: c.issued_at,
+            period_start: c.period_start,
+            period_end: c.period_end,
+            energy_wh: c.consumed_wh,
+            grid_wh: c.grid_wh,
+            solar_wh: c.solar_wh,
+            emissions_kg_co2e: c.emissions_kg,
+            intensity_g_co2e_per_kwh: c.intensity_g,
+            intensity_dataset: c.intensity_dataset.clone(),
+            avoided_kg_co2e: c.avoided_kg,
+            attestation_level: c.attestation_level.clone(),
+            window_count: c.window_count,
+        }
+    }
+}
+
+/// Acknowledgement of an accepted window.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TelemetryAccepted {
+    /// Node id.
+    pub node_id: String,
+    /// Accepted seq.
+    pub seq: u64,
+    /// base64url SHA-256 of the window JWS: the next window's `prev`.
+    pub hash: String,
+    /// Salt length of the signature (`digest`, or `maximum` for some TPMs).
+    pub salt_length: SaltLength,
+    /// The certificate issued, when this was a final window.
+    pub certificate: Option<CertificateSummary>,
+}
+
+/// Submits one signed telemetry window.
+///
+/// The body is the compact JWS (`Content-Type: application/jose`) or `{"jws": "<compact JWS>"}`
+/// (`application/json`). Nothing is stored unless every verification step passes.
+#[utoipa::path(post, path = "/v1/telemetry", tag = "telemetry",
+    request_body(content(
+        (TelemetryRequest = "application/json"),
+        (String = "application/jose", example = "eyJhbGciOiJQUzI1NiIs…"),
+    )),
+    responses(
+        (status = 200, description = "Window accepted (and certificate issued when final)", body = TelemetryAccepted),
+        (status = 400, description = "malformed_jws / unsupported_alg / wrong_typ / forbidden_header / missing_kid / malformed_payload / unsupported_version / invalid_request", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unknown_kid / bad_signature", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "node_mismatch", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "seq_replay / seq_gap / chain_broken / overlapping_window / job_closed", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "future_window / invalid_period / implausible", body = super::problem::Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all, fields(node_id, seq))]
+pub async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<TelemetryAccepted>, ApiError> {
+    let body = body.map_err(|err| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("{err} (limit {} bytes)", super::MAX_BODY_BYTES),
+        )
+    })?;
+    let jws = extract_jws(&headers, &body)?;
+
+    // Steps 1–3 and the key lookup by kid.
+    let kid = decode_header(&jws, WINDOW_TYP)
+        .map_err(|err| verify_error(&VerifyError::Jws(err)))?
+        .header
+        .kid;
+    let Some(node) = state.storage.node_by_kid(&kid).await? else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unknown_kid",
+            format!("no enrolled node has key {kid}; enroll first"),
+        ));
+    };
+    tracing::Span::current().record("node_id", node.id.as_str());
+    let enrolled = enrolled_node(&node)?;
+    let chain = ChainState {
+        last_seq: u64::try_from(node.last_seq).unwrap_or(0),
+        last_hash: node.last_hash.clone(),
+        last_end: node.last_end,
+    };
+
+    // Steps 4–8 are CPU work (RSA verification): off the async executor.
+    let now = Utc::now();
+    let (jws, result) = tokio::task::spawn_blocking(move || {
+        let result = decode_header(&jws, WINDOW_TYP)
+            .map_err(VerifyError::from)
+            .and_then(|u| verify_window(&jws, u, &enrolled, &chain, now));
+        (jws, result)
+    })
+    .await
+    .map_err(|err| ApiError::internal(&err))?;
+    let verified = match result {
+        Ok(v) => v,
+        Err(VerifyError::SeqReplay { seq, last }) => {
+            return Err(replay(&state, &node.id, seq, last, &jws).await);
+        }
+        Err(err) => return Err(verify_error(&err)),
+    };
+    tracing::Span::current().record("seq", verified.claims.seq);
+
+    let certificate = store(&state, &node, &jws, &verified, now).await?;
+    Ok(Json(TelemetryAccepted {
+        node_id: node.id,
+        seq: verified.claims.seq,
+        hash: verified.hash,
+        salt_length: verified.salt,
+        certificate: certificate.as_ref().map(CertificateSummary::from),
+    }))
+}
+
+fn extract_jws(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let jws = match media.as_str() {
+        "application/json" => super::parse_json::<TelemetryRequest>(body)?.jws,
+        "application/jose" | "text/plain" | "" => String::from_utf8(body.to_vec())
+            .map_err(|_| ApiError::bad_request("body is not UTF-8"))?,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "content type {other} is not accepted; use application/jose or application/json"
+                ),
+            ));
+        }
+    };
+    Ok(jws.trim().to_owned())
+}
+
+fn enrolled_node(node: &node::Model) -> Result<EnrolledNode, ApiError> {
+    let jwk: RsaJwk =
+        serde_json::from_str(&node.public_jwk).map_err(|err| ApiError::internal(&err))?;
+    Ok(EnrolledNode {
+        id: node.id.clone(),
+        key: jwk
+            .to_public_key()
+            .map_err(|err| ApiError::internal(&err))?,
+        attestation_level: if node.attestation_level == "tpm" {
+            AttestationLevel::Tpm
+        } else {
+            AttestationLevel::Software
+        },
+    })
+}
+
+/// Maps a verification failure to its documented status.
+fn verify_error(err: &VerifyError) -> ApiError {
+    let status = match err.code() {
+        "unknown_kid" | "bad_signature" => StatusCode::UNAUTHORIZED,
+        "node_mismatch" => StatusCode::FORBIDDEN,
+        "seq_replay" | "seq_gap" | "chain_broken" | "overlapping_window" => StatusCode::CONFLICT,
+        "future_window" | "invalid_period" | "implausible" | "invalid_key" => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let api = ApiError::new(status, err.code(), err.to_string());
+    match err {
+        VerifyError::SeqGap { expected, .. } => api.with_expected_seq(*expected),
+        _ => api,
+    }
+}
+
+/// A replayed seq: says whether it is the very window already accepted (a retry after a lost
+/// acknowledgement), so the agent can drop it from its spool.
+async fn replay(state: &AppState, node_id: &str, seq: u64, last: u64, jws: &str) -> ApiError {
+    let same = matches!(state.storage.window_at(node_id, seq).await, Ok(Some(w)) if w.hash == jws_hash(jws));
+    verify_error(&VerifyError::SeqReplay { seq, last })
+        .with_already_accepted(same)
+        .with_expected_seq(last + 1)
+}
+
+async fn store(
+    state: &AppState,
+    node: &node::Model,
+    jws: &str,
+    v: &VerifiedWindow,
+    now: DateTime<Utc>,
+) -> Result<Option<certificate::Model>, ApiError> {
+    let storage = &state.storage;
+    let txn = storage.begin().await?;
+    if let Some(job) = &v.claims.job_id {
+        if storage.job_closed(&txn, &node.id, job).await? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "job_closed",
+                format!("job {job} of this node already has its certificate; use a new job id"),
+            ));
+        }
+    }
+    let row = window::Model {
+        id: 0,
+        node_id: node.id.clone(),
+        seq: seq_i64(v.claims.seq),
+        job_id: v.claims.job_id.clone(),
+        hash: v.hash.clone(),
+        jws: jws.to_owned(),
+        claims: serde_json::to_string(&v.claims).map_err(|err| ApiError::internal(&err))?,
+        start_at: v.claims.start,
+        end_at: v.claims.end,
+        consumed_wh: v.consumed.0,
+        solar_wh: v.claims.solar_wh.0,
+        is_final: v.claims.is_final,
+        salt_length: match v.salt {
+            SaltLength::Digest => "digest".into(),
+            SaltLength::Maximum => "maximum".into(),
+        },
+        certificate_id: None,
+        received_at: now,
+    };
+    match storage.append_window(&txn, row).await {
+        Err(StorageError::ChainMoved) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "seq_replay",
+                format!("seq {} was accepted concurrently", v.claims.seq),
+            ));
+        }
+        other => other?,
+    }
+    let certificate = if v.claims.is_final {
+        Some(issue(state, &txn, node, v, now).await?)
+    } else {
+        None
+    };
+    txn.commit().await.map_err(|err| ApiError::internal(&err))?;
+    if let Some(c) = &certificate {
+        tracing::info!(certificate_id = %c.id, node_id = %node.id, job_id = ?c.job_id, energy_wh = c.consumed_wh, emissions_kg = c.emissions_kg, "Certificate issued.");
+    }
+    Ok(certificate)
+}
+
+async fn issue(
+    state: &AppState,
+    txn: &sea_orm::DatabaseTransaction,
+    node: &node::Model,
+    v: &VerifiedWindow,
+    now: DateTime<Utc>,
+) -> Result<certificate::Model, ApiError> {
+    let rows = state
+        .storage
+        .open_windows(txn, &node.id, v.claims.job_id.as_deref())
+        .await?;
+    let windows = rows
+        .iter()
+        .map(|r| serde_json::from_str::<WindowClaims>(&r.claims))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| ApiError::internal(&err))?;
+    let zone = state
+        .carbon
+        .zone(&node.zone)
+        .map_err(|err| ApiError::internal(&err))?;
+    let settings = &state.settings;
+    let issue = Issue {
+        id: uuid::Uuid::new_v4().to_string(),
+        issuer: &settings.issuer,
+        node: CertifiedNode {
+            id: node.id.clone(),
+            name: node.name.clone(),
+            zone: node.zone.clone(),
+            attestation_level: if node.attestation_level == "tpm" {
+                AttestationLevel::Tpm
+            } else {
+                AttestationLevel::Software
+            },
+            kid: node.kid.clone(),
+        },
+        now,
+        validity: settings.certificate_validity,
+        last_hash: v.hash.clone(),
+    };
+    let claims = build_claims(issue, &windows, &zone, &state.carbon, &settings.credits)
+        .map_err(|err| ApiError::internal(&err))?;
+    let payload = serde_json::to_vec(&claims).map_err(|err| ApiError::internal(&err))?;
+    let key = state.key.clone();
+    let jws = tokio::task::spawn_blocking(move || sign_compact(&*key, CERTIFICATE_TYP, &payload))
+        .await
+        .map_err(|err| ApiError::internal(&err))?
+        .map_err(|err| ApiError::internal(&err))?;
+    let row = certificate_row(&claims, jws).map_err(|err| ApiError::internal(&err))?;
+    state.storage.insert_certificate(txn, row.clone()).await?;
+    Ok(row)
+}
+
+fn certificate_row(
+    c: &CertificateClaims,
+    jws: String,
+) -> Result<certificate::Model, serde_json::Error> {
+    Ok(certificate::Model {
+        id: c.jti.clone(),
+        node_id: c.sub.clone(),
+        job_id: c.job_id.clone(),
+        issued_at: DateTime::from_timestamp(c.iat, 0).unwrap_or_default(),
+        period_start: c.period.start,
+        period_end: c.period.end,
+        zone: c.intensity.zone.clone(),
+        attestation_level: c.node.attestation_level.as_str().into(),
+        consumed_wh: c.energy.consumed_wh.0,
+        grid_wh: c.energy.grid_wh.0,
+        solar_wh: c.energy.solar_wh.0,
+        emissions_kg: c.emissions.location_based_kg_co2e.0,
+        avoided_kg: c.avoided_emissions.kg_co2e.0,
+        intensity_g: c.intensity.g_co2e_per_kwh.0,
+        intensity_dataset: c.intensity.provenance.dataset.clone(),
+        intensity_year: c.intensity.provenance.year,
+        factor_type: c.intensity.provenance.factor_type.clone(),
+        reward_micro_eur: c.reward.total.micros(),
+        owner_micro_eur: c.reward.node_owner.micros(),
+        fund_micro_eur: c.reward.cooperative_fund.micros(),
+        first_seq: seq_i64(c.windows.first_seq),
+        last_seq: seq_i64(c.windows.last_seq),
+        window_count: seq_i64(c.windows.count),
+        hash: jws_hash(&jws),
+        claims: serde_json::to_string(c)?,
+        jws,
+    })
+}

@@ -1,0 +1,108 @@
+//! Bearer tokens: creation (shown once, stored as SHA-256) and role checks.
+
+use crate::api::problem::ApiError;
+use crate::storage::{Storage, StorageError};
+use axum::http::{HeaderMap, StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use chrono::Utc;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Enroll nodes (POST /v1/nodes).
+    Node,
+    /// Read certificates and logs.
+    Auditor,
+    /// Download exports.
+    Compliance,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// The stored name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Node => "node",
+            Self::Auditor => "auditor",
+            Self::Compliance => "compliance",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// Hex SHA-256 of a token: what is stored, so a database leak reveals no usable token.
+#[must_use]
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Creates a token for `role`: `wt_<role>_<43 base64url chars>` (256 random bits from the OS).
+///
+/// # Errors
+/// Database failure.
+pub async fn create_token(storage: &Storage, role: Role) -> Result<String, StorageError> {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token = format!("wt_{}_{}", role.as_str(), B64.encode(secret));
+    storage
+        .insert_token(
+            &uuid::Uuid::new_v4().to_string(),
+            role.as_str(),
+            &token_hash(&token),
+            Utc::now(),
+        )
+        .await?;
+    Ok(token)
+}
+
+/// Checks `Authorization: Bearer <token>` against the stored tokens; admin passes every check.
+///
+/// # Errors
+/// 401 `missing_token` / `invalid_token`, 403 `forbidden_role`, 500 on database failure.
+pub async fn require(
+    storage: &Storage,
+    headers: &HeaderMap,
+    allowed: &[Role],
+) -> Result<(), ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some(token) = value
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "send the token as `Authorization: Bearer <token>` (create one with `wattest-oracle token create`)",
+        ));
+    };
+    let Some(row) = storage.token_by_hash(&token_hash(token)).await? else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the token is unknown or revoked",
+        ));
+    };
+    if row.role == Role::Admin.as_str() || allowed.iter().any(|r| r.as_str() == row.role) {
+        Ok(())
+    } else {
+        let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_role",
+            format!(
+                "a {} token cannot do this; it needs one of: {}",
+                row.role,
+                names.join(", ")
+            ),
+        ))
+    }
+}

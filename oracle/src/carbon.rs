@@ -1,0 +1,165 @@
+//! Grid carbon intensity per grid zone and hour, always with its provenance.
+//!
+//! The default provider is a static table: Ember's yearly, lifecycle, generation-based intensity
+//! per country ("Ember (2025), Yearly Electricity Data", CC BY 4.0), shipped in `oracle/data/`.
+//! A yearly mean applies to every hour of the year, so its figures are marked `estimated`.
+//! Zones follow Electricity Maps' naming: an ISO 3166-1 alpha-2 country (`BE`), optionally with a
+//! sub-zone (`US-CAL-CISO`, `SE-SE3`) for which the country's figure is used and said so; ISO
+//! alpha-3 codes (`BEL`) and Ember's regions (`EU`, `World`) are accepted as well.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use std::collections::HashMap;
+use wattest_shared::GramsCo2ePerKwh;
+use wattest_shared::certificate::Provenance;
+
+/// Attribution required by the Ember licence, used as the dataset name.
+pub const EMBER_DATASET: &str = "Ember (2025), Yearly Electricity Data";
+const EMBER_JSON: &str = include_str!("../data/ember_yearly_intensity.json");
+const COUNTRY_CODES: &str = include_str!("../data/country_codes.csv");
+
+/// Why no intensity could be given.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CarbonError {
+    /// The zone is not in any table.
+    #[error(
+        "unknown grid zone {0:?}: use an ISO 3166-1 country code such as BE, an Electricity Maps zone such as US-CAL-CISO, or a region such as EU"
+    )]
+    UnknownZone(String),
+}
+
+/// A grid zone checked against the table: its canonical name and the table key it maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GridZone {
+    /// Canonical zone name as given (upper-cased for codes), e.g. `BE` or `US-CAL-CISO`.
+    pub name: String,
+    key: String,
+    note: Option<String>,
+}
+
+/// An intensity figure for one zone and hour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intensity {
+    /// gCO2e/kWh.
+    pub value: GramsCo2ePerKwh,
+    /// Where it comes from.
+    pub provenance: Provenance,
+}
+
+#[derive(Debug, Deserialize)]
+struct EmberEntry {
+    year: i32,
+    emissions_intensity_gco2_per_kwh: f64,
+}
+
+/// The static yearly table (Ember) with the alpha-2 → alpha-3 map.
+#[derive(Debug)]
+pub struct StaticTable {
+    entries: HashMap<String, EmberEntry>,
+    alpha2: HashMap<String, String>,
+}
+
+impl StaticTable {
+    /// Loads the embedded Ember table.
+    ///
+    /// # Errors
+    /// Only if the embedded data is corrupt (a build problem), as a message.
+    pub fn embedded() -> Result<Self, String> {
+        let entries: HashMap<String, EmberEntry> = serde_json::from_str(EMBER_JSON)
+            .map_err(|err| format!("embedded Ember table: {err}"))?;
+        let alpha2 = COUNTRY_CODES
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_once(','))
+            .map(|(a2, a3)| (a2.to_owned(), a3.to_owned()))
+            .collect();
+        Ok(Self { entries, alpha2 })
+    }
+
+    /// Checks `zone` and returns its canonical form.
+    ///
+    /// # Errors
+    /// [`CarbonError::UnknownZone`].
+    pub fn zone(&self, zone: &str) -> Result<GridZone, CarbonError> {
+        let trimmed = zone.trim();
+        let unknown = || CarbonError::UnknownZone(zone.to_owned());
+        if trimmed.is_empty() || trimmed.len() > 64 {
+            return Err(unknown());
+        }
+        // Regions such as "EU" or "World" are keyed by name; match them case-insensitively.
+        if let Some(key) = self
+            .entries
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(trimmed) && k.len() != 2)
+        {
+            return Ok(GridZone {
+                name: key.clone(),
+                key: key.clone(),
+                note: None,
+            });
+        }
+        let upper = trimmed.to_ascii_uppercase();
+        let country = upper.split('-').next().unwrap_or_default();
+        let key = self.alpha2.get(country).ok_or_else(unknown)?;
+        let note = (upper != country)
+            .then(|| format!("national figure for {country} applied to sub-zone {upper}"));
+        Ok(GridZone {
+            name: upper,
+            key: key.clone(),
+            note,
+        })
+    }
+
+    /// Intensity for `zone` in the hour starting at `hour`: the zone's yearly figure.
+    #[must_use]
+    pub fn intensity(&self, zone: &GridZone, _hour: DateTime<Utc>) -> Option<Intensity> {
+        let entry = self.entries.get(&zone.key)?;
+        let mut dataset = format!("{EMBER_DATASET}, {} {}", zone.key, entry.year);
+        if let Some(note) = &zone.note {
+            dataset = format!("{dataset} ({note})");
+        }
+        Some(Intensity {
+            value: GramsCo2ePerKwh(entry.emissions_intensity_gco2_per_kwh),
+            provenance: Provenance {
+                provider: "static".into(),
+                dataset,
+                year: entry.year,
+                factor_type: "lifecycle".into(),
+                estimated: true,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zones_resolve_to_the_documented_figures() {
+        let table = StaticTable::embedded().expect("table");
+        let now = Utc::now();
+        // Figures from ../shared/reference/README.md (Ember 2024).
+        for (zone, expected) in [
+            ("BE", 117.58),
+            ("be", 117.58),
+            ("BEL", 117.58),
+            ("FR", 44.18),
+            ("DE", 342.06),
+            ("World", 472.94),
+        ] {
+            let z = table.zone(zone).expect(zone);
+            let i = table.intensity(&z, now).expect("intensity");
+            assert!((i.value.0 - expected).abs() < 1e-9, "{zone}: {}", i.value.0);
+            assert_eq!(i.provenance.factor_type, "lifecycle");
+            assert!(i.provenance.dataset.starts_with(EMBER_DATASET));
+        }
+        let sub = table.zone("US-CAL-CISO").expect("sub-zone");
+        let i = table.intensity(&sub, now).expect("intensity");
+        assert!((i.value.0 - 383.55).abs() < 1e-9);
+        assert!(i.provenance.dataset.contains("sub-zone US-CAL-CISO"));
+        for bad in ["", "ZZ", "Atlantis", "B"] {
+            assert!(table.zone(bad).is_err(), "{bad}");
+        }
+    }
+}

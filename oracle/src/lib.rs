@@ -1,0 +1,64 @@
+//! The Wattest oracle: verifies signed energy windows, applies grid carbon intensity, issues
+//! signed energy certificates and serves them, with compliance exports, over HTTP.
+
+pub mod api;
+pub mod auth;
+pub mod carbon;
+pub mod certificates;
+pub mod credits;
+pub mod export;
+pub mod keys;
+pub mod storage;
+pub mod verification;
+
+use std::sync::Arc;
+use wattest_shared::{Jwks, SoftwareKey};
+
+/// Settings of a running oracle.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Issuer written into certificates (`iss`).
+    pub issuer: String,
+    /// Certificate validity.
+    pub certificate_validity: chrono::Duration,
+    /// Reward policy.
+    pub credits: credits::CreditPolicy,
+}
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Database.
+    pub storage: storage::Storage,
+    /// Carbon intensity table.
+    pub carbon: Arc<carbon::StaticTable>,
+    /// Oracle signing key.
+    pub key: Arc<SoftwareKey>,
+    /// Published keys.
+    pub jwks: Arc<Jwks>,
+    /// Settings.
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    /// Opens the data dir's key and the database, and loads the carbon table.
+    ///
+    /// # Errors
+    /// Key, database or table failure, as a message for the operator.
+    pub async fn open(
+        data_dir: &std::path::Path,
+        database_url: &str,
+        settings: Settings,
+    ) -> anyhow::Result<Self> {
+        let key = keys::load_or_create(data_dir)?;
+        let storage = storage::Storage::connect(database_url).await?;
+        let carbon = carbon::StaticTable::embedded().map_err(anyhow::Error::msg)?;
+        Ok(Self {
+            storage,
+            carbon: Arc::new(carbon),
+            jwks: Arc::new(keys::jwks(&key)),
+            key: Arc::new(key),
+            settings: Arc::new(settings),
+        })
+    }
+}

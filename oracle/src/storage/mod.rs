@@ -1,0 +1,344 @@
+//! Storage on sea-orm: SQLite (a file in the data dir, the default) or PostgreSQL (`DATABASE_URL`).
+//!
+//! One concrete struct; every write that must be atomic (accepting a window and moving the
+//! node's chain head, issuing a certificate and marking its windows) runs in one transaction, and
+//! the chain head moves with a compare-and-set on `last_seq`, so two replicas or two requests can
+//! never accept two windows for the same position.
+
+pub mod entities;
+
+use chrono::{DateTime, Utc};
+use entities::{certificate, node, token, window};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+};
+use std::path::Path;
+use std::time::Duration;
+use wattest_schema::{Migrator, MigratorTrait};
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Db(#[from] sea_orm::DbErr),
+    /// The chain head moved under us (a concurrent window for the same seq won).
+    #[error("the node's chain moved concurrently")]
+    ChainMoved,
+}
+
+/// The database behind the oracle.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    db: DatabaseConnection,
+}
+
+/// The database URL: `DATABASE_URL` when set, else SQLite in `data_dir/wattest.db`.
+#[must_use]
+pub fn database_url(data_dir: &Path, env_url: Option<String>) -> String {
+    env_url.filter(|u| !u.is_empty()).unwrap_or_else(|| {
+        format!(
+            "sqlite://{}?mode=rwc",
+            data_dir.join("wattest.db").display()
+        )
+    })
+}
+
+impl Storage {
+    /// Connects and applies pending migrations.
+    ///
+    /// # Errors
+    /// Connection or migration failure.
+    pub async fn connect(url: &str) -> Result<Self, StorageError> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .connect_timeout(Duration::from_secs(10))
+            .sqlx_logging(false);
+        if url.starts_with("sqlite:") {
+            // SQLite allows one writer; a small pool avoids lock contention and busy errors.
+            options.max_connections(4);
+        } else {
+            options.max_connections(32);
+        }
+        let db = Database::connect(options).await?;
+        if url.starts_with("sqlite:") {
+            // WAL: readers never block the writer; NORMAL sync is durable across process crashes.
+            db.execute_unprepared(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+            )
+            .await?;
+        }
+        Migrator::up(&db, None).await?;
+        Ok(Self { db })
+    }
+
+    /// The connection, for read queries.
+    #[must_use]
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Starts a transaction.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn begin(&self) -> Result<DatabaseTransaction, StorageError> {
+        Ok(self.db.begin().await?)
+    }
+
+    /// Stores a token by its hash.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn insert_token(
+        &self,
+        id: &str,
+        role: &str,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError> {
+        token::ActiveModel {
+            id: Set(id.into()),
+            role: Set(role.into()),
+            token_hash: Set(token_hash.into()),
+            created_at: Set(now),
+            revoked_at: Set(None),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// The unrevoked token with this hash.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn token_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<token::Model>, StorageError> {
+        Ok(token::Entity::find()
+            .filter(token::Column::TokenHash.eq(token_hash))
+            .filter(token::Column::RevokedAt.is_null())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Inserts a new node.
+    ///
+    /// # Errors
+    /// Database failure (a duplicate `kid` violates a unique index).
+    pub async fn insert_node(&self, model: node::Model) -> Result<(), StorageError> {
+        node::ActiveModel::from(model).insert(&self.db).await?;
+        Ok(())
+    }
+
+    /// The node whose key has thumbprint `kid`.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn node_by_kid(&self, kid: &str) -> Result<Option<node::Model>, StorageError> {
+        Ok(node::Entity::find()
+            .filter(node::Column::Kid.eq(kid))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// The node with id `id`.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn node_by_id(&self, id: &str) -> Result<Option<node::Model>, StorageError> {
+        Ok(node::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// The accepted window of `node_id` at `seq`.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn window_at(
+        &self,
+        node_id: &str,
+        seq: u64,
+    ) -> Result<Option<window::Model>, StorageError> {
+        Ok(window::Entity::find()
+            .filter(window::Column::NodeId.eq(node_id))
+            .filter(window::Column::Seq.eq(seq_i64(seq)))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// True when a certificate already closed `job_id` for `node_id`.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn job_closed(
+        &self,
+        txn: &impl ConnectionTrait,
+        node_id: &str,
+        job_id: &str,
+    ) -> Result<bool, StorageError> {
+        let n = certificate::Entity::find()
+            .filter(certificate::Column::NodeId.eq(node_id))
+            .filter(certificate::Column::JobId.eq(job_id))
+            .count(txn)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Moves the node's chain head from `seq − 1` to `seq` and stores the window, in `txn`.
+    ///
+    /// # Errors
+    /// [`StorageError::ChainMoved`] when another window took `seq` first; database failure.
+    pub async fn append_window(
+        &self,
+        txn: &DatabaseTransaction,
+        row: window::Model,
+    ) -> Result<(), StorageError> {
+        let moved = node::Entity::update_many()
+            .col_expr(node::Column::LastSeq, Expr::value(row.seq))
+            .col_expr(node::Column::LastHash, Expr::value(Some(row.hash.clone())))
+            .col_expr(node::Column::LastEnd, Expr::value(Some(row.end_at)))
+            .filter(node::Column::Id.eq(row.node_id.clone()))
+            .filter(node::Column::LastSeq.eq(row.seq - 1))
+            .exec(txn)
+            .await?;
+        if moved.rows_affected != 1 {
+            return Err(StorageError::ChainMoved);
+        }
+        let mut active = window::ActiveModel::from(row);
+        active.id = sea_orm::ActiveValue::NotSet;
+        active.insert(txn).await?;
+        Ok(())
+    }
+
+    /// The node's windows not yet covered by a certificate, for `job_id` (or with no job), by seq.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn open_windows(
+        &self,
+        txn: &DatabaseTransaction,
+        node_id: &str,
+        job_id: Option<&str>,
+    ) -> Result<Vec<window::Model>, StorageError> {
+        let query = window::Entity::find()
+            .filter(window::Column::NodeId.eq(node_id))
+            .filter(window::Column::CertificateId.is_null());
+        let query = match job_id {
+            Some(job) => query.filter(window::Column::JobId.eq(job)),
+            None => query.filter(window::Column::JobId.is_null()),
+        };
+        Ok(query.order_by_asc(window::Column::Seq).all(txn).await?)
+    }
+
+    /// Stores a certificate and marks the windows `first_seq..=last_seq` of its node and job as covered.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn insert_certificate(
+        &self,
+        txn: &DatabaseTransaction,
+        row: certificate::Model,
+    ) -> Result<(), StorageError> {
+        let update = window::Entity::update_many()
+            .col_expr(
+                window::Column::CertificateId,
+                Expr::value(Some(row.id.clone())),
+            )
+            .filter(window::Column::NodeId.eq(row.node_id.clone()))
+            .filter(window::Column::CertificateId.is_null())
+            .filter(window::Column::Seq.between(row.first_seq, row.last_seq));
+        let update = match &row.job_id {
+            Some(job) => update.filter(window::Column::JobId.eq(job.clone())),
+            None => update.filter(window::Column::JobId.is_null()),
+        };
+        update.exec(txn).await?;
+        certificate::ActiveModel::from(row).insert(txn).await?;
+        Ok(())
+    }
+
+    /// Certificates, newest first, filtered by job and node, at most `limit`.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn list_certificates(
+        &self,
+        job: Option<&str>,
+        node: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<certificate::Model>, StorageError> {
+        let mut query = certificate::Entity::find();
+        if let Some(job) = job {
+            query = query.filter(certificate::Column::JobId.eq(job));
+        }
+        if let Some(node) = node {
+            query = query.filter(certificate::Column::NodeId.eq(node));
+        }
+        Ok(query
+            .order_by_desc(certificate::Column::IssuedAt)
+            .order_by_desc(certificate::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// One certificate.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn certificate(&self, id: &str) -> Result<Option<certificate::Model>, StorageError> {
+        Ok(certificate::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// One page of certificates in export order (issued_at, id) strictly after `after`, at most
+    /// `limit` rows: keyset pagination, so an export holds one page in memory whatever its size.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn certificates_page(
+        &self,
+        after: Option<(DateTime<Utc>, String)>,
+        range: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+        limit: u64,
+    ) -> Result<Vec<certificate::Model>, StorageError> {
+        let mut query = certificate::Entity::find();
+        if let Some(from) = range.0 {
+            query = query.filter(certificate::Column::PeriodEnd.gte(from));
+        }
+        if let Some(to) = range.1 {
+            query = query.filter(certificate::Column::PeriodStart.lt(to));
+        }
+        if let Some((at, id)) = after {
+            query = query.filter(
+                sea_orm::Condition::any()
+                    .add(certificate::Column::IssuedAt.gt(at))
+                    .add(
+                        sea_orm::Condition::all()
+                            .add(certificate::Column::IssuedAt.eq(at))
+                            .add(certificate::Column::Id.gt(id)),
+                    ),
+            );
+        }
+        Ok(query
+            .order_by_asc(certificate::Column::IssuedAt)
+            .order_by_asc(certificate::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+}
+
+/// A seq as stored (BIGINT). Seqs beyond i64::MAX cannot occur (one window a millisecond for 292
+/// million years); they saturate rather than wrap.
+#[must_use]
+pub fn seq_i64(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,489 @@
+//! Window verification: a compact JWS from an agent becomes a [`VerifiedWindow`] or a precise
+//! rejection. Pure: no database, no clock (the caller passes `now` and the node's chain state).
+//!
+//! The steps are numbered as in `docs/protocol.md` §"Verification"; steps 1–3 (JWS shape, algorithm,
+//! header) run in [`wattest_shared::jws::decode_header`] before the node is looked up by `kid`.
+
+use chrono::{DateTime, Duration, Utc};
+use tracing::debug;
+use wattest_shared::AttestationLevel;
+use wattest_shared::jws::{JwsError, SaltLength, SaltPolicy, UnverifiedJws, jws_hash};
+use wattest_shared::units::WattHours;
+use wattest_shared::window::{
+    MAX_SOURCES, MAX_WINDOW_SECONDS, PROTOCOL_VERSION, SourceKind, WindowClaims,
+};
+
+/// Tolerated clock skew between agent and oracle for a window's end, in seconds (issue #2).
+pub const MAX_FUTURE_SKEW_SECONDS: i64 = 60;
+/// Relative tolerance on `mean_w` versus `energy_wh × 3600 / duration` and on `max_w ≥ mean_w`.
+pub const POWER_TOLERANCE: f64 = 0.01;
+/// Highest plausible power of one source, W: 100 kW is above any single GPU, board or rack PDU
+/// outlet a node could report (an 8-GPU server draws ~10 kW).
+pub const MAX_SOURCE_WATTS: f64 = 100_000.0;
+
+/// The node as enrolled, as far as verification needs it.
+#[derive(Debug, Clone)]
+pub struct EnrolledNode {
+    /// Node id.
+    pub id: String,
+    /// Its public key (RSA, checked at enrollment).
+    pub key: openssl::pkey::PKey<openssl::pkey::Public>,
+    /// Key protection proven at enrollment; decides the accepted PSS salt lengths.
+    pub attestation_level: AttestationLevel,
+}
+
+/// Where the node's chain stands: the last accepted window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainState {
+    /// `seq` of the last accepted window (0 before the first).
+    pub last_seq: u64,
+    /// Hash of the last accepted window's JWS.
+    pub last_hash: Option<String>,
+    /// End of the last accepted window.
+    pub last_end: Option<DateTime<Utc>>,
+}
+
+/// A window whose signature, chain position, timing and figures all check out.
+#[derive(Debug, Clone)]
+pub struct VerifiedWindow {
+    /// The claims.
+    pub claims: WindowClaims,
+    /// base64url SHA-256 of the compact JWS (the next window's `prev`).
+    pub hash: String,
+    /// Salt length the signature used.
+    pub salt: SaltLength,
+    /// Energy consumed (the protocol's consumption rule).
+    pub consumed: WattHours,
+}
+
+/// Why a window was rejected. [`VerifyError::code`] gives the documented error code.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Steps 1–4: JWS shape, algorithm, header, signature.
+    #[error(transparent)]
+    Jws(#[from] JwsError),
+    /// Step 5: payload is not a window.
+    #[error("payload is not a telemetry window: {0}")]
+    MalformedPayload(String),
+    /// Step 5: protocol version.
+    #[error("protocol version {0} is not supported (this oracle speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u32),
+    /// Step 5: the payload names another node than the key's.
+    #[error("window names node {claimed} but is signed by the key of node {actual}")]
+    NodeMismatch {
+        /// node_id in the payload.
+        claimed: String,
+        /// Node that owns the key.
+        actual: String,
+    },
+    /// Step 6: `seq` at or below the last accepted one.
+    #[error("seq {seq} was already used (last accepted seq is {last})")]
+    SeqReplay {
+        /// Received seq.
+        seq: u64,
+        /// Last accepted seq.
+        last: u64,
+    },
+    /// Step 6: `seq` skips ahead.
+    #[error("seq {seq} skips ahead: the next expected seq is {expected}")]
+    SeqGap {
+        /// Received seq.
+        seq: u64,
+        /// Expected seq.
+        expected: u64,
+    },
+    /// Step 6: `prev` is not the hash of the last accepted window.
+    #[error("prev does not match the hash of the last accepted window")]
+    ChainBroken,
+    /// Step 7: the window overlaps the previous one.
+    #[error("window starts at {start} before the previous window's end {previous_end}")]
+    OverlappingWindow {
+        /// This window's start.
+        start: DateTime<Utc>,
+        /// Previous window's end.
+        previous_end: DateTime<Utc>,
+    },
+    /// Step 7: `end` after now + skew.
+    #[error(
+        "window ends at {end}, more than {MAX_FUTURE_SKEW_SECONDS} s after the oracle's clock ({now})"
+    )]
+    FutureWindow {
+        /// Window end.
+        end: DateTime<Utc>,
+        /// Oracle time.
+        now: DateTime<Utc>,
+    },
+    /// Step 7: `start ≥ end` or a window longer than a day.
+    #[error("invalid window period: {0}")]
+    InvalidPeriod(String),
+    /// Step 8: figures that cannot be true.
+    #[error("implausible window: {0}")]
+    Implausible(String),
+}
+
+impl VerifyError {
+    /// Stable error code (snake_case), as documented in `docs/protocol.md`.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Jws(err) => err.code(),
+            Self::MalformedPayload(_) => "malformed_payload",
+            Self::UnsupportedVersion(_) => "unsupported_version",
+            Self::NodeMismatch { .. } => "node_mismatch",
+            Self::SeqReplay { .. } => "seq_replay",
+            Self::SeqGap { .. } => "seq_gap",
+            Self::ChainBroken => "chain_broken",
+            Self::OverlappingWindow { .. } => "overlapping_window",
+            Self::FutureWindow { .. } => "future_window",
+            Self::InvalidPeriod(_) => "invalid_period",
+            Self::Implausible(_) => "implausible",
+        }
+    }
+}
+
+/// Steps 4–8 of window verification for a JWS whose header already passed steps 1–3 and whose
+/// `kid` resolved to `node`.
+///
+/// # Errors
+/// The first failed step as a [`VerifyError`].
+pub fn verify_window(
+    jws: &str,
+    unverified: UnverifiedJws<'_>,
+    node: &EnrolledNode,
+    chain: &ChainState,
+    now: DateTime<Utc>,
+) -> Result<VerifiedWindow, VerifyError> {
+    // Step 4: signature. Only TPM-attested keys may use the maximum PSS salt length.
+    let policy = match node.attestation_level {
+        AttestationLevel::Tpm => SaltPolicy::DigestOrMaximum,
+        AttestationLevel::Software => SaltPolicy::DigestOnly,
+    };
+    let (payload, salt) = unverified.verify(&node.key, policy)?;
+    debug!(node_id = %node.id, ?salt, "Signature verified.");
+
+    // Step 5: payload shape, version, node.
+    let claims: WindowClaims = serde_json::from_slice(&payload)
+        .map_err(|err| VerifyError::MalformedPayload(err.to_string()))?;
+    if claims.v != PROTOCOL_VERSION {
+        return Err(VerifyError::UnsupportedVersion(claims.v));
+    }
+    if claims.node_id != node.id {
+        return Err(VerifyError::NodeMismatch {
+            claimed: claims.node_id,
+            actual: node.id.clone(),
+        });
+    }
+    if let Some(job) = &claims.job_id {
+        if job.is_empty() || job.len() > 128 || job.chars().any(char::is_control) {
+            return Err(VerifyError::MalformedPayload(
+                "job_id must be 1–128 characters without control characters".into(),
+            ));
+        }
+    }
+
+    // Step 6: position in the chain.
+    let expected = chain.last_seq + 1;
+    if claims.seq < expected {
+        return Err(VerifyError::SeqReplay {
+            seq: claims.seq,
+            last: chain.last_seq,
+        });
+    }
+    if claims.seq > expected {
+        return Err(VerifyError::SeqGap {
+            seq: claims.seq,
+            expected,
+        });
+    }
+    if claims.prev != chain.last_hash {
+        return Err(VerifyError::ChainBroken);
+    }
+    debug!(node_id = %node.id, seq = claims.seq, "Chain position verified.");
+
+    // Step 7: timing.
+    if claims.start >= claims.end {
+        return Err(VerifyError::InvalidPeriod(format!(
+            "start {} is not before end {}",
+            claims.start, claims.end
+        )));
+    }
+    if claims.end - claims.start > Duration::seconds(MAX_WINDOW_SECONDS) {
+        return Err(VerifyError::InvalidPeriod(format!(
+            "window longer than {MAX_WINDOW_SECONDS} s"
+        )));
+    }
+    if claims.end > now + Duration::seconds(MAX_FUTURE_SKEW_SECONDS) {
+        return Err(VerifyError::FutureWindow {
+            end: claims.end,
+            now,
+        });
+    }
+    if let Some(previous_end) = chain.last_end {
+        if claims.start < previous_end {
+            return Err(VerifyError::OverlappingWindow {
+                start: claims.start,
+                previous_end,
+            });
+        }
+    }
+
+    // Step 8: plausibility of every figure.
+    check_figures(&claims)?;
+    debug!(node_id = %node.id, seq = claims.seq, "Figures plausible.");
+    let consumed = claims.consumed();
+    Ok(VerifiedWindow {
+        hash: jws_hash(jws),
+        claims,
+        salt,
+        consumed,
+    })
+}
+
+fn check_figures(claims: &WindowClaims) -> Result<(), VerifyError> {
+    let bad = |msg: String| Err(VerifyError::Implausible(msg));
+    if claims.sources.is_empty() {
+        return bad("a window must carry at least one source".into());
+    }
+    if claims.sources.len() > MAX_SOURCES {
+        return bad(format!(
+            "{} sources exceed the limit of {MAX_SOURCES}",
+            claims.sources.len()
+        ));
+    }
+    let seconds = claims.duration_seconds();
+    let mut ids = std::collections::HashSet::new();
+    for s in &claims.sources {
+        let id_ok = !s.source.is_empty()
+            && s.source.len() <= 64
+            && s.source
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b));
+        if !id_ok {
+            return bad(format!(
+                "source id {:?} must be 1–64 characters from [A-Za-z0-9._:/-]",
+                s.source
+            ));
+        }
+        if !ids.insert(s.source.as_str()) {
+            return bad(format!("source {} appears twice", s.source));
+        }
+        if !s.energy_wh.is_physical() || !s.mean_w.is_physical() || !s.max_w.is_physical() {
+            return bad(format!(
+                "source {}: energy and power must be finite and ≥ 0",
+                s.source
+            ));
+        }
+        if !(0.0..=100.0).contains(&s.uncertainty_pct) {
+            return bad(format!(
+                "source {}: uncertainty_pct {} is outside 0–100",
+                s.source, s.uncertainty_pct
+            ));
+        }
+        if s.samples == 0 {
+            return bad(format!("source {}: samples must be ≥ 1", s.source));
+        }
+        let mean = s.energy_wh.to_joules().mean_power(seconds).0;
+        if (s.mean_w.0 - mean).abs() > POWER_TOLERANCE * mean.max(s.mean_w.0) + 1e-6 {
+            return bad(format!(
+                "source {}: mean_w {} W disagrees with energy_wh over the window ({mean} W)",
+                s.source, s.mean_w.0
+            ));
+        }
+        if s.max_w.0 < s.mean_w.0 * (1.0 - POWER_TOLERANCE) - 1e-6 {
+            return bad(format!(
+                "source {}: max_w {} W is below mean_w {} W",
+                s.source, s.max_w.0, s.mean_w.0
+            ));
+        }
+        if s.max_w.0 > MAX_SOURCE_WATTS {
+            return bad(format!(
+                "source {}: max_w {} W exceeds {MAX_SOURCE_WATTS} W",
+                s.source, s.max_w.0
+            ));
+        }
+    }
+    let solar: WattHours = claims
+        .sources
+        .iter()
+        .filter(|s| s.kind == SourceKind::Solar)
+        .map(|s| s.energy_wh)
+        .sum();
+    if !claims.solar_wh.is_physical()
+        || (claims.solar_wh.0 - solar.0).abs() > 1e-9 * solar.0.max(1.0)
+    {
+        return bad(format!(
+            "solar_wh {} is not the sum of the solar sources ({})",
+            claims.solar_wh.0, solar.0
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wattest_shared::jws::{decode_header, sign_compact};
+    use wattest_shared::window::{Attribution, Method, SourceEnergy, WINDOW_TYP};
+    use wattest_shared::{SoftwareKey, Watts};
+
+    struct Fixture {
+        key: SoftwareKey,
+        node: EnrolledNode,
+        t0: DateTime<Utc>,
+    }
+
+    fn fixture() -> Fixture {
+        let key = SoftwareKey::generate(2048).expect("key");
+        let node = EnrolledNode {
+            id: "node-1".into(),
+            key: key.public_jwk().to_public_key().expect("pub"),
+            attestation_level: AttestationLevel::Software,
+        };
+        Fixture {
+            key,
+            node,
+            t0: DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+                .expect("t")
+                .with_timezone(&Utc),
+        }
+    }
+
+    fn claims(f: &Fixture, seq: u64, prev: Option<String>) -> WindowClaims {
+        let start = f.t0 + Duration::seconds(10 * (seq as i64 - 1));
+        WindowClaims {
+            v: 1,
+            node_id: f.node.id.clone(),
+            job_id: Some("job".into()),
+            seq,
+            prev,
+            start,
+            end: start + Duration::seconds(10),
+            attribution: Attribution::Machine,
+            sources: vec![SourceEnergy {
+                source: "cpu-estimate".into(),
+                kind: SourceKind::Cpu,
+                method: Method::EstimateCpuTdp,
+                energy_wh: WattHours(0.1),
+                mean_w: Watts(36.0),
+                max_w: Watts(40.0),
+                samples: 10,
+                uncertainty_pct: 50.0,
+                shared_device: false,
+            }],
+            solar_wh: WattHours(0.0),
+            is_final: false,
+        }
+    }
+
+    fn sign(f: &Fixture, c: &WindowClaims) -> String {
+        sign_compact(&f.key, WINDOW_TYP, &serde_json::to_vec(c).expect("json")).expect("sign")
+    }
+
+    fn run(f: &Fixture, jws: &str, chain: &ChainState) -> Result<VerifiedWindow, VerifyError> {
+        let now = f.t0 + Duration::hours(1);
+        verify_window(jws, decode_header(jws, WINDOW_TYP)?, &f.node, chain, now)
+    }
+
+    #[test]
+    fn accepts_a_chain_and_rejects_each_rule() {
+        let f = fixture();
+        let first = sign(&f, &claims(&f, 1, None));
+        let v1 = run(&f, &first, &ChainState::default()).expect("first window");
+        assert_eq!(v1.hash, jws_hash(&first));
+        assert_eq!(v1.salt, SaltLength::Digest);
+        let chain = ChainState {
+            last_seq: 1,
+            last_hash: Some(v1.hash.clone()),
+            last_end: Some(v1.claims.end),
+        };
+
+        let second = sign(&f, &claims(&f, 2, Some(v1.hash.clone())));
+        assert!(run(&f, &second, &chain).is_ok());
+
+        let code = |c: WindowClaims, chain: &ChainState| {
+            run(&f, &sign(&f, &c), chain).err().map(|e| e.code())
+        };
+        assert_eq!(
+            run(&f, &first, &chain).err().map(|e| e.code()),
+            Some("seq_replay")
+        );
+        assert_eq!(
+            code(claims(&f, 3, Some(v1.hash.clone())), &chain),
+            Some("seq_gap")
+        );
+        assert_eq!(
+            code(claims(&f, 2, Some("AAAA".into())), &chain),
+            Some("chain_broken")
+        );
+        assert_eq!(code(claims(&f, 2, None), &chain), Some("chain_broken"));
+        assert_eq!(
+            code(claims(&f, 1, Some("x".into())), &ChainState::default()),
+            Some("chain_broken")
+        );
+
+        let mut c = claims(&f, 2, Some(v1.hash.clone()));
+        c.v = 2;
+        assert_eq!(code(c, &chain), Some("unsupported_version"));
+        let mut c = claims(&f, 2, Some(v1.hash.clone()));
+        c.node_id = "other".into();
+        assert_eq!(code(c, &chain), Some("node_mismatch"));
+        let mut c = claims(&f, 2, Some(v1.hash.clone()));
+        c.start -= Duration::seconds(5);
+        assert_eq!(code(c, &chain), Some("overlapping_window"));
+        let mut c = claims(&f, 2, Some(v1.hash.clone()));
+        c.end = c.start;
+        assert_eq!(code(c, &chain), Some("invalid_period"));
+        let mut c = claims(&f, 2, Some(v1.hash.clone()));
+        c.end = f.t0 + Duration::hours(1) + Duration::seconds(61);
+        assert_eq!(code(c, &chain), Some("future_window"));
+        let mut c = claims(&f, 2, Some(v1.hash.clone()));
+        c.sources[0].mean_w = Watts(80.0);
+        assert_eq!(code(c, &chain), Some("implausible"));
+        let mut c = claims(&f, 2, Some(v1.hash.clone()));
+        c.sources[0].max_w = Watts(10.0);
+        assert_eq!(code(c, &chain), Some("implausible"));
+        let mut c = claims(&f, 2, Some(v1.hash.clone()));
+        c.sources[0].energy_wh = WattHours(-0.1);
+        c.sources[0].mean_w = Watts(0.0);
+        assert_eq!(code(c, &chain), Some("implausible"));
+        let mut c = claims(&f, 2, Some(v1.hash.clone()));
+        c.solar_wh = WattHours(1.0);
+        assert_eq!(code(c, &chain), Some("implausible"));
+        let mut c = claims(&f, 2, Some(v1.hash.clone()));
+        c.sources.push(c.sources[0].clone());
+        assert_eq!(code(c, &chain), Some("implausible"));
+        let mut c = claims(&f, 2, Some(v1.hash.clone()));
+        c.sources.clear();
+        assert_eq!(code(c, &chain), Some("implausible"));
+    }
+
+    #[test]
+    fn signature_and_payload_failures() {
+        let f = fixture();
+        let good = sign(&f, &claims(&f, 1, None));
+        let parts: Vec<&str> = good.split('.').collect();
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut tampered_claims = claims(&f, 1, None);
+        tampered_claims.sources[0].energy_wh = WattHours(0.2);
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64.encode(serde_json::to_vec(&tampered_claims).expect("json")),
+            parts[2]
+        );
+        assert_eq!(
+            run(&f, &tampered, &ChainState::default())
+                .err()
+                .map(|e| e.code()),
+            Some("bad_signature")
+        );
+        let not_window = sign_compact(&f.key, WINDOW_TYP, br#"{"hello":1}"#).expect("sign");
+        assert_eq!(
+            run(&f, &not_window, &ChainState::default())
+                .err()
+                .map(|e| e.code()),
+            Some("malformed_payload")
+        );
+    }
+}

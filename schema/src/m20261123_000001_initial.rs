@@ -1,0 +1,351 @@
+//! Initial schema: enrollment tokens, nodes, accepted windows, certificates.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migration;
+
+impl MigrationName for Migration {
+    fn name(&self) -> &str {
+        "m20261123_000001_initial"
+    }
+}
+
+#[derive(DeriveIden)]
+enum Tokens {
+    Table,
+    Id,
+    Role,
+    TokenHash,
+    CreatedAt,
+    RevokedAt,
+}
+
+#[derive(DeriveIden)]
+enum Nodes {
+    Table,
+    Id,
+    Name,
+    Zone,
+    Kid,
+    PublicJwk,
+    AttestationLevel,
+    EnrolledAt,
+    LastSeq,
+    LastHash,
+    LastEnd,
+}
+
+#[derive(DeriveIden)]
+enum Windows {
+    Table,
+    Id,
+    NodeId,
+    Seq,
+    JobId,
+    Hash,
+    Jws,
+    Claims,
+    StartAt,
+    EndAt,
+    ConsumedWh,
+    SolarWh,
+    IsFinal,
+    SaltLength,
+    CertificateId,
+    ReceivedAt,
+}
+
+#[derive(DeriveIden)]
+enum Certificates {
+    Table,
+    Id,
+    NodeId,
+    JobId,
+    IssuedAt,
+    PeriodStart,
+    PeriodEnd,
+    Zone,
+    AttestationLevel,
+    ConsumedWh,
+    GridWh,
+    SolarWh,
+    EmissionsKg,
+    AvoidedKg,
+    IntensityG,
+    IntensityDataset,
+    IntensityYear,
+    FactorType,
+    RewardMicroEur,
+    OwnerMicroEur,
+    FundMicroEur,
+    FirstSeq,
+    LastSeq,
+    WindowCount,
+    Hash,
+    Jws,
+    Claims,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Tokens::Table)
+                    .col(ColumnDef::new(Tokens::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(Tokens::Role).string().not_null())
+                    .col(
+                        ColumnDef::new(Tokens::TokenHash)
+                            .string()
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Tokens::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Tokens::RevokedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Nodes::Table)
+                    .col(ColumnDef::new(Nodes::Id).string().not_null().primary_key())
+                    .col(ColumnDef::new(Nodes::Name).string().not_null())
+                    .col(ColumnDef::new(Nodes::Zone).string().not_null())
+                    .col(ColumnDef::new(Nodes::Kid).string().not_null().unique_key())
+                    .col(ColumnDef::new(Nodes::PublicJwk).text().not_null())
+                    .col(ColumnDef::new(Nodes::AttestationLevel).string().not_null())
+                    .col(
+                        ColumnDef::new(Nodes::EnrolledAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Nodes::LastSeq)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(ColumnDef::new(Nodes::LastHash).string().null())
+                    .col(
+                        ColumnDef::new(Nodes::LastEnd)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Windows::Table)
+                    .col(
+                        ColumnDef::new(Windows::Id)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Windows::NodeId).string().not_null())
+                    .col(ColumnDef::new(Windows::Seq).big_integer().not_null())
+                    .col(ColumnDef::new(Windows::JobId).string().null())
+                    .col(
+                        ColumnDef::new(Windows::Hash)
+                            .string()
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(ColumnDef::new(Windows::Jws).text().not_null())
+                    .col(ColumnDef::new(Windows::Claims).text().not_null())
+                    .col(
+                        ColumnDef::new(Windows::StartAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Windows::EndAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Windows::ConsumedWh).double().not_null())
+                    .col(ColumnDef::new(Windows::SolarWh).double().not_null())
+                    .col(ColumnDef::new(Windows::IsFinal).boolean().not_null())
+                    .col(ColumnDef::new(Windows::SaltLength).string().not_null())
+                    .col(ColumnDef::new(Windows::CertificateId).string().null())
+                    .col(
+                        ColumnDef::new(Windows::ReceivedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Windows::Table, Windows::NodeId)
+                            .to(Nodes::Table, Nodes::Id),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("windows_node_seq")
+                    .table(Windows::Table)
+                    .col(Windows::NodeId)
+                    .col(Windows::Seq)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("windows_open_by_job")
+                    .table(Windows::Table)
+                    .col(Windows::NodeId)
+                    .col(Windows::JobId)
+                    .col(Windows::CertificateId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Certificates::Table)
+                    .col(
+                        ColumnDef::new(Certificates::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Certificates::NodeId).string().not_null())
+                    .col(ColumnDef::new(Certificates::JobId).string().null())
+                    .col(
+                        ColumnDef::new(Certificates::IssuedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Certificates::PeriodStart)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Certificates::PeriodEnd)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Certificates::Zone).string().not_null())
+                    .col(
+                        ColumnDef::new(Certificates::AttestationLevel)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Certificates::ConsumedWh).double().not_null())
+                    .col(ColumnDef::new(Certificates::GridWh).double().not_null())
+                    .col(ColumnDef::new(Certificates::SolarWh).double().not_null())
+                    .col(
+                        ColumnDef::new(Certificates::EmissionsKg)
+                            .double()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Certificates::AvoidedKg).double().not_null())
+                    .col(ColumnDef::new(Certificates::IntensityG).double().not_null())
+                    .col(
+                        ColumnDef::new(Certificates::IntensityDataset)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Certificates::IntensityYear)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Certificates::FactorType).string().not_null())
+                    .col(
+                        ColumnDef::new(Certificates::RewardMicroEur)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Certificates::OwnerMicroEur)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Certificates::FundMicroEur)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Certificates::FirstSeq)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Certificates::LastSeq)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Certificates::WindowCount)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Certificates::Hash)
+                            .string()
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(ColumnDef::new(Certificates::Jws).text().not_null())
+                    .col(ColumnDef::new(Certificates::Claims).text().not_null())
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Certificates::Table, Certificates::NodeId)
+                            .to(Nodes::Table, Nodes::Id),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        for (name, col) in [
+            ("certificates_node", Certificates::NodeId),
+            ("certificates_job", Certificates::JobId),
+            ("certificates_issued", Certificates::IssuedAt),
+        ] {
+            manager
+                .create_index(
+                    Index::create()
+                        .name(name)
+                        .table(Certificates::Table)
+                        .col(col)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(Certificates::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Windows::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Nodes::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Tokens::Table).to_owned())
+            .await
+    }
+}
