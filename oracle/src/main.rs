@@ -1,1 +1,3 @@
+mod attestation;
+
 fn main() {}
