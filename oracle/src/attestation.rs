@@ -234,7 +234,10 @@ impl<'a> Reader<'a> {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(malformed(&format!("{what}: {} trailing octets", self.buf.len())))
+            Err(malformed(&format!(
+                "{what}: {} trailing octets",
+                self.buf.len()
+            )))
         }
     }
 }
@@ -515,7 +518,11 @@ pub fn make_credential(
     let cipher = match sym.key_bits {
         128 => Cipher::aes_128_cfb128(),
         256 => Cipher::aes_256_cfb128(),
-        _ => return Err(AttestationError::EkUnsuitable("AES key size not 128 or 256")),
+        _ => {
+            return Err(AttestationError::EkUnsuitable(
+                "AES key size not 128 or 256",
+            ));
+        }
     };
     if secret.is_empty() || secret.len() > MAX_CREDENTIAL_LEN {
         return Err(malformed("credential must be 1..=32 octets"));
@@ -805,9 +812,8 @@ pub fn verify_ek_certificate(
     match verify(X509VerifyFlags::empty())? {
         Ok(()) => {}
         Err((X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION, _)) => {
-            verify(X509VerifyFlags::IGNORE_CRITICAL)?.map_err(|(_, why)| {
-                AttestationError::EkCertUntrusted(why)
-            })?;
+            verify(X509VerifyFlags::IGNORE_CRITICAL)?
+                .map_err(|(_, why)| AttestationError::EkCertUntrusted(why))?;
         }
         Err((_, why)) => return Err(AttestationError::EkCertUntrusted(why)),
     }
@@ -901,7 +907,10 @@ mod tests {
         assert_eq!(&name[..2], &[0x00, 0x0b]);
         assert_eq!(name.len(), 34);
         // Truncated and over-long inputs are refused.
-        for bad in [&bytes[..bytes.len() - 1], &[bytes.as_slice(), &[0]].concat()] {
+        for bad in [
+            &bytes[..bytes.len() - 1],
+            &[bytes.as_slice(), &[0]].concat(),
+        ] {
             let err = RsaPublicArea::parse(bad).expect_err("bad");
             assert_eq!(err.code(), "malformed_tpm_structure");
         }
@@ -995,7 +1004,9 @@ mod tests {
         other[5] ^= 1;
         assert!(activate(&ek, &other, &blob, &enc).is_err());
         assert_eq!(
-            check_credential(secret, b"wrong").expect_err("wrong").code(),
+            check_credential(secret, b"wrong")
+                .expect_err("wrong")
+                .code(),
             "credential_mismatch"
         );
         // A signing key is no EK.
@@ -1069,22 +1080,46 @@ mod tests {
                 .code()
         };
         let sig = sign_attest(&ak, &good);
-        assert_eq!(check(&good, &sig, &node_public, b"other"), "certify_nonce_mismatch");
+        assert_eq!(
+            check(&good, &sig, &node_public, b"other"),
+            "certify_nonce_mismatch"
+        );
         let other_public = rsa_public(SIGNING_ATTRS, None, PSS, &rsa());
-        assert_eq!(check(&good, &sig, &other_public, nonce), "certify_name_mismatch");
+        assert_eq!(
+            check(&good, &sig, &other_public, nonce),
+            "certify_name_mismatch"
+        );
         let mut tampered = good.clone();
         tampered[20] ^= 1;
-        assert_eq!(check(&tampered, &sig, &node_public, nonce), "certify_bad_signature");
+        assert_eq!(
+            check(&tampered, &sig, &node_public, nonce),
+            "certify_bad_signature"
+        );
         let forged_sig = sign_attest(&rsa(), &good);
-        assert_eq!(check(&good, &forged_sig, &node_public, nonce), "certify_bad_signature");
+        assert_eq!(
+            check(&good, &forged_sig, &node_public, nonce),
+            "certify_bad_signature"
+        );
         let magic = attest_bytes(0xdead_beef, TPM_ST_ATTEST_CERTIFY, nonce, &name);
-        assert_eq!(check(&magic, &sign_attest(&ak, &magic), &node_public, nonce), "certify_bad_magic");
+        assert_eq!(
+            check(&magic, &sign_attest(&ak, &magic), &node_public, nonce),
+            "certify_bad_magic"
+        );
         let quote = attest_bytes(TPM_GENERATED_VALUE, 0x8018, nonce, &name);
-        assert_eq!(check(&quote, &sign_attest(&ak, &quote), &node_public, nonce), "certify_wrong_type");
+        assert_eq!(
+            check(&quote, &sign_attest(&ak, &quote), &node_public, nonce),
+            "certify_wrong_type"
+        );
         // A certified decryption key is no window signer.
         let dec_public = rsa_public(SIGNING_ATTRS | attr::DECRYPT, None, None, &node);
-        let dec_name = RsaPublicArea::parse(&dec_public).expect("p").name().expect("n");
+        let dec_name = RsaPublicArea::parse(&dec_public)
+            .expect("p")
+            .name()
+            .expect("n");
         let dec = attest_bytes(TPM_GENERATED_VALUE, TPM_ST_ATTEST_CERTIFY, nonce, &dec_name);
-        assert_eq!(check(&dec, &sign_attest(&ak, &dec), &dec_public, nonce), "signing_key_unsuitable");
+        assert_eq!(
+            check(&dec, &sign_attest(&ak, &dec), &dec_public, nonce),
+            "signing_key_unsuitable"
+        );
     }
 }
