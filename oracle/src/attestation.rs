@@ -1122,4 +1122,94 @@ mod tests {
             "signing_key_unsuitable"
         );
     }
+
+    /// A self-signed CA certificate, or a leaf issued by `issuer` with `extensions`.
+    fn certificate(
+        subject: &str,
+        key: &PKey<openssl::pkey::Private>,
+        issuer: Option<(&X509, &PKey<openssl::pkey::Private>)>,
+        extensions: Vec<openssl::x509::X509Extension>,
+    ) -> X509 {
+        let mut name = openssl::x509::X509NameBuilder::new().expect("name");
+        name.append_entry_by_text("CN", subject).expect("cn");
+        let name = name.build();
+        let mut b = openssl::x509::X509Builder::new().expect("builder");
+        b.set_version(2).expect("v3");
+        b.set_subject_name(&name).expect("subject");
+        b.set_pubkey(key).expect("pubkey");
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).expect("t"))
+            .expect("nb");
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).expect("t"))
+            .expect("na");
+        for ext in extensions {
+            b.append_extension(ext).expect("ext");
+        }
+        match issuer {
+            None => {
+                b.set_issuer_name(&name).expect("issuer");
+                b.append_extension(
+                    openssl::x509::extension::BasicConstraints::new()
+                        .critical()
+                        .ca()
+                        .build()
+                        .expect("bc"),
+                )
+                .expect("ext");
+                b.sign(key, MessageDigest::sha256()).expect("sign");
+            }
+            Some((ca, ca_key)) => {
+                b.set_issuer_name(ca.subject_name()).expect("issuer");
+                b.sign(ca_key, MessageDigest::sha256()).expect("sign");
+            }
+        }
+        b.build()
+    }
+
+    /// EK certificates mark subjectDirectoryAttributes (TPM specification version, TCG EK
+    /// Credential Profile 2.0 §3.2.12) critical, which OpenSSL 3.0 does not process.
+    #[test]
+    fn ek_certificate_with_unhandled_critical_extension() {
+        let ca_key = PKey::from_rsa(rsa()).expect("pkey");
+        let ca = certificate("TPM vendor root", &ca_key, None, vec![]);
+        let ek = rsa();
+        let ek_key = PKey::from_rsa(ek.clone()).expect("pkey");
+        // SEQUENCE { Attribute { tpmSpecification 2.23.133.2.16, SET { ("2.0", 0, 138) } } }
+        let sda: [u8; 27] = [
+            0x30, 0x19, 0x30, 0x17, 0x06, 0x05, 0x67, 0x81, 0x05, 0x02, 0x10, 0x31, 0x0e, 0x30,
+            0x0c, 0x0c, 0x03, 0x32, 0x2e, 0x30, 0x02, 0x01, 0x00, 0x02, 0x02, 0x00, 0x8a,
+        ];
+        let oid = openssl::asn1::Asn1Object::from_str("2.5.29.9").expect("oid");
+        let contents = openssl::asn1::Asn1OctetString::new_from_bytes(&sda).expect("octets");
+        let critical =
+            openssl::x509::X509Extension::new_from_der(&oid, true, &contents).expect("ext");
+        let leaf = certificate("EK", &ek_key, Some((&ca, &ca_key)), vec![critical]);
+        let ek_attrs = attr::FIXED_TPM
+            | attr::FIXED_PARENT
+            | attr::SENSITIVE_DATA_ORIGIN
+            | attr::RESTRICTED
+            | attr::DECRYPT;
+        let ek_public = rsa_public(ek_attrs, ek_template(), None, &ek);
+        let der = leaf.to_der().expect("der");
+        // What strict OpenSSL says (3.0: unhandled critical extension; newer may accept it).
+        let store = build_store(std::slice::from_ref(&ca), X509VerifyFlags::empty()).expect("st");
+        let strict = X509StoreContext::new()
+            .expect("ctx")
+            .init(&store, &leaf, &Stack::new().expect("stack"), |c| {
+                Ok((c.verify_cert()?, c.error().as_raw()))
+            })
+            .expect("verify");
+        assert!(strict.0 || strict.1 == X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION);
+        println!("strict OpenSSL verification: {strict:?}");
+        verify_ek_certificate(&der, &ek_public, std::slice::from_ref(&ca)).expect("accepted");
+        // Trailing NV padding after the DER is ignored.
+        let padded = [der.as_slice(), &[0xff; 16]].concat();
+        verify_ek_certificate(&padded, &ek_public, std::slice::from_ref(&ca)).expect("padded");
+        // Ignoring criticality does not mean ignoring the issuer.
+        let other_key = PKey::from_rsa(rsa()).expect("pkey");
+        let other = certificate("Another root", &other_key, None, vec![]);
+        let err = verify_ek_certificate(&der, &ek_public, &[other]).expect_err("untrusted");
+        assert_eq!(err.code(), "ek_cert_untrusted");
+        let err = verify_ek_certificate(b"not DER", &ek_public, &[ca]).expect_err("garbage");
+        assert_eq!(err.code(), "ek_cert_malformed");
+    }
 }

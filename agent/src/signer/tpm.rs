@@ -146,19 +146,22 @@ pub struct TpmEvidence {
     pub certify_signature: Vec<u8>,
 }
 
+/// Where the worker sends a request's outcome.
+type Reply<T> = mpsc::Sender<Result<T, TpmError>>;
+
 enum Request {
     Sign {
         digest: [u8; 32],
-        reply: mpsc::Sender<Result<Vec<u8>, TpmError>>,
+        reply: Reply<Vec<u8>>,
     },
     Activate {
         credential_blob: Vec<u8>,
         encrypted_secret: Vec<u8>,
-        reply: mpsc::Sender<Result<Vec<u8>, TpmError>>,
+        reply: Reply<Vec<u8>>,
     },
     Certify {
         qualifying_data: Vec<u8>,
-        reply: mpsc::Sender<Result<(Vec<u8>, Vec<u8>), TpmError>>,
+        reply: Reply<(Vec<u8>, Vec<u8>)>,
     },
 }
 
@@ -273,10 +276,7 @@ impl TpmSigner {
         ))
     }
 
-    fn call<R>(
-        &self,
-        request: impl FnOnce(mpsc::Sender<Result<R, TpmError>>) -> Request,
-    ) -> Result<R, TpmError> {
+    fn call<R>(&self, request: impl FnOnce(Reply<R>) -> Request) -> Result<R, TpmError> {
         let (reply, answer) = mpsc::channel();
         self.requests
             .as_ref()
@@ -904,6 +904,24 @@ mod tests {
         out
     }
 
+    /// The agent signs on its own thread: the signer must cross threads.
+    #[test]
+    fn signer_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<TpmSigner>();
+    }
+
+    #[test]
+    fn configuration_errors_need_no_tpm() {
+        let empty = tempfile::tempdir().expect("dir");
+        let err = TpmSigner::load(DEFAULT_TCTI, empty.path()).expect_err("no state");
+        assert!(matches!(err, TpmError::State { .. }), "{err}");
+        let err = TpmSigner::enroll("nonsense:x", empty.path(), b"n").expect_err("bad TCTI");
+        assert!(matches!(err, TpmError::Tcti { .. }), "{err}");
+        assert!(strip_tpm2b(&[0, 3, 1, 2]).is_err());
+        assert_eq!(strip_tpm2b(&[0, 2, 1, 2]).expect("ok"), &[1, 2]);
+    }
+
     #[test]
     fn enrollment_end_to_end_on_swtpm() {
         let Some(tpm) = Swtpm::start("enrollment_end_to_end_on_swtpm") else {
@@ -1095,8 +1113,9 @@ mod tests {
         // EK certificate checked against a CA we made ourselves: untrusted.
         let ek_cert = first.ek_certificate.as_deref().expect("EK cert");
         let (unknown_ca, unknown_key) = self_signed_ca();
-        let err = verify_ek_certificate(ek_cert, &first.ek_public, &[unknown_ca.clone()])
-            .expect_err("unknown CA");
+        let err =
+            verify_ek_certificate(ek_cert, &first.ek_public, std::slice::from_ref(&unknown_ca))
+                .expect_err("unknown CA");
         assert_eq!(err.code(), "ek_cert_untrusted");
         // A certificate from a trusted CA for another key: key mismatch.
         let other = issue_certificate(&unknown_ca, &unknown_key);
