@@ -1,1 +1,3 @@
+mod signer;
+
 fn main() {}

@@ -2,6 +2,7 @@
 //! signed energy certificates and serves them, with compliance exports, over HTTP.
 
 pub mod api;
+pub mod attestation;
 pub mod auth;
 pub mod carbon;
 pub mod certificates;
