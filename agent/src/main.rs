@@ -1,3 +1,450 @@
-mod signer;
+//! `wattest-agent`: measures the energy of a job or an edge node, signs each window and sends it
+//! to the Wattest oracle.
 
-fn main() {}
+mod enroll;
+mod runner;
+mod sampler;
+mod signer;
+mod sources;
+mod spool;
+mod state;
+mod uploader;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use runner::{Chain, spawn_background_upload, spawn_signer, start_sampler, summary_line};
+use sampler::SamplerConfig;
+use signer::NodeSigner;
+use sources::{DiscoveryConfig, SolarConfig};
+use spool::Spool;
+use state::{SignerKind, StateDir};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use uploader::Uploader;
+use wattest_shared::Watts;
+use wattest_shared::window::Attribution;
+
+/// Wattest agent: measures the energy of a job (`run`) or of an edge node (`watch`), signs each
+/// window (JWS PS256) and sends it to a Wattest oracle, which returns an energy certificate.
+#[derive(Debug, Parser)]
+#[command(name = "wattest-agent", version)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "WATTEST_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the node key and register this node with an oracle.
+    Enroll(EnrollArgs),
+    /// Run a command and measure it until it exits; prints the certificate and exits with the
+    /// command's exit code.
+    #[command(trailing_var_arg = true)]
+    Run(RunArgs),
+    /// Continuous node mode for edge nodes: windows forever, a certificate every period.
+    Watch(WatchArgs),
+    /// Show what this machine can measure (source, kind, method, location, uncertainty).
+    Sources(SourcesArgs),
+    /// Send the windows still waiting in the spool.
+    Flush(FlushArgs),
+}
+
+#[derive(Debug, Args)]
+struct StateArgs {
+    /// State directory: node identity, key (mode 0600), window chain and spool.
+    #[arg(long, env = "WATTEST_STATE_DIR", default_value_os_t = default_state_dir())]
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct EnrollArgs {
+    /// Oracle base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "WATTEST_ORACLE")]
+    oracle: String,
+    /// Enrollment token (role node) from `wattest-oracle token create --role node`.
+    #[arg(long, env = "WATTEST_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Name of this node.
+    #[arg(long)]
+    name: String,
+    /// Grid zone the node draws power from: ISO 3166-1 alpha-2 (BE), an Electricity Maps zone
+    /// (US-CAL-CISO) or a region (EU).
+    #[arg(long)]
+    zone: String,
+    /// Where the signing key lives.
+    #[arg(long, value_enum, default_value_t = SignerKind::Software)]
+    signer: SignerKind,
+    /// TPM TCTI for `--signer tpm` (device:/dev/tpmrm0, swtpm:host=127.0.0.1,port=2321, mssim:…).
+    #[arg(long, env = "WATTEST_TCTI")]
+    tcti: Option<String>,
+    /// Replace an existing enrollment in the state dir.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+struct MeasureArgs {
+    /// Sampling period, seconds (0.05 to 60).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
+    interval: f64,
+    /// Root of sysfs for RAPL and hwmon readers (synthetic trees in tests).
+    #[arg(long, env = "WATTEST_SYSFS_ROOT", default_value = "/sys")]
+    sysfs_root: PathBuf,
+    /// hwmon channels to read, as NAME:LABEL (repeatable; default: every power/energy channel).
+    #[arg(long = "hwmon-channel")]
+    hwmon_channels: Vec<String>,
+    /// CPU TDP for the CPU-time × TDP estimate, W (default: looked up by CPU model).
+    #[arg(long)]
+    tdp_watts: Option<f64>,
+    /// Declared constant solar power, W (reported as solar_declared_constant).
+    #[arg(long, conflicts_with_all = ["solar_file", "solar_command", "solar_hwmon"])]
+    solar_watts: Option<f64>,
+    /// File holding the current solar power in W.
+    #[arg(long, conflicts_with_all = ["solar_command", "solar_hwmon"])]
+    solar_file: Option<PathBuf>,
+    /// Command printing the current solar power in W.
+    #[arg(long, conflicts_with = "solar_hwmon")]
+    solar_command: Option<String>,
+    /// hwmon channel (NAME:LABEL) measuring the solar input.
+    #[arg(long)]
+    solar_hwmon: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Oracle base URL (default: the one enrolled with).
+    #[arg(long, env = "WATTEST_ORACLE")]
+    oracle: Option<String>,
+    /// Job id written into every window and the certificate (default: a new UUID).
+    #[arg(long)]
+    job_id: Option<String>,
+    /// Window length, seconds: a signed window is sent this often.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    window: u64,
+    /// machine: the whole host's energy while the job runs (as CodeCarbon); process: host CPU
+    /// energy × the job's process-tree share of CPU time (as Kepler and Scaphandre).
+    #[arg(long, value_enum, default_value_t = AttributionArg::Machine)]
+    attribution: AttributionArg,
+    /// How long to keep retrying the upload after the command exits, seconds.
+    #[arg(long, default_value_t = 120)]
+    upload_timeout: u64,
+    #[command(flatten)]
+    measure: MeasureArgs,
+    #[command(flatten)]
+    state: StateArgs,
+    /// The command to run, after `--`.
+    #[arg(required = true, num_args = 1.., value_name = "CMD")]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// Oracle base URL (default: the one enrolled with).
+    #[arg(long, env = "WATTEST_ORACLE")]
+    oracle: Option<String>,
+    /// Window length, seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    window: u64,
+    /// A certificate is requested every this many seconds (the period's last window is final).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    certify_every: u64,
+    #[command(flatten)]
+    measure: MeasureArgs,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+struct SourcesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    measure: MeasureArgs,
+}
+
+#[derive(Debug, Args)]
+struct FlushArgs {
+    /// Oracle base URL (default: the one enrolled with).
+    #[arg(long, env = "WATTEST_ORACLE")]
+    oracle: Option<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AttributionArg {
+    Machine,
+    Process,
+}
+
+impl From<AttributionArg> for Attribution {
+    fn from(a: AttributionArg) -> Self {
+        match a {
+            AttributionArg::Machine => Attribution::Machine,
+            AttributionArg::Process => Attribution::Process,
+        }
+    }
+}
+
+fn parse_interval(text: &str) -> Result<f64, String> {
+    text.parse::<f64>().ok().filter(|v| (0.05..=60.0).contains(v)).ok_or_else(|| format!("{text:?} is not a period between 0.05 and 60 seconds"))
+}
+
+fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(dir).join("wattest");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) if home != "/root" && !home.is_empty() => PathBuf::from(home).join(".local/state/wattest"),
+        _ => PathBuf::from("/var/lib/wattest"),
+    }
+}
+
+impl MeasureArgs {
+    fn discovery(&self) -> DiscoveryConfig {
+        let solar = if let Some(w) = self.solar_watts {
+            SolarConfig::Constant(Watts(w))
+        } else if let Some(f) = &self.solar_file {
+            SolarConfig::File(f.clone())
+        } else if let Some(c) = &self.solar_command {
+            SolarConfig::Command(c.clone())
+        } else if let Some(h) = &self.solar_hwmon {
+            SolarConfig::Hwmon(h.clone())
+        } else {
+            SolarConfig::None
+        };
+        DiscoveryConfig {
+            sysfs_root: self.sysfs_root.clone(),
+            procfs_root: PathBuf::from("/proc"),
+            cuda_visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
+            hwmon_channels: self.hwmon_channels.clone(),
+            solar,
+            tdp_override: self.tdp_watts.map(Watts),
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("wattest-agent: cannot start the runtime: {err}");
+            return ExitCode::from(70);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Enroll(args) => enroll_cmd(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Run(args) => run_cmd(args).await,
+            Command::Watch(args) => watch_cmd(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Sources(args) => sources_cmd(&args).map(|()| ExitCode::SUCCESS),
+            Command::Flush(args) => flush_cmd(args).await.map(|()| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("wattest-agent: error: {err:#}");
+            ExitCode::from(70)
+        }
+    }
+}
+
+async fn enroll_cmd(args: EnrollArgs) -> Result<()> {
+    let dir = StateDir::lock(&args.state.state_dir)?;
+    let node = enroll::enroll(
+        &dir,
+        enroll::EnrollRequest { oracle: &args.oracle, token: &args.token, name: &args.name, zone: &args.zone, signer: args.signer, tcti: args.tcti, force: args.force },
+    )
+    .await?;
+    println!("{}", node.node_id);
+    eprintln!("wattest: enrolled node {} ({}, zone {}) with oracle {}; state in {}", node.node_id, node.name, node.zone, node.oracle, dir.path().display());
+    Ok(())
+}
+
+fn sources_cmd(args: &SourcesArgs) -> Result<()> {
+    let discovery = sources::discover(&args.measure.discovery());
+    let infos = sources::describe(&discovery);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "sources": infos, "warnings": discovery.warnings }))?);
+        return Ok(());
+    }
+    println!("{:<24} {:<9} {:<26} {:>12}  LOCATION", "SOURCE", "KIND", "METHOD", "UNCERTAINTY");
+    for s in &infos {
+        println!("{:<24} {:<9} {:<26} {:>11.1}%  {}{}", s.id, s.kind.as_str(), s.method.as_str(), s.uncertainty_pct, s.location, if s.shared_device { "  (shared device)" } else { "" });
+    }
+    for w in &discovery.warnings {
+        println!("warning: {w}");
+    }
+    Ok(())
+}
+
+async fn flush_cmd(args: FlushArgs) -> Result<()> {
+    let dir = StateDir::lock(&args.state.state_dir)?;
+    let node = dir.node()?;
+    let uploader = Uploader::new(args.oracle.as_deref().unwrap_or(&node.oracle))?;
+    let report = uploader.drain(&Spool::new(dir.spool()), Some(tokio::time::Instant::now() + Duration::from_secs(args.timeout))).await;
+    eprintln!("wattest: {} windows acknowledged, {} rejected, {} still spooled", report.acknowledged, report.rejected.len(), report.remaining);
+    if report.remaining > 0 || !report.rejected.is_empty() {
+        bail!("the spool was not emptied");
+    }
+    Ok(())
+}
+
+/// Sends a signal to the child (SIGTERM forwarding). `kill(2)` has no safe std wrapper.
+#[allow(unsafe_code)]
+fn signal_child(pid: u32, signal: i32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
+    let dir = StateDir::lock(&args.state.state_dir)?;
+    let node = dir.node()?;
+    let signer = NodeSigner::load(&dir, &node)?;
+    let uploader = Uploader::new(args.oracle.as_deref().unwrap_or(&node.oracle))?;
+    let spool = Spool::new(dir.spool());
+    let job_id = args.job_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+
+    // Earlier windows first: the chain must reach the oracle in order.
+    let earlier = uploader.drain(&spool, Some(tokio::time::Instant::now() + Duration::from_secs(10))).await;
+    if earlier.acknowledged > 0 {
+        tracing::info!(windows = earlier.acknowledged, "Sent windows left from an earlier run.");
+    }
+
+    let mut child = tokio::process::Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", args.command[0]))?;
+    let pid = child.id().context("the command exited before it could be measured")?;
+    eprintln!("wattest: measuring job {job_id} (pid {pid}, {} attribution, {} s windows)", Attribution::from(args.attribution).as_str(), args.window);
+
+    let discovery = runner::sources(&args.measure.discovery());
+    let sampler_cfg = SamplerConfig { period: Duration::from_secs_f64(args.measure.interval), window: Duration::from_secs(args.window), attribution: args.attribution.into(), job_pid: Some(pid) };
+    let (sampler, windows) = start_sampler(discovery, sampler_cfg);
+    let wake = Arc::new(Notify::new());
+    let stop = Arc::new(Notify::new());
+    let chain = Chain::open(&dir, signer, Some(job_id.clone()), args.attribution.into())?;
+    let signer_thread = spawn_signer(chain, windows, wake.clone(), None);
+    let background = spawn_background_upload(uploader.clone(), spool.clone(), wake, stop.clone());
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            _ = sigterm.recv() => signal_child(pid, libc::SIGTERM),
+            // The terminal delivers Ctrl-C to the whole process group; the agent stays alive to
+            // close the final window once the command has exited.
+            _ = sigint.recv() => tracing::info!("Interrupt received; waiting for the command to exit."),
+        }
+    };
+
+    let last = tokio::task::spawn_blocking(move || sampler.finish()).await?;
+    let mut chain = signer_thread.join().map_err(|_| anyhow::anyhow!("the signer thread panicked"))??;
+    chain.append(last, true)?;
+    stop.notify_one();
+    let mut report = background.await?;
+    let last_round = uploader.drain(&spool, Some(tokio::time::Instant::now() + Duration::from_secs(args.upload_timeout))).await;
+    report.certificates.extend(last_round.certificates);
+    report.rejected.extend(last_round.rejected);
+
+    let certificate = match report.certificates.pop() {
+        Some(c) => Some(c),
+        None if last_round.final_already_accepted => runner::fetch_certificate(&uploader, &node.node_id, &job_id).await.ok(),
+        None => None,
+    };
+    match &certificate {
+        Some(c) => {
+            eprintln!("wattest: certificate {}", c.id);
+            eprintln!("wattest: {}", summary_line(c));
+            eprintln!("wattest: fetch it at {}/v1/certificates/{}", uploader.base(), c.id);
+        }
+        None if last_round.remaining > 0 => eprintln!("wattest: the oracle could not be reached; {} windows stay in {} and will be sent by the next run or `wattest-agent flush`", last_round.remaining, spool_dir(&dir).display()),
+        None => eprintln!("wattest: no certificate was issued; see the errors above"),
+    }
+    for (seq, reason) in &report.rejected {
+        eprintln!("wattest: window {seq} was rejected: {reason}");
+    }
+    Ok(exit_code(status))
+}
+
+fn spool_dir(dir: &StateDir) -> PathBuf {
+    dir.spool()
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        (None, Some(signal)) => ExitCode::from(u8::try_from(128 + signal).unwrap_or(1)),
+        (None, None) => ExitCode::from(1),
+    }
+}
+
+async fn watch_cmd(args: WatchArgs) -> Result<()> {
+    let dir = StateDir::lock(&args.state.state_dir)?;
+    let node = dir.node()?;
+    let signer = NodeSigner::load(&dir, &node)?;
+    let uploader = Uploader::new(args.oracle.as_deref().unwrap_or(&node.oracle))?;
+    let spool = Spool::new(dir.spool());
+    let discovery = runner::sources(&args.measure.discovery());
+    let sampler_cfg = SamplerConfig { period: Duration::from_secs_f64(args.measure.interval), window: Duration::from_secs(args.window), attribution: Attribution::Machine, job_pid: None };
+    let (sampler, windows) = start_sampler(discovery, sampler_cfg);
+    let wake = Arc::new(Notify::new());
+    let stop = Arc::new(Notify::new());
+    let chain = Chain::open(&dir, signer, None, Attribution::Machine)?;
+    let certify_every = chrono::Duration::seconds(i64::try_from(args.certify_every).unwrap_or(3600));
+    let signer_thread = spawn_signer(chain, windows, wake.clone(), Some(certify_every));
+    let background = spawn_background_upload(uploader.clone(), spool.clone(), wake, stop.clone());
+    eprintln!("wattest: watching node {} ({}), {} s windows, a certificate every {} s; stop with SIGTERM or Ctrl-C", node.node_id, node.name, args.window, args.certify_every);
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = sigterm.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("Stopping: closing the last window.");
+    let last = tokio::task::spawn_blocking(move || sampler.finish()).await?;
+    let mut chain = signer_thread.join().map_err(|_| anyhow::anyhow!("the signer thread panicked"))??;
+    chain.append(last, true)?;
+    stop.notify_one();
+    let mut report = background.await?;
+    let last_round = uploader.drain(&spool, Some(tokio::time::Instant::now() + Duration::from_secs(30))).await;
+    report.certificates.extend(last_round.certificates);
+    for c in &report.certificates {
+        eprintln!("wattest: certificate {}: {}", c.id, summary_line(c));
+    }
+    if last_round.remaining > 0 {
+        eprintln!("wattest: {} windows stay in the spool", last_round.remaining);
+    }
+    Ok(())
+}

@@ -63,7 +63,8 @@ macro_rules! unit {
 
         impl std::iter::Sum for $name {
             fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
-                Self(iter.map(|v| v.0).sum())
+                // Fold from +0.0: `f64::sum` of an empty iterator is -0.0, which would print as "-0".
+                Self(iter.fold(0.0, |acc, v| acc + v.0))
             }
         }
 

@@ -1,0 +1,168 @@
+//! The measuring loop shared by `run` (one job) and `watch` (an edge node, forever): sampled
+//! windows become signed, chained, spooled windows, and the uploader sends them.
+
+use crate::sampler::{MeasuredWindow, Sampler, SamplerConfig};
+use crate::signer::NodeSigner;
+use crate::sources::{Discovery, DiscoveryConfig, discover};
+use crate::spool::Spool;
+use crate::state::{ChainHead, NodeState, StateDir};
+use crate::uploader::{CertificateSummary, Drained, Uploader};
+use anyhow::{Context, Result};
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use tokio::sync::Notify;
+use wattest_shared::jws::{jws_hash, sign_compact};
+use wattest_shared::window::{Attribution, PROTOCOL_VERSION, WINDOW_TYP, WindowClaims};
+
+/// Signs windows in chain order and spools them; owns the chain head.
+pub struct Chain {
+    node: NodeState,
+    signer: NodeSigner,
+    head: ChainHead,
+    spool: Spool,
+    dir_path: std::path::PathBuf,
+    job_id: Option<String>,
+    attribution: Attribution,
+}
+
+impl Chain {
+    /// Opens the chain of the node in `dir`.
+    ///
+    /// # Errors
+    /// Unreadable state or key.
+    pub fn open(dir: &StateDir, signer: NodeSigner, job_id: Option<String>, attribution: Attribution) -> Result<Self> {
+        Ok(Self { node: dir.node()?, signer, head: dir.chain()?, spool: Spool::new(dir.spool()), dir_path: dir.path().to_owned(), job_id, attribution })
+    }
+
+    /// Signs `measured` as the next window, spools it, then advances `chain.json`. The window is
+    /// on disk before the chain head moves, so a crash can lose neither.
+    ///
+    /// # Errors
+    /// Signing or disk failure.
+    pub fn append(&mut self, measured: MeasuredWindow, is_final: bool) -> Result<u64> {
+        let seq = self.head.seq + 1;
+        let claims = WindowClaims {
+            v: PROTOCOL_VERSION,
+            node_id: self.node.node_id.clone(),
+            job_id: self.job_id.clone(),
+            seq,
+            prev: self.head.hash.clone(),
+            // Windows never overlap: a window cannot start before the previous one ended.
+            start: self.head.end.map_or(measured.start, |end| measured.start.max(end)),
+            end: measured.end,
+            attribution: self.attribution,
+            sources: measured.sources,
+            solar_wh: measured.solar_wh,
+            is_final,
+        };
+        let payload = serde_json::to_vec(&claims).context("encoding a window")?;
+        let jws = sign_compact(&self.signer, WINDOW_TYP, &payload).context("signing a window")?;
+        self.spool.put(seq, &jws)?;
+        let head = ChainHead { seq, hash: Some(jws_hash(&jws)), end: Some(claims.end) };
+        crate::state::write_atomic(&self.dir_path.join("chain.json"), &serde_json::to_vec(&head).unwrap_or_default())?;
+        self.head = head;
+        tracing::debug!(seq, final_window = is_final, "Window signed and spooled.");
+        Ok(seq)
+    }
+}
+
+/// Discovers the sources and logs what was found.
+pub fn sources(cfg: &DiscoveryConfig) -> Discovery {
+    let discovery = discover(cfg);
+    for warning in &discovery.warnings {
+        tracing::warn!("{warning}");
+    }
+    for s in &discovery.sources {
+        let info = s.info();
+        tracing::info!(source = %info.id, kind = info.kind.as_str(), method = info.method.as_str(), location = %info.location, "Measuring.");
+    }
+    discovery
+}
+
+/// Runs the signer thread: windows from the sampler are signed and spooled in order; the uploader
+/// is woken after each. Returns the chain when the sampler's channel closes.
+///
+/// With `certify_every` (continuous node mode), the first window ending at least that long after
+/// the last certified one is marked final, so the oracle issues one certificate per period.
+pub fn spawn_signer(mut chain: Chain, windows: Receiver<MeasuredWindow>, wake: Arc<Notify>, certify_every: Option<chrono::Duration>) -> std::thread::JoinHandle<Result<Chain>> {
+    std::thread::Builder::new()
+        .name("wattest-signer".into())
+        .spawn(move || {
+            let mut period_start = None;
+            for measured in windows {
+                if measured.sources.is_empty() {
+                    continue;
+                }
+                let start = *period_start.get_or_insert(measured.start);
+                let is_final = certify_every.is_some_and(|every| measured.end - start >= every);
+                if is_final {
+                    period_start = None;
+                }
+                chain.append(measured, is_final)?;
+                wake.notify_one();
+            }
+            Ok(chain)
+        })
+        .unwrap_or_else(|err| std::thread::spawn(move || Err(anyhow::anyhow!("cannot start the signer thread: {err}"))))
+}
+
+/// Uploads in the background whenever woken, until `stop` is notified.
+pub fn spawn_background_upload(uploader: Uploader, spool: Spool, wake: Arc<Notify>, stop: Arc<Notify>) -> tokio::task::JoinHandle<Drained> {
+    tokio::spawn(async move {
+        let mut total = Drained::default();
+        loop {
+            let round = uploader.drain(&spool, Some(tokio::time::Instant::now() + std::time::Duration::from_secs(60))).await;
+            total.acknowledged += round.acknowledged;
+            total.certificates.extend(round.certificates);
+            total.rejected.extend(round.rejected);
+            tokio::select! {
+                () = wake.notified() => {}
+                () = stop.notified() => return total,
+            }
+        }
+    })
+}
+
+/// Starts the sampler over `discovery`'s sources.
+pub fn start_sampler(discovery: Discovery, cfg: SamplerConfig) -> (Sampler, Receiver<MeasuredWindow>) {
+    Sampler::start(discovery.sources, cfg)
+}
+
+/// One-line human summary of a certificate, for stderr.
+#[must_use]
+pub fn summary_line(c: &CertificateSummary) -> String {
+    format!(
+        "energy {:.4} Wh (grid {:.4} Wh, solar {:.4} Wh) · emissions {:.3} gCO2e location-based at {:.2} gCO2e/kWh ({}; {}) · avoided {:.3} gCO2e · {} windows · attestation {}",
+        c.energy_wh,
+        c.grid_wh,
+        c.solar_wh,
+        c.emissions_kg_co2e * 1000.0,
+        c.intensity_g_co2e_per_kwh,
+        c.zone,
+        c.intensity_dataset,
+        c.avoided_kg_co2e * 1000.0,
+        c.window_count,
+        c.attestation_level
+    )
+}
+
+/// Finds the certificate of `job` for `node` (after a final window whose acknowledgement was lost).
+///
+/// # Errors
+/// HTTP failure or no certificate.
+pub async fn fetch_certificate(uploader: &Uploader, node_id: &str, job_id: &str) -> Result<CertificateSummary> {
+    #[derive(serde::Deserialize)]
+    struct List {
+        certificates: Vec<CertificateSummary>,
+    }
+    let list: List = uploader
+        .client()
+        .get(format!("{}/v1/certificates", uploader.base()))
+        .query(&[("node", node_id), ("job", job_id)])
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    list.certificates.into_iter().next().context("the oracle lists no certificate for this job")
+}

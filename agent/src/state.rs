@@ -1,0 +1,229 @@
+//! The agent's state dir: node identity, key, the head of the window chain, the spool, and a
+//! lock so that two agents never sign two windows with the same `seq`.
+//!
+//! Layout (directory mode 0700, secrets 0600):
+//! `node.json` (identity), `node-key.der` (software key), `chain.json` (last signed seq and
+//! hash), `spool/<seq>.jws` (signed windows not yet acknowledged), `lock`.
+
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// State dir failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// File system.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Missing, corrupt or unsafe content.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Which signer the node enrolled with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SignerKind {
+    /// RSA-2048 key file (mode 0600) in the state dir.
+    Software,
+    /// Key generated inside a TPM 2.0, certified by its attestation key.
+    Tpm,
+}
+
+/// `node.json`: who this node is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeState {
+    /// Node id from enrollment.
+    pub node_id: String,
+    /// Oracle base URL.
+    pub oracle: String,
+    /// Node name.
+    pub name: String,
+    /// Grid zone.
+    pub zone: String,
+    /// Key thumbprint.
+    pub kid: String,
+    /// Signer kind.
+    pub signer: SignerKind,
+    /// TPM TCTI, for TPM signers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcti: Option<String>,
+}
+
+/// `chain.json`: the last window this node signed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    /// seq of the last signed window (0: none).
+    pub seq: u64,
+    /// Its hash (the next `prev`).
+    pub hash: Option<String>,
+    /// Its end.
+    pub end: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// An opened (and locked) state dir.
+#[derive(Debug)]
+pub struct StateDir {
+    path: PathBuf,
+    _lock: Option<File>,
+}
+
+impl StateDir {
+    /// Opens `path`, creating it with mode 0700 if needed. Does not lock.
+    ///
+    /// # Errors
+    /// File system errors.
+    pub fn create(path: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(path.join("spool")).map_err(|source| StateError::Io { path: path.to_owned(), source })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(|source| StateError::Io { path: path.to_owned(), source })?;
+        Ok(Self { path: path.to_owned(), _lock: None })
+    }
+
+    /// Opens `path` and takes its exclusive lock (held until drop).
+    ///
+    /// # Errors
+    /// Another agent holds the lock; file system errors.
+    pub fn lock(path: &Path) -> Result<Self, StateError> {
+        let mut dir = Self::create(path)?;
+        let lock_path = path.join("lock");
+        let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path).map_err(|source| StateError::Io { path: lock_path.clone(), source })?;
+        // SAFETY-free: flock through the std API (Rust ≥ 1.89).
+        file.try_lock().map_err(|_| StateError::Invalid(format!("another wattest-agent is using {} (lock {} is held); one agent per state dir keeps the window chain linear", path.display(), lock_path.display())))?;
+        dir._lock = Some(file);
+        Ok(dir)
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The spool directory.
+    #[must_use]
+    pub fn spool(&self) -> PathBuf {
+        self.path.join("spool")
+    }
+
+    /// Reads `node.json`.
+    ///
+    /// # Errors
+    /// Not enrolled, or a corrupt file.
+    pub fn node(&self) -> Result<NodeState, StateError> {
+        let path = self.path.join("node.json");
+        let text = std::fs::read_to_string(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                StateError::Invalid(format!("{} is not enrolled (no node.json): run `wattest-agent enroll` first", self.path.display()))
+            } else {
+                StateError::Io { path: path.clone(), source }
+            }
+        })?;
+        serde_json::from_str(&text).map_err(|err| StateError::Invalid(format!("{}: {err}", path.display())))
+    }
+
+    /// Writes `node.json`.
+    ///
+    /// # Errors
+    /// File system errors.
+    pub fn write_node(&self, node: &NodeState) -> Result<(), StateError> {
+        self.write_atomic("node.json", &serde_json::to_vec_pretty(node).unwrap_or_default())
+    }
+
+    /// Reads `chain.json` (default when absent: nothing signed yet).
+    ///
+    /// # Errors
+    /// A corrupt file.
+    pub fn chain(&self) -> Result<ChainHead, StateError> {
+        let path = self.path.join("chain.json");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|err| StateError::Invalid(format!("{}: {err}", path.display()))),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(ChainHead::default()),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
+    /// Writes `chain.json` atomically.
+    ///
+    /// # Errors
+    /// File system errors.
+    pub fn write_chain(&self, head: &ChainHead) -> Result<(), StateError> {
+        self.write_atomic("chain.json", &serde_json::to_vec(head).unwrap_or_default())
+    }
+
+    /// Reads a secret file, refusing one that group or others can read.
+    ///
+    /// # Errors
+    /// Missing file, or mode wider than 0600.
+    pub fn read_secret(&self, name: &str) -> Result<Vec<u8>, StateError> {
+        let path = self.path.join(name);
+        let io = |source| StateError::Io { path: path.clone(), source };
+        let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(StateError::Invalid(format!("{} has mode {:o}; a key must be private to its owner (chmod 600)", path.display(), mode & 0o777)));
+        }
+        std::fs::read(&path).map_err(io)
+    }
+
+    /// Writes a secret file with mode 0600, atomically.
+    ///
+    /// # Errors
+    /// File system errors.
+    pub fn write_secret(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+        self.write_atomic(name, bytes)
+    }
+
+    /// Writes `name` via a temporary file (mode 0600), fsync and rename, so a crash leaves the old
+    /// or the new content, never half of one.
+    ///
+    /// # Errors
+    /// File system errors.
+    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+        write_atomic(&self.path.join(name), bytes)
+    }
+}
+
+/// Writes `path` via `path.tmp` (mode 0600), fsync and rename.
+///
+/// # Errors
+/// File system errors.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let tmp = path.with_extension("tmp");
+    let io = |source| StateError::Io { path: path.to_owned(), source };
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_is_exclusive_and_secrets_are_private() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = StateDir::lock(tmp.path()).expect("first lock");
+        assert!(StateDir::lock(tmp.path()).is_err(), "second agent must be refused");
+        dir.write_secret("k", b"secret").expect("write");
+        let mode = std::fs::metadata(tmp.path().join("k")).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(dir.read_secret("k").expect("read"), b"secret");
+        std::fs::set_permissions(tmp.path().join("k"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(dir.read_secret("k").is_err());
+        assert_eq!(dir.chain().expect("chain"), ChainHead::default());
+        let head = ChainHead { seq: 3, hash: Some("h".into()), end: None };
+        dir.write_chain(&head).expect("write chain");
+        assert_eq!(dir.chain().expect("chain"), head);
+        drop(dir);
+        assert!(StateDir::lock(tmp.path()).is_ok(), "lock released on drop");
+    }
+}
