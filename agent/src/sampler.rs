@@ -179,7 +179,9 @@ impl State {
         let share = match (cfg.attribution, cfg.job_pid) {
             (Attribution::Process, Some(pid)) => Some(ProcessShare::new(procfs_root, pid)),
             (Attribution::Process, None) => {
-                tracing::warn!("Process attribution without a job pid: the whole host is reported.");
+                tracing::warn!(
+                    "Process attribution without a job pid: the whole host is reported."
+                );
                 None
             }
             (Attribution::Machine, _) => None,

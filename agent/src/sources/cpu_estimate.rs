@@ -25,7 +25,12 @@ pub const ESTIMATE_UNCERTAINTY_PCT: f64 = 50.0;
 
 /// Energy of the model for `busy_ticks` of host CPU time: `tdp × sockets × busy_s / logical`, J.
 #[must_use]
-pub fn model_joules(tdp_per_socket: Watts, sockets: u32, logical_cpus: u32, busy_ticks: u64) -> f64 {
+pub fn model_joules(
+    tdp_per_socket: Watts,
+    sockets: u32,
+    logical_cpus: u32,
+    busy_ticks: u64,
+) -> f64 {
     let busy_s = busy_ticks as f64 / USER_HZ;
     tdp_per_socket.0 * f64::from(sockets.max(1)) * busy_s / f64::from(logical_cpus.max(1))
 }
@@ -77,7 +82,12 @@ impl PowerSource for CpuEstimate {
     fn read(&mut self) -> Result<Reading, SourceError> {
         let t = self.reader.read()?;
         Ok(Reading::Counter {
-            joules: model_joules(self.tdp_per_socket, self.sockets, self.logical_cpus, t.busy_ticks),
+            joules: model_joules(
+                self.tdp_per_socket,
+                self.sockets,
+                self.logical_cpus,
+                t.busy_ticks,
+            ),
             wrap_joules: None,
         })
     }
@@ -113,7 +123,10 @@ pub fn discover(procfs_root: &Path, tdp_override: Option<Watts>, d: &mut Discove
                     "CPU model {model:?} (from {}) is not in the TDP table: the CPU estimate assumes {tdp} per socket, CodeCarbon's value for unknown CPUs. Pass the real TDP to improve it.",
                     cpuinfo_path.display()
                 ));
-                (tdp, format!("TDP {tdp} per socket assumed: CPU model {model:?} not in the table"))
+                (
+                    tdp,
+                    format!("TDP {tdp} per socket assumed: CPU model {model:?} not in the table"),
+                )
             }
         }
     };

@@ -251,7 +251,11 @@ pub fn discover(
 
 /// Finds the channel named by `selector` (for the solar source).
 #[must_use]
-pub fn find_channel(sysfs_root: &Path, selector: &str, warnings: &mut Vec<String>) -> Option<Channel> {
+pub fn find_channel(
+    sysfs_root: &Path,
+    selector: &str,
+    warnings: &mut Vec<String>,
+) -> Option<Channel> {
     list_channels(sysfs_root, warnings)
         .into_iter()
         .find(|c| c.matches(selector))

@@ -22,8 +22,8 @@ pub mod tdp;
 use serde::Serialize;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use wattest_shared::window::{Method, SourceKind};
 use wattest_shared::Watts;
+use wattest_shared::window::{Method, SourceKind};
 
 /// One reading of a power source.
 #[derive(Debug, Clone, Copy, PartialEq)]

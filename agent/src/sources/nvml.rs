@@ -212,13 +212,16 @@ pub fn discover(backend: Arc<dyn GpuBackend>, visible: Option<&str>, d: &mut Dis
     let count = match backend.device_count() {
         Ok(n) => n,
         Err(e) => {
-            d.warnings
-                .push(format!("No NVIDIA GPU source: NVML cannot count devices ({e})."));
+            d.warnings.push(format!(
+                "No NVIDIA GPU source: NVML cannot count devices ({e})."
+            ));
             return;
         }
     };
     for index in select_devices(&*backend, count, visible, &mut d.warnings) {
-        let uuid = backend.uuid(index).unwrap_or_else(|_| "unknown UUID".into());
+        let uuid = backend
+            .uuid(index)
+            .unwrap_or_else(|_| "unknown UUID".into());
         let name = backend.name(index).unwrap_or_else(|_| "NVIDIA GPU".into());
         let mig = match backend.mig_enabled(index) {
             Ok(m) => m,

@@ -146,6 +146,9 @@ mod tests {
         let p = parse_pmic(out).expect("rails");
         assert!((p.0 - (0.37 + 1.65)).abs() < 1e-9, "{p}");
         assert_eq!(parse_pmic("EXT5V_V volt(24)=5.1V\n"), None);
-        assert_eq!(parse_pmic("error=2 error_msg=\"Command not registered\""), None);
+        assert_eq!(
+            parse_pmic("error=2 error_msg=\"Command not registered\""),
+            None
+        );
     }
 }

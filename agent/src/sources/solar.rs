@@ -49,7 +49,11 @@ impl Solar {
                 MEASURED_UNCERTAINTY_PCT,
                 Some("hwmon energy counter: deltas, not a power integration.".to_string()),
             ),
-            _ => (Method::SolarPowerIntegration, MEASURED_UNCERTAINTY_PCT, None),
+            _ => (
+                Method::SolarPowerIntegration,
+                MEASURED_UNCERTAINTY_PCT,
+                None,
+            ),
         };
         Self {
             info: SourceInfo {
@@ -89,12 +93,14 @@ impl PowerSource for Solar {
                     })
             }
             Input::Command(cmd) => {
-                let out = Command::new("sh").arg("-c").arg(&*cmd).output().map_err(|e| {
-                    SourceError::Command {
+                let out = Command::new("sh")
+                    .arg("-c")
+                    .arg(&*cmd)
+                    .output()
+                    .map_err(|e| SourceError::Command {
                         command: cmd.clone(),
                         detail: e.to_string(),
-                    }
-                })?;
+                    })?;
                 if !out.status.success() {
                     return Err(SourceError::Command {
                         command: cmd.clone(),
@@ -109,7 +115,9 @@ impl PowerSource for Solar {
                         text: text.chars().take(200).collect(),
                     })
             }
-            Input::HwmonPower(path) => Ok(Reading::Power(Watts(read_u64_file(path)? as f64 * 1e-6))),
+            Input::HwmonPower(path) => {
+                Ok(Reading::Power(Watts(read_u64_file(path)? as f64 * 1e-6)))
+            }
             Input::HwmonEnergy(path) => Ok(Reading::Counter {
                 joules: read_u64_file(path)? as f64 * 1e-6,
                 wrap_joules: None,
@@ -125,8 +133,9 @@ pub fn discover(cfg: &SolarConfig, sysfs_root: &Path, d: &mut Discovery) {
         SolarConfig::None => return,
         SolarConfig::Constant(w) => {
             if !w.is_physical() {
-                d.warnings
-                    .push(format!("Solar power {w} is not a physical value: no solar source."));
+                d.warnings.push(format!(
+                    "Solar power {w} is not a physical value: no solar source."
+                ));
                 return;
             }
             Solar::new(Input::Constant(*w), format!("declared constant {w}"))
@@ -138,7 +147,9 @@ pub fn discover(cfg: &SolarConfig, sysfs_root: &Path, d: &mut Discovery) {
             },
             path.display().to_string(),
         ),
-        SolarConfig::Command(cmd) => Solar::new(Input::Command(cmd.clone()), format!("sh -c {cmd:?}")),
+        SolarConfig::Command(cmd) => {
+            Solar::new(Input::Command(cmd.clone()), format!("sh -c {cmd:?}"))
+        }
         SolarConfig::Hwmon(selector) => {
             let Some(ch) = find_channel(sysfs_root, selector, &mut d.warnings) else {
                 d.warnings.push(format!(

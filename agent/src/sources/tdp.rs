@@ -52,7 +52,10 @@ impl TdpMatch {
 /// `"AMD EPYC 7763 64-Core Processor"` → `"amd epyc 7763"`.
 #[must_use]
 pub fn normalise(model: &str) -> String {
-    let lower = model.to_lowercase().replace("(r)", " ").replace("(tm)", " ");
+    let lower = model
+        .to_lowercase()
+        .replace("(r)", " ")
+        .replace("(tm)", " ");
     let lower = match lower.find('@') {
         Some(at) => &lower[..at],
         None => &lower,
@@ -138,12 +141,18 @@ mod tests {
             normalise("Intel(R) Xeon(R) Platinum 8380 CPU @ 2.30GHz"),
             "intel xeon platinum 8380"
         );
-        assert_eq!(normalise("AMD EPYC 7763 64-Core Processor"), "amd epyc 7763");
+        assert_eq!(
+            normalise("AMD EPYC 7763 64-Core Processor"),
+            "amd epyc 7763"
+        );
         assert_eq!(
             normalise("AMD Ryzen 9 5950X 16-Core Processor"),
             "amd ryzen 9 5950x"
         );
-        assert_eq!(normalise("Intel(R) Core(TM) i7-8700K CPU @ 3.70GHz"), "intel core i7-8700k");
+        assert_eq!(
+            normalise("Intel(R) Core(TM) i7-8700K CPU @ 3.70GHz"),
+            "intel core i7-8700k"
+        );
     }
 
     #[test]
@@ -152,8 +161,14 @@ mod tests {
             lookup("Intel(R) Xeon(R) Platinum 8380 CPU @ 2.30GHz").tdp(),
             Watts(270.0)
         );
-        assert_eq!(lookup("Intel(R) Core(TM) i7-8700K CPU @ 3.70GHz").tdp(), Watts(95.0));
-        assert_eq!(lookup("AMD Ryzen 9 5950X 16-Core Processor").tdp(), Watts(105.0));
+        assert_eq!(
+            lookup("Intel(R) Core(TM) i7-8700K CPU @ 3.70GHz").tdp(),
+            Watts(95.0)
+        );
+        assert_eq!(
+            lookup("AMD Ryzen 9 5950X 16-Core Processor").tdp(),
+            Watts(105.0)
+        );
         assert!(matches!(
             lookup("AMD Ryzen Threadripper 3990X 64-Core Processor"),
             TdpMatch::Exact { .. }
@@ -170,7 +185,10 @@ mod tests {
                 tdp: Watts(2.0)
             }
         );
-        assert!(matches!(lookup_in(csv, "odd, name"), TdpMatch::Exact { .. }));
+        assert!(matches!(
+            lookup_in(csv, "odd, name"),
+            TdpMatch::Exact { .. }
+        ));
     }
 
     #[test]
