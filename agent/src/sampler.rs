@@ -251,25 +251,12 @@ impl State {
     /// Reads every source once; returns the tick's time in ms since `t0`.
     fn sample(&mut self) -> i64 {
         let ms = self.now_ms();
-        let t_s = ms as f64 / 1000.0;
-        for ((src, integ), failed) in self
-            .sources
-            .iter_mut()
-            .zip(&mut self.integrators)
-            .zip(&mut self.failed)
-        {
-            match src.read() {
-                Ok(r) => {
-                    integ.push(t_s, r);
-                }
-                Err(e) => {
-                    if !*failed {
-                        tracing::warn!(source = %src.info().id, error = %e, "Source reading failed; the sample is skipped.");
-                        *failed = true;
-                    }
-                }
-            }
-        }
+        tick(
+            &mut self.sources,
+            &mut self.integrators,
+            &mut self.failed,
+            ms as f64 / 1000.0,
+        );
         ms
     }
 
@@ -304,6 +291,30 @@ impl State {
             end,
             sources: entries,
             solar_wh,
+        }
+    }
+}
+
+/// One sampling tick: reads every source and adds the reading, taken at `t_s` seconds, to its
+/// integrator. A failed reading is skipped (logged once per window per source, tracked in
+/// `failed`). No allocation unless a reading fails. The three slices are parallel.
+pub fn tick(
+    sources: &mut [Box<dyn PowerSource>],
+    integrators: &mut [SourceIntegrator],
+    failed: &mut [bool],
+    t_s: f64,
+) {
+    for ((src, integ), failed) in sources.iter_mut().zip(integrators).zip(failed) {
+        match src.read() {
+            Ok(r) => {
+                integ.push(t_s, r);
+            }
+            Err(e) => {
+                if !*failed {
+                    tracing::warn!(source = %src.info().id, error = %e, "Source reading failed; the sample is skipped.");
+                    *failed = true;
+                }
+            }
         }
     }
 }

@@ -40,14 +40,14 @@ pub fn parse_pmic(output: &str) -> Option<Watts> {
         let Some((_, value)) = reading.split_once('=') else {
             continue;
         };
-        if let Some(rail) = label.strip_suffix("_V") {
-            if let Some(v) = value.strip_suffix('V').and_then(|v| v.parse().ok()) {
-                volts.push((rail, v));
-            }
-        } else if let Some(rail) = label.strip_suffix("_A") {
-            if let Some(a) = value.strip_suffix('A').and_then(|a| a.parse().ok()) {
-                amps.push((rail, a));
-            }
+        if let Some(rail) = label.strip_suffix("_V")
+            && let Some(v) = value.strip_suffix('V').and_then(|v| v.parse().ok())
+        {
+            volts.push((rail, v));
+        } else if let Some(rail) = label.strip_suffix("_A")
+            && let Some(a) = value.strip_suffix('A').and_then(|a| a.parse().ok())
+        {
+            amps.push((rail, a));
         }
     }
     let mut total = 0.0;
