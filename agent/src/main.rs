@@ -2,6 +2,7 @@
 //! to the Wattest oracle.
 
 mod enroll;
+mod integrator;
 mod runner;
 mod sampler;
 mod signer;

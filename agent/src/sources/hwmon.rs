@@ -1,0 +1,262 @@
+//! Power and energy channels of Linux hwmon chips (INA2xx boards, `amd_energy`, GPU drivers).
+//!
+//! A chip is `<sysfs_root>/class/hwmon/hwmonN/` with a `name` file. Its channels are
+//! `energyK_input` (cumulative µJ), `powerK_input` and `powerK_average` (µW), each with an optional
+//! `energyK_label` / `powerK_label` (Linux `Documentation/hwmon/sysfs-interface.rst`). When a chip
+//! offers both `energyK_input` and `powerK_*` for the same K, the energy counter is taken and the
+//! power channel left out, so the rail is not counted twice.
+//!
+//! Channels are chosen with `"name:label"` selectors, where `label` is the channel's `_label` text
+//! or, when it has none, the channel's own name (`power1`). With no selector, every power and
+//! energy channel is taken.
+//!
+//! Kind: `platform` (a shunt on the supply, the typical INA2xx case), except chips whose driver
+//! measures something narrower: `amdgpu`/`nouveau`/`i915`/`xe` → gpu, `amd_energy`/`zenergy`/
+//! `zenpower` → cpu.
+
+use super::{
+    Discovery, PowerSource, Reading, SourceError, SourceInfo, read_text, read_u64_file, sanitize_id,
+};
+use std::path::{Path, PathBuf};
+use wattest_shared::Watts;
+use wattest_shared::window::{Method, SourceKind};
+
+/// Relative uncertainty of an hwmon channel, percent. INA226-class monitors specify ≤ 0.1 % gain
+/// error (TI INA226 datasheet, SBOS547), but the shunt resistor's tolerance (commonly 1 %) and its
+/// temperature drift dominate: 2 % is the agent's judgement for a board of unknown calibration.
+pub const HWMON_UNCERTAINTY_PCT: f64 = 2.0;
+
+/// What an hwmon channel reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelKind {
+    /// `energyK_input`, cumulative µJ.
+    Energy,
+    /// `powerK_input` or `powerK_average`, µW.
+    Power,
+}
+
+/// One discovered channel (before it becomes a source).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Channel {
+    /// Chip directory (`…/hwmonN`).
+    pub chip_dir: PathBuf,
+    /// Chip `name`.
+    pub chip: String,
+    /// Channel label (its `_label` text, or e.g. `power1`).
+    pub label: String,
+    /// The value file.
+    pub path: PathBuf,
+    /// Energy counter or power.
+    pub kind: ChannelKind,
+}
+
+impl Channel {
+    /// True when `selector` (`"name:label"`) names this channel.
+    #[must_use]
+    pub fn matches(&self, selector: &str) -> bool {
+        let (name, label) = selector.split_once(':').unwrap_or((selector, ""));
+        name == self.chip && label == self.label
+    }
+}
+
+/// Lists the power and energy channels of every chip under `<sysfs_root>/class/hwmon`, in chip
+/// and channel order. Chips without a readable `name` are skipped with a warning.
+pub fn list_channels(sysfs_root: &Path, warnings: &mut Vec<String>) -> Vec<Channel> {
+    let base = sysfs_root.join("class/hwmon");
+    let Ok(entries) = std::fs::read_dir(&base) else {
+        return Vec::new();
+    };
+    let mut chips: Vec<(u32, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().into_string().ok()?;
+            Some((n.strip_prefix("hwmon")?.parse().ok()?, e.path()))
+        })
+        .collect();
+    chips.sort();
+    let mut out = Vec::new();
+    for (_, dir) in chips {
+        let Some(chip) = read_text(&dir.join("name")) else {
+            warnings.push(format!(
+                "hwmon chip skipped: cannot read {}.",
+                dir.join("name").display()
+            ));
+            continue;
+        };
+        let Ok(files) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut names: Vec<String> = files
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        let energy_ks: Vec<&str> = names
+            .iter()
+            .filter_map(|n| n.strip_prefix("energy")?.strip_suffix("_input"))
+            .collect();
+        let mut chans: Vec<(u32, u8, Channel)> = Vec::new();
+        for n in &names {
+            let (k, kind, base_name) = if let Some(k) = n
+                .strip_prefix("energy")
+                .and_then(|r| r.strip_suffix("_input"))
+            {
+                (k, ChannelKind::Energy, "energy")
+            } else if let Some(k) = n.strip_prefix("power").and_then(|r| {
+                r.strip_suffix("_input")
+                    .or_else(|| r.strip_suffix("_average"))
+            }) {
+                if energy_ks.contains(&k) {
+                    continue; // the energy counter of the same channel is better
+                }
+                (k, ChannelKind::Power, "power")
+            } else {
+                continue;
+            };
+            let Ok(num) = k.parse::<u32>() else { continue };
+            // powerK_input and powerK_average of the same K are one channel: keep _input.
+            if kind == ChannelKind::Power
+                && n.ends_with("_average")
+                && names.contains(&format!("power{k}_input"))
+            {
+                continue;
+            }
+            let label = read_text(&dir.join(format!("{base_name}{k}_label")))
+                .filter(|l| !l.is_empty())
+                .unwrap_or_else(|| format!("{base_name}{k}"));
+            let order = u8::from(kind == ChannelKind::Power);
+            chans.push((
+                num,
+                order,
+                Channel {
+                    chip_dir: dir.clone(),
+                    chip: chip.clone(),
+                    label,
+                    path: dir.join(n),
+                    kind,
+                },
+            ));
+        }
+        chans.sort_by_key(|(num, order, _)| (*order, *num));
+        out.extend(chans.into_iter().map(|(_, _, c)| c));
+    }
+    out
+}
+
+/// The source kind of a chip's channels (see the module documentation).
+#[must_use]
+pub fn chip_kind(chip: &str) -> SourceKind {
+    match chip {
+        "amdgpu" | "nouveau" | "i915" | "xe" => SourceKind::Gpu,
+        "amd_energy" | "zenergy" | "zenpower" => SourceKind::Cpu,
+        _ => SourceKind::Platform,
+    }
+}
+
+/// An hwmon channel as a power source.
+#[derive(Debug)]
+pub struct HwmonChannel {
+    info: SourceInfo,
+    path: PathBuf,
+    kind: ChannelKind,
+}
+
+impl HwmonChannel {
+    /// A source reading `channel`, with the given id, kind and method.
+    #[must_use]
+    pub fn new(channel: &Channel, id: String, kind: SourceKind, method: Method) -> Self {
+        Self {
+            info: SourceInfo {
+                id,
+                kind,
+                method,
+                location: channel.path.display().to_string(),
+                uncertainty_pct: HWMON_UNCERTAINTY_PCT,
+                shared_device: false,
+                note: None,
+            },
+            path: channel.path.clone(),
+            kind: channel.kind,
+        }
+    }
+}
+
+impl PowerSource for HwmonChannel {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn read(&mut self) -> Result<Reading, SourceError> {
+        let v = read_u64_file(&self.path)? as f64;
+        Ok(match self.kind {
+            // hwmon energy counters are 64-bit µJ; their wrap is not published, so a wrap reads
+            // as a reset (the integrator counts zero for that interval and says so).
+            ChannelKind::Energy => Reading::Counter {
+                joules: v * 1e-6,
+                wrap_joules: None,
+            },
+            ChannelKind::Power => Reading::Power(Watts(v * 1e-6)),
+        })
+    }
+}
+
+/// Adds the selected hwmon channels to `d` (all of them when `selectors` is empty), leaving out
+/// the channel named by `solar_selector`, which the solar source reads instead.
+pub fn discover(
+    sysfs_root: &Path,
+    selectors: &[String],
+    solar_selector: Option<&str>,
+    d: &mut Discovery,
+) {
+    let channels = list_channels(sysfs_root, &mut d.warnings);
+    for sel in selectors {
+        if !channels.iter().any(|c| c.matches(sel)) {
+            d.warnings.push(format!(
+                "hwmon selector {sel:?} matches no power or energy channel under {}.",
+                sysfs_root.join("class/hwmon").display()
+            ));
+        }
+    }
+    let mut used_ids: Vec<String> = Vec::new();
+    for c in &channels {
+        if solar_selector.is_some_and(|s| c.matches(s)) {
+            continue;
+        }
+        if !selectors.is_empty() && !selectors.iter().any(|s| c.matches(s)) {
+            continue;
+        }
+        let mut id = sanitize_id(&format!("hwmon:{}:{}", c.chip, c.label));
+        if used_ids.contains(&id) {
+            // Two chips with the same name: tell them apart by their hwmonN directory.
+            let dir = c
+                .chip_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            id = sanitize_id(&format!("hwmon:{dir}:{}", c.label));
+        }
+        let method = match c.kind {
+            ChannelKind::Energy => Method::HwmonEnergyCounter,
+            ChannelKind::Power => Method::HwmonPowerIntegration,
+        };
+        let mut src = HwmonChannel::new(c, id.clone(), chip_kind(&c.chip), method);
+        if let Err(e) = src.read() {
+            d.warnings.push(format!("hwmon channel skipped: {e}."));
+            continue;
+        }
+        used_ids.push(id);
+        d.sources.push(Box::new(src));
+    }
+}
+
+/// Finds the channel named by `selector` (for the solar source).
+#[must_use]
+pub fn find_channel(
+    sysfs_root: &Path,
+    selector: &str,
+    warnings: &mut Vec<String>,
+) -> Option<Channel> {
+    list_channels(sysfs_root, warnings)
+        .into_iter()
+        .find(|c| c.matches(selector))
+}
