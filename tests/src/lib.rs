@@ -1,1 +1,167 @@
-//! End-to-end tests of the wattest binaries; see tests/tests/.
+//! Helpers for the end-to-end tests in `tests/tests/`: locate the real binaries, start an
+//! oracle on a free loopback port with a fresh data dir, create tokens, enroll nodes.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, missing_docs)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
+///
+/// # Panics
+/// When the binary is not built: run `cargo build --workspace` (scripts/test.sh does) first.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = profile_dir.join(name);
+    assert!(path.exists(), "{} is not built: run `cargo build --workspace` (scripts/test.sh does it) before the end-to-end tests", path.display());
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; the oracle binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A running `wattest-oracle serve`, killed on drop.
+pub struct Oracle {
+    child: Child,
+    pub url: String,
+    pub data_dir: tempfile::TempDir,
+    database_url: Option<String>,
+    log: PathBuf,
+}
+
+impl Oracle {
+    /// Starts an oracle on SQLite in a fresh temporary data dir.
+    pub fn start() -> Self {
+        Self::start_with(None, &[])
+    }
+
+    /// Starts an oracle with an optional `DATABASE_URL` and extra `serve` arguments.
+    pub fn start_with(database_url: Option<String>, extra: &[&str]) -> Self {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let log = data_dir.path().join("oracle.log");
+        let mut cmd = Command::new(bin("wattest-oracle"));
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data_dir.path())
+            .args(extra)
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"));
+        if let Some(db) = &database_url {
+            cmd.env("DATABASE_URL", db);
+        }
+        let child = cmd.spawn().expect("spawn wattest-oracle");
+        let oracle = Self { child, url, data_dir, database_url, log };
+        oracle.wait_healthy();
+        oracle
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::blocking::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}/healthz", self.url)).send() {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("oracle did not become healthy; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+    }
+
+    /// The oracle's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `wattest-oracle token create --role ROLE` against this oracle's data dir.
+    pub fn token(&self, role: &str) -> String {
+        let mut cmd = Command::new(bin("wattest-oracle"));
+        cmd.args(["token", "create", "--role", role, "--data-dir"]).arg(self.data_dir.path()).env_remove("DATABASE_URL");
+        if let Some(db) = &self.database_url {
+            cmd.env("DATABASE_URL", db);
+        }
+        let out = run_ok(&mut cmd);
+        String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+    }
+
+    /// Enrolls a software-key node with the real agent; returns (state dir, node id).
+    pub fn enroll_agent(&self, zone: &str) -> (tempfile::TempDir, String) {
+        let state = tempfile::tempdir().expect("state");
+        let token = self.token("node");
+        let out = run_ok(
+            Command::new(bin("wattest-agent"))
+                .args(["enroll", "--oracle", &self.url, "--name", "e2e-node", "--zone", zone, "--state-dir"])
+                .arg(state.path())
+                .env("WATTEST_TOKEN", token),
+        );
+        let node_id = String::from_utf8(out.stdout).expect("utf8").trim().to_owned();
+        (state, node_id)
+    }
+
+    /// GET `path` as JSON.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = reqwest::blocking::get(format!("{}{path}", self.url)).expect("get");
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().expect("json")
+    }
+
+    /// GET `path` as text.
+    pub fn get_text(&self, path: &str) -> String {
+        let r = reqwest::blocking::get(format!("{}{path}", self.url)).expect("get");
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.text().expect("text")
+    }
+}
+
+impl Drop for Oracle {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `cmd`, asserting success, and returns its output.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run");
+    assert!(out.status.success(), "{cmd:?} failed with {}:\nstdout: {}\nstderr: {}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Base URL of a reachable PostgreSQL server for tests: `WATTEST_TEST_PG` (e.g.
+/// `postgres://postgres@127.0.0.1:5432`), default the machine's server on 127.0.0.1:5432.
+pub fn pg_server() -> String {
+    std::env::var("WATTEST_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Creates a fresh database on the test PostgreSQL server with `psql` and returns its URL.
+/// Returns `None` (after a loud SKIPPED line) only when `WATTEST_SKIP_PG=1`; otherwise an
+/// unreachable server fails the test with the fix.
+pub fn fresh_pg_database() -> Option<String> {
+    let server = pg_server();
+    let name = format!("wattest_e2e_{}", std::process::id()) + &format!("_{}", free_port());
+    let out = Command::new("psql").arg(format!("{server}/postgres")).args(["-v", "ON_ERROR_STOP=1", "-qc", &format!("CREATE DATABASE {name}")]).output();
+    match out {
+        Ok(o) if o.status.success() => Some(format!("{server}/{name}")),
+        other => {
+            let why = match other {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            if std::env::var("WATTEST_SKIP_PG").as_deref() == Ok("1") {
+                eprintln!("SKIPPED (WATTEST_SKIP_PG=1): PostgreSQL test not run: {why}");
+                None
+            } else {
+                panic!("PostgreSQL at {server} is not reachable ({why}). Start one (scripts/test.sh starts a disposable cluster and sets WATTEST_TEST_PG), or set WATTEST_SKIP_PG=1 to skip loudly.");
+            }
+        }
+    }
+}
