@@ -1,0 +1,29 @@
+# shellcheck shell=bash
+# Installs what Wattest needs on Debian/Ubuntu when it is missing: build tools and libraries,
+# swtpm for the TPM tests, the PostgreSQL client (and server binaries for a disposable test
+# cluster), curl. Sourced by scripts/test.sh and scripts/quickstart.sh.
+
+wattest_install_packages() {
+  local want=(build-essential pkg-config libssl-dev libtss2-dev swtpm swtpm-tools tpm2-tools postgresql-client curl ca-certificates procps)
+  if [ "${1:-}" = "--with-pg-server" ]; then want+=(postgresql); fi
+  local missing=()
+  for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> Installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+      export PATH="$HOME/.cargo/bin:$PATH"
+    else
+      echo "==> Installing the Rust toolchain with rustup"
+      curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+      export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+  fi
+}

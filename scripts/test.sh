@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs the whole Wattest test suite on a fresh Debian machine: installs what is missing,
+# finds or starts PostgreSQL, builds, then runs formatting and lint gates, unit, integration,
+# TPM (real swtpm) and end-to-end tests. Nothing is skipped silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/deps.sh
+
+pg_reachable() { psql "$1/postgres" -Atqc 'select 1' >/dev/null 2>&1; }
+
+WATTEST_TEST_PG="${WATTEST_TEST_PG:-postgres://postgres@127.0.0.1:5432}"
+if command -v psql >/dev/null 2>&1 && pg_reachable "$WATTEST_TEST_PG"; then
+  wattest_install_packages
+  echo "==> Using PostgreSQL at $WATTEST_TEST_PG"
+else
+  wattest_install_packages --with-pg-server
+  if ! pg_reachable "$WATTEST_TEST_PG"; then
+    # A disposable cluster on a free port; the server refuses to run as root, so it runs as postgres.
+    PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    PGDIR=$(mktemp -d /tmp/wattest-pg.XXXXXX)
+    PGPORT=55432
+    chown postgres:postgres "$PGDIR" 2>/dev/null || true
+    as_pg() { if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "$1"; else sh -c "$1"; fi; }
+    as_pg "$PGBIN/initdb -D $PGDIR/data -U postgres --auth=trust -E UTF8 >/dev/null"
+    as_pg "$PGBIN/pg_ctl -D $PGDIR/data -l $PGDIR/pg.log -o '-c listen_addresses=127.0.0.1 -p $PGPORT -k $PGDIR -c fsync=off' -w start >/dev/null"
+    trap 'as_pg "$PGBIN/pg_ctl -D $PGDIR/data -m fast stop >/dev/null" || true' EXIT
+    WATTEST_TEST_PG="postgres://postgres@127.0.0.1:$PGPORT"
+    echo "==> Started a disposable PostgreSQL at $WATTEST_TEST_PG"
+  fi
+fi
+export WATTEST_TEST_PG
+# Expected TPM failures in the negative tests make the TSS library print ERROR lines.
+export TSS2_LOG="${TSS2_LOG:-all+none}"
+export RUST_BACKTRACE=1
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo build (binaries for the end-to-end tests)"
+cargo build --workspace --bins --locked
+echo "==> cargo test"
+cargo test --workspace --locked "$@"
+echo "==> All tests passed."
