@@ -47,16 +47,25 @@ struct Problem {
 /// The state dir is already enrolled (without `force`), the oracle refuses, or I/O fails.
 pub async fn enroll(dir: &StateDir, req: EnrollRequest<'_>) -> Result<NodeState> {
     if dir.node().is_ok() && !req.force {
-        bail!("{} is already enrolled; pass --force to enroll again with a new key (the old node's chain ends there)", dir.path().display());
+        bail!(
+            "{} is already enrolled; pass --force to enroll again with a new key (the old node's chain ends there)",
+            dir.path().display()
+        );
     }
     let pending = crate::spool::Spool::new(dir.spool()).pending()?.len();
     if pending > 0 {
-        bail!("{pending} signed windows of the current node are still in the spool; send them first (`wattest-agent flush`) before enrolling again");
+        bail!(
+            "{pending} signed windows of the current node are still in the spool; send them first (`wattest-agent flush`) before enrolling again"
+        );
     }
     if req.signer == SignerKind::Tpm {
-        bail!("--signer tpm: TPM enrollment is not wired to the oracle in this build yet; use --signer software");
+        bail!(
+            "--signer tpm: TPM enrollment is not wired to the oracle in this build yet; use --signer software"
+        );
     }
-    let key = tokio::task::spawn_blocking(|| SoftwareKey::generate(SOFTWARE_KEY_BITS)).await?.context("generating the node key")?;
+    let key = tokio::task::spawn_blocking(|| SoftwareKey::generate(SOFTWARE_KEY_BITS))
+        .await?
+        .context("generating the node key")?;
     let public_key: RsaJwk = key.public_jwk().clone();
     let base = req.oracle.trim_end_matches('/');
     let body = serde_json::json!({ "name": req.name, "zone": req.zone, "public_key": public_key });
@@ -70,14 +79,29 @@ pub async fn enroll(dir: &StateDir, req: EnrollRequest<'_>) -> Result<NodeState>
     let status = response.status();
     let bytes = response.bytes().await.unwrap_or_default();
     if !status.is_success() {
-        let problem: Problem = serde_json::from_slice(&bytes).unwrap_or(Problem { code: None, detail: Some(String::from_utf8_lossy(&bytes).into_owned()) });
-        bail!("the oracle refused the enrollment (HTTP {status}, {}): {}", problem.code.unwrap_or_default(), problem.detail.unwrap_or_default());
+        let problem: Problem = serde_json::from_slice(&bytes).unwrap_or(Problem {
+            code: None,
+            detail: Some(String::from_utf8_lossy(&bytes).into_owned()),
+        });
+        bail!(
+            "the oracle refused the enrollment (HTTP {status}, {}): {}",
+            problem.code.unwrap_or_default(),
+            problem.detail.unwrap_or_default()
+        );
     }
-    let enrolled: Enrolled = serde_json::from_slice(&bytes).context("the oracle's enrollment response is not understood")?;
+    let enrolled: Enrolled = serde_json::from_slice(&bytes)
+        .context("the oracle's enrollment response is not understood")?;
     if enrolled.kid != key.kid() {
-        bail!("the oracle registered key {} but ours is {}", enrolled.kid, key.kid());
+        bail!(
+            "the oracle registered key {} but ours is {}",
+            enrolled.kid,
+            key.kid()
+        );
     }
-    dir.write_secret(SOFTWARE_KEY_FILE, &key.to_pkcs8_der().context("encoding the key")?)?;
+    dir.write_secret(
+        SOFTWARE_KEY_FILE,
+        &key.to_pkcs8_der().context("encoding the key")?,
+    )?;
     let node = NodeState {
         node_id: enrolled.node_id,
         oracle: base.to_owned(),

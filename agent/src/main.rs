@@ -200,7 +200,10 @@ impl From<AttributionArg> for Attribution {
 }
 
 fn parse_interval(text: &str) -> Result<f64, String> {
-    text.parse::<f64>().ok().filter(|v| (0.05..=60.0).contains(v)).ok_or_else(|| format!("{text:?} is not a period between 0.05 and 60 seconds"))
+    text.parse::<f64>()
+        .ok()
+        .filter(|v| (0.05..=60.0).contains(v))
+        .ok_or_else(|| format!("{text:?} is not a period between 0.05 and 60 seconds"))
 }
 
 fn default_state_dir() -> PathBuf {
@@ -208,7 +211,9 @@ fn default_state_dir() -> PathBuf {
         return PathBuf::from(dir).join("wattest");
     }
     match std::env::var_os("HOME") {
-        Some(home) if home != "/root" && !home.is_empty() => PathBuf::from(home).join(".local/state/wattest"),
+        Some(home) if home != "/root" && !home.is_empty() => {
+            PathBuf::from(home).join(".local/state/wattest")
+        }
         _ => PathBuf::from("/var/lib/wattest"),
     }
 }
@@ -238,8 +243,12 @@ impl MeasureArgs {
 }
 
 fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     if json {
         builder.json().init();
     } else {
@@ -250,7 +259,10 @@ fn init_tracing(json: bool) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("wattest-agent: cannot start the runtime: {err}");
@@ -279,11 +291,26 @@ async fn enroll_cmd(args: EnrollArgs) -> Result<()> {
     let dir = StateDir::lock(&args.state.state_dir)?;
     let node = enroll::enroll(
         &dir,
-        enroll::EnrollRequest { oracle: &args.oracle, token: &args.token, name: &args.name, zone: &args.zone, signer: args.signer, tcti: args.tcti, force: args.force },
+        enroll::EnrollRequest {
+            oracle: &args.oracle,
+            token: &args.token,
+            name: &args.name,
+            zone: &args.zone,
+            signer: args.signer,
+            tcti: args.tcti,
+            force: args.force,
+        },
     )
     .await?;
     println!("{}", node.node_id);
-    eprintln!("wattest: enrolled node {} ({}, zone {}) with oracle {}; state in {}", node.node_id, node.name, node.zone, node.oracle, dir.path().display());
+    eprintln!(
+        "wattest: enrolled node {} ({}, zone {}) with oracle {}; state in {}",
+        node.node_id,
+        node.name,
+        node.zone,
+        node.oracle,
+        dir.path().display()
+    );
     Ok(())
 }
 
@@ -291,12 +318,32 @@ fn sources_cmd(args: &SourcesArgs) -> Result<()> {
     let discovery = sources::discover(&args.measure.discovery());
     let infos = sources::describe(&discovery);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "sources": infos, "warnings": discovery.warnings }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "sources": infos, "warnings": discovery.warnings })
+            )?
+        );
         return Ok(());
     }
-    println!("{:<24} {:<9} {:<26} {:>12}  LOCATION", "SOURCE", "KIND", "METHOD", "UNCERTAINTY");
+    println!(
+        "{:<24} {:<9} {:<26} {:>12}  LOCATION",
+        "SOURCE", "KIND", "METHOD", "UNCERTAINTY"
+    );
     for s in &infos {
-        println!("{:<24} {:<9} {:<26} {:>11.1}%  {}{}", s.id, s.kind.as_str(), s.method.as_str(), s.uncertainty_pct, s.location, if s.shared_device { "  (shared device)" } else { "" });
+        println!(
+            "{:<24} {:<9} {:<26} {:>11.1}%  {}{}",
+            s.id,
+            s.kind.as_str(),
+            s.method.as_str(),
+            s.uncertainty_pct,
+            s.location,
+            if s.shared_device {
+                "  (shared device)"
+            } else {
+                ""
+            }
+        );
     }
     for w in &discovery.warnings {
         println!("warning: {w}");
@@ -308,8 +355,18 @@ async fn flush_cmd(args: FlushArgs) -> Result<()> {
     let dir = StateDir::lock(&args.state.state_dir)?;
     let node = dir.node()?;
     let uploader = Uploader::new(args.oracle.as_deref().unwrap_or(&node.oracle))?;
-    let report = uploader.drain(&Spool::new(dir.spool()), Some(tokio::time::Instant::now() + Duration::from_secs(args.timeout))).await;
-    eprintln!("wattest: {} windows acknowledged, {} rejected, {} still spooled", report.acknowledged, report.rejected.len(), report.remaining);
+    let report = uploader
+        .drain(
+            &Spool::new(dir.spool()),
+            Some(tokio::time::Instant::now() + Duration::from_secs(args.timeout)),
+        )
+        .await;
+    eprintln!(
+        "wattest: {} windows acknowledged, {} rejected, {} still spooled",
+        report.acknowledged,
+        report.rejected.len(),
+        report.remaining
+    );
     if report.remaining > 0 || !report.rejected.is_empty() {
         bail!("the spool was not emptied");
     }
@@ -333,23 +390,45 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
     let signer = NodeSigner::load(&dir, &node)?;
     let uploader = Uploader::new(args.oracle.as_deref().unwrap_or(&node.oracle))?;
     let spool = Spool::new(dir.spool());
-    let job_id = args.job_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let job_id = args
+        .job_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
 
     // Earlier windows first: the chain must reach the oracle in order.
-    let earlier = uploader.drain(&spool, Some(tokio::time::Instant::now() + Duration::from_secs(10))).await;
+    let earlier = uploader
+        .drain(
+            &spool,
+            Some(tokio::time::Instant::now() + Duration::from_secs(10)),
+        )
+        .await;
     if earlier.acknowledged > 0 {
-        tracing::info!(windows = earlier.acknowledged, "Sent windows left from an earlier run.");
+        tracing::info!(
+            windows = earlier.acknowledged,
+            "Sent windows left from an earlier run."
+        );
     }
 
     let mut child = tokio::process::Command::new(&args.command[0])
         .args(&args.command[1..])
         .spawn()
         .with_context(|| format!("cannot start {:?}", args.command[0]))?;
-    let pid = child.id().context("the command exited before it could be measured")?;
-    eprintln!("wattest: measuring job {job_id} (pid {pid}, {} attribution, {} s windows)", Attribution::from(args.attribution).as_str(), args.window);
+    let pid = child
+        .id()
+        .context("the command exited before it could be measured")?;
+    eprintln!(
+        "wattest: measuring job {job_id} (pid {pid}, {} attribution, {} s windows)",
+        Attribution::from(args.attribution).as_str(),
+        args.window
+    );
 
     let discovery = runner::sources(&args.measure.discovery());
-    let sampler_cfg = SamplerConfig { period: Duration::from_secs_f64(args.measure.interval), window: Duration::from_secs(args.window), attribution: args.attribution.into(), job_pid: Some(pid) };
+    let sampler_cfg = SamplerConfig {
+        period: Duration::from_secs_f64(args.measure.interval),
+        window: Duration::from_secs(args.window),
+        attribution: args.attribution.into(),
+        job_pid: Some(pid),
+    };
     let (sampler, windows) = start_sampler(discovery, sampler_cfg);
     let wake = Arc::new(Notify::new());
     let stop = Arc::new(Notify::new());
@@ -370,26 +449,45 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
     };
 
     let last = tokio::task::spawn_blocking(move || sampler.finish()).await?;
-    let mut chain = signer_thread.join().map_err(|_| anyhow::anyhow!("the signer thread panicked"))??;
+    let mut chain = signer_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the signer thread panicked"))??;
     chain.append(last, true)?;
     stop.notify_one();
     let mut report = background.await?;
-    let last_round = uploader.drain(&spool, Some(tokio::time::Instant::now() + Duration::from_secs(args.upload_timeout))).await;
+    let last_round = uploader
+        .drain(
+            &spool,
+            Some(tokio::time::Instant::now() + Duration::from_secs(args.upload_timeout)),
+        )
+        .await;
     report.certificates.extend(last_round.certificates);
     report.rejected.extend(last_round.rejected);
 
     let certificate = match report.certificates.pop() {
         Some(c) => Some(c),
-        None if last_round.final_already_accepted => runner::fetch_certificate(&uploader, &node.node_id, &job_id).await.ok(),
+        None if last_round.final_already_accepted => {
+            runner::fetch_certificate(&uploader, &node.node_id, &job_id)
+                .await
+                .ok()
+        }
         None => None,
     };
     match &certificate {
         Some(c) => {
             eprintln!("wattest: certificate {}", c.id);
             eprintln!("wattest: {}", summary_line(c));
-            eprintln!("wattest: fetch it at {}/v1/certificates/{}", uploader.base(), c.id);
+            eprintln!(
+                "wattest: fetch it at {}/v1/certificates/{}",
+                uploader.base(),
+                c.id
+            );
         }
-        None if last_round.remaining > 0 => eprintln!("wattest: the oracle could not be reached; {} windows stay in {} and will be sent by the next run or `wattest-agent flush`", last_round.remaining, spool_dir(&dir).display()),
+        None if last_round.remaining > 0 => eprintln!(
+            "wattest: the oracle could not be reached; {} windows stay in {} and will be sent by the next run or `wattest-agent flush`",
+            last_round.remaining,
+            spool_dir(&dir).display()
+        ),
         None => eprintln!("wattest: no certificate was issued; see the errors above"),
     }
     for (seq, reason) in &report.rejected {
@@ -418,15 +516,24 @@ async fn watch_cmd(args: WatchArgs) -> Result<()> {
     let uploader = Uploader::new(args.oracle.as_deref().unwrap_or(&node.oracle))?;
     let spool = Spool::new(dir.spool());
     let discovery = runner::sources(&args.measure.discovery());
-    let sampler_cfg = SamplerConfig { period: Duration::from_secs_f64(args.measure.interval), window: Duration::from_secs(args.window), attribution: Attribution::Machine, job_pid: None };
+    let sampler_cfg = SamplerConfig {
+        period: Duration::from_secs_f64(args.measure.interval),
+        window: Duration::from_secs(args.window),
+        attribution: Attribution::Machine,
+        job_pid: None,
+    };
     let (sampler, windows) = start_sampler(discovery, sampler_cfg);
     let wake = Arc::new(Notify::new());
     let stop = Arc::new(Notify::new());
     let chain = Chain::open(&dir, signer, None, Attribution::Machine)?;
-    let certify_every = chrono::Duration::seconds(i64::try_from(args.certify_every).unwrap_or(3600));
+    let certify_every =
+        chrono::Duration::seconds(i64::try_from(args.certify_every).unwrap_or(3600));
     let signer_thread = spawn_signer(chain, windows, wake.clone(), Some(certify_every));
     let background = spawn_background_upload(uploader.clone(), spool.clone(), wake, stop.clone());
-    eprintln!("wattest: watching node {} ({}), {} s windows, a certificate every {} s; stop with SIGTERM or Ctrl-C", node.node_id, node.name, args.window, args.certify_every);
+    eprintln!(
+        "wattest: watching node {} ({}), {} s windows, a certificate every {} s; stop with SIGTERM or Ctrl-C",
+        node.node_id, node.name, args.window, args.certify_every
+    );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -435,17 +542,27 @@ async fn watch_cmd(args: WatchArgs) -> Result<()> {
     }
     tracing::info!("Stopping: closing the last window.");
     let last = tokio::task::spawn_blocking(move || sampler.finish()).await?;
-    let mut chain = signer_thread.join().map_err(|_| anyhow::anyhow!("the signer thread panicked"))??;
+    let mut chain = signer_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the signer thread panicked"))??;
     chain.append(last, true)?;
     stop.notify_one();
     let mut report = background.await?;
-    let last_round = uploader.drain(&spool, Some(tokio::time::Instant::now() + Duration::from_secs(30))).await;
+    let last_round = uploader
+        .drain(
+            &spool,
+            Some(tokio::time::Instant::now() + Duration::from_secs(30)),
+        )
+        .await;
     report.certificates.extend(last_round.certificates);
     for c in &report.certificates {
         eprintln!("wattest: certificate {}: {}", c.id, summary_line(c));
     }
     if last_round.remaining > 0 {
-        eprintln!("wattest: {} windows stay in the spool", last_round.remaining);
+        eprintln!(
+            "wattest: {} windows stay in the spool",
+            last_round.remaining
+        );
     }
     Ok(())
 }

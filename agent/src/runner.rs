@@ -30,8 +30,21 @@ impl Chain {
     ///
     /// # Errors
     /// Unreadable state or key.
-    pub fn open(dir: &StateDir, signer: NodeSigner, job_id: Option<String>, attribution: Attribution) -> Result<Self> {
-        Ok(Self { node: dir.node()?, signer, head: dir.chain()?, spool: Spool::new(dir.spool()), dir_path: dir.path().to_owned(), job_id, attribution })
+    pub fn open(
+        dir: &StateDir,
+        signer: NodeSigner,
+        job_id: Option<String>,
+        attribution: Attribution,
+    ) -> Result<Self> {
+        Ok(Self {
+            node: dir.node()?,
+            signer,
+            head: dir.chain()?,
+            spool: Spool::new(dir.spool()),
+            dir_path: dir.path().to_owned(),
+            job_id,
+            attribution,
+        })
     }
 
     /// Signs `measured` as the next window, spools it, then advances `chain.json`. The window is
@@ -48,7 +61,10 @@ impl Chain {
             seq,
             prev: self.head.hash.clone(),
             // Windows never overlap: a window cannot start before the previous one ended.
-            start: self.head.end.map_or(measured.start, |end| measured.start.max(end)),
+            start: self
+                .head
+                .end
+                .map_or(measured.start, |end| measured.start.max(end)),
             end: measured.end,
             attribution: self.attribution,
             sources: measured.sources,
@@ -58,8 +74,15 @@ impl Chain {
         let payload = serde_json::to_vec(&claims).context("encoding a window")?;
         let jws = sign_compact(&self.signer, WINDOW_TYP, &payload).context("signing a window")?;
         self.spool.put(seq, &jws)?;
-        let head = ChainHead { seq, hash: Some(jws_hash(&jws)), end: Some(claims.end) };
-        crate::state::write_atomic(&self.dir_path.join("chain.json"), &serde_json::to_vec(&head).unwrap_or_default())?;
+        let head = ChainHead {
+            seq,
+            hash: Some(jws_hash(&jws)),
+            end: Some(claims.end),
+        };
+        crate::state::write_atomic(
+            &self.dir_path.join("chain.json"),
+            &serde_json::to_vec(&head).unwrap_or_default(),
+        )?;
         self.head = head;
         tracing::debug!(seq, final_window = is_final, "Window signed and spooled.");
         Ok(seq)
@@ -84,7 +107,12 @@ pub fn sources(cfg: &DiscoveryConfig) -> Discovery {
 ///
 /// With `certify_every` (continuous node mode), the first window ending at least that long after
 /// the last certified one is marked final, so the oracle issues one certificate per period.
-pub fn spawn_signer(mut chain: Chain, windows: Receiver<MeasuredWindow>, wake: Arc<Notify>, certify_every: Option<chrono::Duration>) -> std::thread::JoinHandle<Result<Chain>> {
+pub fn spawn_signer(
+    mut chain: Chain,
+    windows: Receiver<MeasuredWindow>,
+    wake: Arc<Notify>,
+    certify_every: Option<chrono::Duration>,
+) -> std::thread::JoinHandle<Result<Chain>> {
     std::thread::Builder::new()
         .name("wattest-signer".into())
         .spawn(move || {
@@ -103,15 +131,29 @@ pub fn spawn_signer(mut chain: Chain, windows: Receiver<MeasuredWindow>, wake: A
             }
             Ok(chain)
         })
-        .unwrap_or_else(|err| std::thread::spawn(move || Err(anyhow::anyhow!("cannot start the signer thread: {err}"))))
+        .unwrap_or_else(|err| {
+            std::thread::spawn(move || {
+                Err(anyhow::anyhow!("cannot start the signer thread: {err}"))
+            })
+        })
 }
 
 /// Uploads in the background whenever woken, until `stop` is notified.
-pub fn spawn_background_upload(uploader: Uploader, spool: Spool, wake: Arc<Notify>, stop: Arc<Notify>) -> tokio::task::JoinHandle<Drained> {
+pub fn spawn_background_upload(
+    uploader: Uploader,
+    spool: Spool,
+    wake: Arc<Notify>,
+    stop: Arc<Notify>,
+) -> tokio::task::JoinHandle<Drained> {
     tokio::spawn(async move {
         let mut total = Drained::default();
         loop {
-            let round = uploader.drain(&spool, Some(tokio::time::Instant::now() + std::time::Duration::from_secs(60))).await;
+            let round = uploader
+                .drain(
+                    &spool,
+                    Some(tokio::time::Instant::now() + std::time::Duration::from_secs(60)),
+                )
+                .await;
             total.acknowledged += round.acknowledged;
             total.certificates.extend(round.certificates);
             total.rejected.extend(round.rejected);
@@ -124,7 +166,10 @@ pub fn spawn_background_upload(uploader: Uploader, spool: Spool, wake: Arc<Notif
 }
 
 /// Starts the sampler over `discovery`'s sources.
-pub fn start_sampler(discovery: Discovery, cfg: SamplerConfig) -> (Sampler, Receiver<MeasuredWindow>) {
+pub fn start_sampler(
+    discovery: Discovery,
+    cfg: SamplerConfig,
+) -> (Sampler, Receiver<MeasuredWindow>) {
     Sampler::start(discovery.sources, cfg)
 }
 
@@ -132,7 +177,8 @@ pub fn start_sampler(discovery: Discovery, cfg: SamplerConfig) -> (Sampler, Rece
 #[must_use]
 pub fn summary_line(c: &CertificateSummary) -> String {
     format!(
-        "energy {:.4} Wh (grid {:.4} Wh, solar {:.4} Wh) · emissions {:.3} gCO2e location-based at {:.2} gCO2e/kWh ({}; {}) · avoided {:.3} gCO2e · {} windows · attestation {}",
+        "job {} · energy {:.4} Wh (grid {:.4} Wh, solar {:.4} Wh) · emissions {:.3} gCO2e location-based at {:.2} gCO2e/kWh ({}; {}) · avoided {:.3} gCO2e · {} windows · attestation {}",
+        c.job_id.as_deref().unwrap_or("-"),
         c.energy_wh,
         c.grid_wh,
         c.solar_wh,
@@ -150,7 +196,11 @@ pub fn summary_line(c: &CertificateSummary) -> String {
 ///
 /// # Errors
 /// HTTP failure or no certificate.
-pub async fn fetch_certificate(uploader: &Uploader, node_id: &str, job_id: &str) -> Result<CertificateSummary> {
+pub async fn fetch_certificate(
+    uploader: &Uploader,
+    node_id: &str,
+    job_id: &str,
+) -> Result<CertificateSummary> {
     #[derive(serde::Deserialize)]
     struct List {
         certificates: Vec<CertificateSummary>,
@@ -164,5 +214,8 @@ pub async fn fetch_certificate(uploader: &Uploader, node_id: &str, job_id: &str)
         .error_for_status()?
         .json()
         .await?;
-    list.certificates.into_iter().next().context("the oracle lists no certificate for this job")
+    list.certificates
+        .into_iter()
+        .next()
+        .context("the oracle lists no certificate for this job")
 }

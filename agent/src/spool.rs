@@ -34,7 +34,10 @@ impl Spool {
     /// # Errors
     /// The directory cannot be read.
     pub fn pending(&self) -> Result<Vec<(u64, PathBuf)>, StateError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|source| StateError::Io { path: self.dir.clone(), source })?;
+        let entries = std::fs::read_dir(&self.dir).map_err(|source| StateError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
         let mut out: Vec<(u64, PathBuf)> = entries
             .filter_map(Result::ok)
             .filter_map(|e| {
@@ -52,7 +55,10 @@ impl Spool {
     /// # Errors
     /// File system errors.
     pub fn read(path: &Path) -> Result<String, StateError> {
-        std::fs::read_to_string(path).map_err(|source| StateError::Io { path: path.to_owned(), source })
+        std::fs::read_to_string(path).map_err(|source| StateError::Io {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// Removes an acknowledged window.
@@ -70,9 +76,15 @@ impl Spool {
     /// File system errors.
     pub fn reject(&self, seq: u64, reason: &str) -> Result<PathBuf, StateError> {
         let dir = self.dir.join("rejected");
-        std::fs::create_dir_all(&dir).map_err(|source| StateError::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| StateError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let target = dir.join(format!("{seq:020}.jws"));
-        std::fs::rename(self.file(seq), &target).map_err(|source| StateError::Io { path: target.clone(), source })?;
+        std::fs::rename(self.file(seq), &target).map_err(|source| StateError::Io {
+            path: target.clone(),
+            source,
+        })?;
         write_atomic(&target.with_extension("reason.json"), reason.as_bytes())?;
         Ok(target)
     }
@@ -89,10 +101,17 @@ mod tests {
         for seq in [10, 2, 33] {
             spool.put(seq, &format!("jws-{seq}")).expect("put");
         }
-        let seqs: Vec<u64> = spool.pending().expect("pending").into_iter().map(|(s, _)| s).collect();
+        let seqs: Vec<u64> = spool
+            .pending()
+            .expect("pending")
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
         assert_eq!(seqs, vec![2, 10, 33]);
         spool.ack(2).expect("ack");
-        let target = spool.reject(10, "{\"code\":\"implausible\"}").expect("reject");
+        let target = spool
+            .reject(10, "{\"code\":\"implausible\"}")
+            .expect("reject");
         assert!(target.exists());
         let left = spool.pending().expect("pending");
         assert_eq!(left.len(), 1);

@@ -82,9 +82,20 @@ impl StateDir {
     /// # Errors
     /// File system errors.
     pub fn create(path: &Path) -> Result<Self, StateError> {
-        std::fs::create_dir_all(path.join("spool")).map_err(|source| StateError::Io { path: path.to_owned(), source })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(|source| StateError::Io { path: path.to_owned(), source })?;
-        Ok(Self { path: path.to_owned(), _lock: None })
+        std::fs::create_dir_all(path.join("spool")).map_err(|source| StateError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| StateError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        )?;
+        Ok(Self {
+            path: path.to_owned(),
+            _lock: None,
+        })
     }
 
     /// Opens `path` and takes its exclusive lock (held until drop).
@@ -94,7 +105,16 @@ impl StateDir {
     pub fn lock(path: &Path) -> Result<Self, StateError> {
         let mut dir = Self::create(path)?;
         let lock_path = path.join("lock");
-        let file = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&lock_path).map_err(|source| StateError::Io { path: lock_path.clone(), source })?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|source| StateError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
         // SAFETY-free: flock through the std API (Rust ≥ 1.89).
         file.try_lock().map_err(|_| StateError::Invalid(format!("another wattest-agent is using {} (lock {} is held); one agent per state dir keeps the window chain linear", path.display(), lock_path.display())))?;
         dir._lock = Some(file);
@@ -121,12 +141,19 @@ impl StateDir {
         let path = self.path.join("node.json");
         let text = std::fs::read_to_string(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                StateError::Invalid(format!("{} is not enrolled (no node.json): run `wattest-agent enroll` first", self.path.display()))
+                StateError::Invalid(format!(
+                    "{} is not enrolled (no node.json): run `wattest-agent enroll` first",
+                    self.path.display()
+                ))
             } else {
-                StateError::Io { path: path.clone(), source }
+                StateError::Io {
+                    path: path.clone(),
+                    source,
+                }
             }
         })?;
-        serde_json::from_str(&text).map_err(|err| StateError::Invalid(format!("{}: {err}", path.display())))
+        serde_json::from_str(&text)
+            .map_err(|err| StateError::Invalid(format!("{}: {err}", path.display())))
     }
 
     /// Writes `node.json`.
@@ -134,7 +161,10 @@ impl StateDir {
     /// # Errors
     /// File system errors.
     pub fn write_node(&self, node: &NodeState) -> Result<(), StateError> {
-        self.write_atomic("node.json", &serde_json::to_vec_pretty(node).unwrap_or_default())
+        self.write_atomic(
+            "node.json",
+            &serde_json::to_vec_pretty(node).unwrap_or_default(),
+        )
     }
 
     /// Reads `chain.json` (default when absent: nothing signed yet).
@@ -144,7 +174,8 @@ impl StateDir {
     pub fn chain(&self) -> Result<ChainHead, StateError> {
         let path = self.path.join("chain.json");
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|err| StateError::Invalid(format!("{}: {err}", path.display()))),
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|err| StateError::Invalid(format!("{}: {err}", path.display()))),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(ChainHead::default()),
             Err(source) => Err(StateError::Io { path, source }),
         }
@@ -164,10 +195,17 @@ impl StateDir {
     /// Missing file, or mode wider than 0600.
     pub fn read_secret(&self, name: &str) -> Result<Vec<u8>, StateError> {
         let path = self.path.join(name);
-        let io = |source| StateError::Io { path: path.clone(), source };
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
         let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode();
         if mode & 0o077 != 0 {
-            return Err(StateError::Invalid(format!("{} has mode {:o}; a key must be private to its owner (chmod 600)", path.display(), mode & 0o777)));
+            return Err(StateError::Invalid(format!(
+                "{} has mode {:o}; a key must be private to its owner (chmod 600)",
+                path.display(),
+                mode & 0o777
+            )));
         }
         std::fs::read(&path).map_err(io)
     }
@@ -196,9 +234,17 @@ impl StateDir {
 /// File system errors.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let tmp = path.with_extension("tmp");
-    let io = |source| StateError::Io { path: path.to_owned(), source };
+    let io = |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let _ = std::fs::remove_file(&tmp);
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
@@ -212,15 +258,26 @@ mod tests {
     fn lock_is_exclusive_and_secrets_are_private() {
         let tmp = tempfile::tempdir().expect("tmp");
         let dir = StateDir::lock(tmp.path()).expect("first lock");
-        assert!(StateDir::lock(tmp.path()).is_err(), "second agent must be refused");
+        assert!(
+            StateDir::lock(tmp.path()).is_err(),
+            "second agent must be refused"
+        );
         dir.write_secret("k", b"secret").expect("write");
-        let mode = std::fs::metadata(tmp.path().join("k")).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(tmp.path().join("k"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(dir.read_secret("k").expect("read"), b"secret");
-        std::fs::set_permissions(tmp.path().join("k"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::fs::set_permissions(tmp.path().join("k"), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
         assert!(dir.read_secret("k").is_err());
         assert_eq!(dir.chain().expect("chain"), ChainHead::default());
-        let head = ChainHead { seq: 3, hash: Some("h".into()), end: None };
+        let head = ChainHead {
+            seq: 3,
+            hash: Some("h".into()),
+            end: None,
+        };
         dir.write_chain(&head).expect("write chain");
         assert_eq!(dir.chain().expect("chain"), head);
         drop(dir);

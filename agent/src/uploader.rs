@@ -102,8 +102,14 @@ impl Uploader {
     /// # Errors
     /// The TLS backend cannot be initialised.
     pub fn new(base: &str) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).user_agent(concat!("wattest-agent/", env!("CARGO_PKG_VERSION"))).build()?;
-        Ok(Self { client, base: base.trim_end_matches('/').to_owned() })
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("wattest-agent/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+        })
     }
 
     /// The HTTP client (for other endpoints).
@@ -142,11 +148,19 @@ impl Uploader {
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             return Outcome::Transient(format!("HTTP {status}"));
         }
-        let problem: Problem = serde_json::from_slice(&body).unwrap_or(Problem { code: None, detail: Some(String::from_utf8_lossy(&body).into_owned()), already_accepted: None });
+        let problem: Problem = serde_json::from_slice(&body).unwrap_or(Problem {
+            code: None,
+            detail: Some(String::from_utf8_lossy(&body).into_owned()),
+            already_accepted: None,
+        });
         if problem.already_accepted == Some(true) {
             return Outcome::AlreadyAccepted;
         }
-        Outcome::Rejected { status: status.as_u16(), code: problem.code.unwrap_or_else(|| "unknown".into()), detail: problem.detail.unwrap_or_default() }
+        Outcome::Rejected {
+            status: status.as_u16(),
+            code: problem.code.unwrap_or_else(|| "unknown".into()),
+            detail: problem.detail.unwrap_or_default(),
+        }
     }
 
     /// Sends every pending window in seq order until the spool is empty or `deadline` passes.
@@ -185,7 +199,10 @@ impl Uploader {
                     }
                 }
                 Outcome::AlreadyAccepted => {
-                    tracing::info!(seq, "Window was already accepted; removing it from the spool.");
+                    tracing::info!(
+                        seq,
+                        "Window was already accepted; removing it from the spool."
+                    );
                     report.acknowledged += 1;
                     report.final_already_accepted = jws_is_final(&jws);
                     if let Err(err) = spool.ack(seq) {
@@ -193,9 +210,15 @@ impl Uploader {
                         return report;
                     }
                 }
-                Outcome::Rejected { status, code, detail } => {
+                Outcome::Rejected {
+                    status,
+                    code,
+                    detail,
+                } => {
                     tracing::error!(seq, status, code = %code, detail = %detail, "The oracle rejected a window; it is kept in spool/rejected/.");
-                    let reason = serde_json::json!({ "status": status, "code": code, "detail": detail }).to_string();
+                    let reason =
+                        serde_json::json!({ "status": status, "code": code, "detail": detail })
+                            .to_string();
                     if let Err(err) = spool.reject(seq, &reason) {
                         tracing::error!(seq, error = %err, "Cannot move a rejected window.");
                         return report;
@@ -222,7 +245,10 @@ impl Uploader {
 /// A uniform number in [0.5, 1.0) from the clock's sub-second noise: jitter needs spread, not
 /// cryptographic quality.
 fn rand_unit() -> f64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     0.5 + f64::from(nanos % 1_000_000) / 2_000_000.0
 }
 
@@ -230,7 +256,11 @@ fn jws_is_final(jws: &str) -> bool {
     use base64::Engine as _;
     jws.split('.')
         .nth(1)
-        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v.get("final").and_then(serde_json::Value::as_bool))
         .unwrap_or(false)

@@ -173,12 +173,12 @@ pub fn verify_window(
             actual: node.id.clone(),
         });
     }
-    if let Some(job) = &claims.job_id {
-        if job.is_empty() || job.len() > 128 || job.chars().any(char::is_control) {
-            return Err(VerifyError::MalformedPayload(
-                "job_id must be 1–128 characters without control characters".into(),
-            ));
-        }
+    if let Some(job) = &claims.job_id
+        && (job.is_empty() || job.len() > 128 || job.chars().any(char::is_control))
+    {
+        return Err(VerifyError::MalformedPayload(
+            "job_id must be 1–128 characters without control characters".into(),
+        ));
     }
 
     // Step 6: position in the chain.
@@ -218,13 +218,13 @@ pub fn verify_window(
             now,
         });
     }
-    if let Some(previous_end) = chain.last_end {
-        if claims.start < previous_end {
-            return Err(VerifyError::OverlappingWindow {
-                start: claims.start,
-                previous_end,
-            });
-        }
+    if let Some(previous_end) = chain.last_end
+        && claims.start < previous_end
+    {
+        return Err(VerifyError::OverlappingWindow {
+            start: claims.start,
+            previous_end,
+        });
     }
 
     // Step 8: plausibility of every figure.

@@ -17,7 +17,10 @@ async fn spawn_app() -> TestApp {
     let settings = Settings {
         issuer: "http://test".into(),
         certificate_validity: chrono::Duration::days(1),
-        credits: CreditPolicy { price_per_tonne: Eur::parse("25").unwrap(), node_owner_share_pct: 70.0 },
+        credits: CreditPolicy {
+            price_per_tonne: Eur::parse("25").unwrap(),
+            node_owner_share_pct: 70.0,
+        },
     };
     let state = AppState::open(dir.path(), &db, settings).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -30,7 +33,12 @@ async fn spawn_app() -> TestApp {
 #[tokio::test]
 async fn openapi_document_is_stable() {
     let app = spawn_app().await;
-    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", app.url)).await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", app.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["paths"]["/v1/telemetry"]["post"].is_object());
     insta::assert_json_snapshot!("openapi", doc);
 }
@@ -40,43 +48,100 @@ async fn errors_are_problem_json() {
     let app = spawn_app().await;
     let client = reqwest::Client::new();
 
-    let r = client.get(format!("{}/v1/nope", app.url)).send().await.unwrap();
+    let r = client
+        .get(format!("{}/v1/nope", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let body: serde_json::Value = r.json().await.unwrap();
     insta::assert_json_snapshot!("not_found_problem", body);
 
-    let r = client.get(format!("{}/v1/certificates/does-not-exist", app.url)).send().await.unwrap();
+    let r = client
+        .get(format!("{}/v1/certificates/does-not-exist", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 
-    let r = client.get(format!("{}/v1/certificates?limit=0", app.url)).send().await.unwrap();
+    let r = client
+        .get(format!("{}/v1/certificates?limit=0", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = client.get(format!("{}/v1/exports/other.csv", app.url)).send().await.unwrap();
+    let r = client
+        .get(format!("{}/v1/exports/other.csv", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 
     let big = "a".repeat(api::MAX_BODY_BYTES + 1);
-    let r = client.post(format!("{}/v1/telemetry", app.url)).header("content-type", "application/jose").body(big).send().await.unwrap();
+    let r = client
+        .post(format!("{}/v1/telemetry", app.url))
+        .header("content-type", "application/jose")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "payload_too_large");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "payload_too_large"
+    );
 
-    let r = client.post(format!("{}/v1/telemetry", app.url)).header("content-type", "image/png").body("x").send().await.unwrap();
+    let r = client
+        .post(format!("{}/v1/telemetry", app.url))
+        .header("content-type", "image/png")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
-    let r = client.post(format!("{}/v1/telemetry", app.url)).header("content-type", "application/json").body("{\"jwt\":1}").send().await.unwrap();
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "invalid_request");
+    let r = client
+        .post(format!("{}/v1/telemetry", app.url))
+        .header("content-type", "application/json")
+        .body("{\"jwt\":1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "invalid_request"
+    );
 }
 
 #[tokio::test]
 async fn health_jwks_and_empty_export() {
     let app = spawn_app().await;
-    let health: serde_json::Value = reqwest::get(format!("{}/healthz", app.url)).await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = reqwest::get(format!("{}/healthz", app.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
-    let jwks: wattest_shared::Jwks = reqwest::get(format!("{}/.well-known/jwks.json", app.url)).await.unwrap().json().await.unwrap();
+    let jwks: wattest_shared::Jwks = reqwest::get(format!("{}/.well-known/jwks.json", app.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(jwks.keys.len(), 1);
     let key = &jwks.keys[0];
     assert_eq!(key.kid.as_deref(), Some(key.thumbprint().as_str()));
     assert_eq!(key.alg.as_deref(), Some("PS256"));
-    let r = reqwest::get(format!("{}/v1/exports/compliance.csv", app.url)).await.unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let r = reqwest::get(format!("{}/v1/exports/compliance.csv", app.url))
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
     let text = r.text().await.unwrap();
     assert_eq!(text.lines().count(), 1, "header only");
     assert!(text.starts_with("certificate_id,issued_at,node_id"));

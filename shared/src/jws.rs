@@ -309,7 +309,7 @@ impl UnverifiedJws<'_> {
         key: &PKey<Public>,
         policy: SaltPolicy,
     ) -> Result<(Vec<u8>, SaltLength), JwsError> {
-        let size = usize::try_from(key.size()).unwrap_or(0);
+        let size = key.size();
         if self.signature.len() != size {
             return Err(JwsError::BadSignature);
         }

@@ -14,15 +14,26 @@ use std::time::{Duration, Instant};
 /// When the binary is not built: run `cargo build --workspace` (scripts/test.sh does) first.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let path = profile_dir.join(name);
-    assert!(path.exists(), "{} is not built: run `cargo build --workspace` (scripts/test.sh does it) before the end-to-end tests", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` (scripts/test.sh does it) before the end-to-end tests",
+        path.display()
+    );
     path
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released; the oracle binds it right after).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A running `wattest-oracle serve`, killed on drop.
@@ -47,18 +58,29 @@ impl Oracle {
         let url = format!("http://127.0.0.1:{port}");
         let log = data_dir.path().join("oracle.log");
         let mut cmd = Command::new(bin("wattest-oracle"));
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(data_dir.path())
-            .args(extra)
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "info,sqlx=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"));
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data_dir.path())
+        .args(extra)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"));
         if let Some(db) = &database_url {
             cmd.env("DATABASE_URL", db);
         }
         let child = cmd.spawn().expect("spawn wattest-oracle");
-        let oracle = Self { child, url, data_dir, database_url, log };
+        let oracle = Self {
+            child,
+            url,
+            data_dir,
+            database_url,
+            log,
+        };
         oracle.wait_healthy();
         oracle
     }
@@ -67,14 +89,17 @@ impl Oracle {
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = reqwest::blocking::Client::new();
         while Instant::now() < deadline {
-            if let Ok(r) = client.get(format!("{}/healthz", self.url)).send() {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = client.get(format!("{}/healthz", self.url)).send()
+                && r.status().is_success()
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("oracle did not become healthy; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        panic!(
+            "oracle did not become healthy; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
     }
 
     /// The oracle's log so far.
@@ -85,12 +110,17 @@ impl Oracle {
     /// `wattest-oracle token create --role ROLE` against this oracle's data dir.
     pub fn token(&self, role: &str) -> String {
         let mut cmd = Command::new(bin("wattest-oracle"));
-        cmd.args(["token", "create", "--role", role, "--data-dir"]).arg(self.data_dir.path()).env_remove("DATABASE_URL");
+        cmd.args(["token", "create", "--role", role, "--data-dir"])
+            .arg(self.data_dir.path())
+            .env_remove("DATABASE_URL");
         if let Some(db) = &self.database_url {
             cmd.env("DATABASE_URL", db);
         }
         let out = run_ok(&mut cmd);
-        String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
     }
 
     /// Enrolls a software-key node with the real agent; returns (state dir, node id).
@@ -99,11 +129,23 @@ impl Oracle {
         let token = self.token("node");
         let out = run_ok(
             Command::new(bin("wattest-agent"))
-                .args(["enroll", "--oracle", &self.url, "--name", "e2e-node", "--zone", zone, "--state-dir"])
+                .args([
+                    "enroll",
+                    "--oracle",
+                    &self.url,
+                    "--name",
+                    "e2e-node",
+                    "--zone",
+                    zone,
+                    "--state-dir",
+                ])
                 .arg(state.path())
                 .env("WATTEST_TOKEN", token),
         );
-        let node_id = String::from_utf8(out.stdout).expect("utf8").trim().to_owned();
+        let node_id = String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned();
         (state, node_id)
     }
 
@@ -132,7 +174,13 @@ impl Drop for Oracle {
 /// Runs `cmd`, asserting success, and returns its output.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run");
-    assert!(out.status.success(), "{cmd:?} failed with {}:\nstdout: {}\nstderr: {}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}:\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -148,7 +196,15 @@ pub fn pg_server() -> String {
 pub fn fresh_pg_database() -> Option<String> {
     let server = pg_server();
     let name = format!("wattest_e2e_{}", std::process::id()) + &format!("_{}", free_port());
-    let out = Command::new("psql").arg(format!("{server}/postgres")).args(["-v", "ON_ERROR_STOP=1", "-qc", &format!("CREATE DATABASE {name}")]).output();
+    let out = Command::new("psql")
+        .arg(format!("{server}/postgres"))
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output();
     match out {
         Ok(o) if o.status.success() => Some(format!("{server}/{name}")),
         other => {
@@ -160,7 +216,9 @@ pub fn fresh_pg_database() -> Option<String> {
                 eprintln!("SKIPPED (WATTEST_SKIP_PG=1): PostgreSQL test not run: {why}");
                 None
             } else {
-                panic!("PostgreSQL at {server} is not reachable ({why}). Start one (scripts/test.sh starts a disposable cluster and sets WATTEST_TEST_PG), or set WATTEST_SKIP_PG=1 to skip loudly.");
+                panic!(
+                    "PostgreSQL at {server} is not reachable ({why}). Start one (scripts/test.sh starts a disposable cluster and sets WATTEST_TEST_PG), or set WATTEST_SKIP_PG=1 to skip loudly."
+                );
             }
         }
     }

@@ -8,7 +8,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use chrono::{Duration, Utc};
 use std::process::Command;
 use wattest_shared::jws::{JwsSigner, jws_hash, sign_compact};
-use wattest_shared::window::{Attribution, Method, SourceEnergy, SourceKind, WINDOW_TYP, WindowClaims};
+use wattest_shared::window::{
+    Attribution, Method, SourceEnergy, SourceKind, WINDOW_TYP, WindowClaims,
+};
 use wattest_shared::{SoftwareKey, WattHours, Watts};
 use wattest_tests::{Oracle, bin, fresh_pg_database, run_ok};
 
@@ -23,15 +25,36 @@ fn close(a: f64, b: f64) -> bool {
 fn job_round_trip(oracle: &Oracle) {
     let (state, node_id) = oracle.enroll_agent("BE");
     let out = Command::new(bin("wattest-agent"))
-        .args(["run", "--window", "1", "--interval", "0.2", "--job-id", "e2e-job-1", "--state-dir"])
+        .args([
+            "run",
+            "--window",
+            "1",
+            "--interval",
+            "0.2",
+            "--job-id",
+            "e2e-job-1",
+            "--state-dir",
+        ])
         .arg(state.path())
         .args(["--", "sh", "-c", BUSY_JOB])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(7), "the agent must exit with the command's code; stderr:\n{stderr}");
-    let id = stderr.lines().find_map(|l| l.strip_prefix("wattest: certificate ")).unwrap_or_else(|| panic!("no certificate line in:\n{stderr}")).trim().to_owned();
-    assert!(stderr.contains("gCO2e/kWh"), "summary line missing: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "the agent must exit with the command's code; stderr:\n{stderr}"
+    );
+    let id = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("wattest: certificate "))
+        .unwrap_or_else(|| panic!("no certificate line in:\n{stderr}"))
+        .trim()
+        .to_owned();
+    assert!(
+        stderr.contains("gCO2e/kWh"),
+        "summary line missing: {stderr}"
+    );
 
     // The certificate as served, and its claims.
     let cert = oracle.get_json(&format!("/v1/certificates/{id}"));
@@ -41,11 +64,22 @@ fn job_round_trip(oracle: &Oracle) {
     assert_eq!(claims["job_id"], "e2e-job-1");
     assert_eq!(claims["node"]["attestation_level"], "software");
     assert_eq!(claims["intensity"]["zone"], "BE");
-    assert_eq!(claims["intensity"]["provenance"]["factor_type"], "lifecycle");
-    assert!(claims["windows"]["count"].as_u64().unwrap() >= 2, "a 1 s window job of >1 s has at least two windows");
+    assert_eq!(
+        claims["intensity"]["provenance"]["factor_type"],
+        "lifecycle"
+    );
+    assert!(
+        claims["windows"]["count"].as_u64().unwrap() >= 2,
+        "a 1 s window job of >1 s has at least two windows"
+    );
     let consumed = claims["energy"]["consumed_wh"].as_f64().unwrap();
     assert!(consumed > 0.0, "a CPU-bound job uses energy");
-    let methods: Vec<&str> = claims["energy"]["by_source"].as_array().unwrap().iter().map(|s| s["method"].as_str().unwrap()).collect();
+    let methods: Vec<&str> = claims["energy"]["by_source"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["method"].as_str().unwrap())
+        .collect();
     assert!(methods.contains(&"estimate_cpu_tdp"), "{methods:?}");
 
     // Offline verification with the published JWKS, from a URL and from a file.
@@ -53,34 +87,81 @@ fn job_round_trip(oracle: &Oracle) {
     let cert_file = dir.path().join("cert.jws");
     std::fs::write(&cert_file, cert["jws"].as_str().unwrap()).unwrap();
     let jwks_url = format!("{}/.well-known/jwks.json", oracle.url);
-    let verified = run_ok(Command::new(bin("wattest-verify")).arg(&cert_file).args(["--jwks", &jwks_url, "--json"]));
+    let verified = run_ok(
+        Command::new(bin("wattest-verify"))
+            .arg(&cert_file)
+            .args(["--jwks", &jwks_url, "--json"]),
+    );
     let verified: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
-    assert_eq!(&verified, claims, "the verifier returns exactly the served claims");
+    assert_eq!(
+        &verified, claims,
+        "the verifier returns exactly the served claims"
+    );
     let jwks_file = dir.path().join("jwks.json");
     std::fs::write(&jwks_file, oracle.get_text("/.well-known/jwks.json")).unwrap();
-    run_ok(Command::new(bin("wattest-verify")).arg(&cert_file).arg("--jwks").arg(&jwks_file));
+    run_ok(
+        Command::new(bin("wattest-verify"))
+            .arg(&cert_file)
+            .arg("--jwks")
+            .arg(&jwks_file),
+    );
 
     // A tampered certificate fails verification with exit status 1.
     let jws = cert["jws"].as_str().unwrap();
     let parts: Vec<&str> = jws.split('.').collect();
-    let mut payload: serde_json::Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+    let mut payload: serde_json::Value =
+        serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
     payload["energy"]["consumed_wh"] = serde_json::json!(consumed / 2.0);
-    let forged = format!("{}.{}.{}", parts[0], B64.encode(serde_json::to_vec(&payload).unwrap()), parts[2]);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(serde_json::to_vec(&payload).unwrap()),
+        parts[2]
+    );
     std::fs::write(&cert_file, forged).unwrap();
-    let out = Command::new(bin("wattest-verify")).arg(&cert_file).arg("--jwks").arg(&jwks_file).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "forged certificate must be INVALID");
+    let out = Command::new(bin("wattest-verify"))
+        .arg(&cert_file)
+        .arg("--jwks")
+        .arg(&jwks_file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "forged certificate must be INVALID"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("signature"));
 
     // The CSV row reconciles with the certificate: same energy, same emissions.
     let csv_text = oracle.get_text("/v1/exports/compliance.csv");
     let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
     let headers = reader.headers().unwrap().clone();
-    let row = reader.records().map(Result::unwrap).find(|r| r.get(0) == Some(id.as_str())).expect("certificate row in the CSV");
-    let col = |name: &str| row.get(headers.iter().position(|h| h == name).unwrap()).unwrap().to_owned();
+    let row = reader
+        .records()
+        .map(Result::unwrap)
+        .find(|r| r.get(0) == Some(id.as_str()))
+        .expect("certificate row in the CSV");
+    let col = |name: &str| {
+        row.get(headers.iter().position(|h| h == name).unwrap())
+            .unwrap()
+            .to_owned()
+    };
     let f = |name: &str| col(name).parse::<f64>().unwrap();
-    assert!(close(f("energy_consumed_kwh") * 1000.0, consumed), "CSV energy {} kWh vs certificate {consumed} Wh", f("energy_consumed_kwh"));
-    assert!(close(f("scope2_location_based_kg_co2e"), claims["emissions"]["location_based_kg_co2e"].as_f64().unwrap()));
-    assert!(close(f("intensity_g_co2e_per_kwh"), claims["intensity"]["g_co2e_per_kwh"].as_f64().unwrap()));
+    assert!(
+        close(f("energy_consumed_kwh") * 1000.0, consumed),
+        "CSV energy {} kWh vs certificate {consumed} Wh",
+        f("energy_consumed_kwh")
+    );
+    assert!(close(
+        f("scope2_location_based_kg_co2e"),
+        claims["emissions"]["location_based_kg_co2e"]
+            .as_f64()
+            .unwrap()
+    ));
+    assert!(close(
+        f("intensity_g_co2e_per_kwh"),
+        claims["intensity"]["g_co2e_per_kwh"].as_f64().unwrap()
+    ));
     assert_eq!(col("job_id"), "e2e-job-1");
     assert_eq!(col("attestation_level"), "software");
     assert_eq!(col("certificate_sha256"), jws_hash(jws));
@@ -91,13 +172,24 @@ fn job_round_trip(oracle: &Oracle) {
 
     // A second run with the same job id is refused by the oracle (job closed), and says so.
     let out = Command::new(bin("wattest-agent"))
-        .args(["run", "--window", "5", "--job-id", "e2e-job-1", "--state-dir"])
+        .args([
+            "run",
+            "--window",
+            "5",
+            "--job-id",
+            "e2e-job-1",
+            "--state-dir",
+        ])
         .arg(state.path())
         .args(["--", "true"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("job_closed"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("job_closed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -108,7 +200,9 @@ fn job_measured_signed_certified_verified_and_exported_on_sqlite() {
 
 #[test]
 fn job_measured_signed_certified_verified_and_exported_on_postgresql() {
-    let Some(db) = fresh_pg_database() else { return };
+    let Some(db) = fresh_pg_database() else {
+        return;
+    };
     let oracle = Oracle::start_with(Some(db), &[]);
     job_round_trip(&oracle);
 }
@@ -129,7 +223,10 @@ fn enroll_raw(oracle: &Oracle) -> RawNode {
     assert_eq!(r.status(), 201);
     let body: serde_json::Value = r.json().unwrap();
     assert_eq!(body["kid"], key.kid());
-    RawNode { key, node_id: body["node_id"].as_str().unwrap().to_owned() }
+    RawNode {
+        key,
+        node_id: body["node_id"].as_str().unwrap().to_owned(),
+    }
 }
 
 fn window(node: &RawNode, seq: u64, prev: Option<String>, is_final: bool) -> WindowClaims {
@@ -167,13 +264,25 @@ fn post(oracle: &Oracle, body: &str) -> (u16, serde_json::Value, String) {
         .send()
         .unwrap();
     let status = r.status().as_u16();
-    let content_type = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    (status, r.json().unwrap_or(serde_json::Value::Null), content_type)
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (
+        status,
+        r.json().unwrap_or(serde_json::Value::Null),
+        content_type,
+    )
 }
 
 fn assert_problem(oracle: &Oracle, body: &str, status: u16, code: &str) -> serde_json::Value {
     let (s, problem, content_type) = post(oracle, body);
-    assert_eq!((s, problem["code"].as_str()), (status, Some(code)), "{problem}");
+    assert_eq!(
+        (s, problem["code"].as_str()),
+        (status, Some(code)),
+        "{problem}"
+    );
     assert_eq!(content_type, "application/problem+json");
     assert_eq!(problem["type"], format!("urn:wattest:problem:{code}"));
     assert!(!problem["detail"].as_str().unwrap().is_empty());
@@ -184,7 +293,9 @@ fn assert_problem(oracle: &Oracle, body: &str, status: u16, code: &str) -> serde
 fn bad_input_is_refused_with_problem_json_and_nothing_is_stored() {
     let oracle = Oracle::start();
     let node = enroll_raw(&oracle);
-    let sign = |c: &WindowClaims| sign_compact(&node.key, WINDOW_TYP, &serde_json::to_vec(c).unwrap()).unwrap();
+    let sign = |c: &WindowClaims| {
+        sign_compact(&node.key, WINDOW_TYP, &serde_json::to_vec(c).unwrap()).unwrap()
+    };
     let first = sign(&window(&node, 1, None, false));
 
     // Tampered payload: signature fails.
@@ -192,21 +303,47 @@ fn bad_input_is_refused_with_problem_json_and_nothing_is_stored() {
     let mut tampered = window(&node, 1, None, false);
     tampered.sources[0].energy_wh = WattHours(0.5);
     tampered.sources[0].mean_w = Watts(180.0);
-    let forged = format!("{}.{}.{}", parts[0], B64.encode(serde_json::to_vec(&tampered).unwrap()), parts[2]);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(serde_json::to_vec(&tampered).unwrap()),
+        parts[2]
+    );
     assert_problem(&oracle, &forged, 401, "bad_signature");
 
     // Wrong algorithm and "none".
     for alg in ["RS256", "none", "HS256"] {
-        let header = B64.encode(format!(r#"{{"alg":"{alg}","kid":"{}","typ":"{WINDOW_TYP}"}}"#, node.key.kid()));
-        assert_problem(&oracle, &format!("{header}.{}.{}", parts[1], parts[2]), 400, "unsupported_alg");
+        let header = B64.encode(format!(
+            r#"{{"alg":"{alg}","kid":"{}","typ":"{WINDOW_TYP}"}}"#,
+            node.key.kid()
+        ));
+        assert_problem(
+            &oracle,
+            &format!("{header}.{}.{}", parts[1], parts[2]),
+            400,
+            "unsupported_alg",
+        );
     }
     // A key in the header is refused even with the right alg.
-    let header = B64.encode(format!(r#"{{"alg":"PS256","kid":"{}","typ":"{WINDOW_TYP}","jwk":{{}}}}"#, node.key.kid()));
-    assert_problem(&oracle, &format!("{header}.{}.{}", parts[1], parts[2]), 400, "forbidden_header");
+    let header = B64.encode(format!(
+        r#"{{"alg":"PS256","kid":"{}","typ":"{WINDOW_TYP}","jwk":{{}}}}"#,
+        node.key.kid()
+    ));
+    assert_problem(
+        &oracle,
+        &format!("{header}.{}.{}", parts[1], parts[2]),
+        400,
+        "forbidden_header",
+    );
 
     // Unknown kid: a valid JWS from a key that never enrolled.
     let stranger = SoftwareKey::generate(2048).unwrap();
-    let foreign = sign_compact(&stranger, WINDOW_TYP, &serde_json::to_vec(&window(&node, 1, None, false)).unwrap()).unwrap();
+    let foreign = sign_compact(
+        &stranger,
+        WINDOW_TYP,
+        &serde_json::to_vec(&window(&node, 1, None, false)).unwrap(),
+    )
+    .unwrap();
     assert_problem(&oracle, &foreign, 401, "unknown_kid");
     assert_problem(&oracle, "not-a-jws", 400, "malformed_jws");
 
@@ -219,13 +356,28 @@ fn bad_input_is_refused_with_problem_json_and_nothing_is_stored() {
     // Replays: the same bytes (a retry) and a different window claiming seq 1.
     let p = assert_problem(&oracle, &first, 409, "seq_replay");
     assert_eq!(p["already_accepted"], true);
-    let p = assert_problem(&oracle, &sign(&window(&node, 1, None, true)), 409, "seq_replay");
+    let p = assert_problem(
+        &oracle,
+        &sign(&window(&node, 1, None, true)),
+        409,
+        "seq_replay",
+    );
     assert_eq!(p["already_accepted"], false);
     assert_eq!(p["expected_seq"], 2);
 
     // Gap, broken chain, future window.
-    assert_problem(&oracle, &sign(&window(&node, 3, Some(jws_hash(&first)), false)), 409, "seq_gap");
-    assert_problem(&oracle, &sign(&window(&node, 2, Some(jws_hash("other")), false)), 409, "chain_broken");
+    assert_problem(
+        &oracle,
+        &sign(&window(&node, 3, Some(jws_hash(&first)), false)),
+        409,
+        "seq_gap",
+    );
+    assert_problem(
+        &oracle,
+        &sign(&window(&node, 2, Some(jws_hash("other")), false)),
+        409,
+        "chain_broken",
+    );
     let mut future = window(&node, 2, Some(jws_hash(&first)), false);
     future.start = Utc::now() + Duration::seconds(100);
     future.end = future.start + Duration::seconds(10);
@@ -233,24 +385,69 @@ fn bad_input_is_refused_with_problem_json_and_nothing_is_stored() {
 
     // Missing and wrong enrollment tokens.
     let client = reqwest::blocking::Client::new();
-    let body = serde_json::json!({ "name": "x", "zone": "BE", "public_key": stranger.public_jwk() });
-    let r = client.post(format!("{}/v1/nodes", oracle.url)).json(&body).send().unwrap();
+    let body =
+        serde_json::json!({ "name": "x", "zone": "BE", "public_key": stranger.public_jwk() });
+    let r = client
+        .post(format!("{}/v1/nodes", oracle.url))
+        .json(&body)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<serde_json::Value>().unwrap()["code"], "missing_token");
-    let r = client.post(format!("{}/v1/nodes", oracle.url)).bearer_auth("wt_node_nope").json(&body).send().unwrap();
-    assert_eq!(r.json::<serde_json::Value>().unwrap()["code"], "invalid_token");
-    let r = client.post(format!("{}/v1/nodes", oracle.url)).bearer_auth(oracle.token("auditor")).json(&body).send().unwrap();
-    assert_eq!((r.status().as_u16(), r.json::<serde_json::Value>().unwrap()["code"].clone()), (403, serde_json::json!("forbidden_role")));
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["code"],
+        "missing_token"
+    );
+    let r = client
+        .post(format!("{}/v1/nodes", oracle.url))
+        .bearer_auth("wt_node_nope")
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["code"],
+        "invalid_token"
+    );
+    let r = client
+        .post(format!("{}/v1/nodes", oracle.url))
+        .bearer_auth(oracle.token("auditor"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().unwrap()["code"].clone()
+        ),
+        (403, serde_json::json!("forbidden_role"))
+    );
     let r = client.post(format!("{}/v1/nodes", oracle.url)).bearer_auth(oracle.token("node")).json(&serde_json::json!({ "name": "x", "zone": "Atlantis", "public_key": stranger.public_jwk() })).send().unwrap();
-    assert_eq!(r.json::<serde_json::Value>().unwrap()["code"], "unknown_zone");
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["code"],
+        "unknown_zone"
+    );
 
     // No certificate exists yet; the final window issues exactly one.
-    assert_eq!(oracle.get_json("/v1/certificates")["certificates"].as_array().unwrap().len(), 0);
-    let (s, ack, _) = post(&oracle, &sign(&window(&node, 2, Some(jws_hash(&first)), true)));
+    assert_eq!(
+        oracle.get_json("/v1/certificates")["certificates"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let (s, ack, _) = post(
+        &oracle,
+        &sign(&window(&node, 2, Some(jws_hash(&first)), true)),
+    );
     assert_eq!(s, 200, "{ack}");
     let cert = &ack["certificate"];
     assert!((cert["energy_wh"].as_f64().unwrap() - 2.0).abs() < 1e-9);
     // 2 Wh at FR 44.18 g/kWh (Ember 2024) = 0.08836 g.
     assert!((cert["emissions_kg_co2e"].as_f64().unwrap() - 0.002 * 44.18 / 1000.0).abs() < 1e-12);
-    assert_eq!(oracle.get_json("/v1/certificates")["certificates"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        oracle.get_json("/v1/certificates")["certificates"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -264,14 +264,14 @@ async fn store(
 ) -> Result<Option<certificate::Model>, ApiError> {
     let storage = &state.storage;
     let txn = storage.begin().await?;
-    if let Some(job) = &v.claims.job_id {
-        if storage.job_closed(&txn, &node.id, job).await? {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "job_closed",
-                format!("job {job} of this node already has its certificate; use a new job id"),
-            ));
-        }
+    if let Some(job) = &v.claims.job_id
+        && storage.job_closed(&txn, &node.id, job).await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_closed",
+            format!("job {job} of this node already has its certificate; use a new job id"),
+        ));
     }
     let row = window::Model {
         id: 0,
