@@ -9,6 +9,7 @@ pub mod certificates;
 pub mod credits;
 pub mod export;
 pub mod keys;
+pub mod metrics;
 pub mod storage;
 pub mod verification;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub jwks: Arc<Jwks>,
     /// Settings.
     pub settings: Arc<Settings>,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -60,6 +63,7 @@ impl AppState {
             jwks: Arc::new(keys::jwks(&key)),
             key: Arc::new(key),
             settings: Arc::new(settings),
+            metrics: Arc::default(),
         })
     }
 }

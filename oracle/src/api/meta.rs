@@ -53,6 +53,17 @@ pub async fn jwks(State(state): State<AppState>) -> Json<Jwks> {
     Json((*state.jwks).clone())
 }
 
+/// Prometheus metrics (OpenMetrics text format).
+pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
 /// The OpenAPI document.
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())

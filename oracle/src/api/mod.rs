@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(meta::healthz))
         .route("/.well-known/jwks.json", get(meta::jwks))
         .route("/openapi.json", get(meta::openapi))
+        .route("/metrics", get(meta::metrics))
         .route("/v1/nodes", post(nodes::enroll))
         .route("/v1/telemetry", post(telemetry::submit))
         .route("/v1/certificates", get(certificates::list))

@@ -120,8 +120,32 @@ pub struct TelemetryAccepted {
         (status = 413, description = "payload_too_large", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "future_window / invalid_period / implausible", body = super::problem::Problem, content_type = "application/problem+json"),
     ))]
-#[tracing::instrument(skip_all, fields(node_id, seq))]
 pub async fn submit(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<TelemetryAccepted>, ApiError> {
+    let started = std::time::Instant::now();
+    let metrics = state.metrics.clone();
+    let result = submit_inner(state, headers, body).await;
+    metrics
+        .ingest_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match &result {
+        Ok(accepted) => {
+            metrics.windows_accepted.inc();
+            if let Some(c) = &accepted.certificate {
+                metrics.certificates_issued.inc();
+                metrics.certified_energy_wh.inc_by(c.energy_wh);
+            }
+        }
+        Err(err) => metrics.rejected(err.code()),
+    }
+    result
+}
+
+#[tracing::instrument(skip_all, fields(node_id, seq))]
+async fn submit_inner(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
