@@ -40,8 +40,9 @@ struct Problem {
     detail: Option<String>,
 }
 
-/// Creates the key, posts it to `POST /v1/nodes`, then writes the key (0600) and `node.json`:
-/// nothing is written unless the oracle accepted the node.
+/// Creates the key (a software key, or keys in the TPM for `--signer tpm`), enrolls it with the
+/// oracle (`POST /v1/nodes`, and for a TPM the credential challenge), then writes the key (0600)
+/// and `node.json`: nothing in the state dir changes unless the oracle enrolled the node.
 ///
 /// # Errors
 /// The state dir is already enrolled (without `force`), the oracle refuses, or I/O fails.
@@ -58,50 +59,55 @@ pub async fn enroll(dir: &StateDir, req: EnrollRequest<'_>) -> Result<NodeState>
             "{pending} signed windows of the current node are still in the spool; send them first (`wattest-agent flush`) before enrolling again"
         );
     }
+    let base = req.oracle.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    #[cfg(feature = "tpm")]
     if req.signer == SignerKind::Tpm {
-        bail!(
-            "--signer tpm: TPM enrollment is not wired to the oracle in this build yet; use --signer software"
-        );
+        let tcti = req
+            .tcti
+            .clone()
+            .unwrap_or_else(crate::signer::tpm::tcti_from_env);
+        let (enrolled, kid) = enroll_tpm(dir, &client, base, &req, &tcti).await?;
+        return finish(dir, base, &req, enrolled, &kid, Some(tcti));
+    }
+    #[cfg(not(feature = "tpm"))]
+    if req.signer == SignerKind::Tpm {
+        bail!("--signer tpm: this agent was built without the `tpm` feature");
     }
     let key = tokio::task::spawn_blocking(|| SoftwareKey::generate(SOFTWARE_KEY_BITS))
         .await?
         .context("generating the node key")?;
     let public_key: RsaJwk = key.public_jwk().clone();
-    let base = req.oracle.trim_end_matches('/');
     let body = serde_json::json!({ "name": req.name, "zone": req.zone, "public_key": public_key });
-    let response = reqwest::Client::new()
-        .post(format!("{base}/v1/nodes"))
-        .bearer_auth(req.token)
-        .json(&body)
-        .send()
-        .await
-        .with_context(|| format!("contacting the oracle at {base}"))?;
-    let status = response.status();
-    let bytes = response.bytes().await.unwrap_or_default();
-    if !status.is_success() {
-        let problem: Problem = serde_json::from_slice(&bytes).unwrap_or(Problem {
-            code: None,
-            detail: Some(String::from_utf8_lossy(&bytes).into_owned()),
-        });
-        bail!(
-            "the oracle refused the enrollment (HTTP {status}, {}): {}",
-            problem.code.unwrap_or_default(),
-            problem.detail.unwrap_or_default()
-        );
+    let (status, bytes) = post(&client, &format!("{base}/v1/nodes"), req.token, &body).await?;
+    if status != reqwest::StatusCode::CREATED {
+        bail!(refusal(status, &bytes));
     }
     let enrolled: Enrolled = serde_json::from_slice(&bytes)
         .context("the oracle's enrollment response is not understood")?;
-    if enrolled.kid != key.kid() {
-        bail!(
-            "the oracle registered key {} but ours is {}",
-            enrolled.kid,
-            key.kid()
-        );
-    }
     dir.write_secret(
         SOFTWARE_KEY_FILE,
         &key.to_pkcs8_der().context("encoding the key")?,
     )?;
+    let kid = key.kid().to_owned();
+    finish(dir, base, &req, enrolled, &kid, None)
+}
+
+/// Checks the oracle's answer against our key and writes `node.json` and an empty chain.
+fn finish(
+    dir: &StateDir,
+    base: &str,
+    req: &EnrollRequest<'_>,
+    enrolled: Enrolled,
+    kid: &str,
+    tcti: Option<String>,
+) -> Result<NodeState> {
+    if enrolled.kid != kid {
+        bail!(
+            "the oracle registered key {} but ours is {kid}",
+            enrolled.kid
+        );
+    }
     let node = NodeState {
         node_id: enrolled.node_id,
         oracle: base.to_owned(),
@@ -109,10 +115,166 @@ pub async fn enroll(dir: &StateDir, req: EnrollRequest<'_>) -> Result<NodeState>
         zone: enrolled.zone,
         kid: enrolled.kid,
         signer: req.signer,
-        tcti: req.tcti,
+        tcti,
     };
     dir.write_node(&node)?;
     dir.write_chain(&crate::state::ChainHead::default())?;
     tracing::info!(node_id = %node.node_id, attestation = %enrolled.attestation_level, "Node enrolled.");
     Ok(node)
+}
+
+/// POSTs `body` as JSON with the bearer token; returns the status and the body.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> Result<(reqwest::StatusCode, Vec<u8>)> {
+    let response = client
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("contacting the oracle at {url}"))?;
+    let status = response.status();
+    let bytes = response.bytes().await.unwrap_or_default().to_vec();
+    Ok((status, bytes))
+}
+
+/// The oracle's problem+json refusal as one line.
+fn refusal(status: reqwest::StatusCode, bytes: &[u8]) -> String {
+    let problem: Problem = serde_json::from_slice(bytes).unwrap_or(Problem {
+        code: None,
+        detail: Some(String::from_utf8_lossy(bytes).into_owned()),
+    });
+    format!(
+        "the oracle refused the enrollment (HTTP {status}, {}): {}",
+        problem.code.unwrap_or_default(),
+        problem.detail.unwrap_or_default()
+    )
+}
+
+/// Subdirectory of the state dir where a TPM enrollment keeps its key blobs until it succeeds.
+#[cfg(feature = "tpm")]
+const TPM_STAGING_DIR: &str = "tpm-enrolling";
+
+/// `202` answer to TPM evidence.
+#[cfg(feature = "tpm")]
+#[derive(Debug, Deserialize)]
+struct CredentialChallenge {
+    challenge_id: String,
+    credential_blob: String,
+    encrypted_secret: String,
+}
+
+/// TPM enrollment (docs/tpm.md, "Enrollment protocol"): create the EK, AK and signing key,
+/// certify the signing key with `extraData` = SHA-256(signing key `TPM2B_PUBLIC`), send the
+/// evidence, answer the credential challenge with TPM2_ActivateCredential. The key blobs are in
+/// the state dir; `node.json` is written by the caller only once the oracle enrolled the node.
+#[cfg(feature = "tpm")]
+async fn enroll_tpm(
+    dir: &StateDir,
+    client: &reqwest::Client,
+    base: &str,
+    req: &EnrollRequest<'_>,
+    tcti: &str,
+) -> Result<(Enrolled, String)> {
+    use crate::signer::tpm::TpmSigner;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use std::sync::Arc;
+
+    let started = std::time::Instant::now();
+    // Key blobs go to a staging dir first and replace the current ones only once the oracle has
+    // enrolled the node: a refused re-enrollment (--force) leaves the enrolled node usable.
+    let staging = dir.path().join(TPM_STAGING_DIR);
+    let _ = std::fs::remove_dir_all(&staging);
+    let (state_dir, tcti_owned) = (staging.clone(), tcti.to_owned());
+    // TPM commands block (about a second for two RSA key generations on swtpm): off the executor.
+    let (signer, evidence) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (signer, mut evidence) = TpmSigner::enroll(&tcti_owned, &state_dir, &[])
+            .with_context(|| format!("creating the TPM keys through {tcti_owned}"))?;
+        let qualifying_data = openssl::sha::sha256(&evidence.signing_public);
+        let (info, signature) = signer
+            .certify(&qualifying_data)
+            .context("TPM2_Certify of the signing key")?;
+        evidence.certify_info = info;
+        evidence.certify_signature = signature;
+        Ok((signer, evidence))
+    })
+    .await??;
+    let signer = Arc::new(signer);
+    let kid = signer.kid().to_owned();
+    tracing::debug!(kid = %kid, elapsed_ms = started.elapsed().as_millis(), "TPM keys created and certified.");
+    let body = serde_json::json!({
+        "name": req.name,
+        "zone": req.zone,
+        "public_key": signer.public_jwk(),
+        "attestation": {
+            "type": "tpm",
+            "ek_public": B64.encode(&evidence.ek_public),
+            "ek_certificate": evidence.ek_certificate.as_ref().map(|c| B64.encode(c)),
+            "ak_public": B64.encode(&evidence.ak_public),
+            "signing_public": B64.encode(&evidence.signing_public),
+            "certify_info": B64.encode(&evidence.certify_info),
+            "certify_signature": B64.encode(&evidence.certify_signature),
+        },
+    });
+    let (status, bytes) = post(client, &format!("{base}/v1/nodes"), req.token, &body).await?;
+    if status != reqwest::StatusCode::ACCEPTED {
+        bail!(refusal(status, &bytes));
+    }
+    let challenge: CredentialChallenge = serde_json::from_slice(&bytes)
+        .context("the oracle's credential challenge is not understood")?;
+    let blob = B64
+        .decode(&challenge.credential_blob)
+        .context("credential_blob is not base64url")?;
+    let encrypted = B64
+        .decode(&challenge.encrypted_secret)
+        .context("encrypted_secret is not base64url")?;
+    let activating = Arc::clone(&signer);
+    let secret =
+        tokio::task::spawn_blocking(move || activating.activate_credential(&blob, &encrypted))
+            .await?
+            .context("TPM2_ActivateCredential refused the oracle's challenge")?;
+    let body = serde_json::json!({ "secret": B64.encode(&secret) });
+    let (status, bytes) = post(
+        client,
+        &format!("{base}/v1/nodes/challenges/{}", challenge.challenge_id),
+        req.token,
+        &body,
+    )
+    .await?;
+    if status != reqwest::StatusCode::CREATED {
+        bail!(refusal(status, &bytes));
+    }
+    let enrolled: Enrolled = serde_json::from_slice(&bytes)
+        .context("the oracle's enrollment response is not understood")?;
+    if enrolled.attestation_level != "tpm" {
+        bail!(
+            "the oracle enrolled the node with attestation level {:?}, not tpm",
+            enrolled.attestation_level
+        );
+    }
+    // Dropping the signer joins its TPM thread: do it off the executor too.
+    tokio::task::spawn_blocking(move || drop(signer)).await?;
+    for entry in
+        std::fs::read_dir(&staging).with_context(|| format!("reading {}", staging.display()))?
+    {
+        let from = entry
+            .with_context(|| format!("reading {}", staging.display()))?
+            .path();
+        if let Some(name) = from.file_name() {
+            let to = dir.path().join(name);
+            std::fs::rename(&from, &to)
+                .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        }
+    }
+    let _ = std::fs::remove_dir(&staging);
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis(),
+        "TPM enrollment complete."
+    );
+    Ok((enrolled, kid))
 }

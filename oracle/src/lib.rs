@@ -25,6 +25,8 @@ pub struct Settings {
     pub certificate_validity: chrono::Duration,
     /// Reward policy.
     pub credits: credits::CreditPolicy,
+    /// Trust anchors and intermediates for TPM EK certificates; empty: TPM enrollment refused.
+    pub ek_roots: Vec<openssl::x509::X509>,
 }
 
 /// Everything a request handler needs; cheap to clone.

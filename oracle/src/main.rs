@@ -67,6 +67,11 @@ struct ServeArgs {
     /// Certificate validity, days.
     #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
     certificate_validity_days: u32,
+    /// Directory of PEM files (`*.pem`, `*.crt`) with the CA certificates (roots and
+    /// intermediates) that TPM EK certificates must chain to. Without it, TPM enrollment is
+    /// refused (`ek_cert_untrusted`); software enrollment is unaffected.
+    #[arg(long, env = "WATTEST_EK_CA_DIR")]
+    ek_ca_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +151,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             price_per_tonne: args.price_eur_per_tonne,
             node_owner_share_pct: args.node_owner_share_pct,
         },
+        ek_roots: match &args.ek_ca_dir {
+            Some(dir) => load_ek_roots(dir)?,
+            None => Vec::new(),
+        },
     };
     let state = AppState::open(&args.data.data_dir, &url, settings).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -158,6 +167,37 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await?;
     tracing::info!("Oracle stopped.");
     Ok(())
+}
+
+/// Every certificate in the `*.pem` / `*.crt` files of `dir` (files holding only keys are
+/// skipped). An empty result is an error: the operator asked for TPM enrollment.
+fn load_ek_roots(dir: &Path) -> Result<Vec<openssl::x509::X509>> {
+    let mut roots = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("reading EK CA dir {}", dir.display()))?;
+    let mut paths = entries
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .with_context(|| format!("reading EK CA dir {}", dir.display()))?;
+    paths.sort();
+    for path in paths {
+        let pem_like = path.extension().is_some_and(|e| e == "pem" || e == "crt");
+        if !pem_like || !path.is_file() {
+            continue;
+        }
+        let pem = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let certs = openssl::x509::X509::stack_from_pem(&pem)
+            .with_context(|| format!("{} is not PEM", path.display()))?;
+        roots.extend(certs);
+    }
+    if roots.is_empty() {
+        anyhow::bail!(
+            "no certificate found in {} (*.pem, *.crt): TPM enrollment would refuse every EK",
+            dir.display()
+        );
+    }
+    tracing::info!(dir = %dir.display(), certificates = roots.len(), "EK CA certificates loaded.");
+    Ok(roots)
 }
 
 async fn shutdown() {

@@ -459,7 +459,20 @@ fn solar_node_with_process_attribution_earns_a_split_reward() {
     let oracle = Oracle::start();
     let (state, _) = oracle.enroll_agent("DE");
     let out = Command::new(bin("wattest-agent"))
-        .args(["run", "--window", "1", "--interval", "0.2", "--attribution", "process", "--solar-watts", "50000", "--job-id", "solar-1", "--state-dir"])
+        .args([
+            "run",
+            "--window",
+            "1",
+            "--interval",
+            "0.2",
+            "--attribution",
+            "process",
+            "--solar-watts",
+            "50000",
+            "--job-id",
+            "solar-1",
+            "--state-dir",
+        ])
         .arg(state.path())
         .args(["--", "sh", "-c", "sleep 2"])
         .output()
@@ -473,29 +486,68 @@ fn solar_node_with_process_attribution_earns_a_split_reward() {
     let solar = claims["energy"]["solar_wh"].as_f64().unwrap();
     // 50 kW declared for about two seconds: roughly 28 Wh.
     assert!(solar > 20.0 && solar < 60.0, "solar {solar} Wh");
-    assert_eq!(claims["energy"]["grid_wh"].as_f64().unwrap(), 0.0, "solar covers the job entirely");
-    assert_eq!(claims["emissions"]["location_based_kg_co2e"].as_f64().unwrap(), 0.0);
+    assert_eq!(
+        claims["energy"]["grid_wh"].as_f64().unwrap(),
+        0.0,
+        "solar covers the job entirely"
+    );
+    assert_eq!(
+        claims["emissions"]["location_based_kg_co2e"]
+            .as_f64()
+            .unwrap(),
+        0.0
+    );
     let avoided = claims["avoided_emissions"]["kg_co2e"].as_f64().unwrap();
-    assert!(close(avoided, solar / 1000.0 * 342.06 / 1000.0), "avoided {avoided} kg for {solar} Wh in DE");
+    assert!(
+        close(avoided, solar / 1000.0 * 342.06 / 1000.0),
+        "avoided {avoided} kg for {solar} Wh in DE"
+    );
     let reward = &claims["reward"];
-    let micros = |v: &serde_json::Value| (v.as_str().unwrap().parse::<f64>().unwrap() * 1e6).round() as i64;
-    let (total, owner, fund) = (micros(&reward["total"]), micros(&reward["node_owner"]), micros(&reward["cooperative_fund"]));
+    let micros =
+        |v: &serde_json::Value| (v.as_str().unwrap().parse::<f64>().unwrap() * 1e6).round() as i64;
+    let (total, owner, fund) = (
+        micros(&reward["total"]),
+        micros(&reward["node_owner"]),
+        micros(&reward["cooperative_fund"]),
+    );
     assert_eq!(total, (avoided / 1000.0 * 25.0 * 1e6).floor() as i64);
     assert!(total > 0);
     assert_eq!(owner + fund, total);
     assert_eq!(owner, (total as f64 * 0.7).floor() as i64);
-    let methods: Vec<&str> = claims["energy"]["by_source"].as_array().unwrap().iter().map(|s| s["method"].as_str().unwrap()).collect();
+    let methods: Vec<&str> = claims["energy"]["by_source"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["method"].as_str().unwrap())
+        .collect();
     assert!(methods.contains(&"solar_declared_constant"), "{methods:?}");
 
     let csv_text = oracle.get_text("/v1/exports/compliance.csv");
     let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
     let headers = reader.headers().unwrap().clone();
-    let row = reader.records().map(Result::unwrap).find(|r| r.get(0) == Some(id.as_str())).unwrap();
-    let col = |name: &str| row.get(headers.iter().position(|h| h == name).unwrap()).unwrap().to_owned();
+    let row = reader
+        .records()
+        .map(Result::unwrap)
+        .find(|r| r.get(0) == Some(id.as_str()))
+        .unwrap();
+    let col = |name: &str| {
+        row.get(headers.iter().position(|h| h == name).unwrap())
+            .unwrap()
+            .to_owned()
+    };
     assert_eq!(col("reward_eur"), reward["total"].as_str().unwrap());
-    assert_eq!(col("reward_node_owner_eur"), reward["node_owner"].as_str().unwrap());
-    assert_eq!(col("reward_cooperative_fund_eur"), reward["cooperative_fund"].as_str().unwrap());
-    assert!(close(col("avoided_emissions_kg_co2e").parse().unwrap(), avoided));
+    assert_eq!(
+        col("reward_node_owner_eur"),
+        reward["node_owner"].as_str().unwrap()
+    );
+    assert_eq!(
+        col("reward_cooperative_fund_eur"),
+        reward["cooperative_fund"].as_str().unwrap()
+    );
+    assert!(close(
+        col("avoided_emissions_kg_co2e").parse().unwrap(),
+        avoided
+    ));
 }
 
 /// Continuous node mode: windows forever, a certificate per period, and on SIGTERM a final
@@ -505,27 +557,68 @@ fn watch_mode_certifies_each_period_and_stops_cleanly_on_sigterm() {
     let oracle = Oracle::start();
     let (state, node_id) = oracle.enroll_agent("FR");
     let mut child = Command::new(bin("wattest-agent"))
-        .args(["watch", "--window", "1", "--interval", "0.25", "--certify-every", "2", "--state-dir"])
+        .args([
+            "watch",
+            "--window",
+            "1",
+            "--interval",
+            "0.25",
+            "--certify-every",
+            "2",
+            "--state-dir",
+        ])
         .arg(state.path())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(5500));
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "watch must exit 0 on SIGTERM: {stderr}");
+    assert!(
+        out.status.success(),
+        "watch must exit 0 on SIGTERM: {stderr}"
+    );
 
     let list = oracle.get_json(&format!("/v1/certificates?node={node_id}"));
     let certs = list["certificates"].as_array().unwrap();
-    assert!(certs.len() >= 2, "one certificate per 2 s period plus the final one: {list}");
+    assert!(
+        certs.len() >= 2,
+        "one certificate per 2 s period plus the final one: {list}"
+    );
     assert!(certs.iter().all(|c| c["job_id"].is_null()));
     // Periods chain without gaps or overlaps.
-    let mut periods: Vec<(String, String)> = certs.iter().map(|c| (c["period_start"].as_str().unwrap().to_owned(), c["period_end"].as_str().unwrap().to_owned())).collect();
+    let mut periods: Vec<(String, String)> = certs
+        .iter()
+        .map(|c| {
+            (
+                c["period_start"].as_str().unwrap().to_owned(),
+                c["period_end"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
     periods.sort();
     for pair in periods.windows(2) {
-        assert_eq!(pair[0].1, pair[1].0, "certificate periods must be contiguous: {periods:?}");
+        assert_eq!(
+            pair[0].1, pair[1].0,
+            "certificate periods must be contiguous: {periods:?}"
+        );
     }
-    assert_eq!(std::fs::read_dir(state.path().join("spool")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jws")).count(), 0, "spool flushed");
+    assert_eq!(
+        std::fs::read_dir(state.path().join("spool"))
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "jws"))
+            .count(),
+        0,
+        "spool flushed"
+    );
 }

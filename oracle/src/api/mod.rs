@@ -26,6 +26,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         meta::healthz,
         meta::jwks,
         nodes::enroll,
+        nodes::answer_challenge,
         telemetry::submit,
         certificates::list,
         certificates::get_one,
@@ -64,6 +65,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(meta::openapi))
         .route("/metrics", get(meta::metrics))
         .route("/v1/nodes", post(nodes::enroll))
+        .route(
+            "/v1/nodes/challenges/{challenge_id}",
+            post(nodes::answer_challenge),
+        )
         .route("/v1/telemetry", post(telemetry::submit))
         .route("/v1/certificates", get(certificates::list))
         .route("/v1/certificates/{id}", get(certificates::get_one))

@@ -187,3 +187,37 @@ pub mod certificate {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+/// TPM enrollments waiting for the agent's credential activation answer.
+pub mod enrollment_challenge {
+    use sea_orm::entity::prelude::*;
+
+    /// A pending enrollment row.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "enrollment_challenges")]
+    pub struct Model {
+        /// Challenge id (UUID v4): the `{challenge_id}` of the answer URL.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// Node name requested.
+        pub name: String,
+        /// Canonical grid zone.
+        pub zone: String,
+        /// RFC 7638 thumbprint of the certified signing key.
+        pub kid: String,
+        /// The certified signing key as JWK JSON.
+        pub public_jwk: String,
+        /// Hex SHA-256 of the credential secret (the secret itself is never stored).
+        pub secret_sha256: String,
+        /// When the challenge was issued.
+        pub created_at: DateTimeUtc,
+        /// After this the answer is refused (`challenge_expired`).
+        pub expires_at: DateTimeUtc,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

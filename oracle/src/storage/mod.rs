@@ -8,7 +8,7 @@
 pub mod entities;
 
 use chrono::{DateTime, Utc};
-use entities::{certificate, node, token, window};
+use entities::{certificate, enrollment_challenge, node, token, window};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
@@ -134,6 +134,46 @@ impl Storage {
     pub async fn insert_node(&self, model: node::Model) -> Result<(), StorageError> {
         node::ActiveModel::from(model).insert(&self.db).await?;
         Ok(())
+    }
+
+    /// Stores a pending TPM enrollment and drops the expired ones (`now` ≥ `expires_at`).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn insert_challenge(
+        &self,
+        model: enrollment_challenge::Model,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError> {
+        enrollment_challenge::Entity::delete_many()
+            .filter(enrollment_challenge::Column::ExpiresAt.lte(now))
+            .exec(&self.db)
+            .await?;
+        enrollment_challenge::ActiveModel::from(model)
+            .insert(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the pending enrollment `id` and returns it: each challenge is answered at most
+    /// once, and of two concurrent answers only the one whose delete removed the row gets it.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn take_challenge(
+        &self,
+        id: &str,
+    ) -> Result<Option<enrollment_challenge::Model>, StorageError> {
+        let Some(found) = enrollment_challenge::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let deleted = enrollment_challenge::Entity::delete_by_id(id.to_owned())
+            .exec(&self.db)
+            .await?;
+        Ok((deleted.rows_affected == 1).then_some(found))
     }
 
     /// The node whose key has thumbprint `kid`.
