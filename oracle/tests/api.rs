@@ -21,6 +21,7 @@ async fn spawn_app() -> TestApp {
             price_per_tonne: Eur::parse("25").unwrap(),
             node_owner_share_pct: 70.0,
         },
+        ek_roots: Vec::new(),
     };
     let state = AppState::open(dir.path(), &db, settings).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
