@@ -4,8 +4,8 @@
 pub mod tpm;
 
 use crate::state::{NodeState, SignerKind, StateDir, StateError};
+use wattest_shared::SoftwareKey;
 use wattest_shared::jws::{JwsSigner, SignError};
-use wattest_shared::{RsaJwk, SoftwareKey};
 
 /// File name of the software node key (PKCS#8 DER, mode 0600) in the state dir.
 pub const SOFTWARE_KEY_FILE: &str = "node-key.der";
@@ -39,16 +39,6 @@ impl NodeSigner {
             }
             #[cfg(not(feature = "tpm"))]
             SignerKind::Tpm => Err(StateError::Invalid("this node was enrolled with a TPM key but this agent was built without the `tpm` feature".into())),
-        }
-    }
-
-    /// The public key as a JWK.
-    #[must_use]
-    pub fn public_jwk(&self) -> RsaJwk {
-        match self {
-            Self::Software(k) => k.public_jwk().clone(),
-            #[cfg(feature = "tpm")]
-            Self::Tpm(t) => t.public_jwk(),
         }
     }
 }
