@@ -6,12 +6,9 @@
 
 #![allow(dead_code, missing_docs, unused_imports, clippy::unwrap_used)]
 
-#[path = "../src/integrator.rs"]
-mod integrator;
-#[path = "../src/sampler.rs"]
-mod sampler;
-#[path = "../src/sources/mod.rs"]
-mod sources;
+use wattest_agent::integrator;
+use wattest_agent::sampler;
+use wattest_agent::sources;
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use integrator::SourceIntegrator;

@@ -14,7 +14,6 @@
 //! window's `max_power` is the highest of them, so that it is never below the window's mean.
 
 // Until the CLI (another branch) calls everything here.
-#![allow(dead_code)]
 
 use crate::sources::Reading;
 use wattest_shared::{Joules, Watts};

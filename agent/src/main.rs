@@ -1,30 +1,23 @@
 //! `wattest-agent`: measures the energy of a job or an edge node, signs each window and sends it
 //! to the Wattest oracle.
 
-mod enroll;
-mod integrator;
-mod runner;
-mod sampler;
-mod signer;
-mod sources;
-mod spool;
-mod state;
-mod uploader;
-
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use runner::{Chain, spawn_background_upload, spawn_signer, start_sampler, summary_line};
-use sampler::SamplerConfig;
-use signer::NodeSigner;
-use sources::{DiscoveryConfig, SolarConfig};
-use spool::Spool;
-use state::{SignerKind, StateDir};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use uploader::Uploader;
+use wattest_agent::runner::{
+    Chain, spawn_background_upload, spawn_signer, start_sampler, summary_line,
+};
+use wattest_agent::sampler::SamplerConfig;
+use wattest_agent::signer::NodeSigner;
+use wattest_agent::sources::{DiscoveryConfig, SolarConfig};
+use wattest_agent::spool::Spool;
+use wattest_agent::state::{SignerKind, StateDir};
+use wattest_agent::uploader::Uploader;
+use wattest_agent::{enroll, runner, sources};
 use wattest_shared::Watts;
 use wattest_shared::window::Attribution;
 

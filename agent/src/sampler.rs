@@ -17,7 +17,6 @@
 //! consumer (signer, uploader) never delays a sample.
 
 // Until the CLI (another branch) calls everything here.
-#![allow(dead_code)]
 
 use crate::integrator::{SourceIntegrator, WindowTotals};
 use crate::sources::procfs::{HostCpuReader, ProcessTree, cpu_share};

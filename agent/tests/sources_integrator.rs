@@ -3,12 +3,8 @@
 
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
-#[path = "../src/integrator.rs"]
-mod integrator;
-#[path = "../src/sampler.rs"]
-mod sampler;
-#[path = "../src/sources/mod.rs"]
-mod sources;
+use wattest_agent::integrator;
+use wattest_agent::sources;
 
 use integrator::{SourceIntegrator, integrate, trapezoid_error_bound};
 use proptest::prelude::*;

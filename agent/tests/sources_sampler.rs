@@ -3,12 +3,8 @@
 
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
-#[path = "../src/integrator.rs"]
-mod integrator;
-#[path = "../src/sampler.rs"]
-mod sampler;
-#[path = "../src/sources/mod.rs"]
-mod sources;
+use wattest_agent::sampler;
+use wattest_agent::sources;
 
 use sampler::{MeasuredWindow, Sampler, SamplerConfig};
 use sources::{PowerSource, Reading, SourceError, SourceInfo};

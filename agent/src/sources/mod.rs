@@ -11,7 +11,6 @@
 //! `docs/measurement.md`.
 
 // Until the CLI (another branch) calls everything here.
-#![allow(dead_code)]
 
 pub mod cpu_estimate;
 pub mod hwmon;
