@@ -32,7 +32,11 @@ fn script() -> PathBuf {
 
 fn free_port() -> u16 {
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         if port < 65535 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
             return port;
         }
@@ -41,29 +45,45 @@ fn free_port() -> u16 {
 
 fn bench(c: &mut Criterion) {
     let software = SoftwareKey::generate(2048).unwrap();
-    c.bench_function("sign_window_software_rsa2048", |b| b.iter(|| sign_compact(&software, WINDOW_TYP, black_box(PAYLOAD)).unwrap()));
+    c.bench_function("sign_window_software_rsa2048", |b| {
+        b.iter(|| sign_compact(&software, WINDOW_TYP, black_box(PAYLOAD)).unwrap())
+    });
 
     let jws = sign_compact(&software, WINDOW_TYP, PAYLOAD).unwrap();
     let public = software.public_jwk().to_public_key().unwrap();
     c.bench_function("verify_window_rsa2048", |b| {
-        b.iter(|| decode_header(black_box(&jws), WINDOW_TYP).unwrap().verify(&public, SaltPolicy::DigestOnly).unwrap())
+        b.iter(|| {
+            decode_header(black_box(&jws), WINDOW_TYP)
+                .unwrap()
+                .verify(&public, SaltPolicy::DigestOnly)
+                .unwrap()
+        })
     });
 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let started = Command::new(script()).arg("start").arg(port.to_string()).arg(dir.path()).output();
+    let started = Command::new(script())
+        .arg("start")
+        .arg(port.to_string())
+        .arg(dir.path())
+        .output();
     match started {
         Ok(out) if out.status.success() => {
             let _guard = Swtpm(dir.path().to_owned());
             let tcti = String::from_utf8(out.stdout).unwrap().trim().to_owned();
             let state = dir.path().join("agent");
-            let (signer, _) = wattest_agent::signer::tpm::TpmSigner::enroll(&tcti, &state, &[0u8; 32]).unwrap();
+            let (signer, _) =
+                wattest_agent::signer::tpm::TpmSigner::enroll(&tcti, &state, &[0u8; 32]).unwrap();
             let mut group = c.benchmark_group("tpm");
             group.sample_size(20);
-            group.bench_function("sign_window_swtpm_rsa2048", |b| b.iter(|| signer.sign_ps256(black_box(PAYLOAD)).unwrap()));
+            group.bench_function("sign_window_swtpm_rsa2048", |b| {
+                b.iter(|| signer.sign_ps256(black_box(PAYLOAD)).unwrap())
+            });
             group.finish();
         }
-        other => eprintln!("SKIPPED the swtpm signing benchmark: swtpm could not be started ({other:?}); install swtpm swtpm-tools"),
+        other => eprintln!(
+            "SKIPPED the swtpm signing benchmark: swtpm could not be started ({other:?}); install swtpm swtpm-tools"
+        ),
     }
 }
 

@@ -13,34 +13,7 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Timeout of one HTTP request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Certificate figures the oracle returns with a final window.
-#[derive(Debug, Clone, Deserialize)]
-pub struct CertificateSummary {
-    /// Certificate id.
-    pub id: String,
-    /// Job id.
-    pub job_id: Option<String>,
-    /// Grid zone.
-    pub zone: String,
-    /// Energy consumed, Wh.
-    pub energy_wh: f64,
-    /// Grid energy, Wh.
-    pub grid_wh: f64,
-    /// Solar energy, Wh.
-    pub solar_wh: f64,
-    /// Emissions, kgCO2e.
-    pub emissions_kg_co2e: f64,
-    /// Intensity, gCO2e/kWh.
-    pub intensity_g_co2e_per_kwh: f64,
-    /// Dataset of the intensity.
-    pub intensity_dataset: String,
-    /// Avoided emissions, kgCO2e.
-    pub avoided_kg_co2e: f64,
-    /// Attestation level.
-    pub attestation_level: String,
-    /// Windows covered.
-    pub window_count: i64,
-}
+pub use wattest_shared::api::CertificateSummary;
 
 #[derive(Debug, Deserialize)]
 struct Accepted {

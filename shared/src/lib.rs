@@ -1,6 +1,7 @@
 //! The Wattest wire contract shared by the agent, the oracle and the offline verifier: telemetry
 //! windows, certificate claims, units, JWK/JWS (PS256) and certificate verification.
 
+pub mod api;
 pub mod certificate;
 pub mod jwk;
 pub mod jws;

@@ -1,7 +1,6 @@
 //! Reading certificates: a filtered list of summaries, and one certificate with its JWS.
 
 use super::problem::ApiError;
-use super::telemetry::CertificateSummary;
 use crate::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -10,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use wattest_shared::CertificateClaims;
+use wattest_shared::api::CertificateSummary;
 
 /// Filters of `GET /v1/certificates`.
 #[derive(Debug, Deserialize, IntoParams)]

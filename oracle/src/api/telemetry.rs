@@ -12,8 +12,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
+use wattest_shared::api::{CertificateSummary, TelemetryAccepted};
 use wattest_shared::certificate::{CertificateClaims, CertifiedNode};
 use wattest_shared::jws::{SaltLength, decode_header, jws_hash, sign_compact};
 use wattest_shared::window::{WINDOW_TYP, WindowClaims};
@@ -25,43 +26,6 @@ use wattest_shared::{AttestationLevel, CERTIFICATE_TYP, RsaJwk};
 pub struct TelemetryRequest {
     /// The window as a compact JWS.
     pub jws: String,
-}
-
-/// Figures of an issued certificate, returned with the final window.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CertificateSummary {
-    /// Certificate id (`jti`).
-    pub id: String,
-    /// Job id.
-    pub job_id: Option<String>,
-    /// Node id.
-    pub node_id: String,
-    /// Grid zone.
-    pub zone: String,
-    /// Issue time.
-    pub issued_at: DateTime<Utc>,
-    /// Period start.
-    pub period_start: DateTime<Utc>,
-    /// Period end.
-    pub period_end: DateTime<Utc>,
-    /// Energy consumed, Wh.
-    pub energy_wh: f64,
-    /// Grid energy, Wh.
-    pub grid_wh: f64,
-    /// Solar energy, Wh.
-    pub solar_wh: f64,
-    /// Location-based emissions, kgCO2e.
-    pub emissions_kg_co2e: f64,
-    /// Mean grid intensity applied, gCO2e/kWh.
-    pub intensity_g_co2e_per_kwh: f64,
-    /// Intensity dataset.
-    pub intensity_dataset: String,
-    /// Avoided emissions, kgCO2e.
-    pub avoided_kg_co2e: f64,
-    /// Node key protection.
-    pub attestation_level: String,
-    /// Number of windows.
-    pub window_count: i64,
 }
 
 impl From<&certificate::Model> for CertificateSummary {
@@ -85,21 +49,6 @@ impl From<&certificate::Model> for CertificateSummary {
             window_count: c.window_count,
         }
     }
-}
-
-/// Acknowledgement of an accepted window.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TelemetryAccepted {
-    /// Node id.
-    pub node_id: String,
-    /// Accepted seq.
-    pub seq: u64,
-    /// base64url SHA-256 of the window JWS: the next window's `prev`.
-    pub hash: String,
-    /// Salt length of the signature (`digest`, or `maximum` for some TPMs).
-    pub salt_length: SaltLength,
-    /// The certificate issued, when this was a final window.
-    pub certificate: Option<CertificateSummary>,
 }
 
 /// Submits one signed telemetry window.
