@@ -5,12 +5,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
-use wattest_agent::runner::{
-    Chain, spawn_background_upload, spawn_signer, start_sampler, summary_line,
-};
+use wattest_agent::runner::{Chain, Measurement, summary_line};
 use wattest_agent::sampler::SamplerConfig;
 use wattest_agent::signer::NodeSigner;
 use wattest_agent::sources::{DiscoveryConfig, SolarConfig};
@@ -422,12 +418,15 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         attribution: args.attribution.into(),
         job_pid: Some(pid),
     };
-    let (sampler, windows) = start_sampler(discovery, sampler_cfg);
-    let wake = Arc::new(Notify::new());
-    let stop = Arc::new(Notify::new());
     let chain = Chain::open(&dir, signer, Some(job_id.clone()), args.attribution.into())?;
-    let signer_thread = spawn_signer(chain, windows, wake.clone(), None);
-    let background = spawn_background_upload(uploader.clone(), spool.clone(), wake, stop.clone());
+    let measurement = Measurement::start(
+        discovery,
+        sampler_cfg,
+        chain,
+        uploader.clone(),
+        spool.clone(),
+        None,
+    );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -441,25 +440,13 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         }
     };
 
-    let last = tokio::task::spawn_blocking(move || sampler.finish()).await?;
-    let mut chain = signer_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the signer thread panicked"))??;
-    chain.append(last, true)?;
-    stop.notify_one();
-    let mut report = background.await?;
-    let last_round = uploader
-        .drain(
-            &spool,
-            Some(tokio::time::Instant::now() + Duration::from_secs(args.upload_timeout)),
-        )
-        .await;
-    report.certificates.extend(last_round.certificates);
-    report.rejected.extend(last_round.rejected);
+    let mut report = measurement
+        .finish(Duration::from_secs(args.upload_timeout))
+        .await?;
 
     let certificate = match report.certificates.pop() {
         Some(c) => Some(c),
-        None if last_round.final_already_accepted => {
+        None if report.final_already_accepted => {
             runner::fetch_certificate(&uploader, &node.node_id, &job_id)
                 .await
                 .ok()
@@ -476,10 +463,10 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
                 c.id
             );
         }
-        None if last_round.remaining > 0 => eprintln!(
+        None if report.remaining > 0 => eprintln!(
             "wattest: the oracle could not be reached; {} windows stay in {} and will be sent by the next run or `wattest-agent flush`",
-            last_round.remaining,
-            spool_dir(&dir).display()
+            report.remaining,
+            dir.spool().display()
         ),
         None => eprintln!("wattest: no certificate was issued; see the errors above"),
     }
@@ -487,10 +474,6 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         eprintln!("wattest: window {seq} was rejected: {reason}");
     }
     Ok(exit_code(status))
-}
-
-fn spool_dir(dir: &StateDir) -> PathBuf {
-    dir.spool()
 }
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {
@@ -515,14 +498,17 @@ async fn watch_cmd(args: WatchArgs) -> Result<()> {
         attribution: Attribution::Machine,
         job_pid: None,
     };
-    let (sampler, windows) = start_sampler(discovery, sampler_cfg);
-    let wake = Arc::new(Notify::new());
-    let stop = Arc::new(Notify::new());
     let chain = Chain::open(&dir, signer, None, Attribution::Machine)?;
     let certify_every =
         chrono::Duration::seconds(i64::try_from(args.certify_every).unwrap_or(3600));
-    let signer_thread = spawn_signer(chain, windows, wake.clone(), Some(certify_every));
-    let background = spawn_background_upload(uploader.clone(), spool.clone(), wake, stop.clone());
+    let measurement = Measurement::start(
+        discovery,
+        sampler_cfg,
+        chain,
+        uploader,
+        spool,
+        Some(certify_every),
+    );
     eprintln!(
         "wattest: watching node {} ({}), {} s windows, a certificate every {} s; stop with SIGTERM or Ctrl-C",
         node.node_id, node.name, args.window, args.certify_every
@@ -534,28 +520,12 @@ async fn watch_cmd(args: WatchArgs) -> Result<()> {
         _ = tokio::signal::ctrl_c() => {},
     }
     tracing::info!("Stopping: closing the last window.");
-    let last = tokio::task::spawn_blocking(move || sampler.finish()).await?;
-    let mut chain = signer_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("the signer thread panicked"))??;
-    chain.append(last, true)?;
-    stop.notify_one();
-    let mut report = background.await?;
-    let last_round = uploader
-        .drain(
-            &spool,
-            Some(tokio::time::Instant::now() + Duration::from_secs(30)),
-        )
-        .await;
-    report.certificates.extend(last_round.certificates);
+    let report = measurement.finish(Duration::from_secs(30)).await?;
     for c in &report.certificates {
         eprintln!("wattest: certificate {}: {}", c.id, summary_line(c));
     }
-    if last_round.remaining > 0 {
-        eprintln!(
-            "wattest: {} windows stay in the spool",
-            last_round.remaining
-        );
+    if report.remaining > 0 {
+        eprintln!("wattest: {} windows stay in the spool", report.remaining);
     }
     Ok(())
 }

@@ -165,12 +165,73 @@ pub fn spawn_background_upload(
     })
 }
 
-/// Starts the sampler over `discovery`'s sources.
-pub fn start_sampler(
-    discovery: Discovery,
-    cfg: SamplerConfig,
-) -> (Sampler, Receiver<MeasuredWindow>) {
-    Sampler::start(discovery.sources, cfg)
+/// A measurement in progress: sampler thread, signer thread and background uploader.
+pub struct Measurement {
+    sampler: Sampler,
+    signer_thread: std::thread::JoinHandle<Result<Chain>>,
+    background: tokio::task::JoinHandle<Drained>,
+    stop: Arc<Notify>,
+    uploader: Uploader,
+    spool: Spool,
+}
+
+impl Measurement {
+    /// Starts sampling `discovery`'s sources into `chain`, uploading in the background.
+    /// `certify_every`: see [`spawn_signer`].
+    pub fn start(
+        discovery: Discovery,
+        cfg: SamplerConfig,
+        chain: Chain,
+        uploader: Uploader,
+        spool: Spool,
+        certify_every: Option<chrono::Duration>,
+    ) -> Self {
+        let (sampler, windows) = Sampler::start(discovery.sources, cfg);
+        let wake = Arc::new(Notify::new());
+        let stop = Arc::new(Notify::new());
+        let signer_thread = spawn_signer(chain, windows, wake.clone(), certify_every);
+        let background =
+            spawn_background_upload(uploader.clone(), spool.clone(), wake, stop.clone());
+        Self {
+            sampler,
+            signer_thread,
+            background,
+            stop,
+            uploader,
+            spool,
+        }
+    }
+
+    /// Closes the last window, marked final, then uploads until the spool is empty or
+    /// `upload_timeout` passes. The report merges the background rounds and the last one;
+    /// `remaining` and `final_already_accepted` are the last round's.
+    ///
+    /// # Errors
+    /// The signer thread failed (signing or disk), or a task panicked.
+    pub async fn finish(self, upload_timeout: std::time::Duration) -> Result<Drained> {
+        let sampler = self.sampler;
+        let last = tokio::task::spawn_blocking(move || sampler.finish()).await?;
+        let mut chain = self
+            .signer_thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the signer thread panicked"))??;
+        chain.append(last, true)?;
+        self.stop.notify_one();
+        let mut report = self.background.await?;
+        let last_round = self
+            .uploader
+            .drain(
+                &self.spool,
+                Some(tokio::time::Instant::now() + upload_timeout),
+            )
+            .await;
+        report.acknowledged += last_round.acknowledged;
+        report.certificates.extend(last_round.certificates);
+        report.rejected.extend(last_round.rejected);
+        report.remaining = last_round.remaining;
+        report.final_already_accepted = last_round.final_already_accepted;
+        Ok(report)
+    }
 }
 
 /// One-line human summary of a certificate, for stderr.

@@ -556,7 +556,7 @@ fn solar_node_with_process_attribution_earns_a_split_reward() {
 fn watch_mode_certifies_each_period_and_stops_cleanly_on_sigterm() {
     let oracle = Oracle::start();
     let (state, node_id) = oracle.enroll_agent("FR");
-    let mut child = Command::new(bin("wattest-agent"))
+    let child = Command::new(bin("wattest-agent"))
         .args([
             "watch",
             "--window",
