@@ -1,47 +1,20 @@
 //! Signing cost per window: the software key (OpenSSL) and a TPM key on a real swtpm, plus the
 //! oracle-side verification of one window (OpenSSL, RSA-2048, PS256).
 //!
-//! The swtpm part starts a disposable swtpm with `scripts/swtpm.sh` on a free port and stops it
-//! afterwards; without swtpm it says so loudly and benchmarks the software key only.
+//! The swtpm part starts a disposable swtpm (scripts/swtpm.sh, through the test helpers) on a
+//! free port and stops it afterwards.
 //! Run: `cargo bench -p wattest-agent --bench signing`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use wattest_shared::jws::{SaltPolicy, decode_header, sign_compact};
 use wattest_shared::window::WINDOW_TYP;
 use wattest_shared::{JwsSigner, SoftwareKey};
 
 /// A representative window payload (two sources), about 600 bytes of JSON.
 const PAYLOAD: &[u8] = br#"{"v":1,"node_id":"6f1c2f5e-8a1d-4c0e-9d0b-1f2e3d4c5b6a","job_id":"bench","seq":42,"prev":"q1XzAbCdEfGhIjKlMnOpQrStUvWxYz0123456789abc","start":"2026-11-23T10:00:00Z","end":"2026-11-23T10:00:10Z","attribution":"machine","sources":[{"source":"gpu0","kind":"gpu","method":"nvml_energy_counter","energy_wh":0.9722,"mean_w":350.0,"max_w":371.2,"samples":10,"uncertainty_pct":5.0},{"source":"rapl:package-0","kind":"cpu","method":"rapl_counter","energy_wh":0.118,"mean_w":42.48,"max_w":60.1,"samples":10,"uncertainty_pct":5.0}],"solar_wh":0.0,"final":false}"#;
-
-struct Swtpm(PathBuf);
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = Command::new(script()).arg("stop").arg(&self.0).status();
-    }
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/swtpm.sh")
-}
-
-fn free_port() -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port < 65535 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-}
 
 fn bench(c: &mut Criterion) {
     let software = SoftwareKey::generate(2048).unwrap();
@@ -60,30 +33,17 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let started = Command::new(script())
-        .arg("start")
-        .arg(port.to_string())
-        .arg(dir.path())
-        .output();
-    match started {
-        Ok(out) if out.status.success() => {
-            let _guard = Swtpm(dir.path().to_owned());
-            let tcti = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-            let state = dir.path().join("agent");
-            let (signer, _) =
-                wattest_agent::signer::tpm::TpmSigner::enroll(&tcti, &state, &[0u8; 32]).unwrap();
-            let mut group = c.benchmark_group("tpm");
-            group.sample_size(20);
-            group.bench_function("sign_window_swtpm_rsa2048", |b| {
-                b.iter(|| signer.sign_ps256(black_box(PAYLOAD)).unwrap())
-            });
-            group.finish();
-        }
-        other => eprintln!(
-            "SKIPPED the swtpm signing benchmark: swtpm could not be started ({other:?}); install swtpm swtpm-tools"
-        ),
+    // Without swtpm this says SKIPPED loudly (with WATTEST_SKIP_TPM=1) or panics with the install hint.
+    if let Some(tpm) = wattest_tests::Swtpm::start("sign_window_swtpm_rsa2048") {
+        let state = tpm.dir.path().join("agent");
+        let (signer, _) =
+            wattest_agent::signer::tpm::TpmSigner::enroll(&tpm.tcti, &state, &[0u8; 32]).unwrap();
+        let mut group = c.benchmark_group("tpm");
+        group.sample_size(20);
+        group.bench_function("sign_window_swtpm_rsa2048", |b| {
+            b.iter(|| signer.sign_ps256(black_box(PAYLOAD)).unwrap())
+        });
+        group.finish();
     }
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, missing_docs)]
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -34,6 +35,124 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+/// A port P such that P and P+1 (swtpm's control channel) are both free right now.
+pub fn free_port_pair() -> u16 {
+    loop {
+        let port = free_port();
+        if port < u16::MAX
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 1)).is_ok()
+        {
+            return port;
+        }
+    }
+}
+
+/// Waits until something listens on 127.0.0.1:`port` (5 s at most).
+pub fn wait_for_port(port: u16, what: &str) {
+    for _ in 0..250 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on {port}");
+}
+
+/// A disposable swtpm with its own EK CA.
+pub struct Swtpm {
+    /// State, logs and the private EK CA (`localca/`).
+    pub dir: tempfile::TempDir,
+    /// TCTI string for tss-esapi: `swtpm:host=127.0.0.1,port=P`.
+    pub tcti: String,
+}
+
+impl Swtpm {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/swtpm.sh")
+    }
+
+    /// Starts a swtpm; `None` (after a loud SKIPPED line) when swtpm is missing and
+    /// `WATTEST_SKIP_TPM=1`; panics with the install hint otherwise.
+    pub fn start(test: &str) -> Option<Self> {
+        let installed = Command::new("sh")
+            .args([
+                "-c",
+                "command -v swtpm && command -v swtpm_setup && command -v swtpm_localca",
+            ])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !installed {
+            if std::env::var("WATTEST_SKIP_TPM").as_deref() == Ok("1") {
+                // Straight to fd 2: libtest captures eprintln! of passing tests.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED {test}: swtpm is not installed and WATTEST_SKIP_TPM=1; TPM enrollment untested!"
+                );
+                return None;
+            }
+            panic!(
+                "{test} needs swtpm: apt-get install -y swtpm swtpm-tools libtss2-dev \
+                 (or set WATTEST_SKIP_TPM=1 to skip the TPM tests loudly)"
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        for _ in 0..20 {
+            let port = free_port_pair();
+            let out = Command::new(Self::script())
+                .arg("start")
+                .arg(port.to_string())
+                .arg(dir.path())
+                .output()
+                .expect("run scripts/swtpm.sh");
+            if !out.status.success() {
+                // Most likely the port was taken between probing and binding: try another.
+                eprintln!("swtpm.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+                continue;
+            }
+            let tcti = String::from_utf8(out.stdout)
+                .expect("utf8")
+                .trim()
+                .to_owned();
+            wait_for_port(port, "swtpm");
+            return Some(Self { dir, tcti });
+        }
+        panic!("could not start swtpm");
+    }
+
+    /// swtpm's root and issuer CA certificates (trust anchors for `verify_ek_certificate`).
+    pub fn ca_certificates(&self) -> Vec<openssl::x509::X509> {
+        ["swtpm-localca-rootca-cert.pem", "issuercert.pem"]
+            .iter()
+            .map(|f| {
+                let pem = std::fs::read(self.dir.path().join("localca").join(f)).expect("CA");
+                openssl::x509::X509::from_pem(&pem).expect("pem")
+            })
+            .collect()
+    }
+
+    /// A directory with swtpm's root and issuer CA certificates only (no keys): `--ek-ca-dir`.
+    pub fn ca_dir(&self) -> PathBuf {
+        let ca = self.dir.path().join("ek-ca");
+        std::fs::create_dir_all(&ca).expect("mkdir");
+        for file in ["swtpm-localca-rootca-cert.pem", "issuercert.pem"] {
+            std::fs::copy(self.dir.path().join("localca").join(file), ca.join(file))
+                .expect("copy swtpm CA certificate");
+        }
+        ca
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
 }
 
 /// A running `wattest-oracle serve`, killed on drop.
@@ -83,6 +202,33 @@ impl Oracle {
         };
         oracle.wait_healthy();
         oracle
+    }
+
+    /// Starts an oracle on SQLite trusting the EK CA certificates in `ek_ca_dir`, if any.
+    pub fn with_ek_ca(ek_ca_dir: Option<&Path>) -> Self {
+        match ek_ca_dir {
+            Some(dir) => {
+                Self::start_with(None, &["--ek-ca-dir", dir.to_str().expect("UTF-8 path")])
+            }
+            None => Self::start(),
+        }
+    }
+
+    /// POSTs JSON with a bearer token; returns the status and the JSON body (null if none).
+    pub fn post_json(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(serde_json::Value::Null))
     }
 
     fn wait_healthy(&self) {

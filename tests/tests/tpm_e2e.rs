@@ -15,206 +15,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::{Value, json};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-/// A built binary of this workspace, next to the test executable's `deps/` directory.
-fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target/debug");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built: run `cargo build -p wattest-agent -p wattest-oracle` (or `cargo build --workspace`) before these tests",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// A port P such that P and P+1 (swtpm's control channel) are both free right now.
-fn free_port_pair() -> u16 {
-    loop {
-        let port = free_port();
-        if port < u16::MAX
-            && TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && TcpListener::bind(("127.0.0.1", port + 1)).is_ok()
-        {
-            return port;
-        }
-    }
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    for _ in 0..250 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{what} did not listen on {port}");
-}
-
-/// A disposable swtpm with its own EK CA.
-struct Swtpm {
-    dir: tempfile::TempDir,
-    tcti: String,
-}
-
-impl Swtpm {
-    fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/swtpm.sh")
-    }
-
-    /// Starts a swtpm; `None` (after a loud SKIPPED line) when swtpm is missing and
-    /// `WATTEST_SKIP_TPM=1`; panics with the install hint otherwise.
-    fn start(test: &str) -> Option<Self> {
-        let installed = Command::new("sh")
-            .args([
-                "-c",
-                "command -v swtpm && command -v swtpm_setup && command -v swtpm_localca",
-            ])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !installed {
-            if std::env::var("WATTEST_SKIP_TPM").as_deref() == Ok("1") {
-                // Straight to fd 2: libtest captures eprintln! of passing tests.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED {test}: swtpm is not installed and WATTEST_SKIP_TPM=1; TPM enrollment untested!"
-                );
-                return None;
-            }
-            panic!(
-                "{test} needs swtpm: apt-get install -y swtpm swtpm-tools libtss2-dev \
-                 (or set WATTEST_SKIP_TPM=1 to skip the TPM tests loudly)"
-            );
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        for _ in 0..20 {
-            let port = free_port_pair();
-            let out = Command::new(Self::script())
-                .arg("start")
-                .arg(port.to_string())
-                .arg(dir.path())
-                .output()
-                .expect("run scripts/swtpm.sh");
-            if !out.status.success() {
-                // Most likely the port was taken between probing and binding: try another.
-                eprintln!("swtpm.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-                continue;
-            }
-            let tcti = String::from_utf8(out.stdout)
-                .expect("utf8")
-                .trim()
-                .to_owned();
-            wait_for_port(port, "swtpm");
-            return Some(Self { dir, tcti });
-        }
-        panic!("could not start swtpm");
-    }
-
-    /// A directory with swtpm's root and issuer CA certificates only (no keys): `--ek-ca-dir`.
-    fn ca_dir(&self) -> PathBuf {
-        let ca = self.dir.path().join("ek-ca");
-        std::fs::create_dir_all(&ca).expect("mkdir");
-        for file in ["swtpm-localca-rootca-cert.pem", "issuercert.pem"] {
-            std::fs::copy(self.dir.path().join("localca").join(file), ca.join(file))
-                .expect("copy swtpm CA certificate");
-        }
-        ca
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = Command::new(Self::script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// A running `wattest-oracle serve` with a fresh SQLite data dir.
-struct Oracle {
-    child: Child,
-    data: tempfile::TempDir,
-    url: String,
-}
-
-impl Oracle {
-    fn start(ek_ca_dir: Option<&Path>) -> Self {
-        let data = tempfile::tempdir().expect("data dir");
-        let port = free_port();
-        let mut cmd = Command::new(bin("wattest-oracle"));
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data.path())
-            .env_remove("DATABASE_URL")
-            .env_remove("WATTEST_EK_CA_DIR")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if let Some(dir) = ek_ca_dir {
-            cmd.arg("--ek-ca-dir").arg(dir);
-        }
-        let child = cmd.spawn().expect("start wattest-oracle");
-        wait_for_port(port, "wattest-oracle");
-        Self {
-            child,
-            data,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn token(&self) -> String {
-        let out = Command::new(bin("wattest-oracle"))
-            .args(["token", "create", "--role", "node", "--data-dir"])
-            .arg(self.data.path())
-            .env_remove("DATABASE_URL")
-            .output()
-            .expect("token create");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .expect("utf8")
-            .trim()
-            .to_owned()
-    }
-
-    fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
-        let response = reqwest::blocking::Client::new()
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .expect("POST");
-        let status = response.status().as_u16();
-        (status, response.json().unwrap_or(Value::Null))
-    }
-}
-
-impl Drop for Oracle {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Instant;
+use wattest_tests::{Oracle, Swtpm, bin};
 
 /// Runs `wattest-agent SUBCOMMAND --state-dir DIR ARGS…` (the state dir before a `--`).
 fn agent(state_dir: &Path, args: &[&str]) -> Output {
@@ -234,7 +39,7 @@ fn agent(state_dir: &Path, args: &[&str]) -> Output {
 }
 
 fn enroll(oracle: &Oracle, state_dir: &Path, signer: &str, tcti: Option<&str>) -> Output {
-    let token = oracle.token();
+    let token = oracle.token("node");
     let mut args = vec![
         "enroll",
         "--oracle",
@@ -282,7 +87,7 @@ fn tpm_node_gets_tpm_certificates_and_software_node_software() {
     else {
         return;
     };
-    let oracle = Oracle::start(Some(&tpm.ca_dir()));
+    let oracle = Oracle::with_ek_ca(Some(&tpm.ca_dir()));
 
     let tpm_state = tempfile::tempdir().expect("state");
     let started = Instant::now();
@@ -450,9 +255,9 @@ fn tampered_tpm_evidence_is_refused_and_nothing_enrolled() {
     let evidence = captured.join().expect("capture thread");
     assert_eq!(evidence["attestation"]["type"], "tpm");
 
-    let oracle = Oracle::start(Some(&tpm.ca_dir()));
-    let token = oracle.token();
-    let post = |body: &Value| oracle.post("/v1/nodes", &token, body);
+    let oracle = Oracle::with_ek_ca(Some(&tpm.ca_dir()));
+    let token = oracle.token("node");
+    let post = |body: &Value| oracle.post_json("/v1/nodes", &token, body);
 
     // Wrong credential answer: 403, and the challenge is consumed (one attempt).
     let (status, challenge) = post(&evidence);
@@ -471,12 +276,12 @@ fn tampered_tpm_evidence_is_refused_and_nothing_enrolled() {
     );
     let wrong = json!({ "secret": B64.encode([7u8; 32]) });
     assert_problem(
-        oracle.post(&answer_path, &token, &wrong),
+        oracle.post_json(&answer_path, &token, &wrong),
         403,
         "credential_mismatch",
     );
     assert_problem(
-        oracle.post(&answer_path, &token, &wrong),
+        oracle.post_json(&answer_path, &token, &wrong),
         404,
         "challenge_not_found",
     );
@@ -533,10 +338,10 @@ fn tampered_tpm_evidence_is_refused_and_nothing_enrolled() {
 
     // EK certificate from a CA this oracle does not trust.
     let unknown = unknown_ca_dir();
-    let oracle = Oracle::start(Some(unknown.path()));
-    let token = oracle.token();
+    let oracle = Oracle::with_ek_ca(Some(unknown.path()));
+    let token = oracle.token("node");
     assert_problem(
-        oracle.post("/v1/nodes", &token, &evidence),
+        oracle.post_json("/v1/nodes", &token, &evidence),
         422,
         "ek_cert_untrusted",
     );
@@ -549,10 +354,10 @@ fn tampered_tpm_evidence_is_refused_and_nothing_enrolled() {
     drop(oracle);
 
     // An oracle with no EK roots at all refuses TPM enrollment.
-    let oracle = Oracle::start(None);
-    let token = oracle.token();
+    let oracle = Oracle::with_ek_ca(None);
+    let token = oracle.token("node");
     assert_problem(
-        oracle.post("/v1/nodes", &token, &evidence),
+        oracle.post_json("/v1/nodes", &token, &evidence),
         422,
         "ek_cert_untrusted",
     );

@@ -804,111 +804,13 @@ mod tests {
         check_ak, check_credential, make_credential, verify_certify, verify_ek_certificate,
     };
     use super::*;
-    use std::net::TcpListener;
     use std::os::unix::fs::PermissionsExt as _;
-    use std::process::Command;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     use wattest_shared::jws::{SaltPolicy, decode_header, sign_compact};
 
     const TYP: &str = "wattest-window+jwt";
 
-    /// A running swtpm with its state and its private EK CA in a temporary directory.
-    struct Swtpm {
-        dir: tempfile::TempDir,
-        tcti: String,
-    }
-
-    impl Swtpm {
-        fn script() -> PathBuf {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/swtpm.sh")
-        }
-
-        /// Starts a swtpm, or returns `None` after a loud SKIPPED line when it is not installed
-        /// and `WATTEST_SKIP_TPM=1`; panics with install instructions otherwise.
-        fn start(test: &str) -> Option<Self> {
-            let installed = Command::new("sh")
-                .args(["-c", "command -v swtpm && command -v swtpm_setup"])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            if !installed {
-                if std::env::var("WATTEST_SKIP_TPM").as_deref() == Ok("1") {
-                    // Straight to fd 2: libtest captures eprintln! of passing tests.
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "SKIPPED {test}: swtpm is not installed and WATTEST_SKIP_TPM=1; TPM code untested!"
-                    );
-                    return None;
-                }
-                panic!(
-                    "{test} needs swtpm: apt-get install -y swtpm swtpm-tools libtss2-dev \
-                     (or set WATTEST_SKIP_TPM=1 to skip the TPM tests loudly)"
-                );
-            }
-            let dir = tempfile::tempdir().expect("tempdir");
-            for _ in 0..20 {
-                let port = free_port_pair();
-                let out = Command::new(Self::script())
-                    .arg("start")
-                    .arg(port.to_string())
-                    .arg(dir.path())
-                    .output()
-                    .expect("run scripts/swtpm.sh");
-                if !out.status.success() {
-                    // Most likely the port was taken between probing and binding: try another.
-                    eprintln!("swtpm.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-                    continue;
-                }
-                let tcti = String::from_utf8(out.stdout)
-                    .expect("utf8")
-                    .trim()
-                    .to_owned();
-                wait_for_port(port);
-                return Some(Self { dir, tcti });
-            }
-            panic!("could not start swtpm");
-        }
-
-        fn ca_certificates(&self) -> Vec<openssl::x509::X509> {
-            ["swtpm-localca-rootca-cert.pem", "issuercert.pem"]
-                .iter()
-                .map(|f| {
-                    let pem = fs::read(self.dir.path().join("localca").join(f)).expect("CA");
-                    openssl::x509::X509::from_pem(&pem).expect("pem")
-                })
-                .collect()
-        }
-    }
-
-    impl Drop for Swtpm {
-        fn drop(&mut self) {
-            let _ = Command::new(Self::script())
-                .arg("stop")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
-
-    /// A port P such that P and P+1 (swtpm's control channel) are both free right now.
-    fn free_port_pair() -> u16 {
-        loop {
-            let first = TcpListener::bind("127.0.0.1:0").expect("bind");
-            let port = first.local_addr().expect("addr").port();
-            if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-                return port;
-            }
-        }
-    }
-
-    fn wait_for_port(port: u16) {
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("swtpm did not listen on {port}");
-    }
+    use wattest_tests::Swtpm;
 
     fn random(n: usize) -> Vec<u8> {
         let mut out = vec![0; n];
