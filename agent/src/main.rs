@@ -248,6 +248,7 @@ fn init_tracing(json: bool) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_json);
+    wattest_shared::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -12,6 +12,7 @@ struct TestApp {
 }
 
 async fn spawn_app() -> TestApp {
+    wattest_shared::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
     let settings = Settings {

@@ -45,6 +45,7 @@ impl App {
 
 /// The oracle on a random loopback port; `ek_roots` as `--ek-ca-dir` would load them.
 async fn spawn_app(ek_roots: Vec<openssl::x509::X509>) -> App {
+    wattest_shared::tls::install_crypto_provider();
     let data = tempfile::tempdir().expect("data dir");
     let url = format!("sqlite://{}?mode=rwc", data.path().join("t.db").display());
     let settings = Settings {

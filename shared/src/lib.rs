@@ -4,6 +4,8 @@
 pub mod api;
 pub mod certificate;
 pub mod jwk;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod jws;
 pub mod units;
 pub mod window;

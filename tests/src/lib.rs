@@ -172,6 +172,7 @@ impl Oracle {
 
     /// Starts an oracle with an optional `DATABASE_URL` and extra `serve` arguments.
     pub fn start_with(database_url: Option<String>, extra: &[&str]) -> Self {
+        wattest_shared::tls::install_crypto_provider();
         let data_dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");

@@ -64,6 +64,7 @@ fn extract_jws(text: &str) -> Result<String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    wattest_shared::tls::install_crypto_provider();
     let inputs = (|| -> Result<(String, Jwks)> {
         let jws = extract_jws(&read_source(&args.cert)?)?;
         let jwks: Jwks = serde_json::from_str(&read_source(&args.jwks)?)

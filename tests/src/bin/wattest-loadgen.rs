@@ -96,6 +96,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn main() {
     let args = parse_args();
+    wattest_shared::tls::install_crypto_provider();
     let client = reqwest::blocking::Client::builder().pool_max_idle_per_host(args.concurrency).build().unwrap();
     eprintln!("Enrolling {} nodes and signing {} windows each…", args.nodes, args.windows);
     let chains: Vec<Chain> = (0..args.nodes).map(|i| build_chain(&client, &args, i)).collect();
