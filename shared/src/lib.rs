@@ -4,9 +4,9 @@
 pub mod api;
 pub mod certificate;
 pub mod jwk;
+pub mod jws;
 #[cfg(feature = "tls")]
 pub mod tls;
-pub mod jws;
 pub mod units;
 pub mod window;
 

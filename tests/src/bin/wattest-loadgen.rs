@@ -11,7 +11,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use wattest_shared::jws::{jws_hash, sign_compact};
-use wattest_shared::window::{Attribution, Method, SourceEnergy, SourceKind, WINDOW_TYP, WindowClaims};
+use wattest_shared::window::{
+    Attribution, Method, SourceEnergy, SourceKind, WINDOW_TYP, WindowClaims,
+};
 use wattest_shared::{SoftwareKey, WattHours, Watts};
 
 struct Args {
@@ -23,7 +25,13 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { oracle: String::new(), token: String::new(), nodes: 64, windows: 50, concurrency: 32 };
+    let mut args = Args {
+        oracle: String::new(),
+        token: String::new(),
+        nodes: 64,
+        windows: 50,
+        concurrency: 32,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -36,7 +44,10 @@ fn parse_args() -> Args {
             other => panic!("unknown flag {other}; see the doc comment of wattest-loadgen"),
         }
     }
-    assert!(!args.oracle.is_empty() && !args.token.is_empty(), "--oracle URL and --token T are required");
+    assert!(
+        !args.oracle.is_empty() && !args.token.is_empty(),
+        "--oracle URL and --token T are required"
+    );
     args
 }
 
@@ -53,8 +64,16 @@ fn build_chain(client: &reqwest::blocking::Client, args: &Args, index: usize) ->
         .json(&serde_json::json!({ "name": format!("load-{index}"), "zone": "BE", "public_key": key.public_jwk() }))
         .send()
         .unwrap();
-    assert_eq!(response.status(), 201, "enrollment failed: {}", response.text().unwrap_or_default());
-    let node_id = response.json::<serde_json::Value>().unwrap()["node_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        response.status(),
+        201,
+        "enrollment failed: {}",
+        response.text().unwrap_or_default()
+    );
+    let node_id = response.json::<serde_json::Value>().unwrap()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let t0 = chrono::Utc::now() - chrono::Duration::seconds(10 * args.windows as i64 + 60);
     let mut prev = None;
     let mut jws = Vec::with_capacity(args.windows);
@@ -97,9 +116,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn main() {
     let args = parse_args();
     wattest_shared::tls::install_crypto_provider();
-    let client = reqwest::blocking::Client::builder().pool_max_idle_per_host(args.concurrency).build().unwrap();
-    eprintln!("Enrolling {} nodes and signing {} windows each…", args.nodes, args.windows);
-    let chains: Vec<Chain> = (0..args.nodes).map(|i| build_chain(&client, &args, i)).collect();
+    let client = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()
+        .unwrap();
+    eprintln!(
+        "Enrolling {} nodes and signing {} windows each…",
+        args.nodes, args.windows
+    );
+    let chains: Vec<Chain> = (0..args.nodes)
+        .map(|i| build_chain(&client, &args, i))
+        .collect();
     // Work queue: whole chains, so each node's windows go in order on one thread.
     let queue = Mutex::new(chains);
     let latencies = Mutex::new(Vec::with_capacity(args.nodes * args.windows));
@@ -111,9 +138,18 @@ fn main() {
                 while let Some(chain) = queue.lock().unwrap().pop() {
                     for jws in &chain.jws {
                         let t = Instant::now();
-                        let r = client.post(format!("{}/v1/telemetry", args.oracle)).header("content-type", "application/jose").body(jws.clone()).send().unwrap();
+                        let r = client
+                            .post(format!("{}/v1/telemetry", args.oracle))
+                            .header("content-type", "application/jose")
+                            .body(jws.clone())
+                            .send()
+                            .unwrap();
                         let status = r.status();
-                        assert!(status.is_success(), "window refused: {status} {}", r.text().unwrap_or_default());
+                        assert!(
+                            status.is_success(),
+                            "window refused: {status} {}",
+                            r.text().unwrap_or_default()
+                        );
                         local.push(t.elapsed());
                     }
                 }
