@@ -1,6 +1,7 @@
 //! The Wattest agent as a library: power sources, integrator, sampler, signers, spool and
 //! uploader. The `wattest-agent` binary (src/main.rs) is its command line.
 
+pub mod config;
 pub mod enroll;
 pub mod integrator;
 pub mod runner;

@@ -6,15 +6,14 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use wattest_agent::config::{self, MeasureSettings, SolarSettings};
 use wattest_agent::runner::{Chain, Measurement, summary_line};
 use wattest_agent::sampler::SamplerConfig;
 use wattest_agent::signer::NodeSigner;
-use wattest_agent::sources::{DiscoveryConfig, SolarConfig};
 use wattest_agent::spool::Spool;
 use wattest_agent::state::{SignerKind, StateDir};
 use wattest_agent::uploader::Uploader;
 use wattest_agent::{enroll, runner, sources};
-use wattest_shared::Watts;
 use wattest_shared::window::Attribution;
 
 /// Wattest agent: measures the energy of a job (`run`) or of an edge node (`watch`), signs each
@@ -82,12 +81,15 @@ struct EnrollArgs {
 
 #[derive(Debug, Args)]
 struct MeasureArgs {
-    /// Sampling period, seconds (0.05 to 60).
-    #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
-    interval: f64,
-    /// Root of sysfs for RAPL and hwmon readers (synthetic trees in tests).
-    #[arg(long, env = "WATTEST_SYSFS_ROOT", default_value = "/sys")]
-    sysfs_root: PathBuf,
+    /// TOML file with the measurement settings below (flags and environment override it).
+    #[arg(long, env = "WATTEST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Sampling period, seconds (0.05 to 60) [default: 1].
+    #[arg(long)]
+    interval: Option<f64>,
+    /// Root of sysfs for RAPL and hwmon readers (synthetic trees in tests) [default: /sys].
+    #[arg(long, env = "WATTEST_SYSFS_ROOT")]
+    sysfs_root: Option<PathBuf>,
     /// hwmon channels to read, as NAME:LABEL (repeatable; default: every power/energy channel).
     #[arg(long = "hwmon-channel")]
     hwmon_channels: Vec<String>,
@@ -188,13 +190,6 @@ impl From<AttributionArg> for Attribution {
     }
 }
 
-fn parse_interval(text: &str) -> Result<f64, String> {
-    text.parse::<f64>()
-        .ok()
-        .filter(|v| (0.05..=60.0).contains(v))
-        .ok_or_else(|| format!("{text:?} is not a period between 0.05 and 60 seconds"))
-}
-
 fn default_state_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(dir).join("wattest");
@@ -208,26 +203,29 @@ fn default_state_dir() -> PathBuf {
 }
 
 impl MeasureArgs {
-    fn discovery(&self) -> DiscoveryConfig {
-        let solar = if let Some(w) = self.solar_watts {
-            SolarConfig::Constant(Watts(w))
-        } else if let Some(f) = &self.solar_file {
-            SolarConfig::File(f.clone())
-        } else if let Some(c) = &self.solar_command {
-            SolarConfig::Command(c.clone())
-        } else if let Some(h) = &self.solar_hwmon {
-            SolarConfig::Hwmon(h.clone())
-        } else {
-            SolarConfig::None
+    /// Flags and environment over the config file over the defaults.
+    fn resolve(&self) -> Result<config::Resolved> {
+        let file = match &self.config {
+            Some(path) => config::load(path)?,
+            None => MeasureSettings::default(),
         };
-        DiscoveryConfig {
+        let any_solar = self.solar_watts.is_some()
+            || self.solar_file.is_some()
+            || self.solar_command.is_some()
+            || self.solar_hwmon.is_some();
+        let flags = MeasureSettings {
+            interval: self.interval,
             sysfs_root: self.sysfs_root.clone(),
-            procfs_root: PathBuf::from("/proc"),
-            cuda_visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
             hwmon_channels: self.hwmon_channels.clone(),
-            solar,
-            tdp_override: self.tdp_watts.map(Watts),
-        }
+            tdp_watts: self.tdp_watts,
+            solar: any_solar.then(|| SolarSettings {
+                watts: self.solar_watts,
+                file: self.solar_file.clone(),
+                command: self.solar_command.clone(),
+                hwmon: self.solar_hwmon.clone(),
+            }),
+        };
+        flags.resolve(file).map_err(anyhow::Error::msg)
     }
 }
 
@@ -305,7 +303,7 @@ async fn enroll_cmd(args: EnrollArgs) -> Result<()> {
 }
 
 fn sources_cmd(args: &SourcesArgs) -> Result<()> {
-    let discovery = sources::discover(&args.measure.discovery());
+    let discovery = sources::discover(&args.measure.resolve()?.discovery);
     let infos = sources::describe(&discovery);
     if args.json {
         println!(
@@ -412,9 +410,10 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         args.window
     );
 
-    let discovery = runner::sources(&args.measure.discovery());
+    let settings = args.measure.resolve()?;
+    let discovery = runner::sources(&settings.discovery);
     let sampler_cfg = SamplerConfig {
-        period: Duration::from_secs_f64(args.measure.interval),
+        period: Duration::from_secs_f64(settings.interval),
         window: Duration::from_secs(args.window),
         attribution: args.attribution.into(),
         job_pid: Some(pid),
@@ -492,9 +491,10 @@ async fn watch_cmd(args: WatchArgs) -> Result<()> {
     let signer = NodeSigner::load(&dir, &node)?;
     let uploader = Uploader::new(args.oracle.as_deref().unwrap_or(&node.oracle))?;
     let spool = Spool::new(dir.spool());
-    let discovery = runner::sources(&args.measure.discovery());
+    let settings = args.measure.resolve()?;
+    let discovery = runner::sources(&settings.discovery);
     let sampler_cfg = SamplerConfig {
-        period: Duration::from_secs_f64(args.measure.interval),
+        period: Duration::from_secs_f64(settings.interval),
         window: Duration::from_secs(args.window),
         attribution: Attribution::Machine,
         job_pid: None,

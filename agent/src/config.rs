@@ -1,0 +1,230 @@
+//! The agent's measurement settings: command-line flags, environment variables and an optional
+//! TOML file (`--config`, `WATTEST_CONFIG`), for edge nodes run by systemd. A flag or variable
+//! overrides the file; the file overrides the defaults.
+//!
+//! ```toml
+//! interval = 1.0                       # sampling period, s (0.05–60)
+//! sysfs_root = "/sys"                  # root of sysfs (RAPL, hwmon)
+//! hwmon_channels = ["ina226:vbus"]     # NAME:LABEL selectors; empty = every power/energy channel
+//! tdp_watts = 65.0                     # CPU TDP for the estimate, W
+//! [solar]                              # at most one of:
+//! hwmon = "ina219:solar"               #   watts = 120.0 | file = "/run/solar_w" | command = "…"
+//! ```
+
+use crate::sources::{DiscoveryConfig, SolarConfig};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use wattest_shared::Watts;
+
+/// Default sampling period, s.
+pub const DEFAULT_INTERVAL_S: f64 = 1.0;
+/// Accepted sampling periods, s: 50 ms (the agent's fastest tick) to one minute.
+pub const INTERVAL_RANGE_S: std::ops::RangeInclusive<f64> = 0.05..=60.0;
+
+/// A config file problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not the expected TOML (unknown keys included).
+    #[error("{path}: {message}")]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The `[solar]` table: exactly one way to read solar input.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SolarSettings {
+    /// Declared constant power, W.
+    pub watts: Option<f64>,
+    /// File holding the power in W.
+    pub file: Option<PathBuf>,
+    /// Command printing the power in W.
+    pub command: Option<String>,
+    /// hwmon channel NAME:LABEL.
+    pub hwmon: Option<String>,
+}
+
+/// Measurement settings, every field optional so that layers can be merged.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureSettings {
+    /// Sampling period, s.
+    pub interval: Option<f64>,
+    /// Root of sysfs.
+    pub sysfs_root: Option<PathBuf>,
+    /// hwmon selectors.
+    #[serde(default)]
+    pub hwmon_channels: Vec<String>,
+    /// CPU TDP, W.
+    pub tdp_watts: Option<f64>,
+    /// Solar input.
+    pub solar: Option<SolarSettings>,
+}
+
+/// Settings ready to use.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Sampling period, s.
+    pub interval: f64,
+    /// What to discover.
+    pub discovery: DiscoveryConfig,
+}
+
+/// Reads a TOML settings file.
+///
+/// # Errors
+/// [`ConfigError`] naming the file and the problem.
+pub fn load(path: &Path) -> Result<MeasureSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|err| ConfigError::Invalid {
+        path: path.to_owned(),
+        message: err.to_string(),
+    })
+}
+
+impl MeasureSettings {
+    /// `self` (flags and environment) over `file`, over the defaults; checks the result.
+    ///
+    /// # Errors
+    /// An interval out of range, a negative TDP or solar power, or several solar inputs.
+    pub fn resolve(self, file: MeasureSettings) -> Result<Resolved, String> {
+        let interval = self
+            .interval
+            .or(file.interval)
+            .unwrap_or(DEFAULT_INTERVAL_S);
+        if !INTERVAL_RANGE_S.contains(&interval) {
+            return Err(format!("interval {interval} s is outside 0.05–60 s"));
+        }
+        let tdp = self.tdp_watts.or(file.tdp_watts);
+        if tdp.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
+            return Err("tdp_watts must be a positive number of watts".into());
+        }
+        let solar = self.solar.or(file.solar).unwrap_or_default();
+        let chosen = [
+            solar.watts.is_some(),
+            solar.file.is_some(),
+            solar.command.is_some(),
+            solar.hwmon.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if chosen > 1 {
+            return Err("choose one solar input: watts, file, command or hwmon".into());
+        }
+        let solar = match solar {
+            SolarSettings { watts: Some(w), .. } if w.is_finite() && w >= 0.0 => {
+                SolarConfig::Constant(Watts(w))
+            }
+            SolarSettings { watts: Some(w), .. } => {
+                return Err(format!("solar watts {w} must be ≥ 0"));
+            }
+            SolarSettings { file: Some(f), .. } => SolarConfig::File(f),
+            SolarSettings {
+                command: Some(c), ..
+            } => SolarConfig::Command(c),
+            SolarSettings { hwmon: Some(h), .. } => SolarConfig::Hwmon(h),
+            _ => SolarConfig::None,
+        };
+        let hwmon_channels = if self.hwmon_channels.is_empty() {
+            file.hwmon_channels
+        } else {
+            self.hwmon_channels
+        };
+        Ok(Resolved {
+            interval,
+            discovery: DiscoveryConfig {
+                sysfs_root: self
+                    .sysfs_root
+                    .or(file.sysfs_root)
+                    .unwrap_or_else(|| PathBuf::from("/sys")),
+                procfs_root: PathBuf::from("/proc"),
+                cuda_visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
+                hwmon_channels,
+                solar,
+                tdp_override: tdp.map(Watts),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "interval = 0.5\nsysfs_root = \"/tmp/sys\"\nhwmon_channels = [\"ina226:vbus\"]\ntdp_watts = 65.0\n[solar]\nhwmon = \"ina219:solar\"\n").expect("write");
+        let file = load(&path).expect("parse");
+        let r = MeasureSettings::default()
+            .resolve(file.clone())
+            .expect("resolve");
+        assert_eq!(r.interval, 0.5);
+        assert_eq!(r.discovery.sysfs_root, PathBuf::from("/tmp/sys"));
+        assert_eq!(r.discovery.hwmon_channels, vec!["ina226:vbus".to_owned()]);
+        assert!(matches!(r.discovery.solar, SolarConfig::Hwmon(ref h) if h == "ina219:solar"));
+        let flags = MeasureSettings {
+            interval: Some(0.1),
+            solar: Some(SolarSettings {
+                watts: Some(50.0),
+                ..SolarSettings::default()
+            }),
+            ..MeasureSettings::default()
+        };
+        let r = flags.resolve(file).expect("resolve");
+        assert_eq!(r.interval, 0.1);
+        assert!(matches!(r.discovery.solar, SolarConfig::Constant(Watts(w)) if w == 50.0));
+        assert_eq!(
+            MeasureSettings::default()
+                .resolve(MeasureSettings::default())
+                .expect("defaults")
+                .interval,
+            DEFAULT_INTERVAL_S
+        );
+    }
+
+    #[test]
+    fn bad_files_and_values_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "intervall = 1\n").expect("write");
+        let err = load(&path).expect_err("unknown key");
+        assert!(err.to_string().contains("intervall"), "{err}");
+        assert!(load(&dir.path().join("missing.toml")).is_err());
+        let bad = |s: MeasureSettings| s.resolve(MeasureSettings::default()).is_err();
+        assert!(bad(MeasureSettings {
+            interval: Some(0.01),
+            ..MeasureSettings::default()
+        }));
+        assert!(bad(MeasureSettings {
+            tdp_watts: Some(-5.0),
+            ..MeasureSettings::default()
+        }));
+        assert!(bad(MeasureSettings {
+            solar: Some(SolarSettings {
+                watts: Some(1.0),
+                file: Some("/x".into()),
+                ..SolarSettings::default()
+            }),
+            ..MeasureSettings::default()
+        }));
+    }
+}
