@@ -1,0 +1,107 @@
+//! The agent's command line as users type it: `sources --json` with a settings file over a
+//! synthetic sysfs tree, flags overriding the file, and a clear error for a bad file.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+use wattest_tests::{bin, run_ok};
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn sources(config: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = run_ok(
+        Command::new(bin("wattest-agent"))
+            .args(["sources", "--json", "--config"])
+            .arg(config)
+            .args(extra)
+            .env_remove("WATTEST_SYSFS_ROOT"),
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn methods(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["kind"].as_str().unwrap().to_owned(),
+                s["method"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sources_reads_the_settings_file_and_flags_override_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    // An INA226 board meter (5.25 W) on a synthetic sysfs tree.
+    write(root, "sys/class/hwmon/hwmon0/name", "ina226\n");
+    write(root, "sys/class/hwmon/hwmon0/power1_input", "5250000\n");
+    write(root, "sys/class/hwmon/hwmon0/power1_label", "VIN\n");
+    write(root, "solar_w", "42.5\n");
+    let config = root.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "sysfs_root = \"{}\"\nhwmon_channels = [\"ina226:VIN\"]\n[solar]\nwatts = 12.5\n",
+            root.join("sys").display()
+        ),
+    )
+    .unwrap();
+
+    let listed = methods(&sources(&config, &[]));
+    assert!(
+        listed.contains(&("platform".into(), "hwmon_power_integration".into())),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&("solar".into(), "solar_declared_constant".into())),
+        "{listed:?}"
+    );
+    // The platform meter covers the CPU, so no CPU-time estimate is added.
+    assert!(
+        !listed.iter().any(|(_, m)| m == "estimate_cpu_tdp"),
+        "{listed:?}"
+    );
+
+    // A solar flag replaces the file's solar input.
+    let solar_file = root.join("solar_w");
+    let listed = methods(&sources(
+        &config,
+        &["--solar-file", solar_file.to_str().unwrap()],
+    ));
+    assert!(
+        listed.contains(&("solar".into(), "solar_power_integration".into())),
+        "{listed:?}"
+    );
+    assert!(
+        !listed.iter().any(|(_, m)| m == "solar_declared_constant"),
+        "{listed:?}"
+    );
+}
+
+#[test]
+fn a_bad_settings_file_is_refused_with_its_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("agent.toml");
+    std::fs::write(&config, "intervall = 2\n").unwrap();
+    let out = Command::new(bin("wattest-agent"))
+        .args(["sources", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("intervall") && stderr.contains("agent.toml"),
+        "{stderr}"
+    );
+}
