@@ -105,6 +105,13 @@ fn job_round_trip(oracle: &Oracle) {
             .arg("--jwks")
             .arg(&jwks_file),
     );
+    // Straight from the oracle's URLs, as an auditor would.
+    let out = run_ok(
+        Command::new(bin("wattest-verify"))
+            .arg(format!("{}/v1/certificates/{id}", oracle.url))
+            .args(["--jwks", &jwks_url]),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("VALID certificate {id}")));
 
     // A tampered certificate fails verification with exit status 1.
     let jws = cert["jws"].as_str().unwrap();

@@ -16,8 +16,8 @@ use wattest_shared::{Jwks, verify_certificate};
 #[derive(Debug, Parser)]
 #[command(name = "wattest-verify", version)]
 struct Args {
-    /// The certificate: a file holding the compact JWS (or the JSON returned by
-    /// GET /v1/certificates/{id}), or `-` for standard input.
+    /// The certificate: the compact JWS, or the JSON returned by GET /v1/certificates/{id}, read
+    /// from a file, an http(s) URL, or `-` for standard input.
     cert: String,
     /// The oracle's JWK Set: a file, or an http(s) URL such as
     /// https://oracle.example/.well-known/jwks.json.
