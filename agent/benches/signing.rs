@@ -1,4 +1,5 @@
-//! Signing cost per window: the software key (OpenSSL) and a TPM key on a real swtpm, plus the
+//! Signing cost per window: the agent's software key (ring), the same key in OpenSSL, and a TPM
+//! key on a real swtpm, plus the
 //! oracle-side verification of one window (OpenSSL, RSA-2048, PS256).
 //!
 //! The swtpm part starts a disposable swtpm (scripts/swtpm.sh, through the test helpers) on a

@@ -238,7 +238,7 @@ async fn store(
     let storage = &state.storage;
     let txn = storage.begin().await?;
     if let Some(job) = &v.claims.job_id
-        && storage.job_closed(&txn, &node.id, job).await?
+        && storage.job_closed(&*txn, &node.id, job).await?
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

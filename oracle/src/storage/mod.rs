@@ -10,6 +10,7 @@ pub mod entities;
 use chrono::{DateTime, Utc};
 use entities::{certificate, enrollment_challenge, node, token, window};
 use sea_orm::sea_query::Expr;
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
@@ -34,6 +35,36 @@ pub enum StorageError {
 #[derive(Debug, Clone)]
 pub struct Storage {
     db: DatabaseConnection,
+    /// SQLite only: write transactions take this lock first. SQLite has one writer, and a
+    /// deferred transaction that read before writing fails with SQLITE_BUSY (not retried by the
+    /// busy timeout) when another connection committed meanwhile; queueing writers in the process
+    /// avoids that. PostgreSQL runs writers concurrently (the chain head's compare-and-set keeps
+    /// them correct).
+    writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A write transaction (holding the SQLite writer lock, when there is one, until it ends).
+#[derive(Debug)]
+pub struct WriteTxn {
+    txn: DatabaseTransaction,
+    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for WriteTxn {
+    type Target = DatabaseTransaction;
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+}
+
+impl WriteTxn {
+    /// Commits.
+    ///
+    /// # Errors
+    /// Database failure (nothing of the transaction is kept).
+    pub async fn commit(self) -> Result<(), sea_orm::DbErr> {
+        self.txn.commit().await
+    }
 }
 
 /// The database URL: `DATABASE_URL` when set, else SQLite in `data_dir/wattest.db`.
@@ -57,22 +88,25 @@ impl Storage {
         options
             .connect_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
-        if url.starts_with("sqlite:") {
-            // SQLite allows one writer; a small pool avoids lock contention and busy errors.
-            options.max_connections(4);
+        let sqlite = url.starts_with("sqlite:");
+        if sqlite {
+            // Per-connection settings, applied to every pooled connection: WAL (readers never
+            // block the writer), synchronous=NORMAL (durable across process crashes; in WAL mode
+            // only a power loss can lose the last commits), foreign keys, and a busy timeout for
+            // single statements that meet a writer.
+            options.max_connections(4).map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10))
+            });
         } else {
             options.max_connections(32);
         }
         let db = Database::connect(options).await?;
-        if url.starts_with("sqlite:") {
-            // WAL: readers never block the writer; NORMAL sync is durable across process crashes.
-            db.execute_unprepared(
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
-            )
-            .await?;
-        }
         Migrator::up(&db, None).await?;
-        Ok(Self { db })
+        let writer = sqlite.then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Self { db, writer })
     }
 
     /// The connection, for read queries.
@@ -81,12 +115,19 @@ impl Storage {
         &self.db
     }
 
-    /// Starts a transaction.
+    /// Starts a write transaction (on SQLite, after the previous writer finished).
     ///
     /// # Errors
     /// Database failure.
-    pub async fn begin(&self) -> Result<DatabaseTransaction, StorageError> {
-        Ok(self.db.begin().await?)
+    pub async fn begin(&self) -> Result<WriteTxn, StorageError> {
+        let writer = match &self.writer {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        Ok(WriteTxn {
+            txn: self.db.begin().await?,
+            _writer: writer,
+        })
     }
 
     /// Stores a token by its hash.

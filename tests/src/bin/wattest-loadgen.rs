@@ -135,7 +135,10 @@ fn main() {
         for _ in 0..args.concurrency {
             scope.spawn(|| {
                 let mut local = Vec::new();
-                while let Some(chain) = queue.lock().unwrap().pop() {
+                loop {
+                    // Take the lock only to pop: a `while let` would hold the guard for the body.
+                    let next = queue.lock().unwrap().pop();
+                    let Some(chain) = next else { break };
                     for jws in &chain.jws {
                         let t = Instant::now();
                         let r = client
