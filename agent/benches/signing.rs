@@ -1,6 +1,5 @@
 //! Signing cost per window: the agent's software key (ring), the same key in OpenSSL, and a TPM
-//! key on a real swtpm, plus the
-//! oracle-side verification of one window (OpenSSL, RSA-2048, PS256).
+//! key on a real swtpm, plus the oracle-side verification of one window (OpenSSL, RSA-2048, PS256).
 //!
 //! The swtpm part starts a disposable swtpm (scripts/swtpm.sh, through the test helpers) on a
 //! free port and stops it afterwards.
@@ -19,7 +18,15 @@ const PAYLOAD: &[u8] = br#"{"v":1,"node_id":"6f1c2f5e-8a1d-4c0e-9d0b-1f2e3d4c5b6
 
 fn bench(c: &mut Criterion) {
     let software = SoftwareKey::generate(2048).unwrap();
-    c.bench_function("sign_window_software_rsa2048", |b| {
+    // The agent's software signer (ring), on the same key.
+    let agent =
+        wattest_agent::signer::SoftwareSigner::from_pkcs8_der(&software.to_pkcs8_der().unwrap())
+            .unwrap();
+    c.bench_function("sign_window_agent_ring_rsa2048", |b| {
+        b.iter(|| sign_compact(&agent, WINDOW_TYP, black_box(PAYLOAD)).unwrap())
+    });
+    // The same key in OpenSSL, the oracle's signer (which uses RSA-3072 for certificates).
+    c.bench_function("sign_window_openssl_rsa2048", |b| {
         b.iter(|| sign_compact(&software, WINDOW_TYP, black_box(PAYLOAD)).unwrap())
     });
 
