@@ -370,3 +370,41 @@ pub fn fresh_pg_database() -> Option<String> {
         }
     }
 }
+
+/// A valid 10-second window of one GPU counter source using 1 Wh (mean 360 W, peak `max_w`),
+/// for tests and the load generator to sign.
+pub fn gpu_window(
+    node_id: &str,
+    job_id: &str,
+    seq: u64,
+    prev: Option<String>,
+    start: chrono::DateTime<chrono::Utc>,
+    max_w: f64,
+    is_final: bool,
+) -> wattest_shared::WindowClaims {
+    use wattest_shared::window::{Attribution, Method, SourceEnergy, SourceKind};
+    use wattest_shared::{WattHours, Watts};
+    wattest_shared::WindowClaims {
+        v: 1,
+        node_id: node_id.to_owned(),
+        job_id: Some(job_id.to_owned()),
+        seq,
+        prev,
+        start,
+        end: start + chrono::Duration::seconds(10),
+        attribution: Attribution::Machine,
+        sources: vec![SourceEnergy {
+            source: "gpu0".into(),
+            kind: SourceKind::Gpu,
+            method: Method::NvmlEnergyCounter,
+            energy_wh: WattHours(1.0),
+            mean_w: Watts(360.0),
+            max_w: Watts(max_w),
+            samples: 10,
+            uncertainty_pct: 5.0,
+            shared_device: false,
+        }],
+        solar_wh: WattHours(0.0),
+        is_final,
+    }
+}

@@ -8,11 +8,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use chrono::{Duration, Utc};
 use std::process::Command;
 use wattest_shared::jws::{JwsSigner, jws_hash, sign_compact};
-use wattest_shared::window::{
-    Attribution, Method, SourceEnergy, SourceKind, WINDOW_TYP, WindowClaims,
-};
+use wattest_shared::window::{WINDOW_TYP, WindowClaims};
 use wattest_shared::{SoftwareKey, WattHours, Watts};
-use wattest_tests::{Oracle, bin, fresh_pg_database, run_ok};
+use wattest_tests::{Oracle, bin, fresh_pg_database, gpu_window, run_ok};
 
 /// A CPU-bound shell loop of two to three seconds, exiting with 7.
 const BUSY_JOB: &str = "end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done; done; exit 7";
@@ -238,29 +236,7 @@ fn enroll_raw(oracle: &Oracle) -> RawNode {
 
 fn window(node: &RawNode, seq: u64, prev: Option<String>, is_final: bool) -> WindowClaims {
     let start = Utc::now() - Duration::seconds(600) + Duration::seconds(10 * seq as i64);
-    WindowClaims {
-        v: 1,
-        node_id: node.node_id.clone(),
-        job_id: Some("raw-job".into()),
-        seq,
-        prev,
-        start,
-        end: start + Duration::seconds(10),
-        attribution: Attribution::Machine,
-        sources: vec![SourceEnergy {
-            source: "gpu0".into(),
-            kind: SourceKind::Gpu,
-            method: Method::NvmlEnergyCounter,
-            energy_wh: WattHours(1.0),
-            mean_w: Watts(360.0),
-            max_w: Watts(400.0),
-            samples: 10,
-            uncertainty_pct: 5.0,
-            shared_device: false,
-        }],
-        solar_wh: WattHours(0.0),
-        is_final,
-    }
+    gpu_window(&node.node_id, "raw-job", seq, prev, start, 400.0, is_final)
 }
 
 fn post(oracle: &Oracle, body: &str) -> (u16, serde_json::Value, String) {

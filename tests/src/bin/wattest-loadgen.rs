@@ -10,11 +10,9 @@
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use wattest_shared::SoftwareKey;
 use wattest_shared::jws::{jws_hash, sign_compact};
-use wattest_shared::window::{
-    Attribution, Method, SourceEnergy, SourceKind, WINDOW_TYP, WindowClaims,
-};
-use wattest_shared::{SoftwareKey, WattHours, Watts};
+use wattest_shared::window::WINDOW_TYP;
 
 struct Args {
     oracle: String,
@@ -79,29 +77,15 @@ fn build_chain(client: &reqwest::blocking::Client, args: &Args, index: usize) ->
     let mut jws = Vec::with_capacity(args.windows);
     for seq in 1..=args.windows as u64 {
         let start = t0 + chrono::Duration::seconds(10 * (seq as i64 - 1));
-        let claims = WindowClaims {
-            v: 1,
-            node_id: node_id.clone(),
-            job_id: Some(format!("load-job-{index}")),
+        let claims = wattest_tests::gpu_window(
+            &node_id,
+            &format!("load-job-{index}"),
             seq,
-            prev: prev.clone(),
+            prev.clone(),
             start,
-            end: start + chrono::Duration::seconds(10),
-            attribution: Attribution::Machine,
-            sources: vec![SourceEnergy {
-                source: "gpu0".into(),
-                kind: SourceKind::Gpu,
-                method: Method::NvmlEnergyCounter,
-                energy_wh: WattHours(1.0),
-                mean_w: Watts(360.0),
-                max_w: Watts(380.0),
-                samples: 10,
-                uncertainty_pct: 5.0,
-                shared_device: false,
-            }],
-            solar_wh: WattHours(0.0),
-            is_final: seq == args.windows as u64,
-        };
+            380.0,
+            seq == args.windows as u64,
+        );
         let signed = sign_compact(&key, WINDOW_TYP, &serde_json::to_vec(&claims).unwrap()).unwrap();
         prev = Some(jws_hash(&signed));
         jws.push(signed);
