@@ -36,11 +36,13 @@ impl Chain {
         job_id: Option<String>,
         attribution: Attribution,
     ) -> Result<Self> {
+        let spool = Spool::new(dir.spool());
+        let head = recover_head(dir.chain()?, &spool)?;
         Ok(Self {
             node: dir.node()?,
             signer,
-            head: dir.chain()?,
-            spool: Spool::new(dir.spool()),
+            head,
+            spool,
             dir_path: dir.path().to_owned(),
             job_id,
             attribution,
@@ -87,6 +89,43 @@ impl Chain {
         tracing::debug!(seq, final_window = is_final, "Window signed and spooled.");
         Ok(seq)
     }
+}
+
+/// The chain head, repaired after a crash between spooling a window and writing `chain.json`:
+/// a spooled window with a higher `seq` than `chain.json` records is the true head (it is on
+/// disk and may already be at the oracle), so the next window must follow it rather than reuse
+/// its `seq`.
+///
+/// # Errors
+/// A spooled window that cannot be read or parsed.
+pub fn recover_head(recorded: ChainHead, spool: &Spool) -> Result<ChainHead> {
+    let Some((seq, path)) = spool.pending()?.pop() else {
+        return Ok(recorded);
+    };
+    if seq <= recorded.seq {
+        return Ok(recorded);
+    }
+    let jws = Spool::read(&path)?;
+    let payload = jws
+        .split('.')
+        .nth(1)
+        .context("spooled window is not a compact JWS")?;
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .context("spooled window payload is not base64url")?;
+    let claims: WindowClaims =
+        serde_json::from_slice(&bytes).context("spooled window payload is not a window")?;
+    tracing::warn!(
+        recorded = recorded.seq,
+        spooled = claims.seq,
+        "chain.json is behind the spool (interrupted write); continuing from the spooled window."
+    );
+    Ok(ChainHead {
+        seq: claims.seq,
+        hash: Some(jws_hash(&jws)),
+        end: Some(claims.end),
+    })
 }
 
 /// Discovers the sources and logs what was found.
@@ -279,4 +318,64 @@ pub async fn fetch_certificate(
         .into_iter()
         .next()
         .context("the oracle lists no certificate for this job")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wattest_shared::SoftwareKey;
+
+    #[test]
+    fn head_is_recovered_from_the_spool_after_an_interrupted_write() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let spool = Spool::new(tmp.path().to_owned());
+        let recorded = ChainHead {
+            seq: 4,
+            hash: Some("h4".into()),
+            end: None,
+        };
+        assert_eq!(
+            recover_head(recorded.clone(), &spool).expect("empty spool"),
+            recorded
+        );
+
+        let key = SoftwareKey::generate(2048).expect("key");
+        let t = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let claims = WindowClaims {
+            v: 1,
+            node_id: "n".into(),
+            job_id: None,
+            seq: 5,
+            prev: Some("h4".into()),
+            start: t,
+            end: t + chrono::Duration::seconds(10),
+            attribution: Attribution::Machine,
+            sources: vec![],
+            solar_wh: wattest_shared::WattHours(0.0),
+            is_final: false,
+        };
+        let jws = sign_compact(
+            &key,
+            WINDOW_TYP,
+            &serde_json::to_vec(&claims).expect("json"),
+        )
+        .expect("sign");
+        spool.put(5, &jws).expect("put");
+        let head = recover_head(recorded.clone(), &spool).expect("recover");
+        assert_eq!(
+            head,
+            ChainHead {
+                seq: 5,
+                hash: Some(jws_hash(&jws)),
+                end: Some(claims.end)
+            }
+        );
+        // A spool that is behind chain.json (already acknowledged ones left) changes nothing.
+        let ahead = ChainHead {
+            seq: 9,
+            hash: Some("h9".into()),
+            end: None,
+        };
+        assert_eq!(recover_head(ahead.clone(), &spool).expect("ahead"), ahead);
+    }
 }
