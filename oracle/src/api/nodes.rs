@@ -332,7 +332,12 @@ async fn insert_node(
         attestation_level: level,
         enrolled_at: row.enrolled_at,
     };
-    state.storage.insert_node(row).await?;
+    let kid = row.kid.clone();
+    if let Err(err) = state.storage.insert_node(row).await {
+        // Two enrollments of one key racing past the check: the unique index on kid decides.
+        refuse_enrolled_key(state, &kid).await?;
+        return Err(err.into());
+    }
     tracing::info!(node_id = %response.node_id, zone = %response.zone, attestation = level.as_str(), "Node enrolled.");
     Ok(response)
 }
