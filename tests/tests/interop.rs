@@ -78,5 +78,5 @@ fn windows_and_certificates_verify_with_josekit() {
     let mut payload_b64 = parts[1].clone().into_bytes();
     payload_b64[10] = if payload_b64[10] == b'A' { b'B' } else { b'A' };
     parts[1] = String::from_utf8(payload_b64).unwrap();
-    assert!(josekit::jws::deserialize_compact(&parts.join("."), &verifier).is_err());
+    assert!(josekit::jws::deserialize_compact(parts.join("."), &verifier).is_err());
 }
