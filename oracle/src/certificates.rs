@@ -153,13 +153,7 @@ pub fn build_claims(
         .iter()
         .map(|h| h.solar_wh.emissions(h.g_co2e_per_kwh))
         .sum();
-    let mean_intensity = if grid_wh.0 > 0.0 {
-        GramsCo2ePerKwh(emissions.grams() / grid_wh.kwh())
-    } else {
-        GramsCo2ePerKwh(
-            hourly.iter().map(|h| h.g_co2e_per_kwh.0).sum::<f64>() / hourly.len().max(1) as f64,
-        )
-    };
+    let mean_intensity = mean_intensity(&hourly, grid_wh);
 
     Ok(CertificateClaims {
         iss: issue.issuer.to_owned(),
@@ -200,6 +194,29 @@ pub fn build_claims(
             last_hash: issue.last_hash,
         },
     })
+}
+
+/// Grid-energy-weighted mean intensity over the hours (the plain mean when no grid energy was
+/// drawn). When every hour has the same figure, that figure exactly, so a yearly table value is
+/// not blurred by floating-point division.
+fn mean_intensity(hourly: &[HourlyIntensity], grid_wh: WattHours) -> GramsCo2ePerKwh {
+    let first = hourly.first().map_or(0.0, |h| h.g_co2e_per_kwh.0);
+    if hourly.iter().all(|h| h.g_co2e_per_kwh.0 == first) {
+        return GramsCo2ePerKwh(first);
+    }
+    if grid_wh.0 > 0.0 {
+        GramsCo2ePerKwh(
+            hourly
+                .iter()
+                .map(|h| h.grid_wh.0 * h.g_co2e_per_kwh.0)
+                .sum::<f64>()
+                / grid_wh.0,
+        )
+    } else {
+        GramsCo2ePerKwh(
+            hourly.iter().map(|h| h.g_co2e_per_kwh.0).sum::<f64>() / hourly.len() as f64,
+        )
+    }
 }
 
 #[cfg(test)]
