@@ -24,8 +24,8 @@
 //! signer thread, never on the async executor).
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::sync::mpsc;
@@ -749,24 +749,16 @@ fn create_state_dir(dir: &Path) -> Result<(), TpmError> {
         })
 }
 
-/// Writes `bytes` to `path` with mode 0600 through a temporary file and a rename, so a crash
-/// never leaves a half-written key blob.
+/// Writes a key blob with mode 0600 atomically, as every secret of the state dir is written
+/// ([`crate::state::write_atomic`]).
 fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), TpmError> {
-    let tmp = path.with_extension("tmp");
-    let io = |source| TpmError::State {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    crate::state::write_atomic(path, bytes).map_err(|err| match err {
+        crate::state::StateError::Io { path, source } => TpmError::State { path, source },
+        crate::state::StateError::Invalid(message) => TpmError::State {
+            path: path.to_owned(),
+            source: std::io::Error::other(message),
+        },
+    })
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TpmError> {
