@@ -106,14 +106,8 @@ pub fn recover_head(recorded: ChainHead, spool: &Spool) -> Result<ChainHead> {
         return Ok(recorded);
     }
     let jws = Spool::read(&path)?;
-    let payload = jws
-        .split('.')
-        .nth(1)
+    let bytes = wattest_shared::jws::unverified_payload(&jws)
         .context("spooled window is not a compact JWS")?;
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .context("spooled window payload is not base64url")?;
     let claims: WindowClaims =
         serde_json::from_slice(&bytes).context("spooled window payload is not a window")?;
     tracing::warn!(

@@ -226,14 +226,7 @@ fn rand_unit() -> f64 {
 }
 
 fn jws_is_final(jws: &str) -> bool {
-    use base64::Engine as _;
-    jws.split('.')
-        .nth(1)
-        .and_then(|p| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p)
-                .ok()
-        })
+    wattest_shared::jws::unverified_payload(jws)
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v.get("final").and_then(serde_json::Value::as_bool))
         .unwrap_or(false)

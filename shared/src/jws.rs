@@ -358,6 +358,20 @@ fn pss_verify(key: &PKey<Public>, message: &[u8], signature: &[u8], salt: i32) -
     run().unwrap_or(false)
 }
 
+/// The payload bytes of a compact JWS **without verifying its signature**: only for a signer
+/// reading back its own output (the agent's spool). `None` when `jws` is not three segments or the
+/// payload is not base64url.
+#[must_use]
+pub fn unverified_payload(jws: &str) -> Option<Vec<u8>> {
+    let mut parts = jws.trim().split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    B64.decode(payload).ok()
+}
+
 /// Base64url (no padding) of SHA-256 over the ASCII bytes of a compact JWS: the hash that chains
 /// windows (`prev`) and that the transparency log commits to.
 #[must_use]
@@ -477,6 +491,18 @@ mod tests {
             .verify(&public(&k), SaltPolicy::DigestOrMaximum)
             .expect("tpm policy");
         assert_eq!(salt, SaltLength::Maximum);
+    }
+
+    #[test]
+    fn unverified_payload_reads_back_what_was_signed() {
+        let k = key();
+        let jws = sign_compact(&k, "t+jwt", br#"{"a":1}"#).expect("sign");
+        assert_eq!(
+            unverified_payload(&jws).as_deref(),
+            Some(&br#"{"a":1}"#[..])
+        );
+        assert_eq!(unverified_payload("a.b"), None);
+        assert_eq!(unverified_payload("a.!!.c"), None);
     }
 
     #[test]
