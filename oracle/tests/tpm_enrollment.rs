@@ -96,22 +96,7 @@ fn garbage_attestation() -> Value {
 }
 
 fn self_signed_root() -> openssl::x509::X509 {
-    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
-    let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
-    let mut name = x509::X509NameBuilder::new().expect("name");
-    name.append_entry_by_text("CN", "root").expect("cn");
-    let name = name.build();
-    let mut b = x509::X509Builder::new().expect("builder");
-    b.set_version(2).expect("v3");
-    b.set_subject_name(&name).expect("subject");
-    b.set_issuer_name(&name).expect("issuer");
-    b.set_pubkey(&key).expect("pubkey");
-    b.set_not_before(&Asn1Time::days_from_now(0).expect("t"))
-        .expect("nb");
-    b.set_not_after(&Asn1Time::days_from_now(1).expect("t"))
-        .expect("na");
-    b.sign(&key, MessageDigest::sha256()).expect("sign");
-    b.build()
+    wattest_tests::test_ca("root").0
 }
 
 #[tokio::test]

@@ -408,3 +408,60 @@ pub fn gpu_window(
         is_final,
     }
 }
+
+/// A self-signed test CA (RSA-2048, critical basicConstraints CA:TRUE, valid 30 days) named
+/// `cn`, with its key: an EK certificate authority no TPM vendor uses.
+pub fn test_ca(
+    cn: &str,
+) -> (
+    openssl::x509::X509,
+    openssl::pkey::PKey<openssl::pkey::Private>,
+) {
+    use openssl::x509::extension::BasicConstraints;
+    let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).expect("rsa"))
+        .expect("pkey");
+    let name = x509_name(cn);
+    let mut b = certificate_builder(&name, &key);
+    b.set_issuer_name(&name).expect("issuer");
+    b.append_extension(BasicConstraints::new().critical().ca().build().expect("bc"))
+        .expect("ext");
+    b.sign(&key, openssl::hash::MessageDigest::sha256())
+        .expect("sign");
+    (b.build(), key)
+}
+
+/// A leaf certificate named `cn` for a fresh RSA-2048 key, issued by `ca` (valid 30 days).
+pub fn issue_leaf(
+    ca: &openssl::x509::X509,
+    ca_key: &openssl::pkey::PKey<openssl::pkey::Private>,
+    cn: &str,
+) -> openssl::x509::X509 {
+    let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).expect("rsa"))
+        .expect("pkey");
+    let mut b = certificate_builder(&x509_name(cn), &key);
+    b.set_issuer_name(ca.subject_name()).expect("issuer");
+    b.sign(ca_key, openssl::hash::MessageDigest::sha256())
+        .expect("sign");
+    b.build()
+}
+
+fn x509_name(cn: &str) -> openssl::x509::X509Name {
+    let mut name = openssl::x509::X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", cn).expect("cn");
+    name.build()
+}
+
+fn certificate_builder(
+    subject: &openssl::x509::X509NameRef,
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+) -> openssl::x509::X509Builder {
+    let mut b = openssl::x509::X509Builder::new().expect("builder");
+    b.set_version(2).expect("v3");
+    b.set_subject_name(subject).expect("subject");
+    b.set_pubkey(key).expect("pubkey");
+    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).expect("t"))
+        .expect("nb");
+    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).expect("t"))
+        .expect("na");
+    b
+}

@@ -19,7 +19,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Instant;
-use wattest_tests::{Oracle, Swtpm, bin};
+use wattest_tests::{Oracle, Swtpm, bin, test_ca};
 
 /// Runs `wattest-agent SUBCOMMAND --state-dir DIR ARGS…` (the state dir before a `--`).
 fn agent(state_dir: &Path, args: &[&str]) -> Output {
@@ -183,36 +183,9 @@ fn assert_problem(got: (u16, Value), status: u16, code: &str) {
 
 /// A self-signed CA that has nothing to do with swtpm, as a PEM file in a fresh directory.
 fn unknown_ca_dir() -> tempfile::TempDir {
-    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
-    let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
-    let mut name = x509::X509NameBuilder::new().expect("name");
-    name.append_entry_by_text("CN", "Not a TPM vendor")
-        .expect("cn");
-    let name = name.build();
-    let mut b = x509::X509Builder::new().expect("builder");
-    b.set_version(2).expect("v3");
-    b.set_subject_name(&name).expect("subject");
-    b.set_issuer_name(&name).expect("issuer");
-    b.set_pubkey(&key).expect("pubkey");
-    b.set_not_before(&Asn1Time::days_from_now(0).expect("t"))
-        .expect("nb");
-    b.set_not_after(&Asn1Time::days_from_now(30).expect("t"))
-        .expect("na");
-    b.append_extension(
-        x509::extension::BasicConstraints::new()
-            .critical()
-            .ca()
-            .build()
-            .expect("bc"),
-    )
-    .expect("ext");
-    b.sign(&key, MessageDigest::sha256()).expect("sign");
+    let (ca, _) = test_ca("Not a TPM vendor");
     let dir = tempfile::tempdir().expect("dir");
-    std::fs::write(
-        dir.path().join("unknown-ca.pem"),
-        b.build().to_pem().expect("pem"),
-    )
-    .expect("write");
+    std::fs::write(dir.path().join("unknown-ca.pem"), ca.to_pem().expect("pem")).expect("write");
     dir
 }
 

@@ -1018,61 +1018,17 @@ mod tests {
 
         // EK certificate checked against a CA we made ourselves: untrusted.
         let ek_cert = first.ek_certificate.as_deref().expect("EK cert");
-        let (unknown_ca, unknown_key) = self_signed_ca();
+        let (unknown_ca, unknown_key) = wattest_tests::test_ca("Not a TPM vendor");
         let err =
             verify_ek_certificate(ek_cert, &first.ek_public, std::slice::from_ref(&unknown_ca))
                 .expect_err("unknown CA");
         assert_eq!(err.code(), "ek_cert_untrusted");
         // A certificate from a trusted CA for another key: key mismatch.
-        let other = issue_certificate(&unknown_ca, &unknown_key);
+        let other = wattest_tests::issue_leaf(&unknown_ca, &unknown_key, "EK of another TPM")
+            .to_der()
+            .expect("der");
         let err =
             verify_ek_certificate(&other, &first.ek_public, &[unknown_ca]).expect_err("other key");
         assert_eq!(err.code(), "ek_cert_key_mismatch");
-    }
-
-    fn self_signed_ca() -> (openssl::x509::X509, PKey<openssl::pkey::Private>) {
-        use openssl::x509::extension::BasicConstraints;
-        let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
-        let mut name = openssl::x509::X509NameBuilder::new().expect("name");
-        name.append_entry_by_text("CN", "Not a TPM vendor")
-            .expect("cn");
-        let name = name.build();
-        let mut b = openssl::x509::X509Builder::new().expect("builder");
-        b.set_version(2).expect("v3");
-        b.set_subject_name(&name).expect("subject");
-        b.set_issuer_name(&name).expect("issuer");
-        b.set_pubkey(&key).expect("pubkey");
-        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).expect("t"))
-            .expect("nb");
-        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).expect("t"))
-            .expect("na");
-        b.append_extension(BasicConstraints::new().critical().ca().build().expect("bc"))
-            .expect("ext");
-        b.sign(&key, openssl::hash::MessageDigest::sha256())
-            .expect("sign");
-        (b.build(), key)
-    }
-
-    /// A leaf certificate for a fresh RSA key, issued by `ca`.
-    fn issue_certificate(
-        ca: &openssl::x509::X509,
-        ca_key: &PKey<openssl::pkey::Private>,
-    ) -> Vec<u8> {
-        let key = PKey::from_rsa(Rsa::generate(2048).expect("rsa")).expect("pkey");
-        let mut b = openssl::x509::X509Builder::new().expect("builder");
-        b.set_version(2).expect("v3");
-        let mut name = openssl::x509::X509NameBuilder::new().expect("name");
-        name.append_entry_by_text("CN", "EK of another TPM")
-            .expect("cn");
-        b.set_subject_name(&name.build()).expect("subject");
-        b.set_issuer_name(ca.subject_name()).expect("issuer");
-        b.set_pubkey(&key).expect("pubkey");
-        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).expect("t"))
-            .expect("nb");
-        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).expect("t"))
-            .expect("na");
-        b.sign(ca_key, openssl::hash::MessageDigest::sha256())
-            .expect("sign");
-        b.build().to_der().expect("der")
     }
 }
