@@ -426,7 +426,7 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         uploader.clone(),
         spool.clone(),
         None,
-    );
+    )?;
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -509,7 +509,7 @@ async fn watch_cmd(args: WatchArgs) -> Result<()> {
         uploader,
         spool,
         Some(certify_every),
-    );
+    )?;
     eprintln!(
         "wattest: watching node {} ({}), {} s windows, a certificate every {} s; stop with SIGTERM or Ctrl-C",
         node.node_id, node.name, args.window, args.certify_every

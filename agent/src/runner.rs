@@ -138,6 +138,9 @@ pub fn sources(cfg: &DiscoveryConfig) -> Discovery {
 /// Runs the signer thread: windows from the sampler are signed and spooled in order; the uploader
 /// is woken after each. Returns the chain when the sampler's channel closes.
 ///
+/// # Errors
+/// The operating system refuses a new thread.
+///
 /// With `certify_every` (continuous node mode), the first window ending at least that long after
 /// the last certified one is marked final, so the oracle issues one certificate per period.
 pub fn spawn_signer(
@@ -145,7 +148,7 @@ pub fn spawn_signer(
     windows: Receiver<MeasuredWindow>,
     wake: Arc<Notify>,
     certify_every: Option<chrono::Duration>,
-) -> std::thread::JoinHandle<Result<Chain>> {
+) -> std::io::Result<std::thread::JoinHandle<Result<Chain>>> {
     std::thread::Builder::new()
         .name("wattest-signer".into())
         .spawn(move || {
@@ -163,11 +166,6 @@ pub fn spawn_signer(
                 wake.notify_one();
             }
             Ok(chain)
-        })
-        .unwrap_or_else(|err| {
-            std::thread::spawn(move || {
-                Err(anyhow::anyhow!("cannot start the signer thread: {err}"))
-            })
         })
 }
 
@@ -211,6 +209,9 @@ pub struct Measurement {
 impl Measurement {
     /// Starts sampling `discovery`'s sources into `chain`, uploading in the background.
     /// `certify_every`: see [`spawn_signer`].
+    ///
+    /// # Errors
+    /// The signer thread cannot be started.
     pub fn start(
         discovery: Discovery,
         cfg: SamplerConfig,
@@ -218,21 +219,22 @@ impl Measurement {
         uploader: Uploader,
         spool: Spool,
         certify_every: Option<chrono::Duration>,
-    ) -> Self {
+    ) -> Result<Self> {
         let (sampler, windows) = Sampler::start(discovery.sources, cfg);
         let wake = Arc::new(Notify::new());
         let stop = Arc::new(Notify::new());
-        let signer_thread = spawn_signer(chain, windows, wake.clone(), certify_every);
+        let signer_thread = spawn_signer(chain, windows, wake.clone(), certify_every)
+            .context("starting the signer thread")?;
         let background =
             spawn_background_upload(uploader.clone(), spool.clone(), wake, stop.clone());
-        Self {
+        Ok(Self {
             sampler,
             signer_thread,
             background,
             stop,
             uploader,
             spool,
-        }
+        })
     }
 
     /// Closes the last window, marked final, then uploads until the spool is empty or

@@ -3,9 +3,11 @@
 
 use crate::storage::Storage;
 use crate::storage::entities::certificate;
-use bytes_stream::Chunk;
 use chrono::{DateTime, Utc};
-use futures::Stream;
+use futures::{Stream, StreamExt as _};
+
+/// One chunk of the response body.
+pub type Chunk = Result<axum::body::Bytes, std::io::Error>;
 
 /// Rows fetched per database round trip.
 pub const PAGE_ROWS: u64 = 500;
@@ -42,11 +44,6 @@ pub const COMPLIANCE_COLUMNS: [&str; 27] = [
     "certificate_sha256",
     "certificate_url",
 ];
-
-mod bytes_stream {
-    /// One chunk of the response body.
-    pub type Chunk = Result<axum::body::Bytes, std::io::Error>;
-}
 
 fn row_fields(c: &certificate::Model, base_url: &str) -> Vec<String> {
     let claims: Option<wattest_shared::CertificateClaims> = serde_json::from_str(&c.claims).ok();
@@ -167,5 +164,3 @@ pub fn compliance_csv(
     );
     futures::stream::once(async move { header }).chain(pages)
 }
-
-use futures::StreamExt as _;
