@@ -15,6 +15,23 @@ use wattest_tests::{Oracle, bin, fresh_pg_database, gpu_window, run_ok};
 /// A CPU-bound shell loop of two to three seconds, exiting with 7.
 const BUSY_JOB: &str = "end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done; done; exit 7";
 
+/// The compliance CSV row of certificate `id`, by column name.
+fn compliance_row(oracle: &Oracle, id: &str) -> std::collections::HashMap<String, String> {
+    let text = oracle.get_text("/v1/exports/compliance.csv");
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let row = reader
+        .records()
+        .map(Result::unwrap)
+        .find(|r| r.get(0) == Some(id))
+        .expect("certificate row in the CSV");
+    headers
+        .iter()
+        .map(str::to_owned)
+        .zip(row.iter().map(str::to_owned))
+        .collect()
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-12)
 }
@@ -138,18 +155,11 @@ fn job_round_trip(oracle: &Oracle) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("signature"));
 
     // The CSV row reconciles with the certificate: same energy, same emissions.
-    let csv_text = oracle.get_text("/v1/exports/compliance.csv");
-    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
-    let headers = reader.headers().unwrap().clone();
-    let row = reader
-        .records()
-        .map(Result::unwrap)
-        .find(|r| r.get(0) == Some(id.as_str()))
-        .expect("certificate row in the CSV");
+    let row = compliance_row(oracle, &id);
     let col = |name: &str| {
-        row.get(headers.iter().position(|h| h == name).unwrap())
-            .unwrap()
-            .to_owned()
+        row.get(name)
+            .unwrap_or_else(|| panic!("no CSV column {name}"))
+            .clone()
     };
     let f = |name: &str| col(name).parse::<f64>().unwrap();
     assert!(
@@ -505,18 +515,11 @@ fn solar_node_with_process_attribution_earns_a_split_reward() {
         .collect();
     assert!(methods.contains(&"solar_declared_constant"), "{methods:?}");
 
-    let csv_text = oracle.get_text("/v1/exports/compliance.csv");
-    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
-    let headers = reader.headers().unwrap().clone();
-    let row = reader
-        .records()
-        .map(Result::unwrap)
-        .find(|r| r.get(0) == Some(id.as_str()))
-        .unwrap();
+    let row = compliance_row(&oracle, &id);
     let col = |name: &str| {
-        row.get(headers.iter().position(|h| h == name).unwrap())
-            .unwrap()
-            .to_owned()
+        row.get(name)
+            .unwrap_or_else(|| panic!("no CSV column {name}"))
+            .clone()
     };
     assert_eq!(col("reward_eur"), reward["total"].as_str().unwrap());
     assert_eq!(
