@@ -11,15 +11,16 @@
 //! hwmon = "ina219:solar"               #   watts = 120.0 | file = "/run/solar_w" | command = "…"
 //! ```
 
+use crate::sampler::{DEFAULT_PERIOD, MIN_PERIOD};
 use crate::sources::{DiscoveryConfig, SolarConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use wattest_shared::Watts;
 
-/// Default sampling period, s.
-pub const DEFAULT_INTERVAL_S: f64 = 1.0;
-/// Accepted sampling periods, s: 50 ms (the agent's fastest tick) to one minute.
-pub const INTERVAL_RANGE_S: std::ops::RangeInclusive<f64> = 0.05..=60.0;
+/// Default sampling period, s (the sampler's [`DEFAULT_PERIOD`]).
+pub const DEFAULT_INTERVAL_S: f64 = DEFAULT_PERIOD.as_secs_f64();
+/// Accepted sampling periods, s: the sampler's [`MIN_PERIOD`] (50 ms) to one minute.
+pub const INTERVAL_RANGE_S: std::ops::RangeInclusive<f64> = MIN_PERIOD.as_secs_f64()..=60.0;
 
 /// A config file problem.
 #[derive(Debug, thiserror::Error)]
@@ -147,15 +148,17 @@ impl MeasureSettings {
         } else {
             self.hwmon_channels
         };
+        // Roots and the GPU list from the environment (WATTEST_PROCFS_ROOT, CUDA_VISIBLE_DEVICES).
+        let base = DiscoveryConfig::from_env();
         Ok(Resolved {
             interval,
             discovery: DiscoveryConfig {
                 sysfs_root: self
                     .sysfs_root
                     .or(file.sysfs_root)
-                    .unwrap_or_else(|| PathBuf::from("/sys")),
-                procfs_root: PathBuf::from("/proc"),
-                cuda_visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
+                    .unwrap_or(base.sysfs_root),
+                procfs_root: base.procfs_root,
+                cuda_visible_devices: base.cuda_visible_devices,
                 hwmon_channels,
                 solar,
                 tdp_override: tdp.map(Watts),
