@@ -204,7 +204,7 @@ fn enrolled_node(node: &node::Model) -> Result<EnrolledNode, ApiError> {
 /// Maps a verification failure to its documented status.
 fn verify_error(err: &VerifyError) -> ApiError {
     let status = match err.code() {
-        "unknown_kid" | "bad_signature" => StatusCode::UNAUTHORIZED,
+        "bad_signature" => StatusCode::UNAUTHORIZED,
         "node_mismatch" => StatusCode::FORBIDDEN,
         "seq_replay" | "seq_gap" | "chain_broken" | "overlapping_window" => StatusCode::CONFLICT,
         "future_window" | "invalid_period" | "implausible" | "invalid_key" => {
