@@ -5,7 +5,7 @@
 //! `now`, and returns claims whose totals reconcile exactly as
 //! [`wattest_shared::CertificateClaims::check_arithmetic`] recomputes them.
 
-use crate::carbon::{GridZone, Intensity, StaticTable};
+use crate::carbon::{GridZone, Intensity};
 use crate::credits::CreditPolicy;
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 use std::collections::BTreeMap;
@@ -49,6 +49,22 @@ pub enum CertificateBuildError {
     },
 }
 
+/// The clock hours (UTC, truncated) that `windows` overlap, ascending: the hours whose carbon
+/// intensity [`build_claims`] needs.
+#[must_use]
+pub fn hours_of(windows: &[WindowClaims]) -> Vec<DateTime<Utc>> {
+    let mut hours = std::collections::BTreeSet::new();
+    for w in windows {
+        let mut cursor = w.start;
+        while cursor < w.end {
+            let hour = cursor.duration_trunc(TimeDelta::hours(1)).unwrap_or(cursor);
+            hours.insert(hour);
+            cursor = hour + TimeDelta::hours(1);
+        }
+    }
+    hours.into_iter().collect()
+}
+
 /// Builds the claims for `windows` (ordered by seq, the last one final).
 ///
 /// Per window, grid energy = max(0, consumed − solar); each window's grid and solar energy is
@@ -61,7 +77,7 @@ pub fn build_claims(
     issue: Issue<'_>,
     windows: &[WindowClaims],
     zone: &GridZone,
-    table: &StaticTable,
+    intensities: &BTreeMap<DateTime<Utc>, Intensity>,
     credits: &CreditPolicy,
 ) -> Result<CertificateClaims, CertificateBuildError> {
     let (Some(first), Some(last)) = (windows.first(), windows.last()) else {
@@ -123,8 +139,9 @@ pub fn build_claims(
         let Intensity {
             value,
             provenance: p,
-        } = table
-            .intensity(zone, hour)
+        } = intensities
+            .get(&hour)
+            .cloned()
             .ok_or_else(|| CertificateBuildError::NoIntensity {
                 zone: zone.name.clone(),
                 hour,
@@ -223,7 +240,19 @@ fn mean_intensity(hourly: &[HourlyIntensity], grid_wh: WattHours) -> GramsCo2ePe
 mod tests {
     use super::*;
     use wattest_shared::window::{Attribution, SourceEnergy};
+    use crate::carbon::StaticTable;
     use wattest_shared::{AttestationLevel, Eur, Watts};
+
+    fn resolve(
+        table: &StaticTable,
+        zone: &GridZone,
+        windows: &[WindowClaims],
+    ) -> BTreeMap<DateTime<Utc>, Intensity> {
+        hours_of(windows)
+            .into_iter()
+            .filter_map(|h| table.intensity(zone, h).map(|i| (h, i)))
+            .collect()
+    }
 
     fn window(seq: u64, start: &str, seconds: i64, entries: &[(SourceKind, f64)]) -> WindowClaims {
         let start = DateTime::parse_from_rfc3339(start)
@@ -311,7 +340,9 @@ mod tests {
             price_per_tonne: Eur::parse("25").expect("p"),
             node_owner_share_pct: 70.0,
         };
-        let c = build_claims(issue, &windows, &zone, &table, &policy).expect("claims");
+        let intensities = resolve(&table, &zone, &windows);
+        assert_eq!(intensities.len(), 2, "the windows span two clock hours");
+        let c = build_claims(issue, &windows, &zone, &intensities, &policy).expect("claims");
         c.check_arithmetic().expect("reconciles");
         assert_eq!(c.energy.consumed_wh, WattHours(31.0));
         assert_eq!(c.energy.solar_wh, WattHours(9.0));
@@ -338,7 +369,7 @@ mod tests {
                 },
                 &[],
                 &zone,
-                &table,
+                &intensities,
                 &policy
             )
             .is_err()

@@ -8,6 +8,7 @@ pub mod carbon;
 pub mod certificates;
 pub mod credits;
 pub mod export;
+pub mod issuance;
 pub mod keys;
 pub mod metrics;
 pub mod storage;

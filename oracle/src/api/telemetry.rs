@@ -3,7 +3,6 @@
 
 use super::problem::ApiError;
 use crate::AppState;
-use crate::certificates::{Issue, build_claims};
 use crate::storage::entities::{certificate, node, window};
 use crate::storage::{StorageError, seq_i64};
 use crate::verification::{ChainState, EnrolledNode, VerifiedWindow, VerifyError, verify_window};
@@ -15,10 +14,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use wattest_shared::api::{CertificateSummary, TelemetryAccepted};
-use wattest_shared::certificate::{CertificateClaims, CertifiedNode};
-use wattest_shared::jws::{SaltLength, decode_header, jws_hash, sign_compact};
-use wattest_shared::window::{WINDOW_TYP, WindowClaims};
-use wattest_shared::{AttestationLevel, CERTIFICATE_TYP, RsaJwk};
+use wattest_shared::jws::{SaltLength, decode_header, jws_hash};
+use wattest_shared::window::WINDOW_TYP;
+use wattest_shared::{AttestationLevel, RsaJwk};
 
 /// JSON form of the body (the other form is the bare compact JWS as `application/jose`).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -277,7 +275,7 @@ async fn store(
         other => other?,
     }
     let certificate = if v.claims.is_final {
-        Some(issue(state, &txn, node, v, now).await?)
+        Some(crate::issuance::issue(state, &txn, node, v, now).await?)
     } else {
         None
     };
@@ -286,90 +284,4 @@ async fn store(
         tracing::info!(certificate_id = %c.id, node_id = %node.id, job_id = ?c.job_id, energy_wh = c.consumed_wh, emissions_kg = c.emissions_kg, "Certificate issued.");
     }
     Ok(certificate)
-}
-
-async fn issue(
-    state: &AppState,
-    txn: &sea_orm::DatabaseTransaction,
-    node: &node::Model,
-    v: &VerifiedWindow,
-    now: DateTime<Utc>,
-) -> Result<certificate::Model, ApiError> {
-    let rows = state
-        .storage
-        .open_windows(txn, &node.id, v.claims.job_id.as_deref())
-        .await?;
-    let windows = rows
-        .iter()
-        .map(|r| serde_json::from_str::<WindowClaims>(&r.claims))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| ApiError::internal(&err))?;
-    let zone = state
-        .carbon
-        .zone(&node.zone)
-        .map_err(|err| ApiError::internal(&err))?;
-    let settings = &state.settings;
-    let issue = Issue {
-        id: uuid::Uuid::new_v4().to_string(),
-        issuer: &settings.issuer,
-        node: CertifiedNode {
-            id: node.id.clone(),
-            name: node.name.clone(),
-            zone: node.zone.clone(),
-            attestation_level: if node.attestation_level == "tpm" {
-                AttestationLevel::Tpm
-            } else {
-                AttestationLevel::Software
-            },
-            kid: node.kid.clone(),
-        },
-        now,
-        validity: settings.certificate_validity,
-        last_hash: v.hash.clone(),
-    };
-    let claims = build_claims(issue, &windows, &zone, &state.carbon, &settings.credits)
-        .map_err(|err| ApiError::internal(&err))?;
-    let payload = serde_json::to_vec(&claims).map_err(|err| ApiError::internal(&err))?;
-    let key = state.key.clone();
-    let jws = tokio::task::spawn_blocking(move || sign_compact(&*key, CERTIFICATE_TYP, &payload))
-        .await
-        .map_err(|err| ApiError::internal(&err))?
-        .map_err(|err| ApiError::internal(&err))?;
-    let row = certificate_row(&claims, jws).map_err(|err| ApiError::internal(&err))?;
-    state.storage.insert_certificate(txn, row.clone()).await?;
-    Ok(row)
-}
-
-fn certificate_row(
-    c: &CertificateClaims,
-    jws: String,
-) -> Result<certificate::Model, serde_json::Error> {
-    Ok(certificate::Model {
-        id: c.jti.clone(),
-        node_id: c.sub.clone(),
-        job_id: c.job_id.clone(),
-        issued_at: DateTime::from_timestamp(c.iat, 0).unwrap_or_default(),
-        period_start: c.period.start,
-        period_end: c.period.end,
-        zone: c.intensity.zone.clone(),
-        attestation_level: c.node.attestation_level.as_str().into(),
-        consumed_wh: c.energy.consumed_wh.0,
-        grid_wh: c.energy.grid_wh.0,
-        solar_wh: c.energy.solar_wh.0,
-        emissions_kg: c.emissions.location_based_kg_co2e.0,
-        avoided_kg: c.avoided_emissions.kg_co2e.0,
-        intensity_g: c.intensity.g_co2e_per_kwh.0,
-        intensity_dataset: c.intensity.provenance.dataset.clone(),
-        intensity_year: c.intensity.provenance.year,
-        factor_type: c.intensity.provenance.factor_type.clone(),
-        reward_micro_eur: c.reward.total.micros(),
-        owner_micro_eur: c.reward.node_owner.micros(),
-        fund_micro_eur: c.reward.cooperative_fund.micros(),
-        first_seq: seq_i64(c.windows.first_seq),
-        last_seq: seq_i64(c.windows.last_seq),
-        window_count: seq_i64(c.windows.count),
-        hash: jws_hash(&jws),
-        claims: serde_json::to_string(c)?,
-        jws,
-    })
 }
