@@ -239,8 +239,8 @@ fn mean_intensity(hourly: &[HourlyIntensity], grid_wh: WattHours) -> GramsCo2ePe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wattest_shared::window::{Attribution, SourceEnergy};
     use crate::carbon::StaticTable;
+    use wattest_shared::window::{Attribution, SourceEnergy};
     use wattest_shared::{AttestationLevel, Eur, Watts};
 
     fn resolve(

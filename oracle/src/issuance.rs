@@ -72,6 +72,11 @@ pub async fn issue(
         .map_err(|err| ApiError::internal(&err))?;
     let row = certificate_row(&claims, jws).map_err(|err| ApiError::internal(&err))?;
     state.storage.insert_certificate(txn, row.clone()).await?;
+    // Logged in the same transaction: a certificate exists only if it is in the log.
+    state
+        .storage
+        .append_log(txn, &row.id, row.jws.as_bytes(), now)
+        .await?;
     Ok(row)
 }
 

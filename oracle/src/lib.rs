@@ -10,6 +10,7 @@ pub mod credits;
 pub mod export;
 pub mod issuance;
 pub mod keys;
+pub mod ledger;
 pub mod metrics;
 pub mod storage;
 pub mod verification;
@@ -28,6 +29,8 @@ pub struct Settings {
     pub credits: credits::CreditPolicy,
     /// Trust anchors and intermediates for TPM EK certificates; empty: TPM enrollment refused.
     pub ek_roots: Vec<openssl::x509::X509>,
+    /// Transparency log origin (and checkpoint key name); see [`ledger::default_origin`].
+    pub log_origin: String,
 }
 
 /// Everything a request handler needs; cheap to clone.
@@ -45,6 +48,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Prometheus metrics.
     pub metrics: Arc<metrics::Metrics>,
+    /// The transparency log's identity and checkpoint key.
+    pub ledger: Arc<ledger::Ledger>,
 }
 
 impl AppState {
@@ -58,6 +63,7 @@ impl AppState {
         settings: Settings,
     ) -> anyhow::Result<Self> {
         let key = keys::load_or_create(data_dir)?;
+        let ledger = ledger::Ledger::load_or_create(data_dir, &settings.log_origin)?;
         let storage = storage::Storage::connect(database_url).await?;
         let carbon = carbon::StaticTable::embedded().map_err(anyhow::Error::msg)?;
         Ok(Self {
@@ -67,6 +73,7 @@ impl AppState {
             key: Arc::new(key),
             settings: Arc::new(settings),
             metrics: Arc::default(),
+            ledger: Arc::new(ledger),
         })
     }
 }

@@ -72,6 +72,11 @@ struct ServeArgs {
     /// refused (`ek_cert_untrusted`); software enrollment is unaffected.
     #[arg(long, env = "WATTEST_EK_CA_DIR")]
     ek_ca_dir: Option<PathBuf>,
+    /// Origin line of the transparency log's checkpoints (a schema-less URL naming the log; also
+    /// the checkpoint key's name). Default: the public URL without its scheme, plus
+    /// `/wattest-log`. Changing it changes the log's verifier key.
+    #[arg(long, env = "WATTEST_LOG_ORIGIN")]
+    log_origin: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,10 +147,14 @@ async fn main() -> Result<()> {
 async fn serve(args: ServeArgs) -> Result<()> {
     prepare_data_dir(&args.data.data_dir)?;
     let url = storage::database_url(&args.data.data_dir, args.data.database_url);
+    let issuer = args
+        .public_url
+        .unwrap_or_else(|| format!("http://{}", args.listen));
     let settings = Settings {
-        issuer: args
-            .public_url
-            .unwrap_or_else(|| format!("http://{}", args.listen)),
+        log_origin: args
+            .log_origin
+            .unwrap_or_else(|| wattest_oracle::ledger::default_origin(&issuer)),
+        issuer,
         certificate_validity: chrono::Duration::days(i64::from(args.certificate_validity_days)),
         credits: CreditPolicy {
             price_per_tonne: args.price_eur_per_tonne,

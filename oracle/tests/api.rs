@@ -23,6 +23,7 @@ async fn spawn_app() -> TestApp {
             node_owner_share_pct: 70.0,
         },
         ek_roots: Vec::new(),
+        log_origin: "test/wattest-log".into(),
     };
     let state = AppState::open(dir.path(), &db, settings).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

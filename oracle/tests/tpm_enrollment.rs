@@ -56,6 +56,7 @@ async fn spawn_app(ek_roots: Vec<openssl::x509::X509>) -> App {
             node_owner_share_pct: 70.0,
         },
         ek_roots,
+        log_origin: "test/wattest-log".into(),
     };
     let state = AppState::open(data.path(), &url, settings)
         .await

@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_initial;
 mod m20261123_000002_enrollment_challenges;
+mod m20261123_000005_transparency_log;
 
 /// All migrations, applied in order at oracle start.
 pub struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261123_000002_enrollment_challenges::Migration),
+            Box::new(m20261123_000005_transparency_log::Migration),
         ]
     }
 }

@@ -3,10 +3,13 @@
 
 pub mod api;
 pub mod certificate;
+pub mod checkpoint;
 pub mod jwk;
 pub mod jws;
+pub mod merkle;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod transparency;
 pub mod units;
 pub mod window;
 

@@ -2,6 +2,7 @@
 
 use super::problem::ApiError;
 use crate::AppState;
+use crate::storage::ledger::revocation;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use wattest_shared::CertificateClaims;
 use wattest_shared::api::CertificateSummary;
+use wattest_shared::transparency::InclusionProof;
 
 /// Filters of `GET /v1/certificates`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -42,6 +44,59 @@ pub struct CertificateResponse {
     pub hash: String,
     /// The JWS payload, decoded (for convenience; the JWS is authoritative).
     pub claims: CertificateClaims,
+    /// Revocation status at the time of this response.
+    pub status: CertificateStatus,
+    /// Proof that `jws` is in the transparency log, against the current signed checkpoint.
+    pub inclusion_proof: InclusionProof,
+}
+
+/// Whether a certificate has been revoked.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct CertificateStatus {
+    /// `valid` or `revoked`.
+    pub state: String,
+    /// When it was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why (a documented reason code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl CertificateStatus {
+    fn of(revocation: Option<revocation::Model>) -> Self {
+        match revocation {
+            Some(r) => Self {
+                state: "revoked".into(),
+                revoked_at: Some(r.revoked_at),
+                reason: Some(r.reason),
+            },
+            None => Self {
+                state: "valid".into(),
+                revoked_at: None,
+                reason: None,
+            },
+        }
+    }
+}
+
+/// Reasons a certificate may be revoked for.
+pub const REVOCATION_REASONS: [&str; 6] = [
+    "measurement_error",
+    "node_compromise",
+    "key_compromise",
+    "superseded",
+    "issued_in_error",
+    "other",
+];
+
+/// Body of `POST /v1/certificates/{id}/revocation`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationRequest {
+    /// One of `measurement_error`, `node_compromise`, `key_compromise`, `superseded`,
+    /// `issued_in_error`, `other`.
+    pub reason: String,
 }
 
 /// Lists certificates, newest first.
@@ -94,11 +149,74 @@ pub async fn get_one(
     }
     let claims: CertificateClaims =
         serde_json::from_str(&row.claims).map_err(|err| ApiError::internal(&err))?;
+    let inclusion_proof = state
+        .ledger
+        .inclusion(&state.storage, &row.id, &row.jws, None)
+        .await?;
+    let status = CertificateStatus::of(state.storage.revocation(&row.id).await?);
     Ok(Json(CertificateResponse {
         id: row.id,
         jws: row.jws,
         hash: row.hash,
         claims,
+        status,
+        inclusion_proof,
     })
     .into_response())
+}
+
+/// Revocation status of one certificate.
+#[utoipa::path(get, path = "/v1/certificates/{id}/status", tag = "certificates",
+    params(("id" = String, Path, description = "Certificate id")), responses(
+    (status = 200, description = "Status", body = CertificateStatus),
+    (status = 404, description = "not_found", body = super::problem::Problem, content_type = "application/problem+json"),
+))]
+pub async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CertificateStatus>, ApiError> {
+    if state.storage.certificate(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no certificate {id}")));
+    }
+    Ok(Json(CertificateStatus::of(
+        state.storage.revocation(&id).await?,
+    )))
+}
+
+/// Revokes a certificate (admin). Revoking an already revoked certificate returns the first
+/// revocation unchanged. The certificate stays in the transparency log (the log is append-only);
+/// verifiers learn the revocation from the status.
+#[utoipa::path(post, path = "/v1/certificates/{id}/revocation", tag = "certificates",
+    params(("id" = String, Path, description = "Certificate id")),
+    request_body = RevocationRequest, security(("bearer" = [])), responses(
+    (status = 200, description = "Revoked", body = CertificateStatus),
+    (status = 400, description = "invalid_request: unknown reason", body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 401, description = "missing_token / invalid_token", body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 403, description = "forbidden_role", body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 404, description = "not_found", body = super::problem::Problem, content_type = "application/problem+json"),
+))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<CertificateStatus>, ApiError> {
+    crate::auth::require(&state.storage, &headers, &[crate::auth::Role::Admin]).await?;
+    let request: RevocationRequest = super::parse_json(&body)?;
+    if !REVOCATION_REASONS.contains(&request.reason.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "unknown revocation reason {:?}; use one of {}",
+            request.reason,
+            REVOCATION_REASONS.join(", ")
+        )));
+    }
+    if state.storage.certificate(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no certificate {id}")));
+    }
+    let row = state
+        .storage
+        .revoke_certificate(&id, &request.reason, chrono::Utc::now())
+        .await?;
+    tracing::info!(certificate_id = %id, reason = %row.reason, "Certificate revoked.");
+    Ok(Json(CertificateStatus::of(Some(row))))
 }

@@ -2,6 +2,7 @@
 
 pub mod certificates;
 pub mod exports;
+pub mod log;
 pub mod meta;
 pub mod nodes;
 pub mod problem;
@@ -30,7 +31,14 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         telemetry::submit,
         certificates::list,
         certificates::get_one,
+        certificates::status,
+        certificates::revoke,
         exports::export,
+        log::checkpoint,
+        log::key,
+        log::inclusion,
+        log::consistency,
+        log::entry,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerAuth),
@@ -39,6 +47,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         (name = "telemetry", description = "Signed energy windows (evidence)"),
         (name = "certificates", description = "Energy certificates (attestation results)"),
         (name = "exports", description = "Compliance exports"),
+        (name = "log", description = "Transparency log of issued certificates (RFC 9162 proofs, C2SP checkpoints)"),
         (name = "meta", description = "Health and keys"),
     )
 )]
@@ -72,7 +81,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/telemetry", post(telemetry::submit))
         .route("/v1/certificates", get(certificates::list))
         .route("/v1/certificates/{id}", get(certificates::get_one))
+        .route("/v1/certificates/{id}/status", get(certificates::status))
+        .route(
+            "/v1/certificates/{id}/revocation",
+            post(certificates::revoke),
+        )
         .route("/v1/exports/{file}", get(exports::export))
+        .route("/v1/log/checkpoint", get(log::checkpoint))
+        .route("/v1/log/key", get(log::key))
+        .route("/v1/log/proofs/inclusion", get(log::inclusion))
+        .route("/v1/log/proofs/consistency", get(log::consistency))
+        .route("/v1/log/entries/{index}", get(log::entry))
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi-ui.json", ApiDoc::openapi()),
         )

@@ -6,6 +6,7 @@
 //! never accept two windows for the same position.
 
 pub mod entities;
+pub mod ledger;
 
 use chrono::{DateTime, Utc};
 use entities::{certificate, enrollment_challenge, node, token, window};
@@ -29,6 +30,12 @@ pub enum StorageError {
     /// The chain head moved under us (a concurrent window for the same seq won).
     #[error("the node's chain moved concurrently")]
     ChainMoved,
+    /// Stored data violates an invariant (a bug or a damaged database); never a client error.
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    /// A log proof that cannot exist (leaf beyond the tree, sizes out of order): a client error.
+    #[error(transparent)]
+    Proof(wattest_shared::merkle::ProofError),
 }
 
 /// The database behind the oracle.

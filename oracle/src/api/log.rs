@@ -1,0 +1,162 @@
+//! The transparency log over HTTP: the signed checkpoint and the log's verifier key (public),
+//! inclusion and consistency proofs and entries (auditors).
+
+use super::problem::ApiError;
+use crate::AppState;
+use crate::ledger::LedgerError;
+use crate::storage::StorageError;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use wattest_shared::transparency::{ConsistencyProof, InclusionProof};
+
+/// Maps log failures to problems: unknown certificate 404, sizes out of range 400.
+impl From<LedgerError> for ApiError {
+    fn from(err: LedgerError) -> Self {
+        match err {
+            LedgerError::NotLogged(_) => Self::not_found(err.to_string()),
+            LedgerError::BeyondHead { .. } | LedgerError::Storage(StorageError::Proof(_)) => {
+                Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_tree_size",
+                    err.to_string(),
+                )
+            }
+            LedgerError::Storage(err) => err.into(),
+            LedgerError::Checkpoint(err) => Self::internal(&err),
+        }
+    }
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The current signed checkpoint: a C2SP tlog-checkpoint (origin, tree size, base64 root hash)
+/// in a C2SP signed note, signed with the log's Ed25519 key (see `GET /v1/log/key`).
+#[utoipa::path(get, path = "/v1/log/checkpoint", tag = "log", responses(
+    (status = 200, description = "Signed checkpoint (signed note text)", body = String, content_type = "text/plain",
+        example = "oracle.example/wattest-log\n3\nW2SL4e2NYhTpd9sOlWcEHb6ToIW7AEM0S/zUrrsrwTQ=\n\n— oracle.example/wattest-log Az3grq…\n"),
+))]
+pub async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let (_, note) = state.ledger.checkpoint(&state.storage).await?;
+    Ok(([(header::CONTENT_TYPE, TEXT)], note).into_response())
+}
+
+/// The log's verifier key, `<origin>+<key id>+<base64(0x01 ‖ Ed25519 public key)>`
+/// (C2SP signed-note), for `wattest-verify --log-key`.
+#[utoipa::path(get, path = "/v1/log/key", tag = "log", responses(
+    (status = 200, description = "Verifier key", body = String, content_type = "text/plain"),
+))]
+pub async fn key(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let vkey = state
+        .ledger
+        .verifier_key()
+        .map_err(|err| ApiError::internal(&err))?;
+    Ok(([(header::CONTENT_TYPE, TEXT)], format!("{vkey}\n")).into_response())
+}
+
+/// Query of `GET /v1/log/proofs/inclusion`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionQuery {
+    /// Certificate id.
+    pub certificate_id: String,
+    /// Tree size to prove against (default: the current size).
+    pub tree_size: Option<u64>,
+}
+
+/// Inclusion proof of a certificate (RFC 9162 §2.1.3), with the signed checkpoint it is
+/// proven against.
+#[utoipa::path(get, path = "/v1/log/proofs/inclusion", tag = "log", params(InclusionQuery),
+    security(("bearer" = [])), responses(
+    (status = 200, description = "Inclusion proof", body = InclusionProof),
+    (status = 400, description = "invalid_request / invalid_tree_size", body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 404, description = "not_found: no such certificate in the log", body = super::problem::Problem, content_type = "application/problem+json"),
+))]
+pub async fn inclusion(
+    State(state): State<AppState>,
+    query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<InclusionProof>, ApiError> {
+    let Query(q) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
+    let Some(row) = state.storage.certificate(&q.certificate_id).await? else {
+        return Err(ApiError::not_found(format!(
+            "no certificate {}",
+            q.certificate_id
+        )));
+    };
+    let proof = state
+        .ledger
+        .inclusion(&state.storage, &row.id, &row.jws, q.tree_size)
+        .await?;
+    Ok(Json(proof))
+}
+
+/// Query of `GET /v1/log/proofs/consistency`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyQuery {
+    /// The older tree size (≥ 1).
+    pub first: u64,
+    /// The newer tree size (default: the current size).
+    pub second: Option<u64>,
+}
+
+/// Consistency proof between two tree sizes (RFC 9162 §2.1.4), with the signed checkpoint of
+/// the newer one.
+#[utoipa::path(get, path = "/v1/log/proofs/consistency", tag = "log", params(ConsistencyQuery),
+    security(("bearer" = [])), responses(
+    (status = 200, description = "Consistency proof", body = ConsistencyProof),
+    (status = 400, description = "invalid_request / invalid_tree_size", body = super::problem::Problem, content_type = "application/problem+json"),
+))]
+pub async fn consistency(
+    State(state): State<AppState>,
+    query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    let Query(q) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
+    Ok(Json(
+        state
+            .ledger
+            .consistency(&state.storage, q.first, q.second)
+            .await?,
+    ))
+}
+
+/// One log entry.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogEntry {
+    /// Leaf index.
+    pub index: u64,
+    /// Certificate id.
+    pub certificate_id: String,
+    /// The entry: the certificate's compact JWS.
+    pub jws: String,
+}
+
+/// The entry at a leaf index (for monitors replaying the log).
+#[utoipa::path(get, path = "/v1/log/entries/{index}", tag = "log",
+    params(("index" = u64, Path, description = "Leaf index, 0-based")),
+    security(("bearer" = [])), responses(
+    (status = 200, description = "The entry", body = LogEntry),
+    (status = 404, description = "not_found", body = super::problem::Problem, content_type = "application/problem+json"),
+))]
+pub async fn entry(
+    State(state): State<AppState>,
+    path: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<LogEntry>, ApiError> {
+    let Path(index) = path.map_err(|err| ApiError::bad_request(err.body_text()))?;
+    let Some(certificate_id) = state.storage.log_entry(index).await? else {
+        return Err(ApiError::not_found(format!("no log entry {index}")));
+    };
+    let row = state
+        .storage
+        .certificate(&certificate_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(&"a logged certificate is missing"))?;
+    Ok(Json(LogEntry {
+        index,
+        certificate_id,
+        jws: row.jws,
+    }))
+}
