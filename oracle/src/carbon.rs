@@ -126,6 +126,8 @@ impl StaticTable {
                 year: entry.year,
                 factor_type: "lifecycle".into(),
                 estimated: true,
+                marginal: false,
+                fallback_reason: None,
             },
         })
     }

@@ -10,11 +10,12 @@ use crate::credits::CreditPolicy;
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 use std::collections::BTreeMap;
 use wattest_shared::certificate::{
-    AvoidedEmissions, CertificateClaims, CertifiedNode, Emissions, EnergyTotals, HourlyIntensity,
-    IntensityUsed, Period, SourceTotal, WindowRange,
+    AvoidedEmissions, CALCULATION_VERSION, CertificateClaims, CertifiedNode, EAT_PROFILE,
+    EarStatus, Emissions, EnergyTotals, HourlyIntensity, IntensityUsed, Period, SourceTotal,
+    WindowRange, emissions_g, split_by_weights,
 };
 use wattest_shared::window::{Method, SourceKind, WindowClaims, consumed_energy};
-use wattest_shared::{GramsCo2ePerKwh, KgCo2e, WattHours};
+use wattest_shared::{AttestationLevel, Decimal6};
 
 /// Inputs that are not windows.
 #[derive(Debug, Clone)]
@@ -31,6 +32,12 @@ pub struct Issue<'a> {
     pub validity: Duration,
     /// Hash of the final window.
     pub last_hash: String,
+    /// Model id named by the agent, if any.
+    pub model_id: Option<String>,
+    /// Plausibility flags raised on the windows (each caps the status at `warning`).
+    pub plausibility: Vec<String>,
+    /// Why the node is flagged (e.g. it signed two windows for one seq): `contraindicated`.
+    pub node_flag: Option<String>,
 }
 
 /// Why no certificate could be built.
@@ -67,9 +74,13 @@ pub fn hours_of(windows: &[WindowClaims]) -> Vec<DateTime<Utc>> {
 
 /// Builds the claims for `windows` (ordered by seq, the last one final).
 ///
-/// Per window, grid energy = max(0, consumed − solar); each window's grid and solar energy is
+/// Exact arithmetic in millionths ([`Decimal6`]): each window's per-source energy is rounded to
+/// the µWh; per window, grid = max(0, consumed − solar); each window's grid and solar energy is
 /// split across the clock hours it overlaps in proportion to time (constant power within a
-/// window), and each hour's energy is multiplied by that hour's intensity.
+/// window; largest-remainder rounding, so the parts add up exactly), and each hour's energy is
+/// multiplied by that hour's intensity ([`emissions_g`]). The status is `affirming` unless a
+/// reason in `issue.flags`, a software key or a CPU-time × TDP estimate caps it at `warning`, or
+/// the node is flagged (`contraindicated`).
 ///
 /// # Errors
 /// [`CertificateBuildError`].
@@ -83,16 +94,17 @@ pub fn build_claims(
     let (Some(first), Some(last)) = (windows.first(), windows.last()) else {
         return Err(CertificateBuildError::NoWindows);
     };
+    let wh = |x: f64| Decimal6::from_f64(x).unwrap_or(Decimal6::ZERO);
 
     // Per-source totals with energy-weighted uncertainty.
-    let mut by_source: BTreeMap<(String, SourceKind, Method), (WattHours, f64, bool)> =
+    let mut by_source: BTreeMap<(String, SourceKind, Method), (Decimal6, f64, bool)> =
         BTreeMap::new();
     for w in windows {
         for s in &w.sources {
             let entry = by_source
                 .entry((s.source.clone(), s.kind, s.method))
-                .or_insert((WattHours::ZERO, 0.0, false));
-            entry.0 += s.energy_wh;
+                .or_insert((Decimal6::ZERO, 0.0, false));
+            entry.0 += wh(s.energy_wh.0);
             entry.1 += s.energy_wh.0 * s.uncertainty_pct;
             entry.2 |= s.shared_device;
         }
@@ -101,10 +113,10 @@ pub fn build_claims(
         .into_iter()
         .map(
             |((source, kind, method), (energy_wh, weighted, shared_device))| SourceTotal {
-                uncertainty_pct: if energy_wh.0 > 0.0 {
-                    weighted / energy_wh.0
+                uncertainty_pct: if energy_wh > Decimal6::ZERO {
+                    Decimal6::from_f64(weighted / energy_wh.to_f64()).unwrap_or(Decimal6::ZERO)
                 } else {
-                    0.0
+                    Decimal6::ZERO
                 },
                 source,
                 kind,
@@ -115,62 +127,108 @@ pub fn build_claims(
         )
         .collect();
 
-    // Hourly split of grid and solar energy.
-    let mut hours: BTreeMap<DateTime<Utc>, (WattHours, WattHours)> = BTreeMap::new();
+    // Hourly split of each window's grid and solar energy.
+    let mut hours: BTreeMap<DateTime<Utc>, (Decimal6, Decimal6)> = BTreeMap::new();
     for w in windows {
-        let grid = WattHours((w.consumed().0 - w.solar_wh.0).max(0.0));
-        let total_ms = (w.end - w.start).num_milliseconds().max(1) as f64;
+        let consumed = consumed_energy(w.sources.iter().map(|s| (s.kind, wh(s.energy_wh.0))));
+        let solar: Decimal6 = w
+            .sources
+            .iter()
+            .filter(|s| s.kind == SourceKind::Solar)
+            .map(|s| wh(s.energy_wh.0))
+            .sum();
+        let grid = (consumed - solar).clamp_non_negative();
+        let mut slots = Vec::new();
         let mut cursor = w.start;
         while cursor < w.end {
             let hour = cursor.duration_trunc(TimeDelta::hours(1)).unwrap_or(cursor);
             let next = (hour + TimeDelta::hours(1)).min(w.end);
-            let fraction = (next - cursor).num_milliseconds() as f64 / total_ms;
-            let slot = hours
-                .entry(hour)
-                .or_insert((WattHours::ZERO, WattHours::ZERO));
-            slot.0 += WattHours(grid.0 * fraction);
-            slot.1 += WattHours(w.solar_wh.0 * fraction);
+            slots.push((hour, (next - cursor).num_milliseconds().max(0)));
             cursor = next;
+        }
+        if slots.is_empty() {
+            // A zero-length window still carries its energy: it belongs to its start hour.
+            let hour = w
+                .start
+                .duration_trunc(TimeDelta::hours(1))
+                .unwrap_or(w.start);
+            slots.push((hour, 1));
+        }
+        let weights: Vec<i64> = slots.iter().map(|s| s.1).collect();
+        let grid_parts = split_by_weights(grid, &weights);
+        let solar_parts = split_by_weights(solar, &weights);
+        for (((hour, _), g), s) in slots.iter().zip(grid_parts).zip(solar_parts) {
+            let slot = hours
+                .entry(*hour)
+                .or_insert((Decimal6::ZERO, Decimal6::ZERO));
+            slot.0 += g;
+            slot.1 += s;
         }
     }
     let mut hourly = Vec::with_capacity(hours.len());
-    let mut provenance = None;
     for (hour, (grid_wh, solar_wh)) in hours {
-        let Intensity {
-            value,
-            provenance: p,
-        } = intensities
-            .get(&hour)
-            .cloned()
-            .ok_or_else(|| CertificateBuildError::NoIntensity {
-                zone: zone.name.clone(),
-                hour,
-            })?;
-        provenance.get_or_insert(p);
+        let Intensity { value, provenance } =
+            intensities
+                .get(&hour)
+                .cloned()
+                .ok_or_else(|| CertificateBuildError::NoIntensity {
+                    zone: zone.name.clone(),
+                    hour,
+                })?;
+        let g = Decimal6::from_f64(value.0).unwrap_or(Decimal6::ZERO);
         hourly.push(HourlyIntensity {
             hour,
-            g_co2e_per_kwh: value,
+            g_co2e_per_kwh: g,
             grid_wh,
             solar_wh,
+            emissions_g: emissions_g(grid_wh, g),
+            avoided_g: emissions_g(solar_wh, g),
+            provenance,
         });
     }
-    let provenance = provenance.ok_or(CertificateBuildError::NoWindows)?;
+    let factor_type = hourly
+        .first()
+        .map(|h| h.provenance.factor_type.clone())
+        .ok_or(CertificateBuildError::NoWindows)?;
 
-    let grid_wh: WattHours = hourly.iter().map(|h| h.grid_wh).sum();
-    let solar_wh: WattHours = by_source
+    let grid_wh: Decimal6 = hourly.iter().map(|h| h.grid_wh).sum();
+    let solar_wh: Decimal6 = by_source
         .iter()
         .filter(|s| s.kind == SourceKind::Solar)
         .map(|s| s.energy_wh)
         .sum();
-    let emissions: KgCo2e = hourly
+    let emissions: Decimal6 = hourly.iter().map(|h| h.emissions_g).sum();
+    let avoided: Decimal6 = hourly.iter().map(|h| h.avoided_g).sum();
+    let mean_intensity = mean_intensity(&hourly, grid_wh, emissions);
+    let measured_ms: i64 = windows
         .iter()
-        .map(|h| h.grid_wh.emissions(h.g_co2e_per_kwh))
+        .map(|w| (w.end - w.start).num_milliseconds().max(0))
         .sum();
-    let avoided: KgCo2e = hourly
-        .iter()
-        .map(|h| h.solar_wh.emissions(h.g_co2e_per_kwh))
-        .sum();
-    let mean_intensity = mean_intensity(&hourly, grid_wh);
+
+    // Status (EAR): the worst reason wins.
+    let mut reasons = Vec::new();
+    if let Some(flag) = &issue.node_flag {
+        reasons.push(format!("node_flagged:{flag}"));
+    }
+    if issue.node.attestation_level == AttestationLevel::Software {
+        reasons.push("software_key".to_owned());
+    }
+    if by_source.iter().any(|s| s.method == Method::EstimateCpuTdp) {
+        reasons.push("estimated_energy".to_owned());
+    }
+    reasons.extend(
+        issue
+            .plausibility
+            .iter()
+            .map(|f| format!("plausibility:{f}")),
+    );
+    let status = if issue.node_flag.is_some() {
+        EarStatus::Contraindicated
+    } else if reasons.is_empty() {
+        EarStatus::Affirming
+    } else {
+        EarStatus::Warning
+    };
 
     Ok(CertificateClaims {
         iss: issue.issuer.to_owned(),
@@ -179,13 +237,19 @@ pub fn build_claims(
         nbf: issue.now.timestamp(),
         exp: (issue.now + issue.validity).timestamp(),
         jti: issue.id,
+        eat_profile: EAT_PROFILE.to_owned(),
+        status,
+        status_reasons: reasons,
+        calculation_version: CALCULATION_VERSION.to_owned(),
         job_id: last.job_id.clone(),
+        model_id: issue.model_id,
+        grid_zone: zone.name.clone(),
         node: issue.node,
         attribution: last.attribution,
         period: Period {
             start: first.start,
             end: last.end,
-            measured_seconds: windows.iter().map(WindowClaims::duration_seconds).sum(),
+            measured_seconds: Decimal6::from_millionths(measured_ms.saturating_mul(1000)),
         },
         energy: EnergyTotals {
             consumed_wh: consumed_energy(by_source.iter().map(|s| (s.kind, s.energy_wh))),
@@ -195,44 +259,48 @@ pub fn build_claims(
         },
         intensity: IntensityUsed {
             zone: zone.name.clone(),
+            factor_type,
             g_co2e_per_kwh: mean_intensity,
-            provenance,
             hourly,
         },
         emissions: Emissions {
-            location_based_kg_co2e: emissions,
+            location_based_g_co2e: emissions,
         },
         reward: credits.reward(avoided),
-        avoided_emissions: AvoidedEmissions { kg_co2e: avoided },
+        avoided_emissions: AvoidedEmissions { g_co2e: avoided },
         windows: WindowRange {
             first_seq: first.seq,
             last_seq: last.seq,
             count: windows.len() as u64,
-            last_hash: issue.last_hash,
+            chain_head: issue.last_hash,
         },
+        plausibility: issue.plausibility,
     })
 }
 
-/// Grid-energy-weighted mean intensity over the hours (the plain mean when no grid energy was
-/// drawn). When every hour has the same figure, that figure exactly, so a yearly table value is
-/// not blurred by floating-point division.
-fn mean_intensity(hourly: &[HourlyIntensity], grid_wh: WattHours) -> GramsCo2ePerKwh {
-    let first = hourly.first().map_or(0.0, |h| h.g_co2e_per_kwh.0);
-    if hourly.iter().all(|h| h.g_co2e_per_kwh.0 == first) {
-        return GramsCo2ePerKwh(first);
+/// Effective intensity: emissions ÷ grid energy (g ÷ kWh), to the 10⁻⁶ g/kWh; the plain mean of
+/// the hours when no grid energy was drawn. When every hour has the same figure, that figure.
+fn mean_intensity(
+    hourly: &[HourlyIntensity],
+    grid_wh: Decimal6,
+    emissions_g: Decimal6,
+) -> Decimal6 {
+    let first = hourly.first().map_or(Decimal6::ZERO, |h| h.g_co2e_per_kwh);
+    if hourly.iter().all(|h| h.g_co2e_per_kwh == first) {
+        return first;
     }
-    if grid_wh.0 > 0.0 {
-        GramsCo2ePerKwh(
-            hourly
-                .iter()
-                .map(|h| h.grid_wh.0 * h.g_co2e_per_kwh.0)
-                .sum::<f64>()
-                / grid_wh.0,
-        )
+    if grid_wh > Decimal6::ZERO {
+        // g/kWh = g × 1000 / Wh; in millionths: em_µ × 1000 × 10⁶ / grid_µ.
+        let n = i128::from(emissions_g.millionths()) * 1_000_000_000;
+        let q = n / i128::from(grid_wh.millionths());
+        Decimal6::from_millionths(i64::try_from(q).unwrap_or(i64::MAX))
     } else {
-        GramsCo2ePerKwh(
-            hourly.iter().map(|h| h.g_co2e_per_kwh.0).sum::<f64>() / hourly.len() as f64,
-        )
+        let sum: i128 = hourly
+            .iter()
+            .map(|h| i128::from(h.g_co2e_per_kwh.millionths()))
+            .sum();
+        let n = i128::try_from(hourly.len()).unwrap_or(1).max(1);
+        Decimal6::from_millionths(i64::try_from(sum / n).unwrap_or(i64::MAX))
     }
 }
 
@@ -241,7 +309,7 @@ mod tests {
     use super::*;
     use crate::carbon::StaticTable;
     use wattest_shared::window::{Attribution, SourceEnergy};
-    use wattest_shared::{AttestationLevel, Eur, Watts};
+    use wattest_shared::{Eur, WattHours, Watts};
 
     fn resolve(
         table: &StaticTable,
@@ -335,6 +403,9 @@ mod tests {
             now,
             validity: Duration::days(1),
             last_hash: "h".into(),
+            model_id: None,
+            plausibility: vec![],
+            node_flag: None,
         };
         let policy = CreditPolicy {
             price_per_tonne: Eur::parse("25").expect("p"),
@@ -344,19 +415,30 @@ mod tests {
         assert_eq!(intensities.len(), 2, "the windows span two clock hours");
         let c = build_claims(issue, &windows, &zone, &intensities, &policy).expect("claims");
         c.check_arithmetic().expect("reconciles");
-        assert_eq!(c.energy.consumed_wh, WattHours(31.0));
-        assert_eq!(c.energy.solar_wh, WattHours(9.0));
+        let d = |t: &str| Decimal6::parse(t).expect("decimal");
+        assert_eq!(c.energy.consumed_wh, d("31"));
+        assert_eq!(c.energy.solar_wh, d("9"));
         // Window 1: grid 25 Wh; window 2: max(0, 1 − 4) = 0.
-        assert!((c.energy.grid_wh.0 - 25.0).abs() < 1e-9);
+        assert_eq!(c.energy.grid_wh, d("25"));
         assert_eq!(c.intensity.hourly.len(), 2);
-        assert!((c.intensity.hourly[0].grid_wh.0 - 12.5).abs() < 1e-9);
+        assert_eq!(c.intensity.hourly[0].grid_wh, d("12.5"));
         // 25 Wh × 117.58 g/kWh = 2.9395 g.
-        assert!((c.emissions.location_based_kg_co2e.0 - 0.0029395).abs() < 1e-12);
-        assert!((c.avoided_emissions.kg_co2e.0 - 9.0 / 1000.0 * 117.58 / 1000.0).abs() < 1e-12);
+        assert_eq!(c.emissions.location_based_g_co2e, d("2.9395"));
+        // 9 Wh × 117.58 g/kWh = 1.05822 g.
+        assert_eq!(c.avoided_emissions.g_co2e, d("1.05822"));
+        assert_eq!(c.status, EarStatus::Warning);
+        assert_eq!(c.status_reasons, ["software_key", "estimated_energy"]);
         assert_eq!(
             (c.windows.first_seq, c.windows.last_seq, c.windows.count),
             (1, 2, 2)
         );
+        // Tampering with any figure breaks the exact reconciliation.
+        let mut forged = c.clone();
+        forged.emissions.location_based_g_co2e = d("2.939499");
+        assert!(forged.check_arithmetic().is_err());
+        let mut forged = c.clone();
+        forged.intensity.hourly[1].grid_wh = d("12.500001");
+        assert!(forged.check_arithmetic().is_err());
         assert!(
             build_claims(
                 Issue {
@@ -365,7 +447,10 @@ mod tests {
                     node: c.node.clone(),
                     now,
                     validity: Duration::days(1),
-                    last_hash: "h".into()
+                    last_hash: "h".into(),
+                    model_id: None,
+                    plausibility: vec![],
+                    node_flag: None,
                 },
                 &[],
                 &zone,

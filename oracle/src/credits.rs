@@ -5,7 +5,7 @@
 //! against Scope 2 (see `docs/methodology.md`).
 
 use wattest_shared::certificate::{Reward, reward_total, split_reward};
-use wattest_shared::{Eur, KgCo2e};
+use wattest_shared::{Decimal6, Eur};
 
 /// Default price per tonne of avoided CO2e: €25/t, the figure of the project's founding document
 /// (the KoproGo seed). EU ETS averaged ≈ €67/t in 2024; set `--price-eur-per-tonne` to change it.
@@ -23,19 +23,21 @@ pub struct CreditPolicy {
 }
 
 impl CreditPolicy {
-    /// The reward for `avoided` emissions: total = ⌊t × price⌋ micro-EUR, owner = ⌊total × share⌋,
-    /// fund = the remainder.
+    /// The reward for `avoided_g` grams of avoided emissions: total = ⌊t × price⌋ micro-EUR,
+    /// owner = ⌊total × share⌋, fund = the remainder (the share is taken to the 10⁻⁶ percent).
     #[must_use]
-    pub fn reward(&self, avoided: KgCo2e) -> Reward {
-        let total = reward_total(avoided, self.price_per_tonne);
-        let (node_owner, cooperative_fund) = split_reward(total, self.node_owner_share_pct);
+    pub fn reward(&self, avoided_g: Decimal6) -> Reward {
+        let share = Decimal6::from_f64(self.node_owner_share_pct.clamp(0.0, 100.0))
+            .unwrap_or(Decimal6::from_millionths(70_000_000));
+        let total = reward_total(avoided_g, self.price_per_tonne);
+        let (node_owner, cooperative_fund) = split_reward(total, share);
         Reward {
             currency: "EUR".into(),
             price_per_tonne: self.price_per_tonne,
             total,
             node_owner,
             cooperative_fund,
-            node_owner_share_pct: self.node_owner_share_pct,
+            node_owner_share_pct: share,
         }
     }
 }
@@ -51,7 +53,7 @@ mod tests {
             node_owner_share_pct: DEFAULT_NODE_OWNER_SHARE_PCT,
         };
         // 40 kg avoided × €25/t = €1.00 → €0.70 / €0.30.
-        let r = policy.reward(KgCo2e(40.0));
+        let r = policy.reward(Decimal6::from_millionths(40_000_000_000));
         assert_eq!(
             (
                 r.total.to_string(),
@@ -60,6 +62,6 @@ mod tests {
             ),
             ("1.000000".into(), "0.700000".into(), "0.300000".into())
         );
-        assert_eq!(policy.reward(KgCo2e(0.0)).total.micros(), 0);
+        assert_eq!(policy.reward(Decimal6::ZERO).total.micros(), 0);
     }
 }

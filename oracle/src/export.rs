@@ -62,14 +62,14 @@ fn row_fields(c: &certificate::Model, base_url: &str) -> Vec<String> {
                 .by_source
                 .iter()
                 .filter(|s| s.kind != wattest_shared::SourceKind::Solar)
-                .map(|s| s.energy_wh.0)
+                .map(|s| s.energy_wh.to_f64())
                 .sum();
             let estimated: f64 = cl
                 .energy
                 .by_source
                 .iter()
                 .filter(|s| s.kind != wattest_shared::SourceKind::Solar && s.method.is_estimate())
-                .map(|s| s.energy_wh.0)
+                .map(|s| s.energy_wh.to_f64())
                 .sum();
             (
                 methods.join(" "),

@@ -56,6 +56,9 @@ pub async fn issue(
         now,
         validity: settings.certificate_validity,
         last_hash: v.hash.clone(),
+        model_id: None,
+        plausibility: Vec::new(),
+        node_flag: None,
     };
     let hours = hours_of(&windows);
     let intensities = hours
@@ -65,7 +68,7 @@ pub async fn issue(
     let claims = build_claims(issue, &windows, &zone, &intensities, &settings.credits)
         .map_err(|err| ApiError::internal(&err))?;
     let payload = serde_json::to_vec(&claims).map_err(|err| ApiError::internal(&err))?;
-    let key = state.key.clone();
+    let key = state.keys.get().active(now);
     let jws = tokio::task::spawn_blocking(move || sign_compact(&*key, CERTIFICATE_TYP, &payload))
         .await
         .map_err(|err| ApiError::internal(&err))?
@@ -84,6 +87,7 @@ fn certificate_row(
     c: &CertificateClaims,
     jws: String,
 ) -> Result<certificate::Model, serde_json::Error> {
+    let first_hour = c.intensity.hourly.first();
     Ok(certificate::Model {
         id: c.jti.clone(),
         node_id: c.sub.clone(),
@@ -93,15 +97,17 @@ fn certificate_row(
         period_end: c.period.end,
         zone: c.intensity.zone.clone(),
         attestation_level: c.node.attestation_level.as_str().into(),
-        consumed_wh: c.energy.consumed_wh.0,
-        grid_wh: c.energy.grid_wh.0,
-        solar_wh: c.energy.solar_wh.0,
-        emissions_kg: c.emissions.location_based_kg_co2e.0,
-        avoided_kg: c.avoided_emissions.kg_co2e.0,
-        intensity_g: c.intensity.g_co2e_per_kwh.0,
-        intensity_dataset: c.intensity.provenance.dataset.clone(),
-        intensity_year: c.intensity.provenance.year,
-        factor_type: c.intensity.provenance.factor_type.clone(),
+        consumed_wh: c.energy.consumed_wh.to_f64(),
+        grid_wh: c.energy.grid_wh.to_f64(),
+        solar_wh: c.energy.solar_wh.to_f64(),
+        emissions_kg: c.emissions.location_based_g_co2e.to_f64() / 1000.0,
+        avoided_kg: c.avoided_emissions.g_co2e.to_f64() / 1000.0,
+        intensity_g: c.intensity.g_co2e_per_kwh.to_f64(),
+        intensity_dataset: first_hour
+            .map(|h| h.provenance.dataset.clone())
+            .unwrap_or_default(),
+        intensity_year: first_hour.map_or(0, |h| h.provenance.year),
+        factor_type: c.intensity.factor_type.clone(),
         reward_micro_eur: c.reward.total.micros(),
         owner_micro_eur: c.reward.node_owner.micros(),
         fund_micro_eur: c.reward.cooperative_fund.micros(),

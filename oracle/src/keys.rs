@@ -1,9 +1,11 @@
 //! The oracle's signing key: created in the data dir on first start, published as a JWKS.
 
+use chrono::{DateTime, Duration, Utc};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 use wattest_shared::jws::JwsSigner;
 use wattest_shared::{Jwks, SoftwareKey};
 
@@ -93,6 +95,275 @@ pub fn jwks(key: &SoftwareKey) -> Jwks {
     }
 }
 
+/// File listing the oracle keys and when each becomes the signing key (JSON, in the data dir).
+pub const KEYRING_FILE: &str = "keyring.json";
+/// Default delay between `keys rotate` publishing a new key and signing with it: relying
+/// parties that cache the JWKS for up to a day (a common HTTP cache lifetime) see the new key
+/// before any certificate needs it.
+pub const DEFAULT_ACTIVATION_DELAY_HOURS: i64 = 24;
+
+/// One entry of `keyring.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct RingEntry {
+    /// RFC 7638 thumbprint.
+    kid: String,
+    /// Key file name in the data dir (PKCS#8 DER, 0600).
+    file: String,
+    /// When it was created.
+    created_at: DateTime<Utc>,
+    /// From when it signs (until a later key activates).
+    activate_at: DateTime<Utc>,
+}
+
+/// The oracle's keys: every key ever used stays published (certificates stay verifiable for
+/// their whole validity); the signing key is the newest one whose activation time has passed.
+#[derive(Debug)]
+pub struct Keyring {
+    keys: Vec<(RingEntry, Arc<SoftwareKey>)>,
+    /// The earliest-activating key, used when no key is active yet.
+    first: Arc<SoftwareKey>,
+}
+
+/// A key as listed by `wattest-oracle keys list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    /// RFC 7638 thumbprint.
+    pub kid: String,
+    /// `active` (signs now), `next` (published, not yet signing) or `retired` (published for
+    /// verification only).
+    pub state: &'static str,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Activation time.
+    pub activate_at: DateTime<Utc>,
+}
+
+impl Keyring {
+    /// Loads the keyring of `data_dir`, creating the first key when there is none. A data dir
+    /// from before key rotation (only `oracle-key.der`) becomes a keyring of that one key.
+    ///
+    /// # Errors
+    /// [`KeyError`].
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, KeyError> {
+        let ring_path = data_dir.join(KEYRING_FILE);
+        let entries: Vec<RingEntry> = match std::fs::read(&ring_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|err| KeyError::Invalid(format!("{}: {err}", ring_path.display())))?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let key = load_or_create(data_dir)?;
+                let epoch = DateTime::<Utc>::UNIX_EPOCH;
+                let entries = vec![RingEntry {
+                    kid: key.kid().to_owned(),
+                    file: KEY_FILE.to_owned(),
+                    created_at: epoch,
+                    activate_at: epoch,
+                }];
+                write_ring(&ring_path, &entries)?;
+                entries
+            }
+            Err(source) => {
+                return Err(KeyError::Io {
+                    path: ring_path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let mut keys = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let key = load_file(&data_dir.join(&entry.file))?;
+            if key.kid() != entry.kid {
+                return Err(KeyError::Invalid(format!(
+                    "{}: key file {} holds key {}, not {}",
+                    ring_path.display(),
+                    entry.file,
+                    key.kid(),
+                    entry.kid
+                )));
+            }
+            keys.push((entry, Arc::new(key)));
+        }
+        keys.sort_by_key(|(e, _)| e.activate_at);
+        let first = keys
+            .first()
+            .map(|(_, k)| k.clone())
+            .ok_or_else(|| KeyError::Invalid(format!("{} lists no key", ring_path.display())))?;
+        Ok(Self { keys, first })
+    }
+
+    /// Creates a new key, published at once and signing from `now + activate_after`. Kids are
+    /// thumbprints of fresh random keys; a collision with a listed kid is refused.
+    ///
+    /// # Errors
+    /// [`KeyError`].
+    pub fn rotate(
+        data_dir: &Path,
+        activate_after: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<KeyInfo, KeyError> {
+        let ring = Self::load_or_create(data_dir)?;
+        let key = SoftwareKey::generate(ORACLE_KEY_BITS)
+            .map_err(|err| KeyError::Invalid(err.to_string()))?;
+        if ring.keys.iter().any(|(e, _)| e.kid == key.kid()) {
+            return Err(KeyError::Invalid(
+                "generated a key with a kid already in use".into(),
+            ));
+        }
+        let file = format!("oracle-key-{}.der", &key.kid()[..16.min(key.kid().len())]);
+        let path = data_dir.join(&file);
+        let der = key
+            .to_pkcs8_der()
+            .map_err(|err| KeyError::Invalid(err.to_string()))?;
+        write_secret(&path, &der).map_err(|source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let entry = RingEntry {
+            kid: key.kid().to_owned(),
+            file,
+            created_at: now,
+            activate_at: now + activate_after,
+        };
+        let mut entries: Vec<RingEntry> = ring.keys.into_iter().map(|(e, _)| e).collect();
+        entries.push(entry.clone());
+        write_ring(&data_dir.join(KEYRING_FILE), &entries)?;
+        Ok(KeyInfo {
+            kid: entry.kid,
+            state: "next",
+            created_at: entry.created_at,
+            activate_at: entry.activate_at,
+        })
+    }
+
+    /// The signing key at `now`: the newest key whose activation time has passed (the oldest key
+    /// when none has).
+    #[must_use]
+    pub fn active(&self, now: DateTime<Utc>) -> Arc<SoftwareKey> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|(e, _)| e.activate_at <= now)
+            .map_or_else(|| self.first.clone(), |(_, k)| k.clone())
+    }
+
+    /// Every key, for `/.well-known/jwks.json`.
+    #[must_use]
+    pub fn jwks(&self) -> Jwks {
+        Jwks {
+            keys: self
+                .keys
+                .iter()
+                .map(|(_, k)| k.public_jwk().clone().for_jwks())
+                .collect(),
+        }
+    }
+
+    /// The keys with their state at `now`.
+    #[must_use]
+    pub fn list(&self, now: DateTime<Utc>) -> Vec<KeyInfo> {
+        let active = self.active(now);
+        self.keys
+            .iter()
+            .map(|(e, k)| KeyInfo {
+                kid: e.kid.clone(),
+                state: if k.kid() == active.kid() {
+                    "active"
+                } else if e.activate_at > now {
+                    "next"
+                } else {
+                    "retired"
+                },
+                created_at: e.created_at,
+                activate_at: e.activate_at,
+            })
+            .collect()
+    }
+}
+
+fn load_file(path: &Path) -> Result<SoftwareKey, KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let der = std::fs::read(path).map_err(io)?;
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Invalid(format!(
+            "{} has mode {:o}; it must not be readable by group or others (chmod 600)",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    SoftwareKey::from_pkcs8_der(&der)
+        .map_err(|err| KeyError::Invalid(format!("{}: {err}", path.display())))
+}
+
+fn write_ring(path: &Path, entries: &[RingEntry]) -> Result<(), KeyError> {
+    let json =
+        serde_json::to_vec_pretty(entries).map_err(|err| KeyError::Invalid(err.to_string()))?;
+    write_secret(path, &json).map_err(|source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The keyring of a running oracle, reloaded when `keyring.json` changes on disk (after
+/// `wattest-oracle keys rotate`), so every replica sharing the data dir publishes a new key
+/// without a restart.
+#[derive(Debug)]
+pub struct KeyringHandle {
+    data_dir: std::path::PathBuf,
+    current: std::sync::RwLock<(Option<std::time::SystemTime>, Arc<Keyring>)>,
+}
+
+impl KeyringHandle {
+    /// Loads the keyring of `data_dir`.
+    ///
+    /// # Errors
+    /// [`KeyError`].
+    pub fn open(data_dir: &Path) -> Result<Self, KeyError> {
+        let ring = Keyring::load_or_create(data_dir)?;
+        Ok(Self {
+            data_dir: data_dir.to_owned(),
+            current: std::sync::RwLock::new((mtime(data_dir), Arc::new(ring))),
+        })
+    }
+
+    /// The current keyring (reloaded if the file changed; on a reload error the loaded one is
+    /// kept and the error logged).
+    #[must_use]
+    pub fn get(&self) -> Arc<Keyring> {
+        let now_mtime = mtime(&self.data_dir);
+        if let Ok(guard) = self.current.read()
+            && guard.0 == now_mtime
+        {
+            return guard.1.clone();
+        }
+        match Keyring::load_or_create(&self.data_dir) {
+            Ok(ring) => {
+                let ring = Arc::new(ring);
+                if let Ok(mut guard) = self.current.write() {
+                    *guard = (now_mtime, ring.clone());
+                }
+                tracing::info!("Reloaded the oracle keyring.");
+                ring
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "Keyring reload failed; keeping the loaded keys.");
+                self.current
+                    .read()
+                    .map(|g| g.1.clone())
+                    .unwrap_or_else(|e| e.into_inner().1.clone())
+            }
+        }
+    }
+}
+
+fn mtime(data_dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(data_dir.join(KEYRING_FILE))
+        .and_then(|m| m.modified())
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +389,43 @@ mod tests {
             load_or_create(dir.path()),
             Err(KeyError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn rotation_publishes_before_use_and_keeps_old_keys() {
+        let dir = tempfile::tempdir().expect("dir");
+        let first = Keyring::load_or_create(dir.path()).expect("ring");
+        let t0 = Utc::now();
+        let old = first.active(t0).kid().to_owned();
+        let next = Keyring::rotate(dir.path(), Duration::hours(24), t0).expect("rotate");
+        assert_eq!(next.state, "next");
+        let ring = Keyring::load_or_create(dir.path()).expect("reload");
+        // Published at once, signing only after the delay; the old key stays published.
+        let kids: Vec<String> = ring
+            .jwks()
+            .keys
+            .iter()
+            .filter_map(|k| k.kid.clone())
+            .collect();
+        assert!(kids.contains(&old) && kids.contains(&next.kid));
+        assert_eq!(ring.active(t0).kid(), old);
+        assert_eq!(ring.active(t0 + Duration::hours(25)).kid(), next.kid);
+        let states: Vec<&str> = ring
+            .list(t0 + Duration::hours(25))
+            .iter()
+            .map(|k| k.state)
+            .collect();
+        assert_eq!(states, ["retired", "active"]);
+        let mode = std::fs::metadata(dir.path().join(KEYRING_FILE))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A running oracle picks the rotation up without a restart.
+        let handle = KeyringHandle::open(dir.path()).expect("handle");
+        assert_eq!(handle.get().jwks().keys.len(), 2);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        Keyring::rotate(dir.path(), Duration::zero(), Utc::now()).expect("rotate again");
+        assert_eq!(handle.get().jwks().keys.len(), 3);
     }
 }

@@ -16,7 +16,6 @@ pub mod storage;
 pub mod verification;
 
 use std::sync::Arc;
-use wattest_shared::{Jwks, SoftwareKey};
 
 /// Settings of a running oracle.
 #[derive(Debug, Clone)]
@@ -40,10 +39,8 @@ pub struct AppState {
     pub storage: storage::Storage,
     /// Carbon intensity table.
     pub carbon: Arc<carbon::StaticTable>,
-    /// Oracle signing key.
-    pub key: Arc<SoftwareKey>,
-    /// Published keys.
-    pub jwks: Arc<Jwks>,
+    /// Oracle signing keys (rotating; reloaded when `keys rotate` changes them).
+    pub keys: Arc<keys::KeyringHandle>,
     /// Settings.
     pub settings: Arc<Settings>,
     /// Prometheus metrics.
@@ -62,15 +59,14 @@ impl AppState {
         database_url: &str,
         settings: Settings,
     ) -> anyhow::Result<Self> {
-        let key = keys::load_or_create(data_dir)?;
+        let keys = keys::KeyringHandle::open(data_dir)?;
         let ledger = ledger::Ledger::load_or_create(data_dir, &settings.log_origin)?;
         let storage = storage::Storage::connect(database_url).await?;
         let carbon = carbon::StaticTable::embedded().map_err(anyhow::Error::msg)?;
         Ok(Self {
             storage,
             carbon: Arc::new(carbon),
-            jwks: Arc::new(keys::jwks(&key)),
-            key: Arc::new(key),
+            keys: Arc::new(keys),
             settings: Arc::new(settings),
             metrics: Arc::default(),
             ledger: Arc::new(ledger),

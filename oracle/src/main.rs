@@ -11,6 +11,7 @@ use wattest_oracle::credits::{
 use wattest_oracle::storage::{self, Storage};
 use wattest_oracle::{AppState, Settings, api};
 use wattest_shared::Eur;
+use wattest_shared::jws::JwsSigner as _;
 
 /// Wattest oracle: verifies signed energy windows from agents, applies grid carbon intensity,
 /// issues signed energy certificates and serves compliance exports.
@@ -32,6 +33,36 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Manage the oracle's certificate signing keys (keyring.json in the data dir).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a new signing key: published in the JWKS at once, signing certificates only after
+    /// --activate-after-hours. Old keys stay published so their certificates stay verifiable.
+    /// Running oracles sharing the data dir pick the change up without a restart.
+    Rotate {
+        /// Hours between publishing the new key and signing with it (default 24: relying parties
+        /// caching the JWKS for a day see it before it is used); 0 signs with it at once.
+        #[arg(long, default_value_t = wattest_oracle::keys::DEFAULT_ACTIVATION_DELAY_HOURS, value_parser = clap::value_parser!(i64).range(0..=8760))]
+        activate_after_hours: i64,
+        /// Directory holding the keys.
+        #[arg(long, env = "WATTEST_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// List the keys: kid, state (active / next / retired), creation and activation times.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Directory holding the keys.
+        #[arg(long, env = "WATTEST_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
     },
 }
 
@@ -141,6 +172,47 @@ async fn main() -> Result<()> {
             println!("{}", auth::create_token(&storage, role).await?);
             Ok(())
         }
+        Command::Keys {
+            command:
+                KeysCommand::Rotate {
+                    activate_after_hours,
+                    data_dir,
+                },
+        } => {
+            prepare_data_dir(&data_dir)?;
+            let info = wattest_oracle::keys::Keyring::rotate(
+                &data_dir,
+                chrono::Duration::hours(activate_after_hours),
+                chrono::Utc::now(),
+            )?;
+            println!(
+                "{}\tpublished now, signs from {}",
+                info.kid,
+                info.activate_at.to_rfc3339()
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::List { json, data_dir },
+        } => {
+            let ring = wattest_oracle::keys::Keyring::load_or_create(&data_dir)?;
+            let keys = ring.list(chrono::Utc::now());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                println!("KID\tSTATE\tCREATED\tACTIVATES");
+                for k in keys {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        k.kid,
+                        k.state,
+                        k.created_at.to_rfc3339(),
+                        k.activate_at.to_rfc3339()
+                    );
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -170,7 +242,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
-    tracing::info!(listen = %local, database = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" }, kid = %state.jwks.keys.first().and_then(|k| k.kid.clone()).unwrap_or_default(), "Oracle listening.");
+    tracing::info!(listen = %local, database = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" }, kid = %state.keys.get().active(chrono::Utc::now()).kid(), log = %state.ledger.origin(), "Oracle listening.");
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown())
         .await?;

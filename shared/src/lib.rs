@@ -18,7 +18,7 @@ pub use certificate::{
 };
 pub use jwk::{Jwks, RsaJwk};
 pub use jws::{JwsSigner, SoftwareKey};
-pub use units::{Eur, GramsCo2ePerKwh, Joules, KgCo2e, WattHours, Watts};
+pub use units::{Decimal6, Eur, GramsCo2ePerKwh, Joules, KgCo2e, WattHours, Watts};
 pub use window::{
     Attribution, Method, PROTOCOL_VERSION, SourceEnergy, SourceKind, WINDOW_TYP, WindowClaims,
 };

@@ -217,38 +217,46 @@ impl Eur {
     /// Parses `"-?D+(.D{1,6})?"`; `None` for anything else (more than six decimals included).
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
-        let (negative, digits) = match text.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, text),
-        };
-        let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
-        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if whole.is_empty()
-            || frac.len() > 6
-            || !all_digits(whole)
-            || !all_digits(frac)
-            || (digits.contains('.') && frac.is_empty())
-        {
-            return None;
-        }
-        let whole: i64 = whole.parse().ok()?;
-        let frac: i64 = if frac.is_empty() {
-            0
-        } else {
-            format!("{frac:0<6}").parse().ok()?
-        };
-        let micros = whole.checked_mul(1_000_000)?.checked_add(frac)?;
-        Some(Self {
-            micros: if negative { -micros } else { micros },
-        })
+        parse_millionths(text).map(Self::from_micros)
     }
+}
+
+/// Parses `"-?D+(.D{1,6})?"` into a count of millionths; `None` for anything else.
+fn parse_millionths(text: &str) -> Option<i64> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || frac.len() > 6
+        || !all_digits(whole)
+        || !all_digits(frac)
+        || (digits.contains('.') && frac.is_empty())
+    {
+        return None;
+    }
+    let whole: i64 = whole.parse().ok()?;
+    let frac: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}").parse().ok()?
+    };
+    let millionths = whole.checked_mul(1_000_000)?.checked_add(frac)?;
+    Some(if negative { -millionths } else { millionths })
+}
+
+/// Writes a count of millionths as `-?D+.DDDDDD`.
+fn fmt_millionths(f: &mut std::fmt::Formatter<'_>, millionths: i64) -> std::fmt::Result {
+    let sign = if millionths < 0 { "-" } else { "" };
+    let abs = millionths.unsigned_abs();
+    write!(f, "{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000)
 }
 
 impl std::fmt::Display for Eur {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sign = if self.micros < 0 { "-" } else { "" };
-        let abs = self.micros.unsigned_abs();
-        write!(f, "{sign}{}.{:06}", abs / 1_000_000, abs % 1_000_000)
+        fmt_millionths(f, self.micros)
     }
 }
 
@@ -284,6 +292,124 @@ impl<'de> Deserialize<'de> for Eur {
         })
     }
 }
+
+/// An exact decimal quantity with six fractional digits: an integer count of millionths of its
+/// unit, written in JSON as a string (`"12.345678"`). Certificates carry energy (Wh), emissions
+/// (g CO2e) and intensities (g CO2e/kWh) in this form, so sums reconcile exactly and no reader
+/// meets binary floating-point drift. The unit is in the field name (`energy_wh`, `emissions_g`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Decimal6(i64);
+
+impl Decimal6 {
+    /// Zero.
+    pub const ZERO: Self = Self(0);
+
+    /// From a count of millionths.
+    #[must_use]
+    pub const fn from_millionths(millionths: i64) -> Self {
+        Self(millionths)
+    }
+
+    /// The count of millionths.
+    #[must_use]
+    pub const fn millionths(self) -> i64 {
+        self.0
+    }
+
+    /// Rounds a float to the nearest millionth (half away from zero); `None` for NaN, infinities
+    /// and magnitudes beyond ±9.2 × 10¹² (i64 millionths).
+    #[must_use]
+    pub fn from_f64(value: f64) -> Option<Self> {
+        let scaled = (value * 1e6).round();
+        // i64::MAX as f64 rounds up to 2^63, so compare strictly below it.
+        (scaled.is_finite() && scaled.abs() < 9.2e18).then(|| Self(scaled as i64))
+    }
+
+    /// The value as a float (for display and float-typed database columns only).
+    #[must_use]
+    pub fn to_f64(self) -> f64 {
+        self.0 as f64 / 1e6
+    }
+
+    /// Parses `"-?D+(.D{1,6})?"`; `None` for anything else.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        parse_millionths(text).map(Self)
+    }
+
+    /// The larger of `self` and zero.
+    #[must_use]
+    pub fn clamp_non_negative(self) -> Self {
+        Self(self.0.max(0))
+    }
+}
+
+impl Add for Decimal6 {
+    type Output = Self;
+    fn add(self, rhs: Self) -> Self {
+        Self(self.0.saturating_add(rhs.0))
+    }
+}
+
+impl AddAssign for Decimal6 {
+    fn add_assign(&mut self, rhs: Self) {
+        self.0 = self.0.saturating_add(rhs.0);
+    }
+}
+
+impl Sub for Decimal6 {
+    type Output = Self;
+    fn sub(self, rhs: Self) -> Self {
+        Self(self.0.saturating_sub(rhs.0))
+    }
+}
+
+impl std::iter::Sum for Decimal6 {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self::ZERO, |a, b| a + b)
+    }
+}
+
+impl std::fmt::Display for Decimal6 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fmt_millionths(f, self.0)
+    }
+}
+
+impl Serialize for Decimal6 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Decimal6 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a decimal string with at most six decimals"
+            ))
+        })
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Decimal6 {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^-?[0-9]+\.[0-9]{6}$"))
+            .description(Some(
+                "Exact decimal with six decimals, as a string; the unit is in the field name",
+            ))
+            .examples(["12.345678"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Decimal6 {}
 
 #[cfg(test)]
 mod eur_tests {

@@ -201,9 +201,9 @@ impl WindowClaims {
 /// The consumption rule of [`WindowClaims::consumed`] over `(kind, energy)` pairs, shared by the
 /// window and the certificate so both count the same way.
 #[must_use]
-pub fn consumed_energy(
-    entries: impl Iterator<Item = (SourceKind, WattHours)> + Clone,
-) -> WattHours {
+pub fn consumed_energy<E: std::iter::Sum<E>>(
+    entries: impl Iterator<Item = (SourceKind, E)> + Clone,
+) -> E {
     let has_platform = entries.clone().any(|(k, _)| k == SourceKind::Platform);
     entries
         .filter(|(k, _)| match k {

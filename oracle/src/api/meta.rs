@@ -50,7 +50,7 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>
 /// The oracle's public keys (RFC 7517 JWK Set); `kid` is each key's RFC 7638 thumbprint.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "meta", responses((status = 200, description = "JWK Set", body = Jwks)))]
 pub async fn jwks(State(state): State<AppState>) -> Json<Jwks> {
-    Json((*state.jwks).clone())
+    Json(state.keys.get().jwks())
 }
 
 /// Prometheus metrics (OpenMetrics text format).

@@ -1,29 +1,70 @@
-//! `wattest-verify`: checks a Wattest energy certificate offline against the oracle's JWKS.
+//! `wattest-verify`: checks a Wattest energy certificate offline: signature, claims, revocation
+//! status and transparency-log inclusion (and, optionally, log consistency).
 
 use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
 use clap::Parser;
+use serde::Serialize;
 use std::io::Read;
 use std::process::ExitCode;
-use wattest_shared::{Jwks, verify_certificate};
+use wattest_shared::checkpoint::LogVerifier;
+use wattest_shared::transparency::{
+    ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion,
+};
+use wattest_shared::{CertificateClaims, Jwks, verify_certificate};
 
 /// Verify a Wattest energy certificate offline.
 ///
-/// Checks, in order: the JWS header (PS256 only, typ wattest-cert+jwt, no header-supplied keys),
-/// that the signing key is in the JWKS (by RFC 7638 thumbprint), the signature, the validity
-/// period (nbf, iat, exp) and that every total reconciles with its itemised figures.
+/// Checks, in order:
+///  1. signature: the JWS header (PS256 only, typ wattest-cert+jwt, no header-supplied keys,
+///     no crit), the signing key in the JWKS (by RFC 7638 thumbprint), the signature;
+///  2. claims: eat_profile, the validity period (nbf, iat, exp — all required), and that every
+///     total reconciles exactly with its itemised figures;
+///  3. status: not revoked (from --status, or the status inside a certificate bundle);
+///  4. log: the inclusion proof (from --inclusion, or inside the bundle) leads to a checkpoint
+///     signed by the log key; with --checkpoint, the proof must be against that checkpoint;
+///  5. consistency (with --previous-checkpoint): the log grew append-only since that checkpoint.
 ///
-/// Exit status: 0 valid, 1 invalid, 2 the inputs could not be read.
+/// CERT, --jwks and the other inputs are files, http(s) URLs, or `-` (standard input, once).
+///
+/// Exit status: 0 valid, 1 invalid (any check failed), 2 the inputs could not be read.
 #[derive(Debug, Parser)]
 #[command(name = "wattest-verify", version)]
 struct Args {
-    /// The certificate: the compact JWS, or the JSON returned by GET /v1/certificates/{id}, read
-    /// from a file, an http(s) URL, or `-` for standard input.
+    /// The certificate: the compact JWS, or the JSON bundle returned by
+    /// GET /v1/certificates/{id} (which carries the inclusion proof and the status).
     cert: String,
-    /// The oracle's JWK Set: a file, or an http(s) URL such as
-    /// https://oracle.example/.well-known/jwks.json.
+    /// The oracle's JWK Set, e.g. https://oracle.example/.well-known/jwks.json.
     #[arg(long)]
     jwks: String,
-    /// Print the verified claims as JSON on stdout instead of a summary.
+    /// The log's verifier key (`<origin>+<key id>+<base64 key>`, from GET /v1/log/key): the key
+    /// itself, a file or a URL. Default: fetched from the oracle when --jwks is its URL.
+    #[arg(long)]
+    log_key: Option<String>,
+    /// Inclusion proof (JSON from GET /v1/log/proofs/inclusion); default: the one in the bundle.
+    #[arg(long)]
+    inclusion: Option<String>,
+    /// A signed checkpoint you trust (e.g. fetched from GET /v1/log/checkpoint or a witness): the
+    /// inclusion proof must be against it.
+    #[arg(long)]
+    checkpoint: Option<String>,
+    /// A signed checkpoint you saved earlier: checks the log only grew since (needs --consistency).
+    #[arg(long, requires = "consistency")]
+    previous_checkpoint: Option<String>,
+    /// Consistency proof (JSON from GET /v1/log/proofs/consistency?first=<old size>&second=<size
+    /// of the inclusion proof's checkpoint>).
+    #[arg(long, requires = "previous_checkpoint")]
+    consistency: Option<String>,
+    /// Revocation status (JSON from GET /v1/certificates/{id}/status); default: the bundle's.
+    #[arg(long)]
+    status: Option<String>,
+    /// Skip the transparency-log checks (the result then says the certificate is unlogged-checked).
+    #[arg(long, conflicts_with_all = ["log_key", "inclusion", "checkpoint", "previous_checkpoint"])]
+    no_log: bool,
+    /// Verify as of this time (RFC 3339) instead of now.
+    #[arg(long)]
+    at: Option<DateTime<Utc>>,
+    /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
 }
@@ -47,89 +88,381 @@ fn read_source(source: &str) -> Result<String> {
     std::fs::read_to_string(source).with_context(|| format!("reading {source}"))
 }
 
-/// Accepts a bare compact JWS or a JSON object with a `jws` member.
-fn extract_jws(text: &str) -> Result<String> {
+/// What CERT held: the JWS, and from a bundle its inclusion proof and status.
+struct CertInput {
+    jws: String,
+    proof: Option<InclusionProof>,
+    status: Option<serde_json::Value>,
+}
+
+fn parse_cert(text: &str) -> Result<CertInput> {
     let trimmed = text.trim();
-    if trimmed.starts_with('{') {
-        let value: serde_json::Value =
-            serde_json::from_str(trimmed).context("certificate file is JSON but not valid")?;
-        return value
-            .get("jws")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-            .context("certificate JSON has no \"jws\" member");
+    if !trimmed.starts_with('{') {
+        return Ok(CertInput {
+            jws: trimmed.to_owned(),
+            proof: None,
+            status: None,
+        });
     }
-    Ok(trimmed.to_owned())
+    let value: serde_json::Value =
+        serde_json::from_str(trimmed).context("certificate file is JSON but not valid")?;
+    let jws = value
+        .get("jws")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .context("certificate JSON has no \"jws\" member")?;
+    let proof = match value.get("inclusion_proof") {
+        Some(p) if !p.is_null() => Some(
+            serde_json::from_value(p.clone())
+                .context("the bundle's inclusion_proof is malformed")?,
+        ),
+        _ => None,
+    };
+    Ok(CertInput {
+        jws,
+        proof,
+        status: value.get("status").filter(|s| !s.is_null()).cloned(),
+    })
+}
+
+/// The log key: literal, file or URL; else derived from a JWKS URL on the oracle.
+fn log_key(args: &Args) -> Result<LogVerifier> {
+    let text = match &args.log_key {
+        Some(k) if k.starts_with("http://") || k.starts_with("https://") => read_source(k)?,
+        Some(k) if std::path::Path::new(k).is_file() || k == "-" => read_source(k)?,
+        Some(k) => k.clone(),
+        None => match args.jwks.strip_suffix("/.well-known/jwks.json") {
+            Some(base) if args.jwks.starts_with("http") => {
+                read_source(&format!("{base}/v1/log/key"))?
+            }
+            _ => bail!(
+                "the log key is needed to check the transparency log: give --log-key (GET /v1/log/key), or --no-log"
+            ),
+        },
+    };
+    LogVerifier::parse(text.trim()).context("the log key is not a valid verifier key")
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    check: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    valid: bool,
+    certificate_id: Option<String>,
+    checks: Vec<Check>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claims: Option<CertificateClaims>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     wattest_shared::tls::install_crypto_provider();
-    let inputs = (|| -> Result<(String, Jwks)> {
-        let jws = extract_jws(&read_source(&args.cert)?)?;
-        let jwks: Jwks = serde_json::from_str(&read_source(&args.jwks)?)
-            .context("JWKS is not a JSON Web Key Set")?;
-        Ok((jws, jwks))
-    })();
-    let (jws, jwks) = match inputs {
-        Ok(v) => v,
+    match run(&args) {
+        Ok(report) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print_human(&report);
+            }
+            if report.valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
+    }
+}
+
+fn run(args: &Args) -> Result<Report> {
+    let cert = parse_cert(&read_source(&args.cert)?)?;
+    let jwks: Jwks = serde_json::from_str(&read_source(&args.jwks)?)
+        .context("the JWKS is not a JSON Web Key Set")?;
+    let status = match &args.status {
+        Some(s) => Some(
+            serde_json::from_str::<serde_json::Value>(&read_source(s)?)
+                .context("the status is not JSON")?,
+        ),
+        None => cert.status.clone(),
     };
-    match verify_certificate(&jws, &jwks, chrono::Utc::now()) {
+    let proof = match &args.inclusion {
+        Some(p) => Some(
+            serde_json::from_str::<InclusionProof>(&read_source(p)?)
+                .context("the inclusion proof is malformed")?,
+        ),
+        None => cert.proof.clone(),
+    };
+    let trusted = args.checkpoint.as_deref().map(read_source).transpose()?;
+    let previous = args
+        .previous_checkpoint
+        .as_deref()
+        .map(read_source)
+        .transpose()?;
+    let consistency = match &args.consistency {
+        Some(c) => Some(
+            serde_json::from_str::<ConsistencyProof>(&read_source(c)?)
+                .context("the consistency proof is malformed")?,
+        ),
+        None => None,
+    };
+    let log = if args.no_log {
+        None
+    } else {
+        Some(log_key(args)?)
+    };
+
+    let mut checks = Vec::new();
+    let now = args.at.unwrap_or_else(Utc::now);
+    let claims = match verify_certificate(&cert.jws, &jwks, now) {
         Ok(checked) => {
-            let c = &checked.claims;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(c).unwrap_or_default());
-            } else {
-                println!("VALID certificate {}", c.jti);
-                println!("  issuer        {} (key {})", c.iss, checked.kid);
-                println!(
-                    "  node          {} ({}, zone {}, attestation {})",
-                    c.node.id,
-                    c.node.name,
-                    c.node.zone,
-                    c.node.attestation_level.as_str()
-                );
-                println!("  job           {}", c.job_id.as_deref().unwrap_or("-"));
-                println!(
-                    "  period        {} .. {}",
-                    c.period.start.to_rfc3339(),
-                    c.period.end.to_rfc3339()
-                );
-                println!(
-                    "  energy        {:.6} Wh consumed, {:.6} Wh grid, {:.6} Wh solar",
-                    c.energy.consumed_wh.0, c.energy.grid_wh.0, c.energy.solar_wh.0
-                );
-                println!(
-                    "  intensity     {:.2} gCO2e/kWh ({}, {} {}, {})",
-                    c.intensity.g_co2e_per_kwh.0,
-                    c.intensity.provenance.dataset,
-                    c.intensity.provenance.factor_type,
-                    c.intensity.provenance.year,
-                    c.intensity.zone
-                );
-                println!(
-                    "  emissions     {:.9} kgCO2e (location-based)",
-                    c.emissions.location_based_kg_co2e.0
-                );
-                println!(
-                    "  avoided       {:.9} kgCO2e",
-                    c.avoided_emissions.kg_co2e.0
-                );
-                println!(
-                    "  windows       seq {}..{} ({} windows), last hash {}",
-                    c.windows.first_seq, c.windows.last_seq, c.windows.count, c.windows.last_hash
-                );
-                println!("  leaf hash     {}", checked.hash);
-            }
-            ExitCode::SUCCESS
+            checks.push(Check {
+                check: "signature",
+                ok: true,
+                detail: format!("PS256 by oracle key {}", checked.kid),
+            });
+            checks.push(Check {
+                check: "claims",
+                ok: true,
+                detail: format!(
+                    "valid until {}, every total reconciles",
+                    DateTime::from_timestamp(checked.claims.exp, 0)
+                        .unwrap_or_default()
+                        .to_rfc3339()
+                ),
+            });
+            Some(checked.claims)
         }
         Err(err) => {
-            eprintln!("INVALID: {err}");
-            ExitCode::from(1)
+            checks.push(Check {
+                check: "signature and claims",
+                ok: false,
+                detail: err.to_string(),
+            });
+            None
         }
+    };
+
+    match status {
+        Some(s) => {
+            let state = s.get("state").and_then(|v| v.as_str()).unwrap_or("unknown");
+            let detail = match state {
+                "valid" => "not revoked".to_owned(),
+                "revoked" => format!(
+                    "REVOKED at {} (reason: {})",
+                    s.get("revoked_at").and_then(|v| v.as_str()).unwrap_or("?"),
+                    s.get("reason").and_then(|v| v.as_str()).unwrap_or("?")
+                ),
+                other => format!("unknown status {other:?}"),
+            };
+            checks.push(Check {
+                check: "status",
+                ok: state == "valid",
+                detail,
+            });
+        }
+        None => checks.push(Check {
+            check: "status",
+            ok: true,
+            detail: "not checked: no --status and no status in the certificate bundle".into(),
+        }),
+    }
+
+    if let Some(log) = &log {
+        let proven = match &proof {
+            None => {
+                checks.push(Check {
+                    check: "log inclusion",
+                    ok: false,
+                    detail: "not in the transparency log: no inclusion proof (give --inclusion, or the bundle from GET /v1/certificates/{id})".into(),
+                });
+                None
+            }
+            Some(p) => match verify_inclusion(&cert.jws, p, log) {
+                Ok(cp) => {
+                    checks.push(Check {
+                        check: "log inclusion",
+                        ok: true,
+                        detail: format!(
+                            "leaf {} of {} in log {} (root {})",
+                            p.leaf_index,
+                            cp.size,
+                            cp.origin,
+                            wattest_shared::transparency::encode_hash(&cp.root)
+                        ),
+                    });
+                    Some((p.checkpoint.clone(), cp))
+                }
+                Err(err) => {
+                    checks.push(Check {
+                        check: "log inclusion",
+                        ok: false,
+                        detail: format!("not proven in the transparency log: {err}"),
+                    });
+                    None
+                }
+            },
+        };
+        if let (Some(trusted), Some((_, cp))) = (&trusted, &proven) {
+            let result = log.verify(trusted).map_err(|e| e.to_string()).and_then(|t| {
+                if t.size == cp.size && t.root == cp.root && t.origin == cp.origin {
+                    Ok(format!("the proof is against the given checkpoint (size {})", t.size))
+                } else {
+                    Err(format!(
+                        "the inclusion proof is for tree size {} but the given checkpoint has size {}; fetch GET /v1/log/proofs/inclusion?certificate_id=…&tree_size={}",
+                        cp.size, t.size, t.size
+                    ))
+                }
+            });
+            checks.push(match result {
+                Ok(detail) => Check {
+                    check: "checkpoint",
+                    ok: true,
+                    detail,
+                },
+                Err(detail) => Check {
+                    check: "checkpoint",
+                    ok: false,
+                    detail,
+                },
+            });
+        }
+        if let (Some(previous), Some(c)) = (&previous, &consistency) {
+            let result = verify_consistency(previous, c, log)
+                .map_err(|e| e.to_string())
+                .and_then(|new| match &proven {
+                    Some((_, cp)) if cp.size == new.size && cp.root == new.root => Ok(format!(
+                        "the log grew append-only from size {} to {}",
+                        c.first, c.second
+                    )),
+                    Some((_, cp)) => Err(format!(
+                        "the consistency proof ends at size {} but the inclusion proof's checkpoint has size {}",
+                        new.size, cp.size
+                    )),
+                    None => Err("no proven checkpoint to compare with".into()),
+                });
+            checks.push(match result {
+                Ok(detail) => Check {
+                    check: "consistency",
+                    ok: true,
+                    detail,
+                },
+                Err(detail) => Check {
+                    check: "consistency",
+                    ok: false,
+                    detail,
+                },
+            });
+        }
+    } else {
+        checks.push(Check {
+            check: "log inclusion",
+            ok: true,
+            detail: "skipped (--no-log): log inclusion NOT checked".into(),
+        });
+    }
+
+    Ok(Report {
+        valid: checks.iter().all(|c| c.ok),
+        certificate_id: claims.as_ref().map(|c| c.jti.clone()),
+        checks,
+        claims,
+    })
+}
+
+fn print_human(report: &Report) {
+    let verdict = if report.valid { "VALID" } else { "INVALID" };
+    println!(
+        "{verdict} certificate {}",
+        report.certificate_id.as_deref().unwrap_or("(unreadable)")
+    );
+    for c in &report.checks {
+        println!(
+            "  [{}] {:<14} {}",
+            if c.ok { "ok" } else { "FAIL" },
+            c.check,
+            c.detail
+        );
+    }
+    if let Some(c) = &report.claims {
+        println!("  ---");
+        println!("  issuer        {}", c.iss);
+        println!(
+            "  status        {:?}{}",
+            c.status,
+            if c.status_reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", c.status_reasons.join(", "))
+            }
+        );
+        println!(
+            "  node          {} ({}, zone {}, attestation {})",
+            c.node.id,
+            c.node.name,
+            c.grid_zone,
+            c.node.attestation_level.as_str()
+        );
+        println!(
+            "  job / model   {} / {}",
+            c.job_id.as_deref().unwrap_or("-"),
+            c.model_id.as_deref().unwrap_or("-")
+        );
+        println!(
+            "  period        {} .. {}",
+            c.period.start.to_rfc3339(),
+            c.period.end.to_rfc3339()
+        );
+        println!(
+            "  energy        {} Wh consumed, {} Wh grid, {} Wh solar",
+            c.energy.consumed_wh, c.energy.grid_wh, c.energy.solar_wh
+        );
+        println!(
+            "  intensity     {} gCO2e/kWh mean over {} hour(s), {} factors",
+            c.intensity.g_co2e_per_kwh,
+            c.intensity.hourly.len(),
+            c.intensity.factor_type
+        );
+        for h in &c.intensity.hourly {
+            println!(
+                "    {}  {} g/kWh  {} Wh grid  ({}: {}{})",
+                h.hour.format("%Y-%m-%dT%H:%MZ"),
+                h.g_co2e_per_kwh,
+                h.grid_wh,
+                h.provenance.provider,
+                h.provenance.dataset,
+                if h.provenance.estimated {
+                    ", estimated"
+                } else {
+                    ""
+                }
+            );
+        }
+        println!(
+            "  emissions     {} gCO2e (location-based)",
+            c.emissions.location_based_g_co2e
+        );
+        println!(
+            "  avoided       {} gCO2e (reported apart, not netted)",
+            c.avoided_emissions.g_co2e
+        );
+        println!(
+            "  reward        {} EUR = {} node owner + {} cooperative fund",
+            c.reward.total, c.reward.node_owner, c.reward.cooperative_fund
+        );
+        println!(
+            "  telemetry     seq {}..{} ({} windows), chain head {}",
+            c.windows.first_seq, c.windows.last_seq, c.windows.count, c.windows.chain_head
+        );
     }
 }

@@ -1,0 +1,352 @@
+//! Certificate verification refuses every JOSE form RFC 8725 warns about, each signed correctly
+//! with the oracle key where a signature is possible, so the refusal is the policy's, not a
+//! broken signature's.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use chrono::{DateTime, Duration, Utc};
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+use wattest_shared::certificate::{
+    AvoidedEmissions, CALCULATION_VERSION, CertificateError, CertifiedNode, EAT_PROFILE, EarStatus,
+    Emissions, EnergyTotals, HourlyIntensity, IntensityUsed, Period, Provenance, Reward,
+    SourceTotal, WindowRange, emissions_g, reward_total, split_reward,
+};
+use wattest_shared::jws::{JwsSigner, sign_compact};
+use wattest_shared::window::{Attribution, Method, SourceKind};
+use wattest_shared::{
+    AttestationLevel, CERTIFICATE_TYP, CertificateClaims, Decimal6, Eur, Jwks, SoftwareKey,
+    verify_certificate,
+};
+
+fn d(text: &str) -> Decimal6 {
+    Decimal6::parse(text).unwrap()
+}
+
+/// A small certificate whose arithmetic reconciles: 10 Wh GPU, 2 Wh solar, one hour.
+fn claims(now: DateTime<Utc>) -> CertificateClaims {
+    let hour = DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let g = d("150");
+    let (grid, solar) = (d("8"), d("2"));
+    let avoided = emissions_g(solar, g);
+    let price = Eur::parse("25").unwrap();
+    let total = reward_total(avoided, price);
+    let (owner, fund) = split_reward(total, d("70"));
+    let source = |name: &str, kind, method, wh: &str| SourceTotal {
+        source: name.into(),
+        kind,
+        method,
+        energy_wh: d(wh),
+        uncertainty_pct: d("5"),
+        shared_device: false,
+    };
+    CertificateClaims {
+        iss: "https://oracle.test".into(),
+        sub: "node-1".into(),
+        iat: now.timestamp(),
+        nbf: now.timestamp(),
+        exp: (now + Duration::days(1)).timestamp(),
+        jti: "cert-1".into(),
+        eat_profile: EAT_PROFILE.into(),
+        status: EarStatus::Warning,
+        status_reasons: vec!["software_key".into()],
+        calculation_version: CALCULATION_VERSION.into(),
+        job_id: Some("job".into()),
+        model_id: None,
+        node: CertifiedNode {
+            id: "node-1".into(),
+            name: "n".into(),
+            zone: "BE".into(),
+            attestation_level: AttestationLevel::Software,
+            kid: "k".into(),
+        },
+        attribution: Attribution::Machine,
+        period: Period {
+            start: hour,
+            end: hour + Duration::minutes(10),
+            measured_seconds: d("600"),
+        },
+        energy: EnergyTotals {
+            consumed_wh: d("10"),
+            solar_wh: solar,
+            grid_wh: grid,
+            by_source: vec![
+                source("gpu0", SourceKind::Gpu, Method::NvmlEnergyCounter, "10"),
+                source(
+                    "solar",
+                    SourceKind::Solar,
+                    Method::SolarDeclaredConstant,
+                    "2",
+                ),
+            ],
+        },
+        grid_zone: "BE".into(),
+        intensity: IntensityUsed {
+            zone: "BE".into(),
+            factor_type: "lifecycle".into(),
+            g_co2e_per_kwh: g,
+            hourly: vec![HourlyIntensity {
+                hour,
+                g_co2e_per_kwh: g,
+                grid_wh: grid,
+                solar_wh: solar,
+                emissions_g: emissions_g(grid, g),
+                avoided_g: avoided,
+                provenance: Provenance {
+                    provider: "static".into(),
+                    dataset: "test".into(),
+                    year: 2024,
+                    factor_type: "lifecycle".into(),
+                    estimated: true,
+                    marginal: false,
+                    fallback_reason: None,
+                },
+            }],
+        },
+        emissions: Emissions {
+            location_based_g_co2e: emissions_g(grid, g),
+        },
+        avoided_emissions: AvoidedEmissions { g_co2e: avoided },
+        reward: Reward {
+            currency: "EUR".into(),
+            price_per_tonne: price,
+            total,
+            node_owner: owner,
+            cooperative_fund: fund,
+            node_owner_share_pct: d("70"),
+        },
+        windows: WindowRange {
+            first_seq: 1,
+            last_seq: 1,
+            count: 1,
+            chain_head: "h".into(),
+        },
+        plausibility: vec![],
+    }
+}
+
+struct Fixture {
+    key: SoftwareKey,
+    jwks: Jwks,
+    now: DateTime<Utc>,
+}
+
+fn fixture() -> Fixture {
+    let key = SoftwareKey::generate(2048).unwrap();
+    let jwks = Jwks {
+        keys: vec![key.public_jwk().clone().for_jwks()],
+    };
+    Fixture {
+        key,
+        jwks,
+        now: Utc::now(),
+    }
+}
+
+/// A JWS with an arbitrary header and payload, PS256-signed by the oracle key.
+fn signed_with_header(f: &Fixture, header: &serde_json::Value, payload: &[u8]) -> String {
+    let input = format!(
+        "{}.{}",
+        B64.encode(serde_json::to_vec(header).unwrap()),
+        B64.encode(payload)
+    );
+    let sig = f.key.sign_ps256(input.as_bytes()).unwrap();
+    format!("{input}.{}", B64.encode(sig))
+}
+
+fn header(f: &Fixture) -> serde_json::Value {
+    serde_json::json!({"alg": "PS256", "typ": CERTIFICATE_TYP, "kid": f.key.kid()})
+}
+
+fn refused(f: &Fixture, jws: &str) -> String {
+    match verify_certificate(jws, &f.jwks, f.now) {
+        Ok(_) => panic!("accepted a forbidden certificate form"),
+        Err(err) => err.to_string(),
+    }
+}
+
+#[test]
+fn a_well_formed_certificate_verifies() {
+    let f = fixture();
+    let jws = sign_compact(
+        &f.key,
+        CERTIFICATE_TYP,
+        &serde_json::to_vec(&claims(f.now)).unwrap(),
+    )
+    .unwrap();
+    let checked = verify_certificate(&jws, &f.jwks, f.now).expect("valid");
+    assert_eq!(checked.claims.jti, "cert-1");
+    assert_eq!(checked.kid, f.key.kid());
+    // The same bytes through our own header path verify: the negatives below differ only in
+    // what they test.
+    let same = signed_with_header(
+        &f,
+        &header(&f),
+        &serde_json::to_vec(&claims(f.now)).unwrap(),
+    );
+    assert!(verify_certificate(&same, &f.jwks, f.now).is_ok());
+}
+
+#[test]
+fn alg_none_and_unsigned_tokens_are_refused() {
+    let f = fixture();
+    let payload = B64.encode(serde_json::to_vec(&claims(f.now)).unwrap());
+    for alg in ["none", "None", "NONE"] {
+        let h = B64.encode(
+            serde_json::to_vec(
+                &serde_json::json!({"alg": alg, "typ": CERTIFICATE_TYP, "kid": f.key.kid()}),
+            )
+            .unwrap(),
+        );
+        for jws in [format!("{h}.{payload}."), format!("{h}.{payload}")] {
+            let err = refused(&f, &jws);
+            assert!(
+                err.contains("alg") || err.contains("malformed"),
+                "{alg}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn hmac_with_the_public_key_as_secret_is_refused() {
+    // The classic algorithm-confusion forgery: HS256 keyed with the published RSA modulus.
+    let f = fixture();
+    let h = serde_json::json!({"alg": "HS256", "typ": CERTIFICATE_TYP, "kid": f.key.kid()});
+    let input = format!(
+        "{}.{}",
+        B64.encode(serde_json::to_vec(&h).unwrap()),
+        B64.encode(serde_json::to_vec(&claims(f.now)).unwrap())
+    );
+    let secret = serde_json::to_vec(f.key.public_jwk()).unwrap();
+    let hmac = PKey::hmac(&secret).unwrap();
+    let mut signer = Signer::new(MessageDigest::sha256(), &hmac).unwrap();
+    signer.update(input.as_bytes()).unwrap();
+    let jws = format!("{input}.{}", B64.encode(signer.sign_to_vec().unwrap()));
+    assert!(refused(&f, &jws).contains("HS256"));
+    for alg in ["HS384", "HS512", "RS256", "ES256", "PS384"] {
+        let mut h = header(&f);
+        h["alg"] = alg.into();
+        let jws = signed_with_header(&f, &h, &serde_json::to_vec(&claims(f.now)).unwrap());
+        assert!(refused(&f, &jws).contains(alg), "{alg}");
+    }
+}
+
+#[test]
+fn keys_and_key_urls_in_the_header_are_refused() {
+    let f = fixture();
+    let payload = serde_json::to_vec(&claims(f.now)).unwrap();
+    let jwk = serde_json::to_value(f.key.public_jwk()).unwrap();
+    for (member, value) in [
+        ("jwk", jwk),
+        ("jku", "https://attacker.example/jwks.json".into()),
+        ("x5u", "https://attacker.example/cert.pem".into()),
+        ("x5c", serde_json::json!(["MIIB"])),
+    ] {
+        let mut h = header(&f);
+        h[member] = value;
+        let err = refused(&f, &signed_with_header(&f, &h, &payload));
+        assert!(err.contains(member), "{member}: {err}");
+    }
+}
+
+#[test]
+fn unknown_crit_is_refused() {
+    let f = fixture();
+    let mut h = header(&f);
+    h["crit"] = serde_json::json!(["exp-ext"]);
+    h["exp-ext"] = true.into();
+    let err = refused(
+        &f,
+        &signed_with_header(&f, &h, &serde_json::to_vec(&claims(f.now)).unwrap()),
+    );
+    assert!(err.contains("crit"), "{err}");
+}
+
+#[test]
+fn missing_or_bad_time_claims_are_refused() {
+    let f = fixture();
+    for missing in ["exp", "nbf", "iat"] {
+        let mut value = serde_json::to_value(claims(f.now)).unwrap();
+        value.as_object_mut().unwrap().remove(missing);
+        let err = refused(
+            &f,
+            &signed_with_header(&f, &header(&f), &serde_json::to_vec(&value).unwrap()),
+        );
+        assert!(err.contains(missing), "{missing}: {err}");
+    }
+    let mut expired = claims(f.now - Duration::days(3));
+    expired.exp = (f.now - Duration::days(1)).timestamp();
+    let err = refused(
+        &f,
+        &signed_with_header(&f, &header(&f), &serde_json::to_vec(&expired).unwrap()),
+    );
+    assert!(err.contains("expired"), "{err}");
+    let mut early = claims(f.now);
+    early.nbf = (f.now + Duration::hours(1)).timestamp();
+    let err = refused(
+        &f,
+        &signed_with_header(&f, &header(&f), &serde_json::to_vec(&early).unwrap()),
+    );
+    assert!(
+        matches!(
+            verify_certificate(
+                &signed_with_header(&f, &header(&f), &serde_json::to_vec(&early).unwrap()),
+                &f.jwks,
+                f.now
+            ),
+            Err(CertificateError::Time(_))
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_type_profile_kid_and_tampering_are_refused() {
+    let f = fixture();
+    let payload = serde_json::to_vec(&claims(f.now)).unwrap();
+    let mut h = header(&f);
+    h["typ"] = "JWT".into();
+    assert!(refused(&f, &signed_with_header(&f, &h, &payload)).contains("typ"));
+
+    let mut other = claims(f.now);
+    other.eat_profile = "tag:other".into();
+    let err = refused(
+        &f,
+        &signed_with_header(&f, &header(&f), &serde_json::to_vec(&other).unwrap()),
+    );
+    assert!(err.contains("eat_profile"), "{err}");
+
+    let mut h = header(&f);
+    h["kid"] = "someone-else".into();
+    assert!(matches!(
+        verify_certificate(&signed_with_header(&f, &h, &payload), &f.jwks, f.now),
+        Err(CertificateError::UnknownKid(_))
+    ));
+
+    // A valid signature over one payload does not cover another.
+    let jws = signed_with_header(&f, &header(&f), &payload);
+    let mut forged = claims(f.now);
+    forged.energy.by_source[0].energy_wh = d("1");
+    let parts: Vec<&str> = jws.split('.').collect();
+    let swapped = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(serde_json::to_vec(&forged).unwrap()),
+        parts[2]
+    );
+    assert!(refused(&f, &swapped).to_lowercase().contains("signature"));
+
+    // Correctly signed but arithmetically inconsistent claims are refused too.
+    let mut inflated = claims(f.now);
+    inflated.reward.node_owner = Eur::from_micros(inflated.reward.node_owner.micros() + 1);
+    let err = refused(
+        &f,
+        &signed_with_header(&f, &header(&f), &serde_json::to_vec(&inflated).unwrap()),
+    );
+    assert!(err.contains("node_owner"), "{err}");
+}
