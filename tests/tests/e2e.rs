@@ -32,6 +32,14 @@ fn compliance_row(oracle: &Oracle, id: &str) -> std::collections::HashMap<String
         .collect()
 }
 
+/// A certificate decimal string as a float (for comparisons within a tolerance).
+fn dec(v: &serde_json::Value) -> f64 {
+    v.as_str()
+        .unwrap_or_else(|| panic!("{v} is not a decimal string"))
+        .parse()
+        .unwrap()
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-12)
 }
@@ -76,20 +84,24 @@ fn job_round_trip(oracle: &Oracle) {
     let claims = &cert["claims"];
     assert_eq!(claims["jti"], id.as_str());
     assert_eq!(claims["sub"], node_id.as_str());
-    assert_eq!(claims["job_id"], "e2e-job-1");
-    assert_eq!(claims["node"]["attestation_level"], "software");
-    assert_eq!(claims["intensity"]["zone"], "BE");
+    assert_eq!(claims["wattest.job_id"], "e2e-job-1");
+    assert_eq!(claims["wattest.node"]["attestation_level"], "software");
     assert_eq!(
-        claims["intensity"]["provenance"]["factor_type"],
+        claims["ear.status"], "warning",
+        "a software key caps the status"
+    );
+    assert_eq!(claims["wattest.grid_zone"], "BE");
+    assert_eq!(
+        claims["wattest.intensity"]["hourly"][0]["provenance"]["factor_type"],
         "lifecycle"
     );
     assert!(
-        claims["windows"]["count"].as_u64().unwrap() >= 2,
+        claims["wattest.telemetry"]["count"].as_u64().unwrap() >= 2,
         "a 1 s window job of >1 s has at least two windows"
     );
-    let consumed = claims["energy"]["consumed_wh"].as_f64().unwrap();
+    let consumed = dec(&claims["wattest.energy"]["consumed_wh"]);
     assert!(consumed > 0.0, "a CPU-bound job uses energy");
-    let methods: Vec<&str> = claims["energy"]["by_source"]
+    let methods: Vec<&str> = claims["wattest.energy"]["by_source"]
         .as_array()
         .unwrap()
         .iter()
@@ -102,23 +114,53 @@ fn job_round_trip(oracle: &Oracle) {
     let cert_file = dir.path().join("cert.jws");
     std::fs::write(&cert_file, cert["jws"].as_str().unwrap()).unwrap();
     let jwks_url = format!("{}/.well-known/jwks.json", oracle.url);
-    let verified = run_ok(
-        Command::new(bin("wattest-verify"))
-            .arg(&cert_file)
-            .args(["--jwks", &jwks_url, "--json"]),
+    let verified = Command::new(bin("wattest-verify"))
+        .arg(&cert_file)
+        .args(["--jwks", &jwks_url, "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        verified.status.code(),
+        Some(1),
+        "an unlogged JWS is INVALID"
     );
     let verified: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
     assert_eq!(
-        &verified, claims,
+        verified["valid"], false,
+        "a bare JWS carries no inclusion proof: {verified}"
+    );
+    assert_eq!(
+        &verified["claims"], claims,
         "the verifier returns exactly the served claims"
     );
+    // The bundle (certificate + inclusion proof + status) verifies completely.
+    let bundle_file = dir.path().join("cert.json");
+    std::fs::write(&bundle_file, serde_json::to_vec(&cert).unwrap()).unwrap();
+    let verified = run_ok(
+        Command::new(bin("wattest-verify"))
+            .arg(&bundle_file)
+            .args(["--jwks", &jwks_url, "--json"]),
+    );
+    let verified: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(verified["valid"], true, "{verified}");
     let jwks_file = dir.path().join("jwks.json");
     std::fs::write(&jwks_file, oracle.get_text("/.well-known/jwks.json")).unwrap();
+    let log_key_file = dir.path().join("log.vkey");
+    std::fs::write(&log_key_file, oracle.get_text("/v1/log/key")).unwrap();
+    run_ok(
+        Command::new(bin("wattest-verify"))
+            .arg(&bundle_file)
+            .arg("--jwks")
+            .arg(&jwks_file)
+            .arg("--log-key")
+            .arg(&log_key_file),
+    );
     run_ok(
         Command::new(bin("wattest-verify"))
             .arg(&cert_file)
             .arg("--jwks")
-            .arg(&jwks_file),
+            .arg(&jwks_file)
+            .arg("--no-log"),
     );
     // Straight from the oracle's URLs, as an auditor would.
     let out = run_ok(
@@ -133,7 +175,7 @@ fn job_round_trip(oracle: &Oracle) {
     let parts: Vec<&str> = jws.split('.').collect();
     let mut payload: serde_json::Value =
         serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
-    payload["energy"]["consumed_wh"] = serde_json::json!(consumed / 2.0);
+    payload["wattest.energy"]["consumed_wh"] = serde_json::json!(format!("{:.6}", consumed / 2.0));
     let forged = format!(
         "{}.{}.{}",
         parts[0],
@@ -145,6 +187,7 @@ fn job_round_trip(oracle: &Oracle) {
         .arg(&cert_file)
         .arg("--jwks")
         .arg(&jwks_file)
+        .arg("--no-log")
         .output()
         .unwrap();
     assert_eq!(
@@ -152,7 +195,7 @@ fn job_round_trip(oracle: &Oracle) {
         Some(1),
         "forged certificate must be INVALID"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("signature"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("signature"));
 
     // The CSV row reconciles with the certificate: same energy, same emissions.
     let row = compliance_row(oracle, &id);
@@ -169,13 +212,11 @@ fn job_round_trip(oracle: &Oracle) {
     );
     assert!(close(
         f("scope2_location_based_kg_co2e"),
-        claims["emissions"]["location_based_kg_co2e"]
-            .as_f64()
-            .unwrap()
+        dec(&claims["wattest.emissions"]["location_based_g_co2e"]) / 1000.0
     ));
     assert!(close(
         f("intensity_g_co2e_per_kwh"),
-        claims["intensity"]["g_co2e_per_kwh"].as_f64().unwrap()
+        dec(&claims["wattest.intensity"]["g_co2e_per_kwh"])
     ));
     assert_eq!(col("job_id"), "e2e-job-1");
     assert_eq!(col("attestation_level"), "software");
@@ -475,27 +516,26 @@ fn solar_node_with_process_attribution_earns_a_split_reward() {
     let list = oracle.get_json("/v1/certificates?job=solar-1");
     let id = list["certificates"][0]["id"].as_str().unwrap().to_owned();
     let claims = oracle.get_json(&format!("/v1/certificates/{id}"))["claims"].clone();
-    assert_eq!(claims["attribution"], "process");
-    let solar = claims["energy"]["solar_wh"].as_f64().unwrap();
+    assert_eq!(claims["wattest.attribution"], "process");
+    let solar = dec(&claims["wattest.energy"]["solar_wh"]);
     // 50 kW declared for about two seconds: roughly 28 Wh.
     assert!(solar > 20.0 && solar < 60.0, "solar {solar} Wh");
     assert_eq!(
-        claims["energy"]["grid_wh"].as_f64().unwrap(),
+        dec(&claims["wattest.energy"]["grid_wh"]),
         0.0,
         "solar covers the job entirely"
     );
     assert_eq!(
-        claims["emissions"]["location_based_kg_co2e"]
-            .as_f64()
-            .unwrap(),
+        dec(&claims["wattest.emissions"]["location_based_g_co2e"]),
         0.0
     );
-    let avoided = claims["avoided_emissions"]["kg_co2e"].as_f64().unwrap();
+    let avoided = dec(&claims["wattest.avoided_emissions"]["g_co2e"]) / 1000.0;
     assert!(
-        close(avoided, solar / 1000.0 * 342.06 / 1000.0),
+        // Rounded to the µg per hour: relative error far below 1e-6.
+        (avoided - solar / 1000.0 * 342.06 / 1000.0).abs() <= 1e-6 * avoided,
         "avoided {avoided} kg for {solar} Wh in DE"
     );
-    let reward = &claims["reward"];
+    let reward = &claims["wattest.reward"];
     let micros =
         |v: &serde_json::Value| (v.as_str().unwrap().parse::<f64>().unwrap() * 1e6).round() as i64;
     let (total, owner, fund) = (
@@ -507,7 +547,7 @@ fn solar_node_with_process_attribution_earns_a_split_reward() {
     assert!(total > 0);
     assert_eq!(owner + fund, total);
     assert_eq!(owner, (total as f64 * 0.7).floor() as i64);
-    let methods: Vec<&str> = claims["energy"]["by_source"]
+    let methods: Vec<&str> = claims["wattest.energy"]["by_source"]
         .as_array()
         .unwrap()
         .iter()

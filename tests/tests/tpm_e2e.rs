@@ -110,8 +110,11 @@ fn tpm_node_gets_tpm_certificates_and_software_node_software() {
         "staging dir left behind"
     );
     let claims = run_job(&oracle, tpm_state.path());
-    assert_eq!(claims["node"]["attestation_level"], "tpm", "{claims}");
-    assert_eq!(claims["node"]["id"], node["node_id"]);
+    assert_eq!(
+        claims["wattest.node"]["attestation_level"], "tpm",
+        "{claims}"
+    );
+    assert_eq!(claims["wattest.node"]["id"], node["node_id"]);
 
     let soft_state = tempfile::tempdir().expect("state");
     let out = enroll(&oracle, soft_state.path(), "software", None);
@@ -121,7 +124,10 @@ fn tpm_node_gets_tpm_certificates_and_software_node_software() {
         String::from_utf8_lossy(&out.stderr)
     );
     let claims = run_job(&oracle, soft_state.path());
-    assert_eq!(claims["node"]["attestation_level"], "software", "{claims}");
+    assert_eq!(
+        claims["wattest.node"]["attestation_level"], "software",
+        "{claims}"
+    );
 }
 
 /// Serves one `POST /v1/nodes` on a loopback port: records its JSON body and answers 503, so the

@@ -1,0 +1,540 @@
+//! The transparency log end to end: every certificate is logged, proofs verify offline with
+//! `wattest-verify`, the log only grows, and two replicas on one PostgreSQL never fork it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{Duration, Utc};
+use std::process::{Child, Command, Output, Stdio};
+use wattest_shared::checkpoint::LogVerifier;
+use wattest_shared::jws::sign_compact;
+use wattest_shared::transparency::{
+    ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion,
+};
+use wattest_shared::window::WINDOW_TYP;
+use wattest_shared::{JwsSigner, SoftwareKey};
+use wattest_tests::{Oracle, bin, free_port, fresh_pg_database, gpu_window};
+
+struct Node {
+    key: SoftwareKey,
+    id: String,
+    seq: u64,
+    prev: Option<String>,
+}
+
+fn enroll(oracle: &Oracle, token: &str) -> Node {
+    let key = SoftwareKey::generate(2048).unwrap();
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/nodes", oracle.url))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "name": "log-node", "zone": "BE", "public_key": key.public_jwk() }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    let body: serde_json::Value = r.json().unwrap();
+    Node {
+        key,
+        id: body["node_id"].as_str().unwrap().to_owned(),
+        seq: 0,
+        prev: None,
+    }
+}
+
+/// Posts a one-window job to `url`; returns the certificate id.
+fn certify(url: &str, node: &mut Node, job: &str) -> String {
+    node.seq += 1;
+    let start = Utc::now() - Duration::hours(2) + Duration::seconds(10 * node.seq as i64);
+    let claims = gpu_window(
+        &node.id,
+        job,
+        node.seq,
+        node.prev.clone(),
+        start,
+        400.0,
+        true,
+    );
+    let jws = sign_compact(&node.key, WINDOW_TYP, &serde_json::to_vec(&claims).unwrap()).unwrap();
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{url}/v1/telemetry"))
+        .header("content-type", "application/jose")
+        .body(jws)
+        .send()
+        .unwrap();
+    let status = r.status();
+    let body: serde_json::Value = r.json().unwrap();
+    assert!(status.is_success(), "{status}: {body}");
+    node.prev = Some(body["hash"].as_str().unwrap().to_owned());
+    body["certificate"]["id"].as_str().unwrap().to_owned()
+}
+
+fn get(url: &str, path: &str, token: &str) -> reqwest::blocking::Response {
+    reqwest::blocking::Client::new()
+        .get(format!("{url}{path}"))
+        .bearer_auth(token)
+        .send()
+        .unwrap()
+}
+
+fn get_json(url: &str, path: &str, token: &str) -> serde_json::Value {
+    let r = get(url, path, token);
+    assert!(r.status().is_success(), "GET {path}: {}", r.status());
+    r.json().unwrap()
+}
+
+fn verify(args: &[&std::ffi::OsStr]) -> (Option<i32>, serde_json::Value) {
+    let out: Output = Command::new(bin("wattest-verify"))
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no JSON report; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+fn failed_check(report: &serde_json::Value) -> String {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["detail"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[test]
+fn every_certificate_is_logged_and_provable_offline() {
+    let oracle = Oracle::start();
+    let auditor = oracle.token("auditor");
+    let mut node = enroll(&oracle, &oracle.token("node"));
+    let ids: Vec<String> = (0..5)
+        .map(|i| certify(&oracle.url, &mut node, &format!("job-{i}")))
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let vkey = oracle.get_text("/v1/log/key");
+    let log = LogVerifier::parse(vkey.trim()).unwrap();
+    let checkpoint5 = oracle.get_text("/v1/log/checkpoint");
+    let cp5 = log
+        .verify(&checkpoint5)
+        .expect("the served checkpoint is signed by the log key");
+    assert_eq!(cp5.size, 5);
+    let cp5_file = write("cp5.txt", &checkpoint5);
+
+    let more: Vec<String> = (5..9)
+        .map(|i| certify(&oracle.url, &mut node, &format!("job-{i}")))
+        .collect();
+    let all: Vec<&String> = ids.iter().chain(&more).collect();
+
+    // Every certificate: its bundle's inclusion proof verifies against the current checkpoint,
+    // leaf indices are the issue order, and the entry endpoint serves the same JWS.
+    for (i, id) in all.iter().enumerate() {
+        let bundle = get_json(&oracle.url, &format!("/v1/certificates/{id}"), &auditor);
+        let proof: InclusionProof =
+            serde_json::from_value(bundle["inclusion_proof"].clone()).unwrap();
+        let jws = bundle["jws"].as_str().unwrap();
+        let cp = verify_inclusion(jws, &proof, &log).expect("inclusion");
+        assert_eq!((proof.leaf_index, cp.size), (i as u64, 9));
+        let entry = get_json(&oracle.url, &format!("/v1/log/entries/{i}"), &auditor);
+        assert_eq!(entry["jws"], jws);
+        assert_eq!(entry["certificate_id"], id.as_str());
+    }
+
+    let jwks_url = format!("{}/.well-known/jwks.json", oracle.url);
+    let jwks_file = write("jwks.json", &oracle.get_text("/.well-known/jwks.json"));
+    let vkey_file = write("log.vkey", &vkey);
+    let bundle = get_json(
+        &oracle.url,
+        &format!("/v1/certificates/{}", ids[1]),
+        &auditor,
+    );
+    let bundle_file = write("bundle.json", &bundle.to_string());
+    fn with<'a>(
+        head: &[&'a std::ffi::OsStr],
+        extra: &[&'a std::ffi::OsStr],
+    ) -> Vec<&'a std::ffi::OsStr> {
+        let mut v = head.to_vec();
+        v.extend_from_slice(extra);
+        v
+    }
+    let head: Vec<&std::ffi::OsStr> = vec![
+        bundle_file.as_os_str(),
+        "--jwks".as_ref(),
+        jwks_file.as_os_str(),
+        "--log-key".as_ref(),
+        vkey_file.as_os_str(),
+    ];
+
+    // The bundle verifies offline: signature, claims, status, inclusion.
+    let (code, report) = verify(&with(&head, &[]));
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["valid"], true);
+
+    // Append-only since the saved checkpoint of size 5.
+    let consistency = get_json(&oracle.url, "/v1/log/proofs/consistency?first=5", &auditor);
+    let parsed: ConsistencyProof = serde_json::from_value(consistency.clone()).unwrap();
+    assert_eq!(
+        verify_consistency(&checkpoint5, &parsed, &log)
+            .unwrap()
+            .size,
+        9
+    );
+    let consistency_file = write("consistency.json", &consistency.to_string());
+    let (code, report) = verify(&with(
+        &head,
+        &[
+            "--previous-checkpoint".as_ref(),
+            cp5_file.as_os_str(),
+            "--consistency".as_ref(),
+            consistency_file.as_os_str(),
+        ],
+    ));
+    assert_eq!(code, Some(0), "{report}");
+
+    // Against a trusted older checkpoint: the bundle's proof (size 9) does not match it, a proof
+    // fetched for size 5 does.
+    let (code, report) = verify(&with(
+        &head,
+        &["--checkpoint".as_ref(), cp5_file.as_os_str()],
+    ));
+    assert_eq!(code, Some(1));
+    assert!(failed_check(&report).contains("tree size 9"), "{report}");
+    let at5 = get_json(
+        &oracle.url,
+        &format!(
+            "/v1/log/proofs/inclusion?certificate_id={}&tree_size=5",
+            ids[1]
+        ),
+        &auditor,
+    );
+    let at5_file = write("inclusion5.json", &at5.to_string());
+    let (code, report) = verify(&with(
+        &head,
+        &[
+            "--checkpoint".as_ref(),
+            cp5_file.as_os_str(),
+            "--inclusion".as_ref(),
+            at5_file.as_os_str(),
+        ],
+    ));
+    assert_eq!(code, Some(0), "{report}");
+    // A certificate issued after size 5 has no proof at size 5.
+    let r = get(
+        &oracle.url,
+        &format!(
+            "/v1/log/proofs/inclusion?certificate_id={}&tree_size=5",
+            more[0]
+        ),
+        &auditor,
+    );
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        get(&oracle.url, "/v1/log/proofs/consistency?first=10", &auditor).status(),
+        400
+    );
+    assert_eq!(
+        get(&oracle.url, "/v1/log/proofs/consistency?first=0", &auditor).status(),
+        400
+    );
+
+    // A tampered proof, another certificate's proof, a bare JWS without proof, the wrong log
+    // key, an expired certificate: each fails with its reason.
+    let mut tampered = bundle.clone();
+    let h = tampered["inclusion_proof"]["hashes"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let flipped = if h.starts_with('A') {
+        h.replacen('A', "B", 1)
+    } else {
+        format!("A{}", &h[1..])
+    };
+    tampered["inclusion_proof"]["hashes"][0] = flipped.into();
+    let tampered_file = write("tampered.json", &tampered.to_string());
+    let (code, report) = verify(&[
+        tampered_file.as_os_str(),
+        "--jwks".as_ref(),
+        jwks_file.as_os_str(),
+        "--log-key".as_ref(),
+        vkey_file.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(failed_check(&report).contains("not proven"), "{report}");
+
+    let other = get_json(
+        &oracle.url,
+        &format!("/v1/certificates/{}", ids[2]),
+        &auditor,
+    );
+    let mut swapped = bundle.clone();
+    swapped["inclusion_proof"] = other["inclusion_proof"].clone();
+    let swapped_file = write("swapped.json", &swapped.to_string());
+    let (code, report) = verify(&[
+        swapped_file.as_os_str(),
+        "--jwks".as_ref(),
+        jwks_file.as_os_str(),
+        "--log-key".as_ref(),
+        vkey_file.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(failed_check(&report).contains("leaf hash"), "{report}");
+
+    let bare_file = write("bare.jws", bundle["jws"].as_str().unwrap());
+    let (code, report) = verify(&[bare_file.as_os_str(), "--jwks".as_ref(), jwks_url.as_ref()]);
+    assert_eq!(code, Some(1));
+    assert!(
+        failed_check(&report).contains("not in the transparency log"),
+        "{report}"
+    );
+
+    let stranger = wattest_shared::checkpoint::LogSigner::generate(log.name()).unwrap();
+    let (code, report) = verify(&[
+        bundle_file.as_os_str(),
+        "--jwks".as_ref(),
+        jwks_file.as_os_str(),
+        "--log-key".as_ref(),
+        stranger.verifier_key().unwrap().as_ref(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        failed_check(&report).contains("no signature by log key"),
+        "{report}"
+    );
+
+    let (code, report) = verify(&with(
+        &head,
+        &["--at".as_ref(), "2100-01-01T00:00:00Z".as_ref()],
+    ));
+    assert_eq!(code, Some(1));
+    assert!(failed_check(&report).contains("expired"), "{report}");
+
+    // Revocation: admin only, with a documented reason; the bundle then fails verification.
+    let client = reqwest::blocking::Client::new();
+    let revoke = |token: &str, reason: &str| {
+        client
+            .post(format!(
+                "{}/v1/certificates/{}/revocation",
+                oracle.url, ids[1]
+            ))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "reason": reason }))
+            .send()
+            .unwrap()
+    };
+    assert_eq!(revoke(&auditor, "measurement_error").status(), 403);
+    assert_eq!(revoke(&oracle.token("admin"), "because").status(), 400);
+    let r = revoke(&oracle.token("admin"), "measurement_error");
+    assert_eq!(r.status(), 200);
+    let status = get_json(
+        &oracle.url,
+        &format!("/v1/certificates/{}/status", ids[1]),
+        &auditor,
+    );
+    assert_eq!(status["state"], "revoked");
+    assert_eq!(status["reason"], "measurement_error");
+    let revoked = get_json(
+        &oracle.url,
+        &format!("/v1/certificates/{}", ids[1]),
+        &auditor,
+    );
+    let revoked_file = write("revoked.json", &revoked.to_string());
+    let (code, report) = verify(&[
+        revoked_file.as_os_str(),
+        "--jwks".as_ref(),
+        jwks_file.as_os_str(),
+        "--log-key".as_ref(),
+        vkey_file.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(failed_check(&report).contains("REVOKED"), "{report}");
+    // The log is append-only: the revoked certificate is still in it.
+    let still = get_json(&oracle.url, "/v1/log/entries/1", &auditor);
+    assert_eq!(still["certificate_id"], ids[1].as_str());
+}
+
+#[test]
+fn key_rotation_keeps_old_certificates_verifiable() {
+    let oracle = Oracle::start();
+    let auditor = oracle.token("auditor");
+    let mut node = enroll(&oracle, &oracle.token("node"));
+    let before = certify(&oracle.url, &mut node, "before");
+    let out = Command::new(bin("wattest-oracle"))
+        .args([
+            "keys",
+            "rotate",
+            "--activate-after-hours",
+            "0",
+            "--data-dir",
+        ])
+        .arg(oracle.data_dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_kid = String::from_utf8(out.stdout)
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_owned();
+    let after = certify(&oracle.url, &mut node, "after");
+    let jwks = oracle.get_json("/.well-known/jwks.json");
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kids.len(),
+        2,
+        "the running oracle publishes the rotated key: {kids:?}"
+    );
+    let jwks_url = format!("{}/.well-known/jwks.json", oracle.url);
+    let mut signers = Vec::new();
+    for id in [&before, &after] {
+        let bundle = get_json(&oracle.url, &format!("/v1/certificates/{id}"), &auditor);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.json");
+        std::fs::write(&file, bundle.to_string()).unwrap();
+        let (code, report) = verify(&[file.as_os_str(), "--jwks".as_ref(), jwks_url.as_ref()]);
+        assert_eq!(code, Some(0), "{report}");
+        signers.push(report["checks"][0]["detail"].as_str().unwrap().to_owned());
+    }
+    assert!(signers[1].contains(&new_kid), "{signers:?}");
+    assert!(!signers[0].contains(&new_kid), "{signers:?}");
+}
+
+struct Replica(Child);
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A second `serve` process on `primary`'s data dir (same keys, same log key) and database.
+fn replica(primary: &Oracle, database_url: &str) -> (Replica, String) {
+    let port = free_port();
+    let child = Command::new(bin("wattest-oracle"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-origin",
+            "replicas.test/wattest-log",
+            "--data-dir",
+        ])
+        .arg(primary.data_dir.path())
+        .env("DATABASE_URL", database_url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !reqwest::blocking::get(format!("{url}/healthz")).is_ok_and(|r| r.status().is_success()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (Replica(child), url)
+}
+
+#[test]
+fn replicas_on_one_postgresql_share_one_log() {
+    let Some(db) = fresh_pg_database() else {
+        panic!("PostgreSQL is required (set WATTEST_TEST_PG or run scripts/test.sh)");
+    };
+    let primary = Oracle::start_with(
+        Some(db.clone()),
+        &["--log-origin", "replicas.test/wattest-log"],
+    );
+    let (_replica, second) = replica(&primary, &db);
+    let urls = [primary.url.clone(), second];
+    let node_token = primary.token("node");
+    let auditor = primary.token("auditor");
+    let mut nodes: Vec<Node> = (0..4).map(|_| enroll(&primary, &node_token)).collect();
+
+    // Four nodes certify concurrently, alternating replicas for every job.
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter_mut()
+            .enumerate()
+            .map(|(n, node)| {
+                let urls = &urls;
+                s.spawn(move || {
+                    (0..6)
+                        .map(|j| certify(&urls[(n + j) % 2], node, &format!("job-{n}-{j}")))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(ids.len(), 24);
+
+    // One log: size 24, the same signed checkpoint from both replicas, every certificate at a
+    // distinct index with a valid proof, and consistency from every earlier size.
+    let log = LogVerifier::parse(primary.get_text("/v1/log/key").trim()).unwrap();
+    let note_a = get(&urls[0], "/v1/log/checkpoint", &auditor)
+        .text()
+        .unwrap();
+    let note_b = get(&urls[1], "/v1/log/checkpoint", &auditor)
+        .text()
+        .unwrap();
+    assert_eq!(note_a, note_b, "replicas sign the same checkpoint");
+    assert_eq!(log.verify(&note_a).unwrap().size, 24);
+    let mut indices = std::collections::BTreeSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let bundle = get_json(&urls[i % 2], &format!("/v1/certificates/{id}"), &auditor);
+        let proof: InclusionProof =
+            serde_json::from_value(bundle["inclusion_proof"].clone()).unwrap();
+        verify_inclusion(bundle["jws"].as_str().unwrap(), &proof, &log).unwrap();
+        assert!(
+            indices.insert(proof.leaf_index),
+            "index {} used twice",
+            proof.leaf_index
+        );
+    }
+    assert_eq!(
+        indices.into_iter().collect::<Vec<_>>(),
+        (0..24).collect::<Vec<u64>>()
+    );
+    for first in 1..24 {
+        let c: ConsistencyProof = serde_json::from_value(get_json(
+            &urls[first as usize % 2],
+            &format!("/v1/log/proofs/consistency?first={first}&second=24"),
+            &auditor,
+        ))
+        .unwrap();
+        let old = get_json(
+            &urls[0],
+            &format!("/v1/log/proofs/consistency?first=1&second={first}"),
+            &auditor,
+        )["checkpoint"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        verify_consistency(&old, &c, &log).unwrap();
+    }
+    // The node key stays the signer of its windows; the oracle key signs certificates.
+    assert!(nodes.iter().all(|n| !n.key.kid().is_empty()));
+}
