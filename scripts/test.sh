@@ -33,6 +33,14 @@ export WATTEST_TEST_PG
 export TSS2_LOG="${TSS2_LOG:-all+none}"
 export RUST_BACKTRACE=1
 
+# PyJWT and jsonschema: the independent JOSE check of certificates (tests/python).
+if [ ! -x target/pyenv/bin/python ] || ! target/pyenv/bin/python -c 'import jwt, jsonschema, cryptography' 2>/dev/null; then
+  echo "==> Installing PyJWT and jsonschema into target/pyenv"
+  python3 -m venv target/pyenv
+  target/pyenv/bin/pip install --quiet "PyJWT[crypto]>=2.8,<3" "jsonschema>=4.18,<5"
+fi
+export WATTEST_PYTHON="$PWD/target/pyenv/bin/python"
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

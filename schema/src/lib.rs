@@ -19,3 +19,8 @@ impl MigratorTrait for Migrator {
         ]
     }
 }
+
+/// JSON Schema (2020-12) of a certificate's `credentialSubject` in its Verifiable Credential form
+/// (`application/vc+jwt`), served at `/v1/schemas/energy-certificate-subject.json`.
+pub const ENERGY_CERTIFICATE_SUBJECT_SCHEMA: &str =
+    include_str!("../json/energy-certificate-subject.schema.json");

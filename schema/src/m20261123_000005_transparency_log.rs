@@ -126,7 +126,7 @@ impl MigrationTrait for Migration {
                         1.into(),
                         0i64.into(),
                         empty_root.into(),
-                        Expr::current_timestamp().into(),
+                        Expr::current_timestamp(),
                     ])
                     .to_owned(),
             )

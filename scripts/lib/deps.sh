@@ -4,7 +4,7 @@
 # cluster), curl. Sourced by scripts/test.sh and scripts/quickstart.sh.
 
 wattest_install_packages() {
-  local want=(build-essential pkg-config libssl-dev libtss2-dev swtpm swtpm-tools tpm2-tools postgresql-client curl ca-certificates procps)
+  local want=(build-essential pkg-config libssl-dev libtss2-dev swtpm swtpm-tools tpm2-tools postgresql-client curl ca-certificates procps python3 python3-venv)
   if [ "${1:-}" = "--with-pg-server" ]; then want+=(postgresql); fi
   local missing=()
   for p in "${want[@]}"; do

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod certificate;
 pub mod checkpoint;
+pub mod credential;
 pub mod jwk;
 pub mod jws;
 pub mod merkle;

@@ -98,7 +98,7 @@ pub fn completed_by(index: u64) -> Vec<NodeId> {
     let mut out = Vec::new();
     let mut level = 1u8;
     let size = index + 1;
-    while level < 64 && size % (1u64 << level) == 0 {
+    while level < 64 && size.is_multiple_of(1u64 << level) {
         out.push(NodeId {
             level,
             index: size / (1u64 << level) - 1,
@@ -145,7 +145,7 @@ fn range_hash(
     if n == 0 {
         return Ok(empty_root());
     }
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start.is_multiple_of(n) {
         let node = NodeId {
             level: u8::try_from(n.trailing_zeros()).unwrap_or(u8::MAX),
             index: start / n,

@@ -322,7 +322,7 @@ impl Decimal6 {
     pub fn from_f64(value: f64) -> Option<Self> {
         let scaled = (value * 1e6).round();
         // i64::MAX as f64 rounds up to 2^63, so compare strictly below it.
-        (scaled.is_finite() && scaled.abs() < 9.2e18).then(|| Self(scaled as i64))
+        (scaled.is_finite() && scaled.abs() < 9.2e18).then_some(Self(scaled as i64))
     }
 
     /// The value as a float (for display and float-typed database columns only).

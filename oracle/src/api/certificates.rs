@@ -11,7 +11,24 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use wattest_shared::CertificateClaims;
 use wattest_shared::api::CertificateSummary;
+use wattest_shared::credential::{VC_MEDIA_TYPE, VC_TYP, verifiable_credential};
+use wattest_shared::jws::sign_compact;
 use wattest_shared::transparency::InclusionProof;
+
+/// Where the JSON Schema of the VC form's subject is served.
+pub const SUBJECT_SCHEMA_PATH: &str = "/v1/schemas/energy-certificate-subject.json";
+
+/// JSON Schema (2020-12) of the `credentialSubject` of certificates in VC form.
+#[utoipa::path(get, path = "/v1/schemas/energy-certificate-subject.json", tag = "certificates", responses(
+    (status = 200, description = "JSON Schema", body = Object, content_type = "application/schema+json"),
+))]
+pub async fn subject_schema() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/schema+json")],
+        wattest_schema::ENERGY_CERTIFICATE_SUBJECT_SCHEMA,
+    )
+        .into_response()
+}
 
 /// Filters of `GET /v1/certificates`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -122,9 +139,15 @@ pub async fn list(
     }))
 }
 
-/// One certificate. With `Accept: application/jose` the body is the bare compact JWS.
+/// One certificate: the bundle (JWS, decoded claims, revocation status, inclusion proof). With
+/// `Accept: application/jose` the body is the bare compact JWS; with `Accept:
+/// application/vc+jwt` it is the certificate as a W3C Verifiable Credential (VC-JOSE-COSE, `typ`
+/// `vc+jwt`, signed by the same oracle key), whose subject follows
+/// `/v1/schemas/energy-certificate-subject.json`.
 #[utoipa::path(get, path = "/v1/certificates/{id}", tag = "certificates", params(("id" = String, Path, description = "Certificate id")), responses(
-    (status = 200, description = "The certificate", body = CertificateResponse),
+    (status = 200, description = "The certificate bundle", body = CertificateResponse),
+    (status = 200, description = "With Accept: application/jose, the bare JWS", body = String, content_type = "application/jose"),
+    (status = 200, description = "With Accept: application/vc+jwt, the Verifiable Credential", body = String, content_type = "application/vc+jwt"),
     (status = 404, description = "not_found", body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
 pub async fn get_one(
@@ -149,6 +172,29 @@ pub async fn get_one(
     }
     let claims: CertificateClaims =
         serde_json::from_str(&row.claims).map_err(|err| ApiError::internal(&err))?;
+    let wants_vc = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains(VC_MEDIA_TYPE));
+    if wants_vc {
+        let schema_url = format!(
+            "{}{SUBJECT_SCHEMA_PATH}",
+            state.settings.issuer.trim_end_matches('/')
+        );
+        let vc = verifiable_credential(&claims, &row.hash, &schema_url);
+        let payload = serde_json::to_vec(&vc).map_err(|err| ApiError::internal(&err))?;
+        let key = state.keys.get().active(chrono::Utc::now());
+        let jws = tokio::task::spawn_blocking(move || sign_compact(&*key, VC_TYP, &payload))
+            .await
+            .map_err(|err| ApiError::internal(&err))?
+            .map_err(|err| ApiError::internal(&err))?;
+        let mut response = jws.into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(VC_MEDIA_TYPE),
+        );
+        return Ok(response);
+    }
     let inclusion_proof = state
         .ledger
         .inclusion(&state.storage, &row.id, &row.jws, None)

@@ -33,6 +33,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         certificates::get_one,
         certificates::status,
         certificates::revoke,
+        certificates::subject_schema,
         exports::export,
         log::checkpoint,
         log::key,
@@ -82,6 +83,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/certificates", get(certificates::list))
         .route("/v1/certificates/{id}", get(certificates::get_one))
         .route("/v1/certificates/{id}/status", get(certificates::status))
+        .route(
+            certificates::SUBJECT_SCHEMA_PATH,
+            get(certificates::subject_schema),
+        )
         .route(
             "/v1/certificates/{id}/revocation",
             post(certificates::revoke),
