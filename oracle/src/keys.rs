@@ -43,20 +43,10 @@ pub fn load_or_create(data_dir: &Path) -> Result<SoftwareKey, KeyError> {
         path: path.display().to_string(),
         source,
     };
-    match std::fs::read(&path) {
-        Ok(der) => {
-            let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(KeyError::Invalid(format!(
-                    "{} has mode {:o}; it must not be readable by group or others (chmod 600)",
-                    path.display(),
-                    mode & 0o777
-                )));
-            }
-            SoftwareKey::from_pkcs8_der(&der)
-                .map_err(|err| KeyError::Invalid(format!("{}: {err}", path.display())))
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+    match read_secret(&path)? {
+        Some(der) => SoftwareKey::from_pkcs8_der(&der)
+            .map_err(|err| KeyError::Invalid(format!("{}: {err}", path.display()))),
+        None => {
             let key = SoftwareKey::generate(ORACLE_KEY_BITS)
                 .map_err(|err| KeyError::Invalid(err.to_string()))?;
             let der = key
@@ -66,8 +56,33 @@ pub fn load_or_create(data_dir: &Path) -> Result<SoftwareKey, KeyError> {
             tracing::info!(kid = key.kid(), path = %path.display(), "Created the oracle signing key.");
             Ok(key)
         }
-        Err(err) => Err(io(err)),
     }
+}
+
+/// Reads a secret key file: `None` when it does not exist; refuses a file that group or others
+/// can read (it must be 0600).
+///
+/// # Errors
+/// [`KeyError::Io`] on read failure, [`KeyError::Invalid`] on a too-open mode.
+pub fn read_secret(path: &Path) -> Result<Option<Vec<u8>>, KeyError> {
+    let io = |source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let der = match std::fs::read(path) {
+        Ok(der) => der,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(io(err)),
+    };
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Invalid(format!(
+            "{} has mode {:o}; it must not be readable by group or others (chmod 600)",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    Ok(Some(der))
 }
 
 /// Writes `bytes` to `path` with mode 0600 atomically (temporary file, fsync, rename).
@@ -280,19 +295,10 @@ impl Keyring {
 }
 
 fn load_file(path: &Path) -> Result<SoftwareKey, KeyError> {
-    let io = |source| KeyError::Io {
+    let der = read_secret(path)?.ok_or_else(|| KeyError::Io {
         path: path.display().to_string(),
-        source,
-    };
-    let der = std::fs::read(path).map_err(io)?;
-    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(KeyError::Invalid(format!(
-            "{} has mode {:o}; it must not be readable by group or others (chmod 600)",
-            path.display(),
-            mode & 0o777
-        )));
-    }
+        source: std::io::ErrorKind::NotFound.into(),
+    })?;
     SoftwareKey::from_pkcs8_der(&der)
         .map_err(|err| KeyError::Invalid(format!("{}: {err}", path.display())))
 }

@@ -6,10 +6,9 @@
 //! Checkpoints are signed on demand; Ed25519 signatures are deterministic, so the same tree size
 //! always yields the same signed note.
 
-use crate::keys::{KeyError, write_secret};
+use crate::keys::{KeyError, read_secret, write_secret};
 use crate::storage::ledger::LogHead;
 use crate::storage::{Storage, StorageError};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use wattest_shared::checkpoint::{Checkpoint, CheckpointError, LogSigner};
 use wattest_shared::merkle;
@@ -72,25 +71,14 @@ impl Ledger {
         };
         let invalid =
             |err: CheckpointError| KeyError::Invalid(format!("{}: {err}", path.display()));
-        let signer = match std::fs::read(&path) {
-            Ok(der) => {
-                let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode();
-                if mode & 0o077 != 0 {
-                    return Err(KeyError::Invalid(format!(
-                        "{} has mode {:o}; it must not be readable by group or others (chmod 600)",
-                        path.display(),
-                        mode & 0o777
-                    )));
-                }
-                LogSigner::from_pkcs8_der(origin, &der).map_err(invalid)?
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+        let signer = match read_secret(&path)? {
+            Some(der) => LogSigner::from_pkcs8_der(origin, &der).map_err(invalid)?,
+            None => {
                 let signer = LogSigner::generate(origin).map_err(invalid)?;
                 write_secret(&path, &signer.to_pkcs8_der().map_err(invalid)?).map_err(io)?;
                 tracing::info!(origin, path = %path.display(), "Created the transparency log key.");
                 signer
             }
-            Err(err) => return Err(io(err)),
         };
         Ok(Self { signer })
     }
