@@ -128,6 +128,11 @@ pub struct Appended {
     pub head: LogHead,
 }
 
+/// Subtrees fetched per query: each is an `(level = ? AND idx = ?)` term of one OR, and 200 terms
+/// stay far below SQLite's default expression-depth limit of 1000 (SQLITE_MAX_EXPR_DEPTH). A
+/// proof on a log of 2⁶⁴ leaves needs at most 2 × 64 subtrees, so one query always suffices.
+const NODES_PER_QUERY: usize = 200;
+
 fn to_hash(bytes: &[u8]) -> Result<Hash, StorageError> {
     bytes
         .try_into()
@@ -146,7 +151,7 @@ impl Storage {
         ids: &[NodeId],
     ) -> Result<HashMap<NodeId, Hash>, StorageError> {
         let mut out = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(200) {
+        for chunk in ids.chunks(NODES_PER_QUERY) {
             let mut any = sea_orm::Condition::any();
             for id in chunk {
                 any = any.add(
@@ -196,29 +201,28 @@ impl Storage {
             .await?
             .ok_or_else(|| StorageError::Corrupt("the log head row is missing".into()))?;
         let index = u64::try_from(row.size).unwrap_or(0);
+        let size = index + 1;
         let leaf = merkle::leaf_hash(entry);
-        let siblings: Vec<NodeId> = merkle::completed_by(index)
+        // The subtrees this append completes (the leaf and its new ancestors) are computed; every
+        // other hash the append and the new root need is already stored: one query fetches them.
+        let mut created = vec![NodeId { level: 0, index }];
+        created.extend(merkle::completed_by(index));
+        let mut wanted: Vec<NodeId> = created[1..]
             .iter()
             .map(|n| NodeId {
                 level: n.level - 1,
                 index: n.index * 2,
             })
+            .chain(merkle::nodes_needed(|l| {
+                merkle::root(size, l).map(|r| vec![r])
+            }))
+            .filter(|id| !created.contains(id))
             .collect();
-        let known = self.log_nodes(txn, &siblings).await?;
-        let new = merkle::append_nodes(index, leaf, |id| known.get(&id).copied())
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut lookup = self.log_nodes(txn, &wanted).await?;
+        let new = merkle::append_nodes(index, leaf, |id| lookup.get(&id).copied())
             .map_err(|err| StorageError::Corrupt(err.to_string()))?;
-        let size = index + 1;
-        let needed = merkle::nodes_needed(|l| merkle::root(size, l).map(|r| vec![r]));
-        let mut lookup = self
-            .log_nodes(
-                txn,
-                &needed
-                    .iter()
-                    .filter(|id| !new.iter().any(|(n, _)| n == *id))
-                    .copied()
-                    .collect::<Vec<_>>(),
-            )
-            .await?;
         lookup.extend(new.iter().copied());
         let root = merkle::root(size, |id| lookup.get(&id).copied())
             .map_err(|err| StorageError::Corrupt(err.to_string()))?;
@@ -303,15 +307,26 @@ impl Storage {
             return Ok(existing);
         }
         let txn = self.begin().await?;
-        let row = revocation::ActiveModel {
+        let inserted = revocation::ActiveModel {
             certificate_id: Set(certificate_id.to_owned()),
             revoked_at: Set(now),
             reason: Set(reason.to_owned()),
         }
         .insert(&*txn)
-        .await?;
-        txn.commit().await?;
-        Ok(row)
+        .await;
+        match inserted {
+            Ok(row) => {
+                txn.commit().await?;
+                Ok(row)
+            }
+            // A concurrent revocation won the primary key: the first one stands.
+            Err(err) => {
+                drop(txn);
+                self.revocation(certificate_id)
+                    .await?
+                    .ok_or(StorageError::Db(err))
+            }
+        }
     }
 
     /// A certificate's revocation, if revoked.
