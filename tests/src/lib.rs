@@ -465,3 +465,14 @@ fn certificate_builder(
         .expect("na");
     b
 }
+
+/// The certificate id that `wattest-agent run` prints on stderr (`wattest: certificate <id>`);
+/// panics with the whole stderr when there is none.
+pub fn certificate_id_from_stderr(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("wattest: certificate "))
+        .unwrap_or_else(|| panic!("no certificate line in:\n{stderr}"))
+        .trim()
+        .to_owned()
+}

@@ -68,12 +68,7 @@ fn job_round_trip(oracle: &Oracle) {
         Some(7),
         "the agent must exit with the command's code; stderr:\n{stderr}"
     );
-    let id = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("wattest: certificate "))
-        .unwrap_or_else(|| panic!("no certificate line in:\n{stderr}"))
-        .trim()
-        .to_owned();
+    let id = wattest_tests::certificate_id_from_stderr(&stderr);
     assert!(
         stderr.contains("gCO2e/kWh"),
         "summary line missing: {stderr}"

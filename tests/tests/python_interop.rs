@@ -32,12 +32,7 @@ fn pyjwt_verifies_certificates_and_the_vc_subject_matches_its_schema() {
             .args(["--", "sh", "-c", "sleep 1.5"]),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let id = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("wattest: certificate "))
-        .unwrap_or_else(|| panic!("no certificate line in:\n{stderr}"))
-        .trim()
-        .to_owned();
+    let id = wattest_tests::certificate_id_from_stderr(&stderr);
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/verify_certificate.py");
     let out = Command::new(&python)

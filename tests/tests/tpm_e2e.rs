@@ -64,12 +64,7 @@ fn run_job(oracle: &Oracle, state_dir: &Path) -> Value {
     let out = agent(state_dir, &["run", "--window", "1", "--", "sleep", "2"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "agent run failed: {stderr}");
-    let id = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("wattest: certificate "))
-        .unwrap_or_else(|| panic!("no certificate line in: {stderr}"))
-        .trim()
-        .to_owned();
+    let id = wattest_tests::certificate_id_from_stderr(&stderr);
     let cert: Value = reqwest::blocking::get(format!("{}/v1/certificates/{id}", oracle.url))
         .expect("GET certificate")
         .json()

@@ -10,7 +10,7 @@ use wattest_shared::transparency::{
     ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion,
 };
 use wattest_shared::window::WINDOW_TYP;
-use wattest_shared::{JwsSigner, SoftwareKey};
+use wattest_shared::SoftwareKey;
 use wattest_tests::{Oracle, bin, free_port, fresh_pg_database, gpu_window};
 
 struct Node {
@@ -535,6 +535,18 @@ fn replicas_on_one_postgresql_share_one_log() {
             .to_owned();
         verify_consistency(&old, &c, &log).unwrap();
     }
-    // The node key stays the signer of its windows; the oracle key signs certificates.
-    assert!(nodes.iter().all(|n| !n.key.kid().is_empty()));
+    // Every node has its six certificates, whichever replica issued them.
+    for node in &nodes {
+        let list = get_json(
+            &urls[0],
+            &format!("/v1/certificates?node={}", node.id),
+            &auditor,
+        );
+        assert_eq!(
+            list["certificates"].as_array().unwrap().len(),
+            6,
+            "node {}",
+            node.id
+        );
+    }
 }
