@@ -4,13 +4,13 @@
 
 use chrono::{Duration, Utc};
 use std::process::{Child, Command, Output, Stdio};
+use wattest_shared::SoftwareKey;
 use wattest_shared::checkpoint::LogVerifier;
 use wattest_shared::jws::sign_compact;
 use wattest_shared::transparency::{
     ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion,
 };
 use wattest_shared::window::WINDOW_TYP;
-use wattest_shared::SoftwareKey;
 use wattest_tests::{Oracle, bin, free_port, fresh_pg_database, gpu_window};
 
 struct Node {
