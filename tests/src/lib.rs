@@ -162,6 +162,7 @@ pub struct Oracle {
     pub data_dir: tempfile::TempDir,
     database_url: Option<String>,
     log: PathBuf,
+    admin: std::sync::OnceLock<String>,
 }
 
 impl Oracle {
@@ -200,6 +201,7 @@ impl Oracle {
             data_dir,
             database_url,
             log,
+            admin: std::sync::OnceLock::new(),
         };
         oracle.wait_healthy();
         oracle
@@ -296,16 +298,36 @@ impl Oracle {
         (state, node_id)
     }
 
-    /// GET `path` as JSON.
+    /// An admin token for this oracle, created on first use. Admin passes every role check, so the
+    /// tests that are not about roles read through it.
+    pub fn admin_token(&self) -> &str {
+        self.admin.get_or_init(|| self.token("admin"))
+    }
+
+    /// GET `path` with the admin token; returns the response, whatever its status.
+    pub fn get(&self, path: &str) -> reqwest::blocking::Response {
+        self.get_as(path, self.admin_token())
+    }
+
+    /// GET `path` with `token` (none if empty); returns the response, whatever its status.
+    pub fn get_as(&self, path: &str, token: &str) -> reqwest::blocking::Response {
+        let mut request = reqwest::blocking::Client::new().get(format!("{}{path}", self.url));
+        if !token.is_empty() {
+            request = request.bearer_auth(token);
+        }
+        request.send().expect("GET")
+    }
+
+    /// GET `path` as JSON (admin token); panics unless 2xx.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
-        let r = reqwest::blocking::get(format!("{}{path}", self.url)).expect("get");
+        let r = self.get(path);
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
         r.json().expect("json")
     }
 
-    /// GET `path` as text.
+    /// GET `path` as text (admin token); panics unless 2xx.
     pub fn get_text(&self, path: &str) -> String {
-        let r = reqwest::blocking::get(format!("{}{path}", self.url)).expect("get");
+        let r = self.get(path);
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
         r.text().expect("text")
     }

@@ -65,10 +65,7 @@ fn run_job(oracle: &Oracle, state_dir: &Path) -> Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "agent run failed: {stderr}");
     let id = wattest_tests::certificate_id_from_stderr(&stderr);
-    let cert: Value = reqwest::blocking::get(format!("{}/v1/certificates/{id}", oracle.url))
-        .expect("GET certificate")
-        .json()
-        .expect("certificate JSON");
+    let cert: Value = oracle.get_json(&format!("/v1/certificates/{id}"));
     let jws = cert["jws"].as_str().expect("jws");
     let payload = jws.split('.').nth(1).expect("payload");
     let claims: Value = serde_json::from_slice(&B64.decode(payload).expect("b64")).expect("json");
