@@ -118,6 +118,10 @@ struct RunArgs {
     /// Job id written into every window and the certificate (default: a new UUID).
     #[arg(long)]
     job_id: Option<String>,
+    /// Model id written into every window and the certificate (`wattest.model_id`), e.g. the
+    /// model being trained; 1–128 characters without control characters.
+    #[arg(long, env = "WATTEST_MODEL_ID")]
+    model_id: Option<String>,
     /// Window length, seconds: a signed window is sent this often.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     window: u64,
@@ -418,7 +422,13 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         attribution: args.attribution.into(),
         job_pid: Some(pid),
     };
-    let chain = Chain::open(&dir, signer, Some(job_id.clone()), args.attribution.into())?;
+    let chain = Chain::open(
+        &dir,
+        signer,
+        Some(job_id.clone()),
+        args.model_id.clone(),
+        args.attribution.into(),
+    )?;
     let measurement = Measurement::start(
         discovery,
         sampler_cfg,
@@ -499,7 +509,7 @@ async fn watch_cmd(args: WatchArgs) -> Result<()> {
         attribution: Attribution::Machine,
         job_pid: None,
     };
-    let chain = Chain::open(&dir, signer, None, Attribution::Machine)?;
+    let chain = Chain::open(&dir, signer, None, None, Attribution::Machine)?;
     let certify_every =
         chrono::Duration::seconds(i64::try_from(args.certify_every).unwrap_or(3600));
     let measurement = Measurement::start(

@@ -22,11 +22,12 @@ pub struct Chain {
     spool: Spool,
     dir_path: std::path::PathBuf,
     job_id: Option<String>,
+    model_id: Option<String>,
     attribution: Attribution,
 }
 
 impl Chain {
-    /// Opens the chain of the node in `dir`.
+    /// Opens the chain of the node in `dir`; `job_id` and `model_id` label every window it signs.
     ///
     /// # Errors
     /// Unreadable state or key.
@@ -34,6 +35,7 @@ impl Chain {
         dir: &StateDir,
         signer: NodeSigner,
         job_id: Option<String>,
+        model_id: Option<String>,
         attribution: Attribution,
     ) -> Result<Self> {
         let spool = Spool::new(dir.spool());
@@ -45,6 +47,7 @@ impl Chain {
             spool,
             dir_path: dir.path().to_owned(),
             job_id,
+            model_id,
             attribution,
         })
     }
@@ -60,6 +63,7 @@ impl Chain {
             v: PROTOCOL_VERSION,
             node_id: self.node.node_id.clone(),
             job_id: self.job_id.clone(),
+            model_id: self.model_id.clone(),
             seq,
             prev: self.head.hash.clone(),
             // Windows never overlap: a window cannot start before the previous one ended.
@@ -341,6 +345,7 @@ mod tests {
             v: 1,
             node_id: "n".into(),
             job_id: None,
+            model_id: None,
             seq: 5,
             prev: Some("h4".into()),
             start: t,

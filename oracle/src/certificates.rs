@@ -330,6 +330,7 @@ mod tests {
             v: 1,
             node_id: "n".into(),
             job_id: Some("j".into()),
+            model_id: None,
             seq,
             prev: None,
             start,

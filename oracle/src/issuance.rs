@@ -56,7 +56,9 @@ pub async fn issue(
         now,
         validity: settings.certificate_validity,
         last_hash: v.hash.clone(),
-        model_id: None,
+        // The final window's label: a job names its model once, and the agent writes the same
+        // label into every window of the run.
+        model_id: v.claims.model_id.clone(),
         plausibility: Vec::new(),
         node_flag: None,
     };

@@ -173,12 +173,16 @@ pub fn verify_window(
             actual: node.id.clone(),
         });
     }
-    if let Some(job) = &claims.job_id
-        && (job.is_empty() || job.len() > 128 || job.chars().any(char::is_control))
-    {
-        return Err(VerifyError::MalformedPayload(
-            "job_id must be 1–128 characters without control characters".into(),
-        ));
+    for (name, label) in [("job_id", &claims.job_id), ("model_id", &claims.model_id)] {
+        if let Some(label) = label
+            && (label.is_empty()
+                || label.chars().count() > 128
+                || label.chars().any(char::is_control))
+        {
+            return Err(VerifyError::MalformedPayload(format!(
+                "{name} must be 1–128 characters without control characters"
+            )));
+        }
     }
 
     // Step 6: position in the chain.
@@ -354,6 +358,7 @@ mod tests {
             v: 1,
             node_id: f.node.id.clone(),
             job_id: Some("job".into()),
+            model_id: None,
             seq,
             prev,
             start,

@@ -161,6 +161,11 @@ pub struct WindowClaims {
     /// Job this window belongs to; absent for a node's own continuous windows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// Model being trained or served (free text chosen by the user, 1–128 characters without
+    /// control characters, e.g. `llama-3-8b-ft`); absent when not given. Copied into the
+    /// certificate as `wattest.model_id` (EU AI Act Annex XI asks energy per model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
     /// Position in the node's chain: 1 for the node's first window, then +1 each window.
     pub seq: u64,
     /// base64url SHA-256 of the previous window's compact JWS; absent when `seq` = 1.
@@ -241,6 +246,7 @@ mod tests {
             v: 1,
             node_id: "n".into(),
             job_id: None,
+            model_id: None,
             seq: 1,
             prev: None,
             start: t,

@@ -410,6 +410,7 @@ pub fn gpu_window(
         v: 1,
         node_id: node_id.to_owned(),
         job_id: Some(job_id.to_owned()),
+        model_id: None,
         seq,
         prev,
         start,
