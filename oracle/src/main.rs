@@ -39,6 +39,81 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Write a compliance export (CSV) from the database, offline: the same rows, columns and
+    /// filters as `GET /v1/exports/{profile}.csv`.
+    Export(ExportArgs),
+    /// Administer nodes.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    /// Export profile: compliance, codecarbon or sci (columns: docs/compliance.md).
+    #[arg(long, value_parser = ["compliance", "codecarbon", "sci"])]
+    profile: String,
+    /// Only certificates whose period ends at or after this time (RFC 3339).
+    #[arg(long)]
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only certificates whose period starts before this time (RFC 3339).
+    #[arg(long)]
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only this node id.
+    #[arg(long)]
+    node: Option<String>,
+    /// Only nodes with this owner.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Only this job id.
+    #[arg(long)]
+    job: Option<String>,
+    /// Only this model id.
+    #[arg(long)]
+    model: Option<String>,
+    /// Only this grid zone.
+    #[arg(long)]
+    zone: Option<String>,
+    /// Only this status: affirming, warning, contraindicated (ear.status), revoked or valid.
+    #[arg(long)]
+    status: Option<String>,
+    /// `certificate` (default) or `hour` (compliance profile: one row per certificate-hour).
+    #[arg(long)]
+    granularity: Option<String>,
+    /// Write here (via FILE.partial, renamed when complete) instead of stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Set a node's owner and embodied emissions (for exports: `node_owner`, the `owner`
+    /// filter, SCI `M`). Options not given are left as they are.
+    Set {
+        /// Node id (UUID).
+        node_id: String,
+        /// Owner (organisation or person), 1 to 200 characters.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Embodied emissions of the node's hardware (SCI TE), kgCO2e (decimal, at most 6
+        /// decimals).
+        #[arg(long, value_parser = parse_kg)]
+        embodied_kg: Option<wattest_shared::Decimal6>,
+        /// Expected lifespan of that hardware (SCI EL), years; with --embodied-kg.
+        #[arg(long, default_value_t = wattest_oracle::export::DEFAULT_LIFESPAN_YEARS, value_parser = clap::value_parser!(u32).range(1..=50))]
+        lifespan_years: u32,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+fn parse_kg(text: &str) -> Result<wattest_shared::Decimal6, String> {
+    wattest_shared::Decimal6::parse(text)
+        .filter(|d| d.millionths() >= 0)
+        .ok_or_else(|| format!("{text:?} is not a non-negative decimal (at most 6 decimals)"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +247,35 @@ async fn main() -> Result<()> {
             println!("{}", auth::create_token(&storage, role).await?);
             Ok(())
         }
+        Command::Export(args) => export(args).await,
+        Command::Node {
+            command:
+                NodeCommand::Set {
+                    node_id,
+                    owner,
+                    embodied_kg,
+                    lifespan_years,
+                    data,
+                },
+        } => {
+            use wattest_oracle::export::{self, Embodied, NodeExportSettings};
+            if let Some(o) = &owner {
+                export::check_owner(o).map_err(anyhow::Error::msg)?;
+            }
+            let settings = NodeExportSettings {
+                owner,
+                embodied: embodied_kg.map(|total_kg| Embodied {
+                    total_kg,
+                    lifespan_hours: i64::from(lifespan_years) * export::HOURS_PER_YEAR,
+                }),
+            };
+            let storage = open_storage(&data).await?;
+            if !export::set_node(&storage, &node_id, &settings).await? {
+                anyhow::bail!("no node {node_id:?}");
+            }
+            eprintln!("Node {node_id} updated.");
+            Ok(())
+        }
         Command::Keys {
             command:
                 KeysCommand::Rotate {
@@ -214,6 +318,69 @@ async fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn open_storage(data: &DataArgs) -> Result<Storage> {
+    prepare_data_dir(&data.data_dir)?;
+    Storage::connect(&storage::database_url(
+        &data.data_dir,
+        data.database_url.clone(),
+    ))
+    .await
+    .context("opening the database")
+}
+
+async fn export(args: ExportArgs) -> Result<()> {
+    use std::io::Write as _;
+    use wattest_oracle::export::{self, ExportFilter, Granularity, Profile, StatusFilter};
+    let profile = Profile::parse(&args.profile).context("unknown profile")?;
+    let status = match args.status.as_deref() {
+        None => None,
+        Some(s) => Some(StatusFilter::parse(s).with_context(|| {
+            format!("status {s:?} is not one of: {}", StatusFilter::NAMES)
+        })?),
+    };
+    let granularity = match args.granularity.as_deref() {
+        None => Granularity::Certificate,
+        Some(g) => Granularity::parse(g)
+            .with_context(|| format!("granularity {g:?} is not certificate or hour"))?,
+    };
+    let filter = ExportFilter {
+        from: args.from,
+        to: args.to,
+        node: args.node,
+        owner: args.owner,
+        job: args.job,
+        model: args.model,
+        zone: args.zone,
+        status,
+        granularity,
+    };
+    filter.check(profile).map_err(anyhow::Error::msg)?;
+    let storage = open_storage(&args.data).await?;
+    let partial = args.output.as_ref().map(|p| {
+        let mut name = p.as_os_str().to_owned();
+        name.push(".partial");
+        PathBuf::from(name)
+    });
+    let mut out: Box<dyn std::io::Write> = match &partial {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut rx = export::spawn(storage, profile, filter);
+    while let Some(chunk) = rx.recv().await {
+        let bytes = chunk.context("export failed")?;
+        out.write_all(&bytes).context("writing the export")?;
+    }
+    out.flush().context("writing the export")?;
+    drop(out);
+    if let (Some(partial), Some(output)) = (partial, args.output) {
+        std::fs::rename(&partial, &output)
+            .with_context(|| format!("renaming {} to {}", partial.display(), output.display()))?;
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {

@@ -1,16 +1,21 @@
-//! Compliance exports over HTTP.
+//! Compliance exports over HTTP: `GET /v1/exports/{profile}.csv`, streamed.
 
 use super::problem::ApiError;
 use crate::AppState;
+use crate::auth::{self, Role};
+use crate::export::{ExportFilter, Granularity, Profile, StatusFilter};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-/// Period filter of an export.
+/// Longest accepted text filter value, characters (ids are UUIDs; names are short).
+pub const MAX_FILTER_CHARS: usize = 256;
+
+/// Filters of an export; all optional, combined with AND.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
@@ -18,38 +23,124 @@ pub struct ExportQuery {
     pub from: Option<DateTime<Utc>>,
     /// Only certificates whose period starts before this time (RFC 3339).
     pub to: Option<DateTime<Utc>>,
+    /// Node id.
+    pub node: Option<String>,
+    /// Node owner (`wattest-oracle node set --owner`).
+    pub owner: Option<String>,
+    /// Job id (`wattest.job_id`).
+    pub job: Option<String>,
+    /// Model id (`wattest.model_id`).
+    pub model: Option<String>,
+    /// Grid zone, e.g. `BE`.
+    pub zone: Option<String>,
+    /// `affirming`, `warning`, `contraindicated` (`ear.status`), `revoked` or `valid`.
+    pub status: Option<String>,
+    /// `certificate` (default) or `hour` (compliance profile only: one row per certificate-hour).
+    pub granularity: Option<String>,
 }
 
-/// Downloads an export profile as CSV. Profiles: `compliance.csv` (one row per certificate).
-#[utoipa::path(get, path = "/v1/exports/{file}", tag = "exports", params(("file" = String, Path, description = "`compliance.csv`"), ExportQuery), responses(
-    (status = 200, description = "CSV (RFC 4180), header row first", content_type = "text/csv", body = String),
-    (status = 404, description = "unknown export profile", body = super::problem::Problem, content_type = "application/problem+json"),
+impl ExportQuery {
+    /// The checked filter.
+    ///
+    /// # Errors
+    /// 400 `invalid_request` naming the bad parameter.
+    pub fn into_filter(self, profile: Profile) -> Result<ExportFilter, ApiError> {
+        let text = |name: &str, value: Option<String>| -> Result<Option<String>, ApiError> {
+            match value {
+                Some(v) if v.is_empty() || v.chars().count() > MAX_FILTER_CHARS => {
+                    Err(ApiError::bad_request(format!(
+                        "{name} must be 1 to {MAX_FILTER_CHARS} characters"
+                    )))
+                }
+                other => Ok(other),
+            }
+        };
+        let status = match self.status.as_deref() {
+            None => None,
+            Some(s) => Some(StatusFilter::parse(s).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "status {s:?} is not one of: {}",
+                    StatusFilter::NAMES
+                ))
+            })?),
+        };
+        let granularity = match self.granularity.as_deref() {
+            None => Granularity::Certificate,
+            Some(g) => Granularity::parse(g).ok_or_else(|| {
+                ApiError::bad_request(format!("granularity {g:?} is not certificate or hour"))
+            })?,
+        };
+        let filter = ExportFilter {
+            from: self.from,
+            to: self.to,
+            node: text("node", self.node)?,
+            owner: text("owner", self.owner)?,
+            job: text("job", self.job)?,
+            model: text("model", self.model)?,
+            zone: text("zone", self.zone)?,
+            status,
+            granularity,
+        };
+        filter.check(profile).map_err(ApiError::bad_request)?;
+        Ok(filter)
+    }
+}
+
+/// Downloads an export profile as CSV (role `compliance`; admin passes): `compliance.csv`,
+/// `codecarbon.csv` or `sci.csv`. RFC 4180, UTF-8, CRLF, header row first, streamed in
+/// (issued_at, id) order; the `Wattest-Export-Version` header names the column list's version.
+/// Columns and units: docs/compliance.md.
+#[utoipa::path(get, path = "/v1/exports/{file}", tag = "exports", security(("bearer" = [])),
+    params(("file" = String, Path, description = "`compliance.csv`, `codecarbon.csv` or `sci.csv`"), ExportQuery),
+    responses(
+        (status = 200, description = "CSV (RFC 4180), header row first", content_type = "text/csv", body = String),
+        (status = 400, description = "bad filter", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "no or unknown token", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "token lacks the compliance role", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown export profile", body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
+#[tracing::instrument(skip(state, headers, query))]
 pub async fn export(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Path(file): Path<String>,
     query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    auth::require(&state.storage, &headers, &[Role::Compliance]).await?;
+    let profile = file
+        .strip_suffix(".csv")
+        .and_then(Profile::parse)
+        .ok_or_else(|| {
+            let names: Vec<String> = Profile::ALL
+                .iter()
+                .map(|p| format!("{}.csv", p.name()))
+                .collect();
+            ApiError::not_found(format!(
+                "no export profile {file:?}; available: {}",
+                names.join(", ")
+            ))
+        })?;
     let Query(q) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
-    if file != "compliance.csv" {
-        return Err(ApiError::not_found(format!(
-            "no export profile {file:?}; available: compliance.csv"
-        )));
-    }
-    let stream = crate::export::compliance_csv(
-        state.storage.clone(),
-        (q.from, q.to),
-        state.settings.issuer.trim_end_matches('/').to_owned(),
-    );
-    let mut response = Body::from_stream(stream).into_response();
+    let filter = q.into_filter(profile)?;
+    let rx = crate::export::spawn(state.storage.clone(), profile, filter);
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let mut response = Body::from_stream(body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/csv; charset=utf-8; header=present"),
     );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}.csv\"",
+        profile.name()
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
     headers.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"compliance.csv\""),
+        "wattest-export-version",
+        HeaderValue::from_static(profile.version()),
     );
     Ok(response)
 }
