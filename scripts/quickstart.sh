@@ -70,6 +70,7 @@ curl -fs "$URL/.well-known/jwks.json" -o "$DIR/jwks.json"
 "$BIN/wattest-verify" "$DIR/certificate.json" --jwks "$DIR/jwks.json"
 
 echo "==> Compliance CSV ($DIR/compliance.csv)"
-curl -fs "$URL/v1/exports/compliance.csv" -o "$DIR/compliance.csv"
+COMPLIANCE_TOKEN=$("$BIN/wattest-oracle" token create --role compliance --data-dir "$DIR/oracle")
+curl -fs -H "Authorization: Bearer $COMPLIANCE_TOKEN" "$URL/v1/exports/compliance.csv" -o "$DIR/compliance.csv"
 cat "$DIR/compliance.csv"
 echo "==> Done. The workload exited with status $STATUS."

@@ -76,12 +76,14 @@ async fn errors_are_problem_json() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // Exports need a compliance token before anything else is looked at.
     let r = client
         .get(format!("{}/v1/exports/other.csv", app.url))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
 
     let big = "a".repeat(api::MAX_BODY_BYTES + 1);
     let r = client
@@ -119,7 +121,7 @@ async fn errors_are_problem_json() {
 }
 
 #[tokio::test]
-async fn health_jwks_and_empty_export() {
+async fn health_jwks_and_guarded_export() {
     let app = spawn_app().await;
     let health: serde_json::Value = reqwest::get(format!("{}/healthz", app.url))
         .await
@@ -138,18 +140,13 @@ async fn health_jwks_and_empty_export() {
     let key = &jwks.keys[0];
     assert_eq!(key.kid.as_deref(), Some(key.thumbprint().as_str()));
     assert_eq!(key.alg.as_deref(), Some("PS256"));
+    // Exports need a compliance token (tests/tests/exports.rs reads them with one).
     let r = reqwest::get(format!("{}/v1/exports/compliance.csv", app.url))
         .await
         .unwrap();
-    assert!(
-        r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/csv")
-    );
-    let text = r.text().await.unwrap();
-    assert_eq!(text.lines().count(), 1, "header only");
-    assert!(text.starts_with("certificate_id,issued_at,node_id"));
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "missing_token");
     let docs = reqwest::get(format!("{}/docs/", app.url)).await.unwrap();
     assert_eq!(docs.status(), 200, "Swagger UI is served offline");
 }
