@@ -102,7 +102,7 @@ pub fn records(row: &ExportRow, granularity: Granularity, out: &mut Vec<Vec<Stri
         vec![
             row.id.clone(),
             row.hash.clone(),
-            text(&row.kid),
+            row.kid.clone(),
             issued_at.clone(),
             row.claims.node.id.clone(),
             text(&c.node.name),
