@@ -17,6 +17,7 @@ pub const MAX_FILTER_CHARS: usize = 256;
 
 /// Filters of an export; all optional, combined with AND.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     /// Only certificates whose period ends at or after this time (RFC 3339).
