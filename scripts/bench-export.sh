@@ -13,13 +13,19 @@
 #   2. wattest-oracle export --profile compliance, sci and codecarbon --output FILE.
 # Prints rows/s and peak RSS for each. PostgreSQL: WATTEST_TEST_PG (default
 # postgres://postgres@127.0.0.1:5432); the database is dropped afterwards (KEEP_DB=1 keeps it).
+# Needs psql and GNU time (/usr/bin/time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG="${WATTEST_TEST_PG:-postgres://postgres@127.0.0.1:5432}"
 [ "$#" -gt 0 ] || set -- 1000000
 command -v /usr/bin/time >/dev/null || { echo "needs /usr/bin/time (GNU time)"; exit 1; }
-cargo build --release -p wattest-oracle --bins >&2
-ORACLE="$PWD/target/release/wattest-oracle"
+# WATTEST_ORACLE_BIN: a prebuilt binary (skips the release build; figures need a release one).
+if [ -n "${WATTEST_ORACLE_BIN:-}" ]; then
+  ORACLE="$WATTEST_ORACLE_BIN"
+else
+  cargo build --release -p wattest-oracle --bins >&2
+  ORACLE="$PWD/target/release/wattest-oracle"
+fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -34,8 +40,8 @@ measure() { # label rows command...: prints "label: N rows in S s = R rows/s, pe
   local secs rss
   secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=0; for(i=1;i<=n;i++) s=s*60+p[i]; print s}' "$WORK/time")
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time")
-  awk -v l="$label" -v n="$rows" -v s="$secs" -v k="$rss" \
-    'BEGIN { printf "%-34s %9d rows in %7.2f s = %8.0f rows/s, peak RSS %6.1f MB\n", l, n, s, n/s, k/1024 }'
+  L="$label" awk -v n="$rows" -v s="$secs" -v k="$rss" \
+    'BEGIN { printf "%-34s %9d rows in %7.2f s = %8.0f rows/s, peak RSS %6.1f MB\n", ENVIRON["L"], n, s, n/s, k/1024 }'
 }
 
 for ROWS in "$@"; do
