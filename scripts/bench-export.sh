@@ -13,7 +13,8 @@
 #   2. wattest-oracle export --profile compliance, sci and codecarbon --output FILE.
 # Prints rows/s and peak RSS for each. PostgreSQL: WATTEST_TEST_PG (default
 # postgres://postgres@127.0.0.1:5432); the database is dropped afterwards (KEEP_DB=1 keeps it).
-# Needs psql and GNU time (/usr/bin/time).
+# Needs psql and GNU time (/usr/bin/time). SINK=null writes every output to /dev/null (no disk
+# for 10M rows; the row counts are then not checked); PROFILES picks the profiles (default all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG="${WATTEST_TEST_PG:-postgres://postgres@127.0.0.1:5432}"
@@ -82,14 +83,20 @@ FROM (
 ANALYZE certificates;
 SQL
   echo "   seeded in $(( $(date +%s) - seed_start )) s; $(psql "$URL" -Atc "SELECT pg_size_pretty(pg_total_relation_size('certificates'))")" >&2
-  measure "psql \\copy (same rows, text)" "$ROWS" psql "$URL" -qc "\\copy (SELECT c.id, c.hash, substr(c.jws, 1, 512), c.claims, n.owner, n.embodied_kg_co2e, n.embodied_lifespan_hours, EXISTS (SELECT 1 FROM certificate_revocations r WHERE r.certificate_id = c.id) FROM certificates c LEFT JOIN nodes n ON n.id = c.node_id ORDER BY c.issued_at, c.id) TO '$WORK/psql.txt'"
-  measure "psql \\copy (same rows, CSV)" "$ROWS" psql "$URL" -qc "\\copy (SELECT c.id, c.hash, substr(c.jws, 1, 512), c.claims, n.owner, n.embodied_kg_co2e, n.embodied_lifespan_hours, EXISTS (SELECT 1 FROM certificate_revocations r WHERE r.certificate_id = c.id) FROM certificates c LEFT JOIN nodes n ON n.id = c.node_id ORDER BY c.issued_at, c.id) TO '$WORK/psql.csv' CSV HEADER"
-  for profile in compliance sci codecarbon; do
-    measure "wattest-oracle export $profile" "$ROWS" env DATABASE_URL="$URL" "$ORACLE" export --profile "$profile" --data-dir "$WORK/oracle" --output "$WORK/$profile.csv"
-    lines=$(($(wc -l <"$WORK/$profile.csv") - 1))
-    [ "$lines" -eq "$ROWS" ] || { echo "$profile: $lines rows, expected $ROWS" >&2; exit 1; }
+  rows_sql="SELECT c.id, c.hash, substr(c.jws, 1, 512), c.claims, n.owner, n.embodied_kg_co2e, n.embodied_lifespan_hours, EXISTS (SELECT 1 FROM certificate_revocations r WHERE r.certificate_id = c.id) FROM certificates c LEFT JOIN nodes n ON n.id = c.node_id ORDER BY c.issued_at, c.id"
+  out() { if [ "${SINK:-file}" = null ]; then echo /dev/null; else echo "$WORK/$1"; fi; }
+  measure "psql \\copy (same rows, text)" "$ROWS" psql "$URL" -qc "\\copy ($rows_sql) TO '$(out psql.txt)'"
+  measure "psql \\copy (same rows, CSV)" "$ROWS" psql "$URL" -qc "\\copy ($rows_sql) TO '$(out psql.csv)' CSV HEADER"
+  for profile in ${PROFILES:-compliance sci codecarbon}; do
+    if [ "${SINK:-file}" = null ]; then
+      measure "wattest-oracle export $profile" "$ROWS" env DATABASE_URL="$URL" "$ORACLE" export --profile "$profile" --data-dir "$WORK/oracle"
+    else
+      measure "wattest-oracle export $profile" "$ROWS" env DATABASE_URL="$URL" "$ORACLE" export --profile "$profile" --data-dir "$WORK/oracle" --output "$WORK/$profile.csv"
+      lines=$(($(wc -l <"$WORK/$profile.csv") - 1))
+      [ "$lines" -eq "$ROWS" ] || { echo "$profile: $lines rows, expected $ROWS" >&2; exit 1; }
+    fi
   done
-  ls -l "$WORK"/*.csv "$WORK/psql.txt" | awk '{printf "   %s %d MB\n", $NF, $5/1048576}' >&2
-  rm -f "$WORK"/*.csv "$WORK/psql.txt"
+  ls -l "$WORK"/*.csv "$WORK"/psql.* 2>/dev/null | awk '{printf "   %s %d MB\n", $NF, $5/1048576}' >&2
+  rm -f "$WORK"/*.csv "$WORK"/psql.*
   [ "${KEEP_DB:-0}" = 1 ] || psql "$PG/postgres" -qc "DROP DATABASE $db"
 done
