@@ -336,9 +336,10 @@ async fn export(args: ExportArgs) -> Result<()> {
     let profile = Profile::parse(&args.profile).context("unknown profile")?;
     let status = match args.status.as_deref() {
         None => None,
-        Some(s) => Some(StatusFilter::parse(s).with_context(|| {
-            format!("status {s:?} is not one of: {}", StatusFilter::NAMES)
-        })?),
+        Some(s) => Some(
+            StatusFilter::parse(s)
+                .with_context(|| format!("status {s:?} is not one of: {}", StatusFilter::NAMES))?,
+        ),
     };
     let granularity = match args.granularity.as_deref() {
         None => Granularity::Certificate,

@@ -84,8 +84,8 @@ fn job(
             claims.solar_wh = WattHours(solar_wh);
         }
         node.next_start = claims.end;
-        let jws = sign_compact(&node.key, WINDOW_TYP, &serde_json::to_vec(&claims).unwrap())
-            .unwrap();
+        let jws =
+            sign_compact(&node.key, WINDOW_TYP, &serde_json::to_vec(&claims).unwrap()).unwrap();
         let r = reqwest::blocking::Client::new()
             .post(format!("{}/v1/telemetry", oracle.url))
             .header("content-type", "application/jose")
@@ -123,7 +123,12 @@ struct Csv {
 impl Csv {
     fn parse(text: &str) -> Self {
         let mut reader = csv::Reader::from_reader(text.as_bytes());
-        let headers: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+        let headers: Vec<String> = reader
+            .headers()
+            .unwrap()
+            .iter()
+            .map(str::to_owned)
+            .collect();
         let rows = reader
             .records()
             .map(|r| {
@@ -200,11 +205,18 @@ fn world(database_url: Option<String>) -> World {
         .unwrap();
     let mut a = enroll(&oracle, "node-a", "BE", hour - Duration::seconds(25));
     let mut b = enroll(&oracle, "=HYPERLINK(\"http://x\")", "FR", hour);
-    let ids = vec![
+    let ids = [
         job(&oracle, &mut a, "train-1", Some("llama-x"), 4, 0.25),
         job(&oracle, &mut a, "train-2", None, 2, 0.0),
         job(&oracle, &mut b, "infer-1", Some("llama-x"), 3, 0.5),
-        job(&oracle, &mut b, "+cmd|' /C calc'!A0", Some("@SUM(A1)"), 1, 0.0),
+        job(
+            &oracle,
+            &mut b,
+            "+cmd|' /C calc'!A0",
+            Some("@SUM(A1)"),
+            1,
+            0.0,
+        ),
     ];
     let formula_cert = ids[3].clone();
     let (status, body) = oracle.post_json(
@@ -311,7 +323,12 @@ fn reconcile(w: &World) {
     assert_eq!(hourly.sum_nano("solar_energy_kwh"), solar);
     assert_eq!(hourly.sum_nano("scope2_location_based_kg_co2e"), emissions);
     assert_eq!(hourly.sum_nano("avoided_emissions_kg_co2e"), avoided);
-    assert!(hourly.rows.iter().all(|r| r["energy_consumed_kwh"].is_empty()));
+    assert!(
+        hourly
+            .rows
+            .iter()
+            .all(|r| r["energy_consumed_kwh"].is_empty())
+    );
 
     // codecarbon: same energy and emissions, CodeCarbon's names.
     let cc = export(&w.oracle, "codecarbon.csv");
@@ -324,7 +341,13 @@ fn reconcile(w: &World) {
         assert_eq!(r["duration"], c.claims.period.measured_seconds.to_string());
         assert_eq!(r["tracking_mode"], "machine");
         assert_eq!(r["gpu_count"], "1");
-        for unknown in ["os", "python_version", "cpu_model", "water_consumed", "on_cloud"] {
+        for unknown in [
+            "os",
+            "python_version",
+            "cpu_model",
+            "water_consumed",
+            "on_cloud",
+        ] {
             assert_eq!(r[unknown], "", "{unknown} is not known; left empty");
         }
         // 1 Wh per 10 s window is 360 W.
@@ -342,11 +365,17 @@ fn reconcile(w: &World) {
         assert_eq!(r["r"], "1");
         assert_eq!(r["functional_unit"], "run");
         if r["node_id"] == w.node_a {
-            let c = all.iter().find(|c| c.claims.jti == r["certificate_id"]).unwrap();
+            let c = all
+                .iter()
+                .find(|c| c.claims.jti == r["certificate_id"])
+                .unwrap();
             // 1200 kg over 4 years of 8766 h: 1200 × s ÷ (35064 × 3600) kg.
             let secs = c.claims.period.measured_seconds.millionths() as f64 / 1e6;
             let m: f64 = r["m_kg_co2e"].parse().unwrap();
-            assert!((m - 1200.0 * secs / (35_064.0 * 3600.0)).abs() < 1e-6, "{m}");
+            assert!(
+                (m - 1200.0 * secs / (35_064.0 * 3600.0)).abs() < 1e-6,
+                "{m}"
+            );
             assert_eq!(
                 nano(&r["sci_kg_co2e_per_unit"]),
                 nano(&r["operational_kg_co2e"]) + nano(&r["m_kg_co2e"])
@@ -386,7 +415,10 @@ fn filters(w: &World) {
         .min()
         .unwrap();
     let enc = |t: DateTime<Utc>| t.to_rfc3339().replace('+', "%2B");
-    assert_eq!(count(&format!("from={}", enc(last_end + Duration::seconds(1)))), 0);
+    assert_eq!(
+        count(&format!("from={}", enc(last_end + Duration::seconds(1)))),
+        0
+    );
     assert_eq!(count(&format!("to={}", enc(first_start))), 0);
     assert_eq!(
         count(&format!("from={}&to={}", enc(first_start), enc(last_end))),
@@ -489,7 +521,11 @@ fn offline(w: &World) {
         };
         run_ok(&mut cmd);
         let offline = std::fs::read_to_string(&out).unwrap();
-        assert_eq!(offline, o.get_text(&format!("/v1/exports/{query}")), "{profile}");
+        assert_eq!(
+            offline,
+            o.get_text(&format!("/v1/exports/{query}")),
+            "{profile}"
+        );
         assert!(Csv::parse(&offline).rows.len() >= 2, "{profile}");
     }
     let out = w

@@ -133,10 +133,9 @@ pub async fn export(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/csv; charset=utf-8; header=present"),
     );
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"{}.csv\"",
-        profile.name()
-    )) {
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("attachment; filename=\"{}.csv\"", profile.name()))
+    {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     headers.insert(

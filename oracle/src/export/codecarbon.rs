@@ -106,29 +106,29 @@ pub fn record(row: &ExportRow) -> Vec<String> {
         gpu.map(thousandth).unwrap_or_default(),
         ram.map(thousandth).unwrap_or_default(),
         thousandth(c.energy.consumed_wh),
-        none(),                 // water_consumed
-        none(),                 // country_name
-        none(),                 // country_iso_code
-        text(&c.grid_zone),     // region: the grid zone the intensity was looked up for
-        none(),                 // cloud_provider
-        none(),                 // cloud_region
-        none(),                 // os
-        none(),                 // python_version
-        none(),                 // codecarbon_version
-        none(),                 // cpu_count
-        none(),                 // cpu_model
-        gpu_count.to_string(),  // gpu_count: GPU sources measured
-        none(),                 // gpu_model
-        none(),                 // longitude
-        none(),                 // latitude
-        none(),                 // ram_total_size
+        none(),                            // water_consumed
+        none(),                            // country_name
+        none(),                            // country_iso_code
+        text(&c.grid_zone),                // region: the grid zone the intensity was looked up for
+        none(),                            // cloud_provider
+        none(),                            // cloud_region
+        none(),                            // os
+        none(),                            // python_version
+        none(),                            // codecarbon_version
+        none(),                            // cpu_count
+        none(),                            // cpu_model
+        gpu_count.to_string(),             // gpu_count: GPU sources measured
+        none(),                            // gpu_model
+        none(),                            // longitude
+        none(),                            // latitude
+        none(),                            // ram_total_size
         c.attribution.as_str().to_owned(), // tracking_mode: `machine` or `process`, as CodeCarbon
-        none(),                 // cpu_utilization_percent
-        none(),                 // gpu_utilization_percent
-        none(),                 // ram_utilization_percent
-        none(),                 // ram_used_gb
-        none(),                 // on_cloud
-        none(),                 // pue
-        none(),                 // wue
+        none(),                            // cpu_utilization_percent
+        none(),                            // gpu_utilization_percent
+        none(),                            // ram_utilization_percent
+        none(),                            // ram_used_gb
+        none(),                            // on_cloud
+        none(),                            // pue
+        none(),                            // wue
     ]
 }

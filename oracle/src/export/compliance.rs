@@ -85,7 +85,10 @@ pub fn records(row: &ExportRow, granularity: Granularity, out: &mut Vec<Vec<Stri
     let hourly = &c.intensity.hourly;
     let sources = distinct(hourly.iter().map(|h| h.provenance.provider.as_str()));
     let datasets = distinct(hourly.iter().map(|h| h.provenance.dataset.as_str()));
-    let years: Vec<String> = hourly.iter().map(|h| h.provenance.year.to_string()).collect();
+    let years: Vec<String> = hourly
+        .iter()
+        .map(|h| h.provenance.year.to_string())
+        .collect();
     let years = distinct(years.iter().map(String::as_str));
     let any_estimated = hourly.iter().any(|h| h.provenance.estimated);
     let issued_at = chrono::DateTime::from_timestamp(c.iat, 0)

@@ -289,15 +289,13 @@ fn select(filter: &ExportFilter) -> SelectStatement {
         .expr(col(&n, "owner"))
         .expr(col(&n, "embodied_kg_co2e"))
         .expr(col(&n, "embodied_lifespan_hours"))
-        .expr(
-            Expr::exists(
-                Query::select()
-                    .expr(Expr::val(1))
-                    .from_as(Alias::new("certificate_revocations"), r.clone())
-                    .and_where(col(&r, "certificate_id").equals((c.clone(), Alias::new("id"))))
-                    .to_owned(),
-            ),
-        )
+        .expr(Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from_as(Alias::new("certificate_revocations"), r.clone())
+                .and_where(col(&r, "certificate_id").equals((c.clone(), Alias::new("id"))))
+                .to_owned(),
+        ))
         .order_by((c.clone(), Alias::new("issued_at")), Order::Asc)
         .order_by((c.clone(), Alias::new("id")), Order::Asc);
     if let Some(from) = filter.from {
@@ -571,7 +569,10 @@ mod tests {
     fn thousandth_is_exact() {
         assert_eq!(thousandth(Decimal6::parse("1").unwrap()), "0.001");
         assert_eq!(thousandth(Decimal6::parse("1234.5").unwrap()), "1.2345");
-        assert_eq!(thousandth(Decimal6::parse("0.000001").unwrap()), "0.000000001");
+        assert_eq!(
+            thousandth(Decimal6::parse("0.000001").unwrap()),
+            "0.000000001"
+        );
         assert_eq!(thousandth(Decimal6::parse("2000").unwrap()), "2");
         assert_eq!(thousandth(Decimal6::ZERO), "0");
         assert_eq!(thousandth(Decimal6::parse("-1.5").unwrap()), "-0.0015");

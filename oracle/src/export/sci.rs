@@ -60,8 +60,7 @@ pub fn record(row: &ExportRow) -> Vec<String> {
         .and_then(|e| embodied_share(e, c.period.measured_seconds));
     // R = 1 run: SCI per unit equals the total. Emissions are in g millionths, M in kg millionths.
     let sci = m.map(|m| {
-        let total_g = i128::from(operational_g.millionths())
-            + i128::from(m.millionths()) * 1000;
+        let total_g = i128::from(operational_g.millionths()) + i128::from(m.millionths()) * 1000;
         thousandth(Decimal6::from_millionths(
             i64::try_from(total_g).unwrap_or(i64::MAX),
         ))
@@ -111,6 +110,9 @@ mod tests {
             lifespan_hours: 0,
             ..e
         };
-        assert_eq!(embodied_share(zero_life, Decimal6::parse("1").unwrap()), None);
+        assert_eq!(
+            embodied_share(zero_life, Decimal6::parse("1").unwrap()),
+            None
+        );
     }
 }
