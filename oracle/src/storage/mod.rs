@@ -385,43 +385,6 @@ impl Storage {
             .one(&self.db)
             .await?)
     }
-
-    /// One page of certificates in export order (issued_at, id) strictly after `after`, at most
-    /// `limit` rows: keyset pagination, so an export holds one page in memory whatever its size.
-    ///
-    /// # Errors
-    /// Database failure.
-    pub async fn certificates_page(
-        &self,
-        after: Option<(DateTime<Utc>, String)>,
-        range: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
-        limit: u64,
-    ) -> Result<Vec<certificate::Model>, StorageError> {
-        let mut query = certificate::Entity::find();
-        if let Some(from) = range.0 {
-            query = query.filter(certificate::Column::PeriodEnd.gte(from));
-        }
-        if let Some(to) = range.1 {
-            query = query.filter(certificate::Column::PeriodStart.lt(to));
-        }
-        if let Some((at, id)) = after {
-            query = query.filter(
-                sea_orm::Condition::any()
-                    .add(certificate::Column::IssuedAt.gt(at))
-                    .add(
-                        sea_orm::Condition::all()
-                            .add(certificate::Column::IssuedAt.eq(at))
-                            .add(certificate::Column::Id.gt(id)),
-                    ),
-            );
-        }
-        Ok(query
-            .order_by_asc(certificate::Column::IssuedAt)
-            .order_by_asc(certificate::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await?)
-    }
 }
 
 /// A seq as stored (BIGINT). Seqs beyond i64::MAX cannot occur (one window a millisecond for 292
