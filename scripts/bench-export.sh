@@ -96,7 +96,9 @@ SQL
       [ "$lines" -eq "$ROWS" ] || { echo "$profile: $lines rows, expected $ROWS" >&2; exit 1; }
     fi
   done
-  ls -l "$WORK"/*.csv "$WORK"/psql.* 2>/dev/null | awk '{printf "   %s %d MB\n", $NF, $5/1048576}' >&2
+  if [ "${SINK:-file}" != null ]; then
+    ls -l "$WORK"/*.csv "$WORK"/psql.* | awk '{printf "   %s %d MB\n", $NF, $5/1048576}' >&2
+  fi
   rm -f "$WORK"/*.csv "$WORK"/psql.*
   [ "${KEEP_DB:-0}" = 1 ] || psql "$PG/postgres" -qc "DROP DATABASE $db"
 done
