@@ -49,7 +49,7 @@ fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group("tpm");
         group.sample_size(20);
         group.bench_function("sign_window_swtpm_rsa2048", |b| {
-            b.iter(|| signer.sign_ps256(black_box(PAYLOAD)).unwrap())
+            b.iter(|| signer.sign_jws(black_box(PAYLOAD)).unwrap())
         });
         group.finish();
     }

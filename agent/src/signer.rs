@@ -58,7 +58,7 @@ impl JwsSigner for SoftwareSigner {
 
     /// RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-octet salt: ring's `RSA_PSS_SHA256` uses the
     /// digest length as salt length, which is PS256 (RFC 7518 §3.5).
-    fn sign_ps256(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+    fn sign_jws(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
         let mut signature = vec![0; self.key.public().modulus_len()];
         self.key
             .sign(&RSA_PSS_SHA256, &self.rng, message, &mut signature)
@@ -107,11 +107,11 @@ impl JwsSigner for NodeSigner {
         }
     }
 
-    fn sign_ps256(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+    fn sign_jws(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
         match self {
-            Self::Software(k) => k.sign_ps256(message),
+            Self::Software(k) => k.sign_jws(message),
             #[cfg(feature = "tpm")]
-            Self::Tpm(t) => t.sign_ps256(message),
+            Self::Tpm(t) => t.sign_jws(message),
         }
     }
 }

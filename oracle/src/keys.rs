@@ -7,7 +7,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use wattest_shared::jws::JwsSigner;
-use wattest_shared::{Jwks, SoftwareKey};
+use wattest_shared::{Jwks, SigningKey, SoftwareEcKey, SoftwareKey};
 
 /// File name of the oracle key (PKCS#8 DER, mode 0600) in the data dir.
 pub const KEY_FILE: &str = "oracle-key.der";
@@ -106,7 +106,29 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[must_use]
 pub fn jwks(key: &SoftwareKey) -> Jwks {
     Jwks {
-        keys: vec![key.public_jwk().clone().for_jwks()],
+        keys: vec![wattest_shared::Jwk::Rsa(key.public_jwk().clone()).for_jwks()],
+    }
+}
+
+/// Which kind of key `keys rotate` creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KeyAlg {
+    /// RSA-3072, certificates signed PS256 (the default).
+    #[default]
+    Ps256,
+    /// EC P-256, certificates signed ES256 (RFC 7518 §3.4): 64-octet signatures, faster signing.
+    Es256,
+}
+
+impl KeyAlg {
+    fn generate(self) -> Result<SigningKey, KeyError> {
+        let invalid = |err: wattest_shared::jws::SignError| KeyError::Invalid(err.to_string());
+        Ok(match self {
+            Self::Ps256 => {
+                SigningKey::Rsa(SoftwareKey::generate(ORACLE_KEY_BITS).map_err(invalid)?)
+            }
+            Self::Es256 => SigningKey::Ec(SoftwareEcKey::generate().map_err(invalid)?),
+        })
     }
 }
 
@@ -134,9 +156,9 @@ struct RingEntry {
 /// their whole validity); the signing key is the newest one whose activation time has passed.
 #[derive(Debug)]
 pub struct Keyring {
-    keys: Vec<(RingEntry, Arc<SoftwareKey>)>,
+    keys: Vec<(RingEntry, Arc<SigningKey>)>,
     /// The earliest-activating key, used when no key is active yet.
-    first: Arc<SoftwareKey>,
+    first: Arc<SigningKey>,
 }
 
 /// A key as listed by `wattest-oracle keys list`.
@@ -144,6 +166,8 @@ pub struct Keyring {
 pub struct KeyInfo {
     /// RFC 7638 thumbprint.
     pub kid: String,
+    /// JWS algorithm the key signs with (`PS256` or `ES256`).
+    pub alg: &'static str,
     /// `active` (signs now), `next` (published, not yet signing) or `retired` (published for
     /// verification only).
     pub state: &'static str,
@@ -205,19 +229,20 @@ impl Keyring {
         Ok(Self { keys, first })
     }
 
-    /// Creates a new key, published at once and signing from `now + activate_after`. Kids are
-    /// thumbprints of fresh random keys; a collision with a listed kid is refused.
+    /// Creates a new key of kind `alg`, published at once and signing from
+    /// `now + activate_after`. Kids are thumbprints of fresh random keys; a collision with a
+    /// listed kid is refused.
     ///
     /// # Errors
     /// [`KeyError`].
     pub fn rotate(
         data_dir: &Path,
+        alg: KeyAlg,
         activate_after: Duration,
         now: DateTime<Utc>,
     ) -> Result<KeyInfo, KeyError> {
         let ring = Self::load_or_create(data_dir)?;
-        let key = SoftwareKey::generate(ORACLE_KEY_BITS)
-            .map_err(|err| KeyError::Invalid(err.to_string()))?;
+        let key = alg.generate()?;
         if ring.keys.iter().any(|(e, _)| e.kid == key.kid()) {
             return Err(KeyError::Invalid(
                 "generated a key with a kid already in use".into(),
@@ -243,6 +268,7 @@ impl Keyring {
         write_ring(&data_dir.join(KEYRING_FILE), &entries)?;
         Ok(KeyInfo {
             kid: entry.kid,
+            alg: key.alg(),
             state: "next",
             created_at: entry.created_at,
             activate_at: entry.activate_at,
@@ -252,7 +278,7 @@ impl Keyring {
     /// The signing key at `now`: the newest key whose activation time has passed (the oldest key
     /// when none has).
     #[must_use]
-    pub fn active(&self, now: DateTime<Utc>) -> Arc<SoftwareKey> {
+    pub fn active(&self, now: DateTime<Utc>) -> Arc<SigningKey> {
         self.keys
             .iter()
             .rev()
@@ -264,11 +290,7 @@ impl Keyring {
     #[must_use]
     pub fn jwks(&self) -> Jwks {
         Jwks {
-            keys: self
-                .keys
-                .iter()
-                .map(|(_, k)| k.public_jwk().clone().for_jwks())
-                .collect(),
+            keys: self.keys.iter().map(|(_, k)| k.jwks_entry()).collect(),
         }
     }
 
@@ -280,6 +302,7 @@ impl Keyring {
             .iter()
             .map(|(e, k)| KeyInfo {
                 kid: e.kid.clone(),
+                alg: k.alg(),
                 state: if k.kid() == active.kid() {
                     "active"
                 } else if e.activate_at > now {
@@ -294,12 +317,12 @@ impl Keyring {
     }
 }
 
-fn load_file(path: &Path) -> Result<SoftwareKey, KeyError> {
+fn load_file(path: &Path) -> Result<SigningKey, KeyError> {
     let der = read_secret(path)?.ok_or_else(|| KeyError::Io {
         path: path.display().to_string(),
         source: std::io::ErrorKind::NotFound.into(),
     })?;
-    SoftwareKey::from_pkcs8_der(&der)
+    SigningKey::from_pkcs8_der(&der)
         .map_err(|err| KeyError::Invalid(format!("{}: {err}", path.display())))
 }
 
@@ -385,7 +408,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let b = load_or_create(dir.path()).expect("load");
         assert_eq!(a.kid(), b.kid());
-        assert_eq!(jwks(&a).keys[0].kid.as_deref(), Some(a.kid()));
+        assert_eq!(jwks(&a).keys[0].kid(), Some(a.kid()));
         std::fs::set_permissions(
             dir.path().join(KEY_FILE),
             std::fs::Permissions::from_mode(0o644),
@@ -403,7 +426,8 @@ mod tests {
         let first = Keyring::load_or_create(dir.path()).expect("ring");
         let t0 = Utc::now();
         let old = first.active(t0).kid().to_owned();
-        let next = Keyring::rotate(dir.path(), Duration::hours(24), t0).expect("rotate");
+        let next =
+            Keyring::rotate(dir.path(), KeyAlg::Ps256, Duration::hours(24), t0).expect("rotate");
         assert_eq!(next.state, "next");
         let ring = Keyring::load_or_create(dir.path()).expect("reload");
         // Published at once, signing only after the delay; the old key stays published.
@@ -411,7 +435,7 @@ mod tests {
             .jwks()
             .keys
             .iter()
-            .filter_map(|k| k.kid.clone())
+            .filter_map(|k| k.kid().map(str::to_owned))
             .collect();
         assert!(kids.contains(&old) && kids.contains(&next.kid));
         assert_eq!(ring.active(t0).kid(), old);
@@ -431,7 +455,20 @@ mod tests {
         let handle = KeyringHandle::open(dir.path()).expect("handle");
         assert_eq!(handle.get().jwks().keys.len(), 2);
         std::thread::sleep(std::time::Duration::from_millis(20));
-        Keyring::rotate(dir.path(), Duration::zero(), Utc::now()).expect("rotate again");
+        Keyring::rotate(dir.path(), KeyAlg::Es256, Duration::zero(), Utc::now())
+            .expect("rotate again");
         assert_eq!(handle.get().jwks().keys.len(), 3);
+        // The ES256 key is active at once, published as an EC JWK, and signs ES256.
+        let ring = handle.get();
+        assert!(
+            ring.jwks()
+                .keys
+                .iter()
+                .any(|k| matches!(k, wattest_shared::Jwk::Ec(_)))
+        );
+        assert_eq!(
+            ring.active(Utc::now()).alg(),
+            wattest_shared::jws::ALG_ES256
+        );
     }
 }

@@ -126,6 +126,9 @@ enum KeysCommand {
         /// caching the JWKS for a day see it before it is used); 0 signs with it at once.
         #[arg(long, default_value_t = wattest_oracle::keys::DEFAULT_ACTIVATION_DELAY_HOURS, value_parser = clap::value_parser!(i64).range(0..=8760))]
         activate_after_hours: i64,
+        /// Key kind: ps256 (RSA-3072, the default) or es256 (EC P-256, RFC 7518 §3.4).
+        #[arg(long, value_enum, default_value_t = wattest_oracle::keys::KeyAlg::Ps256)]
+        alg: wattest_oracle::keys::KeyAlg,
         /// Directory holding the keys.
         #[arg(long, env = "WATTEST_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
@@ -280,12 +283,14 @@ async fn main() -> Result<()> {
             command:
                 KeysCommand::Rotate {
                     activate_after_hours,
+                    alg,
                     data_dir,
                 },
         } => {
             prepare_data_dir(&data_dir)?;
             let info = wattest_oracle::keys::Keyring::rotate(
                 &data_dir,
+                alg,
                 chrono::Duration::hours(activate_after_hours),
                 chrono::Utc::now(),
             )?;
@@ -304,11 +309,12 @@ async fn main() -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&keys)?);
             } else {
-                println!("KID\tSTATE\tCREATED\tACTIVATES");
+                println!("KID\tALG\tSTATE\tCREATED\tACTIVATES");
                 for k in keys {
                     println!(
-                        "{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}",
                         k.kid,
+                        k.alg,
                         k.state,
                         k.created_at.to_rfc3339(),
                         k.activate_at.to_rfc3339()

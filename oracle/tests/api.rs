@@ -137,7 +137,9 @@ async fn health_jwks_and_guarded_export() {
         .await
         .unwrap();
     assert_eq!(jwks.keys.len(), 1);
-    let key = &jwks.keys[0];
+    let wattest_shared::Jwk::Rsa(key) = &jwks.keys[0] else {
+        panic!("the default oracle key is RSA: {:?}", jwks.keys[0]);
+    };
     assert_eq!(key.kid.as_deref(), Some(key.thumbprint().as_str()));
     assert_eq!(key.alg.as_deref(), Some("PS256"));
     // Exports need a compliance token (tests/tests/exports.rs reads them with one).

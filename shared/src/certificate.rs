@@ -334,8 +334,8 @@ pub struct CheckedCertificate {
 
 /// Verifies a certificate offline against the oracle's JWKS.
 ///
-/// Steps: (1–3) header: PS256, `typ` = [`CERTIFICATE_TYP`], no header keys; (4) key: the `kid`
-/// must be the RFC 7638 thumbprint of a JWKS key; (5) signature; (6) claims parse (`exp`, `nbf`,
+/// Steps: (1–3) header: PS256 or ES256 ([`jws::CERTIFICATE_ALGS`]), `typ` = [`CERTIFICATE_TYP`], no header keys; (4) key: the `kid`
+/// must be the RFC 7638 thumbprint of a JWKS key, of the type the algorithm needs; (5) signature; (6) claims parse (`exp`, `nbf`,
 /// `iat` required) with `eat_profile` = [`EAT_PROFILE`]; (7) time:
 /// `nbf` and `iat` ≤ now + [`CLOCK_SKEW_SECONDS`], `exp` > now; (8) arithmetic: see
 /// [`CertificateClaims::check_arithmetic`].
@@ -347,7 +347,8 @@ pub fn verify_certificate(
     jwks: &Jwks,
     now: DateTime<Utc>,
 ) -> Result<CheckedCertificate, CertificateError> {
-    let unverified = jws::decode_header(jws.trim(), CERTIFICATE_TYP)?;
+    let unverified =
+        jws::decode_header_allowing(jws.trim(), CERTIFICATE_TYP, &jws::CERTIFICATE_ALGS)?;
     let kid = unverified.header.kid.clone();
     let key = jwks
         .find(&kid)

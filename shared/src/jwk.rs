@@ -1,8 +1,12 @@
-//! RSA public keys as JWK (RFC 7517 §4, RFC 7518 §6.3.1), their RFC 7638 thumbprints, and JWK sets.
+//! Public keys as JWK (RFC 7517 §4): RSA (RFC 7518 §6.3.1) for nodes and the oracle, EC P-256
+//! (RFC 7518 §6.2.1) for oracles that sign certificates with ES256; their RFC 7638 thumbprints, and
+//! JWK sets.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use openssl::bn::BigNum;
+use openssl::bn::{BigNum, BigNumContext};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::nid::Nid;
 use openssl::pkey::{PKey, Public};
 use openssl::rsa::Rsa;
 use serde::{Deserialize, Serialize};
@@ -19,8 +23,8 @@ pub const RSA_EXPONENT: u32 = 65_537;
 /// Why a JWK was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwkError {
-    /// `kty` is not `"RSA"`.
-    #[error("key type {0:?} is not supported; only \"RSA\" is")]
+    /// `kty` is not `"RSA"` (or, in a JWKS, `"EC"` with `crv` `"P-256"`).
+    #[error("key type {0:?} is not supported here")]
     UnsupportedKeyType(String),
     /// `n` or `e` is not base64url without padding.
     #[error("member {0} is not base64url without padding")]
@@ -127,19 +131,189 @@ impl RsaJwk {
     }
 }
 
-/// A JWK Set (RFC 7517 §5): `{"keys":[<RsaJwk>…]}`, as served at `/.well-known/jwks.json`.
+/// Length of a P-256 coordinate in octets (SEC 1 §2.3.5; RFC 7518 §6.2.1.2 requires the full
+/// length, leading zeros kept).
+pub const P256_COORDINATE_LEN: usize = 32;
+
+/// An EC P-256 public key as a JWK: `{"kty":"EC","crv":"P-256","x":…,"y":…}` plus optional `kid`,
+/// `alg` and `use` (present in a JWKS). Only the oracle's ES256 certificate keys use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EcJwk {
+    /// Key type, always `"EC"`.
+    pub kty: String,
+    /// Curve, always `"P-256"`.
+    pub crv: String,
+    /// x coordinate, 32 octets big-endian, base64url without padding.
+    pub x: String,
+    /// y coordinate, 32 octets big-endian, base64url without padding.
+    pub y: String,
+    /// Key id: the RFC 7638 thumbprint (set in JWKS documents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    /// Algorithm the key is for (`"ES256"` in JWKS documents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    /// Intended use (`"sig"` in JWKS documents).
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub use_: Option<String>,
+}
+
+fn p256() -> Result<EcGroup, JwkError> {
+    EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)
+        .map_err(|err| JwkError::Invalid(err.to_string()))
+}
+
+impl EcJwk {
+    /// The JWK of a P-256 public key, without `kid`/`alg`/`use`.
+    ///
+    /// # Errors
+    /// [`JwkError::UnsupportedKeyType`] when `key` is not an EC key on P-256.
+    pub fn from_public_key(key: &PKey<Public>) -> Result<Self, JwkError> {
+        let unsupported = || JwkError::UnsupportedKeyType(format!("{:?}", key.id()));
+        let ec = key.ec_key().map_err(|_| unsupported())?;
+        if ec.group().curve_name() != Some(Nid::X9_62_PRIME256V1) {
+            return Err(unsupported());
+        }
+        let invalid = |err: openssl::error::ErrorStack| JwkError::Invalid(err.to_string());
+        let mut ctx = BigNumContext::new().map_err(invalid)?;
+        let (mut x, mut y) = (
+            BigNum::new().map_err(invalid)?,
+            BigNum::new().map_err(invalid)?,
+        );
+        ec.public_key()
+            .affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)
+            .map_err(invalid)?;
+        let len = i32::try_from(P256_COORDINATE_LEN).unwrap_or(32);
+        Ok(Self {
+            kty: "EC".into(),
+            crv: "P-256".into(),
+            x: B64.encode(x.to_vec_padded(len).map_err(invalid)?),
+            y: B64.encode(y.to_vec_padded(len).map_err(invalid)?),
+            kid: None,
+            alg: None,
+            use_: None,
+        })
+    }
+
+    /// RFC 7638 thumbprint: base64url(SHA-256(`{"crv":"P-256","kty":"EC","x":…,"y":…}`)), the
+    /// required members in lexicographic order with no whitespace (RFC 7638 §3.2).
+    #[must_use]
+    pub fn thumbprint(&self) -> String {
+        let canonical = format!(
+            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+            self.crv, self.x, self.y
+        );
+        B64.encode(Sha256::digest(canonical.as_bytes()))
+    }
+
+    /// Parses and checks the key: EC, P-256, 32-octet coordinates of a point on the curve.
+    ///
+    /// # Errors
+    /// Any [`JwkError`] naming the rule that failed.
+    pub fn to_public_key(&self) -> Result<PKey<Public>, JwkError> {
+        if self.kty != "EC" || self.crv != "P-256" {
+            return Err(JwkError::UnsupportedKeyType(format!(
+                "{} {}",
+                self.kty, self.crv
+            )));
+        }
+        let x = B64
+            .decode(&self.x)
+            .map_err(|_| JwkError::BadEncoding("x"))?;
+        let y = B64
+            .decode(&self.y)
+            .map_err(|_| JwkError::BadEncoding("y"))?;
+        if x.len() != P256_COORDINATE_LEN || y.len() != P256_COORDINATE_LEN {
+            return Err(JwkError::BadEncoding("x/y (not 32 octets)"));
+        }
+        let invalid = |err: openssl::error::ErrorStack| JwkError::Invalid(err.to_string());
+        let group = p256()?;
+        let x = BigNum::from_slice(&x).map_err(invalid)?;
+        let y = BigNum::from_slice(&y).map_err(invalid)?;
+        // Checks the point is on the curve (and not the point at infinity).
+        let ec = EcKey::from_public_key_affine_coordinates(&group, &x, &y).map_err(invalid)?;
+        ec.check_key().map_err(invalid)?;
+        PKey::from_ec_key(ec).map_err(invalid)
+    }
+}
+
+/// One key of a JWK Set: RSA (PS256) or EC P-256 (ES256).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum Jwk {
+    /// `kty` `RSA`: for PS256.
+    Rsa(RsaJwk),
+    /// `kty` `EC`, `crv` `P-256`: for ES256.
+    Ec(EcJwk),
+}
+
+impl Jwk {
+    /// RFC 7638 thumbprint of the key.
+    #[must_use]
+    pub fn thumbprint(&self) -> String {
+        match self {
+            Self::Rsa(k) => k.thumbprint(),
+            Self::Ec(k) => k.thumbprint(),
+        }
+    }
+
+    /// The `kid` member as published (not checked: [`Jwks::find`] recomputes the thumbprint).
+    #[must_use]
+    pub fn kid(&self) -> Option<&str> {
+        match self {
+            Self::Rsa(k) => k.kid.as_deref(),
+            Self::Ec(k) => k.kid.as_deref(),
+        }
+    }
+
+    /// The checked public key ([`RsaJwk::to_public_key`], [`EcJwk::to_public_key`]).
+    ///
+    /// # Errors
+    /// [`JwkError`].
+    pub fn to_public_key(&self) -> Result<PKey<Public>, JwkError> {
+        match self {
+            Self::Rsa(k) => k.to_public_key(),
+            Self::Ec(k) => k.to_public_key(),
+        }
+    }
+
+    /// The same key as a JWKS entry: `kid` = thumbprint, `alg` = `PS256` (RSA) or `ES256` (EC),
+    /// `use` = `sig`.
+    #[must_use]
+    pub fn for_jwks(self) -> Self {
+        match self {
+            Self::Rsa(k) => Self::Rsa(k.for_jwks()),
+            Self::Ec(mut k) => {
+                k.kid = Some(k.thumbprint());
+                k.alg = Some("ES256".into());
+                k.use_ = Some("sig".into());
+                Self::Ec(k)
+            }
+        }
+    }
+}
+
+impl From<RsaJwk> for Jwk {
+    fn from(k: RsaJwk) -> Self {
+        Self::Rsa(k)
+    }
+}
+
+/// A JWK Set (RFC 7517 §5): `{"keys":[<Jwk>…]}`, as served at `/.well-known/jwks.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Jwks {
     /// The keys; each carries `kid` = its RFC 7638 thumbprint.
-    pub keys: Vec<RsaJwk>,
+    pub keys: Vec<Jwk>,
 }
 
 impl Jwks {
     /// The key whose thumbprint is `kid`. The thumbprint is recomputed, so a JWKS whose `kid`
     /// members lie cannot substitute a key.
     #[must_use]
-    pub fn find(&self, kid: &str) -> Option<&RsaJwk> {
+    pub fn find(&self, kid: &str) -> Option<&Jwk> {
         self.keys.iter().find(|k| k.thumbprint() == kid)
     }
 }
@@ -195,5 +369,55 @@ mod tests {
             padded.to_public_key(),
             Err(JwkError::BadEncoding(_))
         ));
+    }
+
+    /// RFC 7638 has no EC example: RFC 7517 appendix A.1's P-256 key is used, and its canonical
+    /// thumbprint input is written out by hand from RFC 7638 §3.2 (members crv, kty, x, y).
+    #[test]
+    fn ec_thumbprint_and_curve_checks() {
+        let jwk = EcJwk {
+            kty: "EC".into(),
+            crv: "P-256".into(),
+            x: "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4".into(),
+            y: "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM".into(),
+            kid: Some("1".into()),
+            alg: None,
+            use_: None,
+        };
+        let canonical = r#"{"crv":"P-256","kty":"EC","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}"#;
+        assert_eq!(jwk.thumbprint(), B64.encode(Sha256::digest(canonical)));
+        let key = jwk
+            .to_public_key()
+            .expect("RFC 7517 A.1 key is on the curve");
+        let back = EcJwk::from_public_key(&key).expect("ec");
+        assert_eq!(
+            (back.x.as_str(), back.y.as_str()),
+            (jwk.x.as_str(), jwk.y.as_str())
+        );
+        // A point off the curve, a short coordinate and another curve are refused.
+        let mut off = jwk.clone();
+        off.y = off.x.clone();
+        assert!(matches!(off.to_public_key(), Err(JwkError::Invalid(_))));
+        let mut short = jwk.clone();
+        short.x = B64.encode([1u8; 31]);
+        assert!(matches!(
+            short.to_public_key(),
+            Err(JwkError::BadEncoding(_))
+        ));
+        let mut p384 = jwk.clone();
+        p384.crv = "P-384".into();
+        assert!(matches!(
+            p384.to_public_key(),
+            Err(JwkError::UnsupportedKeyType(_))
+        ));
+        // Both kinds parse from one JWKS, each as its own type.
+        let set: Jwks = serde_json::from_value(serde_json::json!({"keys": [
+            serde_json::to_value(&jwk).expect("json"),
+            {"kty": "RSA", "n": "AQAB", "e": "AQAB"},
+        ]}))
+        .expect("jwks");
+        assert!(matches!(set.keys[0], Jwk::Ec(_)));
+        assert!(matches!(set.keys[1], Jwk::Rsa(_)));
+        assert!(set.find(&jwk.thumbprint()).is_some());
     }
 }

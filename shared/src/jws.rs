@@ -1,34 +1,46 @@
-//! Compact JWS (RFC 7515 §7.1) with PS256 only: signing, strict header rules, verification.
+//! Compact JWS (RFC 7515 §7.1): signing, strict header rules, verification.
 //!
-//! PS256 is RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-octet salt (RFC 7518 §3.5). The
+//! PS256 is RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-octet salt (RFC 7518 §3.5); windows
+//! use only PS256. Certificates may also be ES256 (ECDSA P-256 SHA-256, RFC 7518 §3.4) when the
+//! oracle operator chooses an EC key; the algorithm must match the key's type. The
 //! header rules follow RFC 8725 (JWT best current practice): the algorithm is allow-listed, `typ`
 //! is explicit, `none` is refused, and keys supplied in the header (`jwk`, `jku`, `x5u`, `x5c`)
 //! are refused, as is `crit`, so the key always comes from enrollment, never from the message.
 //! RSA operations run in OpenSSL (constant-time private-key code; the pure-Rust `rsa` crate has
 //! the unfixed RUSTSEC-2023-0071 timing advisory).
 
-use crate::jwk::{JwkError, RsaJwk};
+use crate::jwk::{EcJwk, Jwk, JwkError, RsaJwk};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Private, Public};
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey, Private, Public};
 use openssl::rsa::{Padding, Rsa};
 use openssl::sign::{RsaPssSaltlen, Signer, Verifier};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// The only JWS algorithm accepted or produced.
+/// The JWS algorithm of windows, and the default of certificates.
 pub const ALG_PS256: &str = "PS256";
+/// ECDSA P-256 SHA-256 (RFC 7518 §3.4): optional for certificates.
+pub const ALG_ES256: &str = "ES256";
+/// Algorithms a certificate may use.
+pub const CERTIFICATE_ALGS: [&str; 2] = [ALG_PS256, ALG_ES256];
+/// Length of an ES256 signature: R and S, 32 octets each (RFC 7518 §3.4).
+pub const ES256_SIGNATURE_LEN: usize = 64;
 /// Salt length of PS256 in octets: the SHA-256 output length (RFC 7518 §3.5).
 pub const PS256_SALT_LEN: i32 = 32;
 /// Header members that would let a message choose its own key (RFC 8725 §3.10) or demand
 /// extensions we do not implement (`crit`, RFC 7515 §4.1.11).
 pub const FORBIDDEN_HEADER_MEMBERS: [&str; 6] = ["jwk", "jku", "x5u", "x5c", "x5t", "crit"];
 
-/// A protected header as produced: `{"alg":"PS256","kid":…,"typ":…}`.
+/// A protected header as produced: `{"alg":"PS256","kid":…,"typ":…}` (or `ES256`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
-    /// Always `PS256`.
+    /// `PS256`, or `ES256` for a certificate signed with an EC key.
     pub alg: String,
     /// RFC 7638 thumbprint of the signing key.
     pub kid: String,
@@ -43,8 +55,9 @@ pub enum JwsError {
     /// Not three base64url segments, or the header is not a JSON object.
     #[error("malformed JWS: {0}")]
     Malformed(String),
-    /// `alg` other than `PS256` (including `none`).
-    #[error("algorithm {0:?} is not allowed; only PS256 is")]
+    /// `alg` not allowed here (anything but `PS256` for windows; `PS256`/`ES256` for
+    /// certificates; never `none`), or not matching the key's type.
+    #[error("algorithm {0:?} is not allowed here")]
     UnsupportedAlg(String),
     /// `typ` missing or not the expected media type.
     #[error("header typ {found:?} is not {expected:?}")]
@@ -95,15 +108,156 @@ pub enum SignError {
     Device(String),
 }
 
-/// Something that signs with RSASSA-PSS-SHA256 (salt 32): a software key or a TPM key.
+/// Something that signs JWS: RSASSA-PSS-SHA256 (salt 32) with a software or TPM RSA key, or
+/// ES256 with a software P-256 key (oracle certificates only).
 pub trait JwsSigner {
     /// RFC 7638 thumbprint of the public key, used as `kid`.
     fn kid(&self) -> &str;
-    /// RSASSA-PSS-SHA256 signature over `message` (the JWS signing input), `k` octets long.
+    /// The JWS `alg` this key signs with: [`ALG_PS256`] unless overridden.
+    fn alg(&self) -> &'static str {
+        ALG_PS256
+    }
+    /// The JWS signature over `message` (the signing input) for [`JwsSigner::alg`]: for PS256
+    /// the RSASSA-PSS-SHA256 signature, `k` octets long; for ES256 R ‖ S, 64 octets.
     ///
     /// # Errors
     /// [`SignError`] when the key or device fails.
-    fn sign_ps256(&self, message: &[u8]) -> Result<Vec<u8>, SignError>;
+    fn sign_jws(&self, message: &[u8]) -> Result<Vec<u8>, SignError>;
+}
+
+/// A P-256 private key held in process memory (OpenSSL), signing ES256; with its JWK and
+/// thumbprint.
+pub struct SoftwareEcKey {
+    key: PKey<Private>,
+    jwk: EcJwk,
+    kid: String,
+}
+
+impl std::fmt::Debug for SoftwareEcKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("SoftwareEcKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SoftwareEcKey {
+    /// Generates a fresh P-256 key.
+    ///
+    /// # Errors
+    /// OpenSSL failures.
+    pub fn generate() -> Result<Self, SignError> {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+        Self::from_pkey(PKey::from_ec_key(EcKey::generate(&group)?)?)
+    }
+
+    fn from_pkey(key: PKey<Private>) -> Result<Self, SignError> {
+        let public = PKey::public_key_from_der(&key.public_key_to_der()?)?;
+        let jwk =
+            EcJwk::from_public_key(&public).map_err(|err| SignError::Device(err.to_string()))?;
+        let kid = jwk.thumbprint();
+        Ok(Self { key, jwk, kid })
+    }
+
+    /// The public key as a JWK (without `kid`).
+    #[must_use]
+    pub fn public_jwk(&self) -> &EcJwk {
+        &self.jwk
+    }
+}
+
+impl JwsSigner for SoftwareEcKey {
+    fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    fn alg(&self) -> &'static str {
+        ALG_ES256
+    }
+
+    /// R ‖ S, each 32 octets big-endian (RFC 7518 §3.4), converted from
+    /// OpenSSL's DER `ECDSA-Sig-Value`.
+    fn sign_jws(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        let mut signer = Signer::new(MessageDigest::sha256(), &self.key)?;
+        signer.update(message)?;
+        let der = signer.sign_to_vec()?;
+        let sig = EcdsaSig::from_der(&der)?;
+        let half = i32::try_from(ES256_SIGNATURE_LEN / 2).unwrap_or(32);
+        let mut out = sig.r().to_vec_padded(half)?;
+        out.extend(sig.s().to_vec_padded(half)?);
+        Ok(out)
+    }
+}
+
+/// An oracle signing key of either kind, loaded from PKCS#8 by its key type.
+#[derive(Debug)]
+pub enum SigningKey {
+    /// RSA, signs PS256.
+    Rsa(SoftwareKey),
+    /// EC P-256, signs ES256.
+    Ec(SoftwareEcKey),
+}
+
+impl SigningKey {
+    /// Loads a PKCS#8 DER private key: RSA or EC P-256.
+    ///
+    /// # Errors
+    /// Another key type or curve, or bytes that are not PKCS#8.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, SignError> {
+        let key = PKey::private_key_from_pkcs8(der)?;
+        match key.id() {
+            Id::RSA => Ok(Self::Rsa(SoftwareKey::from_pkey(key)?)),
+            Id::EC => Ok(Self::Ec(SoftwareEcKey::from_pkey(key)?)),
+            other => Err(SignError::Device(format!(
+                "key type {other:?} cannot sign JWS here"
+            ))),
+        }
+    }
+
+    /// The private key as unencrypted PKCS#8 DER. Callers must store it with mode 0600.
+    ///
+    /// # Errors
+    /// OpenSSL failures.
+    pub fn to_pkcs8_der(&self) -> Result<Vec<u8>, SignError> {
+        let key = match self {
+            Self::Rsa(k) => &k.key,
+            Self::Ec(k) => &k.key,
+        };
+        Ok(key.private_key_to_pkcs8()?)
+    }
+
+    /// The public key as a JWKS entry (`kid`, `alg`, `use` set).
+    #[must_use]
+    pub fn jwks_entry(&self) -> Jwk {
+        match self {
+            Self::Rsa(k) => Jwk::Rsa(k.public_jwk().clone()).for_jwks(),
+            Self::Ec(k) => Jwk::Ec(k.public_jwk().clone()).for_jwks(),
+        }
+    }
+}
+
+impl JwsSigner for SigningKey {
+    fn kid(&self) -> &str {
+        match self {
+            Self::Rsa(k) => k.kid(),
+            Self::Ec(k) => k.kid(),
+        }
+    }
+
+    fn alg(&self) -> &'static str {
+        match self {
+            Self::Rsa(k) => k.alg(),
+            Self::Ec(k) => k.alg(),
+        }
+    }
+
+    fn sign_jws(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        match self {
+            Self::Rsa(k) => k.sign_jws(message),
+            Self::Ec(k) => k.sign_jws(message),
+        }
+    }
 }
 
 /// An RSA private key held in process memory (OpenSSL), with its JWK and thumbprint.
@@ -167,7 +321,7 @@ impl JwsSigner for SoftwareKey {
         &self.kid
     }
 
-    fn sign_ps256(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+    fn sign_jws(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
         let mut signer = Signer::new(MessageDigest::sha256(), &self.key)?;
         signer.set_rsa_padding(Padding::PKCS1_PSS)?;
         signer.set_rsa_mgf1_md(MessageDigest::sha256())?;
@@ -177,7 +331,7 @@ impl JwsSigner for SoftwareKey {
     }
 }
 
-/// Signs `payload` as a compact JWS with header `{"alg":"PS256","kid":<signer kid>,"typ":typ}`.
+/// Signs `payload` as a compact JWS with header `{"alg":<signer alg>,"kid":<signer kid>,"typ":typ}`.
 ///
 /// # Errors
 /// [`SignError`] from the signer.
@@ -187,7 +341,7 @@ pub fn sign_compact(
     payload: &[u8],
 ) -> Result<String, SignError> {
     let header = Header {
-        alg: ALG_PS256.into(),
+        alg: signer.alg().into(),
         kid: signer.kid().into(),
         typ: typ.into(),
     };
@@ -197,7 +351,7 @@ pub fn sign_compact(
     B64.encode_string(&header, &mut out);
     out.push('.');
     B64.encode_string(payload, &mut out);
-    let signature = signer.sign_ps256(out.as_bytes())?;
+    let signature = signer.sign_jws(out.as_bytes())?;
     out.push('.');
     B64.encode_string(signature, &mut out);
     Ok(out)
@@ -233,12 +387,25 @@ pub struct UnverifiedJws<'a> {
     signature: Vec<u8>,
 }
 
-/// Splits `jws` and checks its header: steps 1–3 of verification (see `docs/protocol.md`).
+/// Splits `jws` and checks its header: steps 1–3 of verification (see `docs/protocol.md`), with
+/// PS256 the only algorithm allowed (windows).
 ///
 /// # Errors
 /// [`JwsError::Malformed`], [`JwsError::UnsupportedAlg`], [`JwsError::WrongType`],
 /// [`JwsError::ForbiddenHeader`], [`JwsError::MissingKid`].
 pub fn decode_header<'a>(jws: &'a str, expected_typ: &str) -> Result<UnverifiedJws<'a>, JwsError> {
+    decode_header_allowing(jws, expected_typ, &[ALG_PS256])
+}
+
+/// [`decode_header`] with an explicit algorithm allow-list (certificates: [`CERTIFICATE_ALGS`]).
+///
+/// # Errors
+/// As [`decode_header`].
+pub fn decode_header_allowing<'a>(
+    jws: &'a str,
+    expected_typ: &str,
+    allowed: &[&str],
+) -> Result<UnverifiedJws<'a>, JwsError> {
     // Step 1: exactly three non-empty base64url segments.
     let mut parts = jws.split('.');
     let (Some(h), Some(p), Some(s), None) =
@@ -265,7 +432,7 @@ pub fn decode_header<'a>(jws: &'a str, expected_typ: &str) -> Result<UnverifiedJ
         .get("alg")
         .and_then(|v| v.as_str())
         .unwrap_or_default();
-    if alg != ALG_PS256 {
+    if !allowed.contains(&alg) {
         return Err(JwsError::UnsupportedAlg(alg.to_owned()));
     }
     // Step 3: explicit type, no header-supplied keys, a kid.
@@ -299,9 +466,11 @@ pub fn decode_header<'a>(jws: &'a str, expected_typ: &str) -> Result<UnverifiedJ
 }
 
 impl UnverifiedJws<'_> {
-    /// Step 4: verifies the signature under `key` and returns the payload bytes.
+    /// Step 4: verifies the signature under `key` and returns the payload bytes. The header's
+    /// `alg` must fit the key: PS256 an RSA key, ES256 a P-256 key (no algorithm confusion).
     ///
     /// # Errors
+    /// [`JwsError::UnsupportedAlg`] for an algorithm that does not fit the key,
     /// [`JwsError::BadSignature`] (also for a wrong-length signature), [`JwsError::Malformed`]
     /// when the payload is not base64url.
     pub fn verify(
@@ -309,6 +478,23 @@ impl UnverifiedJws<'_> {
         key: &PKey<Public>,
         policy: SaltPolicy,
     ) -> Result<(Vec<u8>, SaltLength), JwsError> {
+        match (self.header.alg.as_str(), key.id()) {
+            (ALG_PS256, Id::RSA) => {}
+            (ALG_ES256, Id::EC) => {
+                if !es256_verify(key, self.signing_input.as_bytes(), &self.signature) {
+                    return Err(JwsError::BadSignature);
+                }
+                let payload = B64
+                    .decode(self.payload_b64)
+                    .map_err(|_| JwsError::Malformed("payload is not base64url".into()))?;
+                return Ok((payload, SaltLength::Digest));
+            }
+            (alg, _) => {
+                return Err(JwsError::UnsupportedAlg(format!(
+                    "{alg} with this key type"
+                )));
+            }
+        }
         let size = key.size();
         if self.signature.len() != size {
             return Err(JwsError::BadSignature);
@@ -344,6 +530,26 @@ impl UnverifiedJws<'_> {
 fn max_salt_len(key: &PKey<Public>) -> i32 {
     let em_len = (i32::try_from(key.bits()).unwrap_or(0) - 1 + 7) / 8;
     em_len - PS256_SALT_LEN - 2
+}
+
+/// ES256 verification: `signature` is R ‖ S (64 octets), converted to DER for OpenSSL; the key
+/// must be on P-256.
+fn es256_verify(key: &PKey<Public>, message: &[u8], signature: &[u8]) -> bool {
+    let run = || -> Result<bool, openssl::error::ErrorStack> {
+        let ec = key.ec_key()?;
+        if ec.group().curve_name() != Some(Nid::X9_62_PRIME256V1)
+            || signature.len() != ES256_SIGNATURE_LEN
+        {
+            return Ok(false);
+        }
+        let (r, s) = signature.split_at(ES256_SIGNATURE_LEN / 2);
+        let sig =
+            EcdsaSig::from_private_components(BigNum::from_slice(r)?, BigNum::from_slice(s)?)?;
+        let mut verifier = Verifier::new(MessageDigest::sha256(), key)?;
+        verifier.update(message)?;
+        verifier.verify(&sig.to_der()?)
+    };
+    run().unwrap_or(false)
 }
 
 fn pss_verify(key: &PKey<Public>, message: &[u8], signature: &[u8], salt: i32) -> bool {

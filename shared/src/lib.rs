@@ -17,8 +17,8 @@ pub mod window;
 pub use certificate::{
     AttestationLevel, CERTIFICATE_TYP, CertificateClaims, CheckedCertificate, verify_certificate,
 };
-pub use jwk::{Jwks, RsaJwk};
-pub use jws::{JwsSigner, SoftwareKey};
+pub use jwk::{EcJwk, Jwk, Jwks, RsaJwk};
+pub use jws::{JwsSigner, SigningKey, SoftwareEcKey, SoftwareKey};
 pub use units::{Decimal6, Eur, GramsCo2ePerKwh, Joules, KgCo2e, WattHours, Watts};
 pub use window::{
     Attribution, Method, PROTOCOL_VERSION, SourceEnergy, SourceKind, WINDOW_TYP, WindowClaims,

@@ -138,7 +138,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let key = SoftwareKey::generate(2048).unwrap();
     let jwks = Jwks {
-        keys: vec![key.public_jwk().clone().for_jwks()],
+        keys: vec![wattest_shared::Jwk::Rsa(key.public_jwk().clone()).for_jwks()],
     };
     Fixture {
         key,
@@ -154,7 +154,7 @@ fn signed_with_header(f: &Fixture, header: &serde_json::Value, payload: &[u8]) -
         B64.encode(serde_json::to_vec(header).unwrap()),
         B64.encode(payload)
     );
-    let sig = f.key.sign_ps256(input.as_bytes()).unwrap();
+    let sig = f.key.sign_jws(input.as_bytes()).unwrap();
     format!("{input}.{}", B64.encode(sig))
 }
 
@@ -349,4 +349,70 @@ fn wrong_type_profile_kid_and_tampering_are_refused() {
         &signed_with_header(&f, &header(&f), &serde_json::to_vec(&inflated).unwrap()),
     );
     assert!(err.contains("node_owner"), "{err}");
+}
+
+/// ES256 (an oracle that signs with a P-256 key): verifies with only the JWKS, and the algorithm
+/// must fit the key — an ES256 header on an RSA kid and a PS256 header on an EC kid are refused.
+#[test]
+fn es256_certificates_verify_and_algorithm_must_fit_the_key() {
+    let f = fixture();
+    let ec = wattest_shared::SoftwareEcKey::generate().unwrap();
+    let mut jwks = f.jwks.clone();
+    jwks.keys
+        .push(wattest_shared::Jwk::Ec(ec.public_jwk().clone()).for_jwks());
+    let payload = serde_json::to_vec(&claims(f.now)).unwrap();
+    let jws = sign_compact(&ec, CERTIFICATE_TYP, &payload).unwrap();
+    let header: serde_json::Value =
+        serde_json::from_slice(&B64.decode(jws.split('.').next().unwrap()).unwrap()).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(
+        jws.split('.').nth(2).map(|s| B64.decode(s).unwrap().len()),
+        Some(64)
+    );
+    let checked = verify_certificate(&jws, &jwks, f.now).expect("ES256 certificate verifies");
+    assert_eq!(checked.kid, ec.kid());
+
+    // One flipped payload byte, and a truncated signature.
+    let mut parts: Vec<String> = jws.split('.').map(str::to_owned).collect();
+    let mut tampered = claims(f.now);
+    tampered.jti = "cert-2".into();
+    parts[1] = B64.encode(serde_json::to_vec(&tampered).unwrap());
+    assert!(verify_certificate(&parts.join("."), &jwks, f.now).is_err());
+    let short = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(&payload),
+        &jws.split('.').nth(2).unwrap()[..80]
+    );
+    assert!(verify_certificate(&short, &jwks, f.now).is_err());
+
+    // PS256 header naming the EC key: refused before any signature check.
+    let input = format!(
+        "{}.{}",
+        B64.encode(
+            serde_json::to_vec(
+                &serde_json::json!({"alg": "PS256", "typ": CERTIFICATE_TYP, "kid": ec.kid()})
+            )
+            .unwrap()
+        ),
+        B64.encode(&payload)
+    );
+    let sig = ec.sign_jws(input.as_bytes()).unwrap();
+    let err = verify_certificate(&format!("{input}.{}", B64.encode(sig)), &jwks, f.now)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("PS256"), "{err}");
+    // ES384 stays refused even with EC keys present.
+    let mut h = header.clone();
+    h["alg"] = "ES384".into();
+    let input = format!(
+        "{}.{}",
+        B64.encode(serde_json::to_vec(&h).unwrap()),
+        B64.encode(&payload)
+    );
+    let sig = ec.sign_jws(input.as_bytes()).unwrap();
+    let err = verify_certificate(&format!("{input}.{}", B64.encode(sig)), &jwks, f.now)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ES384"), "{err}");
 }

@@ -349,7 +349,7 @@ impl JwsSigner for TpmSigner {
 
     /// TPM2_Sign (Part 3 §20.2) with RSASSA-PSS over SHA-256(`message`); libtpms uses a 32-octet
     /// salt, some older TPMs the maximum (222): verifiers accept both for TPM keys.
-    fn sign_ps256(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+    fn sign_jws(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
         let digest = openssl::sha::sha256(message);
         self.call(|reply| Request::Sign { digest, reply })
             .map_err(|err| SignError::Device(err.to_string()))
@@ -899,7 +899,7 @@ mod tests {
         let started = Instant::now();
         for i in 0..rounds {
             signer
-                .sign_ps256(format!("window {i}").as_bytes())
+                .sign_jws(format!("window {i}").as_bytes())
                 .expect("sign");
         }
         let per_second = f64::from(rounds) / started.elapsed().as_secs_f64();
