@@ -60,7 +60,7 @@ pub async fn issue(
         // label into every window of the run.
         model_id: v.claims.model_id.clone(),
         plausibility: Vec::new(),
-        node_flag: None,
+        node_flag: node.flag.clone(),
     };
     let hours = hours_of(&windows);
     let intensities = hours
