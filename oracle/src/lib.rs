@@ -12,6 +12,7 @@ pub mod issuance;
 pub mod keys;
 pub mod ledger;
 pub mod metrics;
+pub mod plausibility;
 pub mod storage;
 pub mod verification;
 

@@ -486,3 +486,24 @@ fn replicas_on_one_postgresql_credit_each_window_exactly_once() {
         .len();
     assert_eq!(listed, NODES, "one certificate per node, none twice");
 }
+
+#[test]
+fn power_above_the_device_limit_marks_the_certificate() {
+    let oracle = Oracle::start();
+    let node = enroll_raw(&oracle.url, &oracle.token("node"));
+    // A GPU peaking at 2 kW: above any GPU's TDP × margin (1200 W × 1.35), yet below the 100 kW
+    // refusal limit: accepted, and flagged.
+    let claims = gpu_window(&node.node_id, "hot", 1, None, node.t0, 2000.0, true);
+    let answer = post(&oracle.url, &node.sign(&claims));
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    let id = answer.1["certificate"]["id"].as_str().unwrap();
+    let claims = oracle.get_json(&format!("/v1/certificates/{id}"))["claims"].clone();
+    assert_eq!(claims["wattest.plausibility"][0], "gpu_above_tdp:gpu0");
+    assert!(
+        claims["wattest.status_reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("plausibility:gpu_above_tdp:gpu0")),
+        "{claims}"
+    );
+}

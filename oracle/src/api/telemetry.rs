@@ -26,16 +26,20 @@ pub struct TelemetryRequest {
     pub jws: String,
 }
 
+/// Times in summaries have microsecond precision, as PostgreSQL stores them (SQLite keeps
+/// nanoseconds): a receipt reads the same whether it was built at acceptance or from the
+/// database for a duplicate, on either backend.
 impl From<&certificate::Model> for CertificateSummary {
     fn from(c: &certificate::Model) -> Self {
+        use chrono::SubsecRound as _;
         Self {
             id: c.id.clone(),
             job_id: c.job_id.clone(),
             node_id: c.node_id.clone(),
             zone: c.zone.clone(),
-            issued_at: c.issued_at,
-            period_start: c.period_start,
-            period_end: c.period_end,
+            issued_at: c.issued_at.trunc_subsecs(6),
+            period_start: c.period_start.trunc_subsecs(6),
+            period_end: c.period_end.trunc_subsecs(6),
             energy_wh: c.consumed_wh,
             grid_wh: c.grid_wh,
             solar_wh: c.solar_wh,
@@ -306,15 +310,6 @@ async fn store(
 ) -> Result<Option<certificate::Model>, ApiError> {
     let storage = &state.storage;
     let txn = storage.begin().await?;
-    if let Some(job) = &v.claims.job_id
-        && storage.job_closed(&*txn, &node.id, job).await?
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "job_closed",
-            format!("job {job} of this node already has its certificate; use a new job id"),
-        ));
-    }
     let row = window::Model {
         id: 0,
         node_id: node.id.clone(),
@@ -344,6 +339,17 @@ async fn store(
             ));
         }
         other => other?,
+    }
+    // After the chain head moved: a concurrent duplicate of the job's final window has lost the
+    // compare-and-set above (and gets the original receipt) instead of reading `job_closed`.
+    if let Some(job) = &v.claims.job_id
+        && storage.job_closed(&*txn, &node.id, job).await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_closed",
+            format!("job {job} of this node already has its certificate; use a new job id"),
+        ));
     }
     let certificate = if v.claims.is_final {
         Some(crate::issuance::issue(state, &txn, node, v, now).await?)
