@@ -174,7 +174,9 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let spool = Spool::new(tmp.path().to_owned()).with_budget(10);
         spool.put(1, "12345").expect("first fits");
-        spool.put(2, "12345").expect("second fills the budget exactly");
+        spool
+            .put(2, "12345")
+            .expect("second fills the budget exactly");
         let err = spool.put(3, "1").expect_err("over budget");
         assert!(err.to_string().contains("is full"), "{err}");
         assert_eq!(spool.used_bytes().expect("used"), 10);
@@ -186,6 +188,8 @@ mod tests {
             .collect();
         assert_eq!(seqs, vec![1, 2], "nothing written for the refused window");
         spool.ack(1).expect("ack");
-        spool.put(3, "1").expect("room again after an acknowledgement");
+        spool
+            .put(3, "1")
+            .expect("room again after an acknowledgement");
     }
 }

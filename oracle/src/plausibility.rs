@@ -91,7 +91,10 @@ mod tests {
         ];
         assert_eq!(
             flags(&windows),
-            vec!["gpu_above_tdp:gpu1".to_owned(), "cpu_above_tdp:cpu1".to_owned()]
+            vec![
+                "gpu_above_tdp:gpu1".to_owned(),
+                "cpu_above_tdp:cpu1".to_owned()
+            ]
         );
         assert!(flags(&windows[..1]).is_empty());
     }

@@ -104,7 +104,10 @@ fn assert_code(answer: &(u16, serde_json::Value), status: u16, code: &str) {
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !done() {
-        assert!(std::time::Instant::now() < deadline, "gave up waiting: {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting: {what}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
@@ -298,9 +301,13 @@ fn oracle_stopped_mid_run_then_restarted_receives_every_window() {
     let agent = spawn_agent_run(state.path(), "outage", 6);
     // Wait for the first acknowledged window, stop the oracle, let windows pile up in the
     // spool, then bring it back.
-    wait_until("a first acknowledged window", || acknowledged(state.path()) > 0);
+    wait_until("a first acknowledged window", || {
+        acknowledged(state.path()) > 0
+    });
     oracle.stop();
-    wait_until("windows piling up in the spool", || spooled(state.path()) >= 2);
+    wait_until("windows piling up in the spool", || {
+        spooled(state.path()) >= 2
+    });
     oracle.restart();
     let out = agent.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -313,8 +320,8 @@ fn oracle_stopped_mid_run_then_restarted_receives_every_window() {
     let claims = oracle.get_json(&format!("/v1/certificates/{id}"))["claims"].clone();
     assert_complete_chain(&claims);
     // Contiguous windows: the measured time is the whole period.
-    let start = DateTime::parse_from_rfc3339(claims["wattest.period"]["start"].as_str().unwrap())
-        .unwrap();
+    let start =
+        DateTime::parse_from_rfc3339(claims["wattest.period"]["start"].as_str().unwrap()).unwrap();
     let end =
         DateTime::parse_from_rfc3339(claims["wattest.period"]["end"].as_str().unwrap()).unwrap();
     let measured = dec(&claims["wattest.period"]["measured_seconds"]);
@@ -328,7 +335,9 @@ fn agent_killed_mid_run_resumes_without_loss_or_duplicate() {
     let (state, node_id) = oracle.enroll_agent("FR");
     // First run: killed with SIGKILL after a few windows were signed (no final window).
     let mut first = spawn_agent_run(state.path(), "killed", 30);
-    wait_until("three acknowledged windows", || acknowledged(state.path()) >= 3);
+    wait_until("three acknowledged windows", || {
+        acknowledged(state.path()) >= 3
+    });
     first.kill().unwrap();
     first.wait().unwrap();
     // Second run of the same job, on the same state dir: it resumes the chain, sends what the
@@ -385,7 +394,10 @@ fn oracle_killed_during_ingest_keeps_every_acknowledged_window() {
         for (jws, receipt) in chain.iter().zip(&receipts) {
             let again = post(&oracle.url, jws);
             assert_eq!(again.0, 200, "{}", again.1);
-            assert_eq!((&again.1["seq"], &again.1["hash"]), (&receipt["seq"], &receipt["hash"]));
+            assert_eq!(
+                (&again.1["seq"], &again.1["hash"]),
+                (&receipt["seq"], &receipt["hash"])
+            );
         }
         let cert = &receipts.last().unwrap()["certificate"];
         assert_eq!(cert["window_count"], WINDOWS);
@@ -404,7 +416,12 @@ impl Replica {
     fn start(primary: &Oracle, database_url: &str) -> Self {
         let port = wattest_tests::free_port();
         let child = Command::new(bin("wattest-oracle"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
             .arg(primary.data_dir.path())
             .env("DATABASE_URL", database_url)
             .stdout(Stdio::null())

@@ -219,7 +219,9 @@ fn verify_error(err: &VerifyError) -> ApiError {
     let status = match err.code() {
         "bad_signature" => StatusCode::UNAUTHORIZED,
         "node_mismatch" => StatusCode::FORBIDDEN,
-        "seq_replay" | "seq_conflict" | "seq_gap" | "chain_broken" | "overlapping_window" => StatusCode::CONFLICT,
+        "seq_replay" | "seq_conflict" | "seq_gap" | "chain_broken" | "overlapping_window" => {
+            StatusCode::CONFLICT
+        }
         "future_window" | "invalid_period" | "implausible" | "invalid_key" => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
@@ -250,12 +252,20 @@ async fn replayed(
             .with_expected_seq(last + 1));
     };
     if stored.hash == jws_hash(jws) || same_payload(&stored.jws, jws) {
-        tracing::info!(node_id, seq, "Duplicate of an accepted window; original receipt returned.");
+        tracing::info!(
+            node_id,
+            seq,
+            "Duplicate of an accepted window; original receipt returned."
+        );
         return receipt(state, stored).await.map(Json);
     }
     let reason = format!("seq_conflict:{seq}");
     state.storage.flag_node(node_id, &reason).await?;
-    tracing::warn!(node_id, seq, "Node signed two different windows for one seq; node flagged.");
+    tracing::warn!(
+        node_id,
+        seq,
+        "Node signed two different windows for one seq; node flagged."
+    );
     Err(ApiError::new(
         StatusCode::CONFLICT,
         "seq_conflict",
