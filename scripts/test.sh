@@ -49,4 +49,9 @@ echo "==> cargo build (binaries for the end-to-end tests)"
 cargo build --workspace --bins --locked
 echo "==> cargo test"
 cargo test --workspace --locked "$@"
+# The integration suite again with every test oracle on its own fresh PostgreSQL database.
+echo "==> cargo test -p wattest-tests on PostgreSQL (WATTEST_TEST_BACKEND=postgres)"
+pg_started=$(date +%s)
+WATTEST_TEST_BACKEND=postgres cargo test -p wattest-tests --locked "$@"
+echo "==> PostgreSQL pass: $(( $(date +%s) - pg_started )) s"
 echo "==> All tests passed."

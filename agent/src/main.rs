@@ -132,6 +132,11 @@ struct RunArgs {
     /// How long to keep retrying the upload after the command exits, seconds.
     #[arg(long, default_value_t = 120)]
     upload_timeout: u64,
+    /// Disk budget of the spool (signed windows the oracle has not acknowledged yet), MiB. A
+    /// warning is logged with every window above 80 %; at the budget the agent stops measuring
+    /// (nothing signed is ever dropped) [default: 256].
+    #[arg(long, env = "WATTEST_SPOOL_BUDGET_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    spool_budget_mb: u64,
     #[command(flatten)]
     measure: MeasureArgs,
     #[command(flatten)]
@@ -152,6 +157,11 @@ struct WatchArgs {
     /// A certificate is requested every this many seconds (the period's last window is final).
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86400))]
     certify_every: u64,
+    /// Disk budget of the spool (signed windows the oracle has not acknowledged yet), MiB. A
+    /// warning is logged with every window above 80 %; at the budget the agent stops measuring
+    /// (nothing signed is ever dropped) [default: 256].
+    #[arg(long, env = "WATTEST_SPOOL_BUDGET_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    spool_budget_mb: u64,
     #[command(flatten)]
     measure: MeasureArgs,
     #[command(flatten)]
@@ -428,7 +438,8 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         Some(job_id.clone()),
         args.model_id.clone(),
         args.attribution.into(),
-    )?;
+    )?
+    .with_spool_budget(args.spool_budget_mb * 1024 * 1024);
     let measurement = Measurement::start(
         discovery,
         sampler_cfg,
@@ -509,7 +520,8 @@ async fn watch_cmd(args: WatchArgs) -> Result<()> {
         attribution: Attribution::Machine,
         job_pid: None,
     };
-    let chain = Chain::open(&dir, signer, None, None, Attribution::Machine)?;
+    let chain = Chain::open(&dir, signer, None, None, Attribution::Machine)?
+        .with_spool_budget(args.spool_budget_mb * 1024 * 1024);
     let certify_every =
         chrono::Duration::seconds(i64::try_from(args.certify_every).unwrap_or(3600));
     let measurement = Measurement::start(

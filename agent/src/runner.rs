@@ -52,6 +52,13 @@ impl Chain {
         })
     }
 
+    /// Sets the spool's disk budget, bytes (default [`crate::spool::DEFAULT_SPOOL_BUDGET_BYTES`]).
+    #[must_use]
+    pub fn with_spool_budget(mut self, bytes: u64) -> Self {
+        self.spool = self.spool.with_budget(bytes);
+        self
+    }
+
     /// Signs `measured` as the next window, spools it, then advances `chain.json`. The window is
     /// on disk before the chain head moves, so a crash can lose neither.
     ///

@@ -59,8 +59,8 @@ pub async fn issue(
         // The final window's label: a job names its model once, and the agent writes the same
         // label into every window of the run.
         model_id: v.claims.model_id.clone(),
-        plausibility: Vec::new(),
-        node_flag: None,
+        plausibility: crate::plausibility::flags(&windows),
+        node_flag: node.flag.clone(),
     };
     let hours = hours_of(&windows);
     let intensities = hours

@@ -12,6 +12,7 @@ pub mod issuance;
 pub mod keys;
 pub mod ledger;
 pub mod metrics;
+pub mod plausibility;
 pub mod storage;
 pub mod verification;
 
@@ -30,6 +31,9 @@ pub struct Settings {
     pub ek_roots: Vec<openssl::x509::X509>,
     /// Transparency log origin (and checkpoint key name); see [`ledger::default_origin`].
     pub log_origin: String,
+    /// How far a window's end may lie after the oracle's clock, s (`--max-clock-skew-secs`,
+    /// default [`verification::MAX_FUTURE_SKEW_SECONDS`]).
+    pub max_clock_skew_secs: i64,
 }
 
 /// Everything a request handler needs; cheap to clone.

@@ -186,6 +186,11 @@ struct ServeArgs {
     /// `/wattest-log`. Changing it changes the log's verifier key.
     #[arg(long, env = "WATTEST_LOG_ORIGIN")]
     log_origin: Option<String>,
+    /// How many seconds a telemetry window's end may lie after this oracle's clock before it is
+    /// refused (`future_window`), 0–3600. Default 60: NTP keeps hosts within milliseconds; a
+    /// minute also covers a host that just booted.
+    #[arg(long, env = "WATTEST_MAX_CLOCK_SKEW_SECS", default_value_t = wattest_oracle::verification::MAX_FUTURE_SKEW_SECONDS, value_parser = clap::value_parser!(i64).range(0..=3600))]
+    max_clock_skew_secs: i64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -406,6 +411,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             price_per_tonne: args.price_eur_per_tonne,
             node_owner_share_pct: args.node_owner_share_pct,
         },
+        max_clock_skew_secs: args.max_clock_skew_secs,
         ek_roots: match &args.ek_ca_dir {
             Some(dir) => load_ek_roots(dir)?,
             None => Vec::new(),

@@ -13,7 +13,9 @@ use wattest_shared::window::{
     MAX_SOURCES, MAX_WINDOW_SECONDS, PROTOCOL_VERSION, SourceKind, WindowClaims,
 };
 
-/// Tolerated clock skew between agent and oracle for a window's end, in seconds (issue #2).
+/// Default tolerated clock skew between agent and oracle for a window's end, in seconds (issue
+/// #2; `wattest-oracle serve --max-clock-skew-secs` overrides it). NTP keeps hosts within
+/// milliseconds; a minute also covers a host that just booted before its first sync.
 pub const MAX_FUTURE_SKEW_SECONDS: i64 = 60;
 /// Relative tolerance on `mean_w` versus `energy_wh × 3600 / duration` and on `max_w ≥ mean_w`.
 pub const POWER_TOLERANCE: f64 = 0.01;
@@ -104,14 +106,14 @@ pub enum VerifyError {
         previous_end: DateTime<Utc>,
     },
     /// Step 7: `end` after now + skew.
-    #[error(
-        "window ends at {end}, more than {MAX_FUTURE_SKEW_SECONDS} s after the oracle's clock ({now})"
-    )]
+    #[error("window ends at {end}, more than {skew_seconds} s after the oracle's clock ({now})")]
     FutureWindow {
         /// Window end.
         end: DateTime<Utc>,
         /// Oracle time.
         now: DateTime<Utc>,
+        /// The tolerated skew, s.
+        skew_seconds: i64,
     },
     /// Step 7: `start ≥ end` or a window longer than a day.
     #[error("invalid window period: {0}")]
@@ -142,7 +144,8 @@ impl VerifyError {
 }
 
 /// Steps 4–8 of window verification for a JWS whose header already passed steps 1–3 and whose
-/// `kid` resolved to `node`.
+/// `kid` resolved to `node`. `max_skew_seconds` bounds how far a window's end may lie after `now`
+/// (default [`MAX_FUTURE_SKEW_SECONDS`]).
 ///
 /// # Errors
 /// The first failed step as a [`VerifyError`].
@@ -152,6 +155,7 @@ pub fn verify_window(
     node: &EnrolledNode,
     chain: &ChainState,
     now: DateTime<Utc>,
+    max_skew_seconds: i64,
 ) -> Result<VerifiedWindow, VerifyError> {
     // Step 4: signature. Only TPM-attested keys may use the maximum PSS salt length.
     let policy = match node.attestation_level {
@@ -216,10 +220,11 @@ pub fn verify_window(
             "window longer than {MAX_WINDOW_SECONDS} s"
         )));
     }
-    if claims.end > now + Duration::seconds(MAX_FUTURE_SKEW_SECONDS) {
+    if claims.end > now + Duration::seconds(max_skew_seconds) {
         return Err(VerifyError::FutureWindow {
             end: claims.end,
             now,
+            skew_seconds: max_skew_seconds,
         });
     }
     if let Some(previous_end) = chain.last_end
@@ -386,7 +391,14 @@ mod tests {
 
     fn run(f: &Fixture, jws: &str, chain: &ChainState) -> Result<VerifiedWindow, VerifyError> {
         let now = f.t0 + Duration::hours(1);
-        verify_window(jws, decode_header(jws, WINDOW_TYP)?, &f.node, chain, now)
+        verify_window(
+            jws,
+            decode_header(jws, WINDOW_TYP)?,
+            &f.node,
+            chain,
+            now,
+            MAX_FUTURE_SKEW_SECONDS,
+        )
     }
 
     #[test]

@@ -16,6 +16,7 @@ async fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
     let settings = Settings {
+        max_clock_skew_secs: wattest_oracle::verification::MAX_FUTURE_SKEW_SECONDS,
         issuer: "http://test".into(),
         certificate_validity: chrono::Duration::days(1),
         credits: CreditPolicy {

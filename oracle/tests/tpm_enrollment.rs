@@ -49,6 +49,7 @@ async fn spawn_app(ek_roots: Vec<openssl::x509::X509>) -> App {
     let data = tempfile::tempdir().expect("data dir");
     let url = format!("sqlite://{}?mode=rwc", data.path().join("t.db").display());
     let settings = Settings {
+        max_clock_skew_secs: wattest_oracle::verification::MAX_FUTURE_SKEW_SECONDS,
         issuer: "http://test".into(),
         certificate_validity: chrono::Duration::days(1),
         credits: CreditPolicy {

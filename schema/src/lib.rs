@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_initial;
 mod m20261123_000002_enrollment_challenges;
 mod m20261123_000005_transparency_log;
+mod m20261123_000006_node_flags;
 mod m20261123_000008_node_owner;
 
 /// All migrations, applied in order at oracle start.
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261123_000002_enrollment_challenges::Migration),
             Box::new(m20261123_000005_transparency_log::Migration),
+            Box::new(m20261123_000006_node_flags::Migration),
             Box::new(m20261123_000008_node_owner::Migration),
         ]
     }

@@ -163,38 +163,40 @@ pub struct Oracle {
     database_url: Option<String>,
     log: PathBuf,
     admin: std::sync::OnceLock<String>,
+    port: u16,
+    extra: Vec<String>,
+}
+
+/// True when `WATTEST_TEST_BACKEND=postgres`: every oracle the tests start without an explicit
+/// database runs on a fresh PostgreSQL database instead of SQLite (scripts/test.sh runs the
+/// integration suite a second time this way).
+pub fn backend_is_postgres() -> bool {
+    std::env::var("WATTEST_TEST_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("postgres"))
 }
 
 impl Oracle {
-    /// Starts an oracle on SQLite in a fresh temporary data dir.
+    /// Starts an oracle in a fresh temporary data dir: SQLite, or a fresh PostgreSQL database
+    /// when `WATTEST_TEST_BACKEND=postgres`.
     pub fn start() -> Self {
         Self::start_with(None, &[])
     }
 
-    /// Starts an oracle with an optional `DATABASE_URL` and extra `serve` arguments.
+    /// Starts an oracle with an optional `DATABASE_URL` and extra `serve` arguments. Without a
+    /// URL: SQLite in the data dir, or a fresh PostgreSQL database when
+    /// `WATTEST_TEST_BACKEND=postgres`.
     pub fn start_with(database_url: Option<String>, extra: &[&str]) -> Self {
         wattest_shared::tls::install_crypto_provider();
+        let database_url = match database_url {
+            Some(url) => Some(url),
+            None if backend_is_postgres() => fresh_pg_database(),
+            None => None,
+        };
         let data_dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let log = data_dir.path().join("oracle.log");
-        let mut cmd = Command::new(bin("wattest-oracle"));
-        cmd.args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data_dir.path())
-        .args(extra)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "info,sqlx=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"));
-        if let Some(db) = &database_url {
-            cmd.env("DATABASE_URL", db);
-        }
-        let child = cmd.spawn().expect("spawn wattest-oracle");
+        let extra: Vec<String> = extra.iter().map(|&a| a.to_owned()).collect();
+        let child = Self::spawn(port, data_dir.path(), database_url.as_deref(), &extra, &log);
         let oracle = Self {
             child,
             url,
@@ -202,9 +204,77 @@ impl Oracle {
             database_url,
             log,
             admin: std::sync::OnceLock::new(),
+            port,
+            extra,
         };
         oracle.wait_healthy();
         oracle
+    }
+
+    fn spawn(
+        port: u16,
+        data_dir: &Path,
+        database_url: Option<&str>,
+        extra: &[String],
+        log: &Path,
+    ) -> Child {
+        let mut cmd = Command::new(bin("wattest-oracle"));
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("log"),
+        );
+        if let Some(db) = database_url {
+            cmd.env("DATABASE_URL", db);
+        }
+        cmd.spawn().expect("spawn wattest-oracle")
+    }
+
+    /// The database URL this oracle uses (`None`: SQLite in its data dir).
+    pub fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
+    }
+
+    /// Kills the oracle with SIGKILL (no graceful shutdown) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the oracle with SIGTERM (graceful shutdown) and waits for it to exit.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the oracle again on the same port, data dir, database and arguments (after
+    /// [`Oracle::kill9`] or [`Oracle::stop`]) and waits until it is healthy.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(
+            self.port,
+            self.data_dir.path(),
+            self.database_url.as_deref(),
+            &self.extra,
+            &self.log,
+        );
+        self.wait_healthy();
     }
 
     /// Starts an oracle on SQLite trusting the EK CA certificates in `ek_ca_dir`, if any.

@@ -323,6 +323,7 @@ async fn insert_node(
         last_seq: 0,
         last_hash: None,
         last_end: None,
+        flag: None,
     };
     let response = EnrolledNodeResponse {
         node_id: row.id.clone(),

@@ -26,16 +26,20 @@ pub struct TelemetryRequest {
     pub jws: String,
 }
 
+/// Times in summaries have microsecond precision, as PostgreSQL stores them (SQLite keeps
+/// nanoseconds): a receipt reads the same whether it was built at acceptance or from the
+/// database for a duplicate, on either backend.
 impl From<&certificate::Model> for CertificateSummary {
     fn from(c: &certificate::Model) -> Self {
+        use chrono::SubsecRound as _;
         Self {
             id: c.id.clone(),
             job_id: c.job_id.clone(),
             node_id: c.node_id.clone(),
             zone: c.zone.clone(),
-            issued_at: c.issued_at,
-            period_start: c.period_start,
-            period_end: c.period_end,
+            issued_at: c.issued_at.trunc_subsecs(6),
+            period_start: c.period_start.trunc_subsecs(6),
+            period_end: c.period_end.trunc_subsecs(6),
             energy_wh: c.consumed_wh,
             grid_wh: c.grid_wh,
             solar_wh: c.solar_wh,
@@ -59,11 +63,11 @@ impl From<&certificate::Model> for CertificateSummary {
         (String = "application/jose", example = "eyJhbGciOiJQUzI1NiIs…"),
     )),
     responses(
-        (status = 200, description = "Window accepted (and certificate issued when final)", body = TelemetryAccepted),
+        (status = 200, description = "Window accepted (and certificate issued when final); for a duplicate of an accepted window, its original receipt", body = TelemetryAccepted),
         (status = 400, description = "malformed_jws / unsupported_alg / wrong_typ / forbidden_header / missing_kid / malformed_payload / unsupported_version / invalid_request", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "unknown_kid / bad_signature", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "node_mismatch", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "seq_replay / seq_gap / chain_broken / overlapping_window / job_closed", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "seq_conflict / seq_replay / seq_gap / chain_broken / overlapping_window / job_closed", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "future_window / invalid_period / implausible", body = super::problem::Problem, content_type = "application/problem+json"),
     ))]
@@ -128,10 +132,11 @@ async fn submit_inner(
 
     // Steps 4–8 are CPU work (RSA verification): off the async executor.
     let now = Utc::now();
+    let max_skew = state.settings.max_clock_skew_secs;
     let (jws, result) = tokio::task::spawn_blocking(move || {
         let result = decode_header(&jws, WINDOW_TYP)
             .map_err(VerifyError::from)
-            .and_then(|u| verify_window(&jws, u, &enrolled, &chain, now));
+            .and_then(|u| verify_window(&jws, u, &enrolled, &chain, now, max_skew));
         (jws, result)
     })
     .await
@@ -139,13 +144,23 @@ async fn submit_inner(
     let verified = match result {
         Ok(v) => v,
         Err(VerifyError::SeqReplay { seq, last }) => {
-            return Err(replay(&state, &node.id, seq, last, &jws).await);
+            return replayed(&state, &node.id, seq, last, &jws).await;
         }
         Err(err) => return Err(verify_error(&err)),
     };
     tracing::Span::current().record("seq", verified.claims.seq);
 
-    let certificate = store(&state, &node, &jws, &verified, now).await?;
+    let certificate = match store(&state, &node, &jws, &verified, now).await {
+        Ok(c) => c,
+        // Another request (or replica) took this seq between our read of the chain head and
+        // our write: a concurrent duplicate gets the original receipt, a different window is
+        // a seq conflict.
+        Err(err) if err.code() == "seq_replay" => {
+            let seq = verified.claims.seq;
+            return replayed(&state, &node.id, seq, seq.saturating_sub(1), &jws).await;
+        }
+        Err(err) => return Err(err),
+    };
     Ok(Json(TelemetryAccepted {
         node_id: node.id,
         seq: verified.claims.seq,
@@ -204,7 +219,9 @@ fn verify_error(err: &VerifyError) -> ApiError {
     let status = match err.code() {
         "bad_signature" => StatusCode::UNAUTHORIZED,
         "node_mismatch" => StatusCode::FORBIDDEN,
-        "seq_replay" | "seq_gap" | "chain_broken" | "overlapping_window" => StatusCode::CONFLICT,
+        "seq_replay" | "seq_conflict" | "seq_gap" | "chain_broken" | "overlapping_window" => {
+            StatusCode::CONFLICT
+        }
         "future_window" | "invalid_period" | "implausible" | "invalid_key" => {
             StatusCode::UNPROCESSABLE_ENTITY
         }
@@ -217,13 +234,81 @@ fn verify_error(err: &VerifyError) -> ApiError {
     }
 }
 
-/// A replayed seq: says whether it is the very window already accepted (a retry after a lost
-/// acknowledgement), so the agent can drop it from its spool.
-async fn replay(state: &AppState, node_id: &str, seq: u64, last: u64, jws: &str) -> ApiError {
-    let same = matches!(state.storage.window_at(node_id, seq).await, Ok(Some(w)) if w.hash == jws_hash(jws));
-    verify_error(&VerifyError::SeqReplay { seq, last })
-        .with_already_accepted(same)
-        .with_expected_seq(last + 1)
+/// A seq at or below the node's chain head. The very window already accepted (same JWS, or the
+/// same signed payload re-signed) is a retry after a lost acknowledgement: idempotent success
+/// with the original receipt (original hash, and the certificate when it was the final window).
+/// A different window for an accepted seq is a `seq_conflict` (409): the node signed two
+/// histories, so it is flagged (`seq_conflict:<seq>`), which marks its later certificates.
+async fn replayed(
+    state: &AppState,
+    node_id: &str,
+    seq: u64,
+    last: u64,
+    jws: &str,
+) -> Result<Json<TelemetryAccepted>, ApiError> {
+    let Some(stored) = state.storage.window_at(node_id, seq).await? else {
+        return Err(verify_error(&VerifyError::SeqReplay { seq, last })
+            .with_already_accepted(false)
+            .with_expected_seq(last + 1));
+    };
+    if stored.hash == jws_hash(jws) || same_payload(&stored.jws, jws) {
+        tracing::info!(
+            node_id,
+            seq,
+            "Duplicate of an accepted window; original receipt returned."
+        );
+        return receipt(state, stored).await.map(Json);
+    }
+    let reason = format!("seq_conflict:{seq}");
+    state.storage.flag_node(node_id, &reason).await?;
+    tracing::warn!(
+        node_id,
+        seq,
+        "Node signed two different windows for one seq; node flagged."
+    );
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "seq_conflict",
+        format!(
+            "seq {seq} was already accepted with different content (hash {}); the node is flagged",
+            stored.hash
+        ),
+    )
+    .with_already_accepted(false)
+    .with_expected_seq(last + 1))
+}
+
+/// True when both compact JWS carry the same payload segment (a window re-signed: RSA-PSS
+/// signatures are randomised, so the JWS differs while the signed claims are identical).
+fn same_payload(a: &str, b: &str) -> bool {
+    match (a.split('.').nth(1), b.split('.').nth(1)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// The receipt of an already stored window, as it was first returned.
+async fn receipt(state: &AppState, w: window::Model) -> Result<TelemetryAccepted, ApiError> {
+    let certificate = match (&w.certificate_id, w.is_final) {
+        (Some(id), true) => state
+            .storage
+            .certificate(id)
+            .await?
+            .as_ref()
+            .map(CertificateSummary::from),
+        _ => None,
+    };
+    Ok(TelemetryAccepted {
+        node_id: w.node_id,
+        seq: u64::try_from(w.seq).unwrap_or(0),
+        hash: w.hash,
+        salt_length: if w.salt_length == "maximum" {
+            SaltLength::Maximum
+        } else {
+            SaltLength::Digest
+        },
+        certificate,
+    })
 }
 
 async fn store(
@@ -235,15 +320,6 @@ async fn store(
 ) -> Result<Option<certificate::Model>, ApiError> {
     let storage = &state.storage;
     let txn = storage.begin().await?;
-    if let Some(job) = &v.claims.job_id
-        && storage.job_closed(&*txn, &node.id, job).await?
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "job_closed",
-            format!("job {job} of this node already has its certificate; use a new job id"),
-        ));
-    }
     let row = window::Model {
         id: 0,
         node_id: node.id.clone(),
@@ -273,6 +349,17 @@ async fn store(
             ));
         }
         other => other?,
+    }
+    // After the chain head moved: a concurrent duplicate of the job's final window has lost the
+    // compare-and-set above (and gets the original receipt) instead of reading `job_closed`.
+    if let Some(job) = &v.claims.job_id
+        && storage.job_closed(&*txn, &node.id, job).await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_closed",
+            format!("job {job} of this node already has its certificate; use a new job id"),
+        ));
     }
     let certificate = if v.claims.is_final {
         Some(crate::issuance::issue(state, &txn, node, v, now).await?)

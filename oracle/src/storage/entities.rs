@@ -59,6 +59,9 @@ pub mod node {
         pub last_hash: Option<String>,
         /// End of the last accepted window.
         pub last_end: Option<DateTimeUtc>,
+        /// Why the node is flagged (e.g. `seq_conflict:7`: two different windows signed for seq
+        /// 7); `None` for a node in good standing. Marks the node's later certificates.
+        pub flag: Option<String>,
     }
 
     /// No relations declared (joins are not needed).

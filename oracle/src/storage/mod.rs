@@ -261,6 +261,21 @@ impl Storage {
             .await?)
     }
 
+    /// Flags node `node_id` with `reason` (e.g. `seq_conflict:7`), unless it is flagged already
+    /// (the first reason is kept: it is the earliest evidence).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn flag_node(&self, node_id: &str, reason: &str) -> Result<(), StorageError> {
+        node::Entity::update_many()
+            .col_expr(node::Column::Flag, Expr::value(Some(reason.to_owned())))
+            .filter(node::Column::Id.eq(node_id))
+            .filter(node::Column::Flag.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     /// True when a certificate already closed `job_id` for `node_id`.
     ///
     /// # Errors

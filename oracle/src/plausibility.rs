@@ -1,0 +1,101 @@
+//! Plausibility flags over a certificate's windows: figures that pass verification (step 8 of
+//! `docs/protocol.md` §3.4 refuses what cannot be true) but exceed what the node's device kinds
+//! can draw. They do not refuse a window; they mark the certificate (`wattest.plausibility`,
+//! `wattest.status_reasons` `plausibility:<flag>`, `ear.status` at most `warning`).
+//!
+//! Checked already at verification (refusals): energy against duration × reported power
+//! (`mean_w` = energy / duration within 1 %, `max_w` ≥ `mean_w`, so energy ≤ `max_w` × duration),
+//! `solar_wh` = Σ solar entries, and 100 kW per source.
+
+use wattest_shared::window::{SourceKind, WindowClaims};
+
+/// Highest GPU board power, W: NVIDIA B200 (SXM) is specified at up to 1000 W and a GB200
+/// superchip's GPU at 1200 W (NVIDIA Blackwell datasheets, 2024), the highest of any GPU shipped.
+pub const GPU_MAX_TDP_W: f64 = 1200.0;
+/// Highest CPU TDP, W: 500 W, the maximum of `cpu_tdp_watts.csv` (CodeCarbon 3.3.2, from Intel
+/// and AMD specifications: AMD EPYC 9755 and 9965, Intel Xeon 6960P).
+pub const CPU_MAX_TDP_W: f64 = 500.0;
+/// Margin over TDP for short boosts: Intel's PL2 allows about 1.25 × TDP (PL1) for bursts, AMD's
+/// PPT is 1.35 × TDP on desktop parts; averaged over a window, 1.35 × TDP is an upper bound.
+pub const TDP_MARGIN: f64 = 1.35;
+
+/// Flags raised by `windows`, each once, in first-seen order: `gpu_above_tdp:<source>` when a
+/// GPU source's `max_w` exceeds [`GPU_MAX_TDP_W`] × [`TDP_MARGIN`], `cpu_above_tdp:<source>` when
+/// a CPU source's exceeds [`CPU_MAX_TDP_W`] × [`TDP_MARGIN`] (a CPU source per socket; a source
+/// summing several sockets is flagged too, which is the conservative reading).
+#[must_use]
+pub fn flags(windows: &[WindowClaims]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in windows {
+        for s in &w.sources {
+            let (limit, name) = match s.kind {
+                SourceKind::Gpu => (GPU_MAX_TDP_W, "gpu_above_tdp"),
+                SourceKind::Cpu => (CPU_MAX_TDP_W, "cpu_above_tdp"),
+                _ => continue,
+            };
+            if s.max_w.0 > limit * TDP_MARGIN {
+                let flag = format!("{name}:{}", s.source);
+                if !out.contains(&flag) {
+                    out.push(flag);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Duration, Utc};
+    use wattest_shared::window::{Attribution, Method, SourceEnergy};
+    use wattest_shared::{WattHours, Watts};
+
+    fn window(kind: SourceKind, source: &str, max_w: f64) -> WindowClaims {
+        let start: DateTime<Utc> = DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default();
+        WindowClaims {
+            v: 1,
+            node_id: "n".into(),
+            job_id: None,
+            model_id: None,
+            seq: 1,
+            prev: None,
+            start,
+            end: start + Duration::seconds(10),
+            attribution: Attribution::Machine,
+            sources: vec![SourceEnergy {
+                source: source.into(),
+                kind,
+                method: Method::NvmlEnergyCounter,
+                energy_wh: WattHours(max_w / 360.0),
+                mean_w: Watts(max_w),
+                max_w: Watts(max_w),
+                samples: 10,
+                uncertainty_pct: 5.0,
+                shared_device: false,
+            }],
+            solar_wh: WattHours(0.0),
+            is_final: false,
+        }
+    }
+
+    #[test]
+    fn flags_each_source_above_its_kind_limit_once() {
+        let windows = vec![
+            window(SourceKind::Gpu, "gpu0", 700.0),
+            window(SourceKind::Gpu, "gpu1", 1700.0),
+            window(SourceKind::Gpu, "gpu1", 1800.0),
+            window(SourceKind::Cpu, "cpu0", 675.0),
+            window(SourceKind::Cpu, "cpu1", 676.0),
+            window(SourceKind::Platform, "psu", 5000.0),
+        ];
+        assert_eq!(
+            flags(&windows),
+            vec![
+                "gpu_above_tdp:gpu1".to_owned(),
+                "cpu_above_tdp:cpu1".to_owned()
+            ]
+        );
+        assert!(flags(&windows[..1]).is_empty());
+    }
+}
