@@ -108,6 +108,12 @@ struct ServeArgs {
     /// `/wattest-log`. Changing it changes the log's verifier key.
     #[arg(long, env = "WATTEST_LOG_ORIGIN")]
     log_origin: Option<String>,
+    /// Carbon intensity config (TOML): live providers (Electricity Maps, UK NESO, WattTime, CSV
+    /// series), the chain per grid zone (e.g. electricitymaps → cache → static), the factor type
+    /// (direct, default, or lifecycle) and the request timeout; see docs/methodology.md.
+    /// Without it every zone-hour gets the static Ember table.
+    #[arg(long, env = "WATTEST_CARBON_CONFIG")]
+    carbon_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,7 +243,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
             None => Vec::new(),
         },
     };
-    let state = AppState::open(&args.data.data_dir, &url, settings).await?;
+    let mut state = AppState::open(&args.data.data_dir, &url, settings).await?;
+    if let Some(path) = &args.carbon_config {
+        state.carbon = std::sync::Arc::new(
+            wattest_oracle::carbon::Carbon::from_config_file(path).map_err(anyhow::Error::msg)?,
+        );
+        tracing::info!(config = %path.display(), "Carbon provider chain loaded.");
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
