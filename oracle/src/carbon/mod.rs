@@ -569,7 +569,7 @@ mod tests {
             FactorType::Direct,
         );
         let zone = carbon.zone("BE").expect("zone");
-        let now = at("2025-06-02T00:00:00Z");
+        let now = at("2025-06-01T23:45:00Z");
         for _ in 0..3 {
             let r = carbon
                 .resolve(Some(storage.db()), &zone, at("2025-06-01T10:59:59Z"), now)
