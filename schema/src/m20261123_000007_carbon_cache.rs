@@ -29,7 +29,11 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(CarbonIntensityCache::Table)
-                    .col(ColumnDef::new(CarbonIntensityCache::Zone).string().not_null())
+                    .col(
+                        ColumnDef::new(CarbonIntensityCache::Zone)
+                            .string()
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(CarbonIntensityCache::Hour)
                             .timestamp_with_time_zone()

@@ -127,7 +127,8 @@ fn secret(what: &str, env: Option<&str>, file: Option<&Path>) -> Result<String, 
         let bytes = crate::keys::read_secret(path)
             .map_err(|err| format!("{what}: {err}"))?
             .ok_or_else(|| format!("{what}: {} does not exist", path.display()))?;
-        let text = String::from_utf8(bytes).map_err(|_| format!("{what}: {} is not UTF-8", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("{what}: {} is not UTF-8", path.display()))?;
         return Ok(text.trim().to_owned());
     }
     Err(format!("{what}: give an _env or a _file setting"))
@@ -165,7 +166,11 @@ impl Carbon {
             }
             let what = format!("carbon provider {name}");
             let provider: Arc<dyn IntensityProvider> = match p {
-                ProviderConfig::Electricitymaps { base_url, api_key_env, api_key_file } => {
+                ProviderConfig::Electricitymaps {
+                    base_url,
+                    api_key_env,
+                    api_key_file,
+                } => {
                     let key = secret(&what, api_key_env.as_deref(), api_key_file.as_deref())?;
                     Arc::new(electricity_maps::ElectricityMaps::new(
                         name,
@@ -181,8 +186,15 @@ impl Carbon {
                     regions,
                     client.clone(),
                 )),
-                ProviderConfig::Watttime { base_url, username, password_env, password_file, regions } => {
-                    let password = secret(&what, password_env.as_deref(), password_file.as_deref())?;
+                ProviderConfig::Watttime {
+                    base_url,
+                    username,
+                    password_env,
+                    password_file,
+                    regions,
+                } => {
+                    let password =
+                        secret(&what, password_env.as_deref(), password_file.as_deref())?;
                     Arc::new(watttime::WattTime::new(
                         name,
                         base_url.unwrap_or_else(|| watttime::DEFAULT_BASE_URL.into()),
@@ -195,7 +207,10 @@ impl Carbon {
                 ProviderConfig::Csv { path } => {
                     let text = std::fs::read_to_string(&path)
                         .map_err(|err| format!("{what}: {}: {err}", path.display()))?;
-                    Arc::new(CsvSeries::parse(name, &text).map_err(|err| format!("{what}: {}: {err}", path.display()))?)
+                    Arc::new(
+                        CsvSeries::parse(name, &text)
+                            .map_err(|err| format!("{what}: {}: {err}", path.display()))?,
+                    )
                 }
             };
             providers.push(provider);
@@ -210,17 +225,28 @@ impl Carbon {
                 .map(|s| match s.as_str() {
                     "cache" => Ok(Step::Cache),
                     n if known.iter().any(|k| k == n) => Ok(Step::Provider(s)),
-                    n => Err(format!("carbon config: chain of {whose} names unknown provider {n:?}")),
+                    n => Err(format!(
+                        "carbon config: chain of {whose} names unknown provider {n:?}"
+                    )),
                 })
                 .collect()
         };
         let mut chains = BTreeMap::new();
         for (zone, chain) in config.zones {
-            let canonical = table.zone(&zone).map_err(|err| format!("carbon config: {err}"))?.name;
+            let canonical = table
+                .zone(&zone)
+                .map_err(|err| format!("carbon config: {err}"))?
+                .name;
             chains.insert(canonical, steps(chain, &zone)?);
         }
         let default_chain = steps(config.default_chain, "default_chain")?;
-        Ok(Self::new(table, providers, chains, default_chain, config.factor_type))
+        Ok(Self::new(
+            table,
+            providers,
+            chains,
+            default_chain,
+            config.factor_type,
+        ))
     }
 }
 
@@ -234,25 +260,41 @@ mod tests {
     fn a_config_builds_chains_and_secret_errors_never_show_the_secret() {
         let dir = tempfile::tempdir().expect("dir");
         let key = dir.path().join("em.key");
-        std::fs::File::create(&key).and_then(|mut f| f.write_all(b"super-secret-em-key\n")).expect("key");
+        std::fs::File::create(&key)
+            .and_then(|mut f| f.write_all(b"super-secret-em-key\n"))
+            .expect("key");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let toml = format!(
             "factor_type = \"lifecycle\"\n[providers.em]\nkind = \"electricitymaps\"\nbase_url = \"http://127.0.0.1:9\"\napi_key_file = \"{}\"\n[zones]\nbe = [\"em\", \"cache\", \"static\"]\n",
             key.display()
         );
-        let err = Carbon::from_config(toml::from_str(&toml).expect("toml")).expect_err("0644 key file");
-        assert!(err.contains("chmod 600") && !err.contains("super-secret"), "{err}");
+        let err =
+            Carbon::from_config(toml::from_str(&toml).expect("toml")).expect_err("0644 key file");
+        assert!(
+            err.contains("chmod 600") && !err.contains("super-secret"),
+            "{err}"
+        );
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let carbon = Carbon::from_config(toml::from_str(&toml).expect("toml")).expect("config");
         assert_eq!(carbon.factor_type(), FactorType::Lifecycle);
         let be = carbon.zone("BE").expect("be");
-        assert_eq!(carbon.chain(&be), [Step::Provider("em".into()), Step::Cache, Step::Provider("static".into())]);
+        assert_eq!(
+            carbon.chain(&be),
+            [
+                Step::Provider("em".into()),
+                Step::Cache,
+                Step::Provider("static".into())
+            ]
+        );
         assert!(!format!("{carbon:?}").contains("super-secret"));
 
         for (bad, want) in [
             ("[zones]\nBE = [\"nope\"]\n", "unknown provider"),
             ("[zones]\nATLANTIS = [\"static\"]\n", "unknown grid zone"),
-            ("[providers.em]\nkind = \"electricitymaps\"\napi_key_env = \"WATTEST_TEST_UNSET_VAR\"\n", "WATTEST_TEST_UNSET_VAR is not set"),
+            (
+                "[providers.em]\nkind = \"electricitymaps\"\napi_key_env = \"WATTEST_TEST_UNSET_VAR\"\n",
+                "WATTEST_TEST_UNSET_VAR is not set",
+            ),
             ("timeout_secs = 0\n", "timeout_secs"),
         ] {
             let err = Carbon::from_config(toml::from_str(bad).expect("toml")).expect_err(bad);

@@ -42,23 +42,29 @@ impl CsvSeries {
     /// non-finite value.
     pub fn parse(name: String, text: &str) -> Result<Self, String> {
         let mut spans: BTreeMap<String, BTreeMap<DateTime<Utc>, Span>> = BTreeMap::new();
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
         for (i, row) in reader.deserialize::<Row>().enumerate() {
             let line = i + 2;
             let row = row.map_err(|err| format!("line {line}: {err}"))?;
             if row.end <= row.start {
                 return Err(format!("line {line}: end is not after start"));
             }
-            super::checked_value(row.g_co2e_per_kwh).map_err(|err| format!("line {line}: {err}"))?;
-            spans.entry(row.zone.to_ascii_uppercase()).or_default().insert(
-                row.start,
-                Span {
-                    end: row.end,
-                    value: row.g_co2e_per_kwh,
-                    factor_type: row.factor_type,
-                    source: row.source,
-                },
-            );
+            super::checked_value(row.g_co2e_per_kwh)
+                .map_err(|err| format!("line {line}: {err}"))?;
+            spans
+                .entry(row.zone.to_ascii_uppercase())
+                .or_default()
+                .insert(
+                    row.start,
+                    Span {
+                        end: row.end,
+                        value: row.g_co2e_per_kwh,
+                        factor_type: row.factor_type,
+                        source: row.source,
+                    },
+                );
         }
         Ok(Self { name, spans })
     }
@@ -120,17 +126,28 @@ mod tests {
                    BE,2025-06-01T10:00:00Z,2025-06-01T12:00:00Z,99.5,direct,Elia 2025\n\
                    be,2025-06-01T12:00:00Z,2025-06-01T13:00:00Z,0,lifecycle,Elia 2025\n";
         let series = CsvSeries::parse("ops".into(), csv).expect("csv");
-        let zone = StaticTable::embedded().expect("t").zone("BE").expect("zone");
+        let zone = StaticTable::embedded()
+            .expect("t")
+            .zone("BE")
+            .expect("zone");
         let now = Utc::now();
         let h = |s: &str| s.parse::<DateTime<Utc>>().expect("hour");
-        let i = series.intensity(&zone, h("2025-06-01T11:00:00Z"), now).await.expect("in span");
+        let i = series
+            .intensity(&zone, h("2025-06-01T11:00:00Z"), now)
+            .await
+            .expect("in span");
         assert_eq!(i.value.0, 99.5);
         assert_eq!(i.provenance.factor_type, "direct");
         assert!(i.provenance.dataset.starts_with("Elia 2025"));
-        let zero = series.intensity(&zone, h("2025-06-01T12:00:00Z"), now).await.expect("zero is a figure");
+        let zero = series
+            .intensity(&zone, h("2025-06-01T12:00:00Z"), now)
+            .await
+            .expect("zero is a figure");
         assert_eq!(zero.value.0, 0.0);
         assert!(matches!(
-            series.intensity(&zone, h("2025-06-01T13:00:00Z"), now).await,
+            series
+                .intensity(&zone, h("2025-06-01T13:00:00Z"), now)
+                .await,
             Err(ProviderError::MissingHour { .. })
         ));
         for bad in [

@@ -107,7 +107,8 @@ impl ElectricityMaps {
         } else {
             let url = format!("{}/v3/carbon-intensity/past-range", self.base_url);
             let start = hour.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            let end = (hour + Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let end =
+                (hour + Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let r: Range = super::get_json(
                 self.client
                     .get(url)
@@ -191,18 +192,42 @@ mod tests {
         )
     }
 
-    async fn range(headers: HeaderMap, q: axum::extract::Query<Vec<(String, String)>>) -> axum::response::Response {
+    async fn range(
+        headers: HeaderMap,
+        q: axum::extract::Query<Vec<(String, String)>>,
+    ) -> axum::response::Response {
         if headers.get("auth-token").and_then(|v| v.to_str().ok()) != Some(KEY) {
-            return (StatusCode::UNAUTHORIZED, r#"{"error":"invalid auth-token"}"#).into_response();
+            return (
+                StatusCode::UNAUTHORIZED,
+                r#"{"error":"invalid auth-token"}"#,
+            )
+                .into_response();
         }
-        let start = q.0.iter().find(|(k, _)| k == "start").map(|(_, v)| v.as_str()).unwrap_or("");
+        let start =
+            q.0.iter()
+                .find(|(k, _)| k == "start")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("");
         match start {
-            "2025-06-01T10:00:00Z" => format!(r#"{{"zone":"BE","data":[{}]}}"#, point("2025-06-01T10:00:00.000Z", "153")).into_response(),
-            "2025-06-01T11:00:00Z" => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "30")], "slow down").into_response(),
+            "2025-06-01T10:00:00Z" => format!(
+                r#"{{"zone":"BE","data":[{}]}}"#,
+                point("2025-06-01T10:00:00.000Z", "153")
+            )
+            .into_response(),
+            "2025-06-01T11:00:00Z" => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "30")],
+                "slow down",
+            )
+                .into_response(),
             "2025-06-01T12:00:00Z" => (StatusCode::BAD_GATEWAY, "upstream").into_response(),
             "2025-06-01T13:00:00Z" => r#"{"data":[{"zone":"BE""#.into_response(),
             "2025-06-01T14:00:00Z" => r#"{"zone":"BE","data":[]}"#.into_response(),
-            "2025-06-01T15:00:00Z" => format!(r#"{{"zone":"BE","data":[{}]}}"#, point("2025-06-01T15:00:00.000Z", "null")).into_response(),
+            "2025-06-01T15:00:00Z" => format!(
+                r#"{{"zone":"BE","data":[{}]}}"#,
+                point("2025-06-01T15:00:00.000Z", "null")
+            )
+            .into_response(),
             _ => (StatusCode::NOT_FOUND, "no").into_response(),
         }
     }
@@ -219,12 +244,24 @@ mod tests {
         )
         .await;
         let client = http_client(std::time::Duration::from_secs(5)).expect("client");
-        let em = ElectricityMaps::new("electricitymaps".into(), base.clone(), KEY.into(), FactorType::Direct, client.clone());
-        let zone = StaticTable::embedded().expect("t").zone("BE").expect("zone");
+        let em = ElectricityMaps::new(
+            "electricitymaps".into(),
+            base.clone(),
+            KEY.into(),
+            FactorType::Direct,
+            client.clone(),
+        );
+        let zone = StaticTable::embedded()
+            .expect("t")
+            .zone("BE")
+            .expect("zone");
         let now: DateTime<Utc> = "2025-06-03T09:30:00Z".parse().expect("now");
         let h = |s: &str| s.parse::<DateTime<Utc>>().expect("hour");
 
-        let ok = em.intensity(&zone, h("2025-06-01T10:00:00Z"), now).await.expect("figure");
+        let ok = em
+            .intensity(&zone, h("2025-06-01T10:00:00Z"), now)
+            .await
+            .expect("figure");
         assert_eq!(ok.value.0, 153.0);
         assert_eq!(ok.provenance.factor_type, "direct");
         assert!(!ok.provenance.estimated && !ok.provenance.marginal);
@@ -234,22 +271,43 @@ mod tests {
             ("2025-06-01T12:00:00Z", ProviderError::Status(502)),
         ];
         for (hour, expected) in cases {
-            assert_eq!(em.intensity(&zone, h(hour), now).await.expect_err(hour), expected);
+            assert_eq!(
+                em.intensity(&zone, h(hour), now).await.expect_err(hour),
+                expected
+            );
         }
-        let malformed = em.intensity(&zone, h("2025-06-01T13:00:00Z"), now).await.expect_err("malformed");
-        assert!(matches!(malformed, ProviderError::Malformed(_)), "{malformed}");
+        let malformed = em
+            .intensity(&zone, h("2025-06-01T13:00:00Z"), now)
+            .await
+            .expect_err("malformed");
+        assert!(
+            matches!(malformed, ProviderError::Malformed(_)),
+            "{malformed}"
+        );
         for hour in ["2025-06-01T14:00:00Z", "2025-06-01T15:00:00Z"] {
             // Missing hour and a null figure: an error, never a zero.
             let err = em.intensity(&zone, h(hour), now).await.expect_err(hour);
             assert!(matches!(err, ProviderError::MissingHour { .. }), "{err}");
         }
         // The current hour uses "latest" and is marked estimated.
-        let latest = em.intensity(&zone, h("2025-06-03T09:00:00Z"), now).await.expect("latest");
+        let latest = em
+            .intensity(&zone, h("2025-06-03T09:00:00Z"), now)
+            .await
+            .expect("latest");
         assert_eq!(latest.value.0, 180.0);
         assert!(latest.provenance.estimated);
 
-        let bad = ElectricityMaps::new("electricitymaps".into(), base, "wrong-key-456".into(), FactorType::Direct, client);
-        let err = bad.intensity(&zone, h("2025-06-01T10:00:00Z"), now).await.expect_err("401");
+        let bad = ElectricityMaps::new(
+            "electricitymaps".into(),
+            base,
+            "wrong-key-456".into(),
+            FactorType::Direct,
+            client,
+        );
+        let err = bad
+            .intensity(&zone, h("2025-06-01T10:00:00Z"), now)
+            .await
+            .expect_err("401");
         assert_eq!(err, ProviderError::Unauthorized(401));
         assert!(!err.to_string().contains("wrong-key-456"));
         assert!(!format!("{bad:?}").contains("wrong-key-456"));
@@ -258,11 +316,27 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_provider_is_a_transport_error() {
         let client = http_client(std::time::Duration::from_secs(2)).expect("client");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("a").port();
-        let em = ElectricityMaps::new("em".into(), format!("http://127.0.0.1:{port}"), KEY.into(), FactorType::Lifecycle, client);
-        let zone = StaticTable::embedded().expect("t").zone("BE").expect("zone");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("a")
+            .port();
+        let em = ElectricityMaps::new(
+            "em".into(),
+            format!("http://127.0.0.1:{port}"),
+            KEY.into(),
+            FactorType::Lifecycle,
+            client,
+        );
+        let zone = StaticTable::embedded()
+            .expect("t")
+            .zone("BE")
+            .expect("zone");
         let now: DateTime<Utc> = "2025-06-03T09:30:00Z".parse().expect("now");
-        let err = em.intensity(&zone, "2025-06-01T10:00:00Z".parse().expect("h"), now).await.expect_err("down");
+        let err = em
+            .intensity(&zone, "2025-06-01T10:00:00Z".parse().expect("h"), now)
+            .await
+            .expect_err("down");
         assert!(matches!(err, ProviderError::Transport(_)), "{err}");
         assert!(!err.to_string().contains(KEY));
     }

@@ -538,7 +538,12 @@ mod tests {
         );
         let zone = carbon.zone("BE").expect("zone");
         let r = carbon
-            .resolve(None, &zone, at("2025-06-01T10:20:00Z"), at("2025-06-02T00:00:00Z"))
+            .resolve(
+                None,
+                &zone,
+                at("2025-06-01T10:20:00Z"),
+                at("2025-06-02T00:00:00Z"),
+            )
             .await;
         let i = r.intensity.expect("static figure");
         assert!((i.value.0 - 117.58).abs() < 1e-9);

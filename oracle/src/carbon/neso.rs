@@ -90,7 +90,11 @@ impl Neso {
         }
     }
 
-    async fn fetch(&self, zone: &GridZone, hour: DateTime<Utc>) -> Result<Intensity, ProviderError> {
+    async fn fetch(
+        &self,
+        zone: &GridZone,
+        hour: DateTime<Utc>,
+    ) -> Result<Intensity, ProviderError> {
         if !zone.name.starts_with("GB") {
             return Err(ProviderError::ZoneNotCovered(zone.name.clone()));
         }
@@ -98,12 +102,20 @@ impl Neso {
         let region = self.regions.get(&zone.name).copied();
         let halves = match region {
             Some(id) => {
-                let url = format!("{}/regional/intensity/{from}/{to}/regionid/{id}", self.base_url);
-                super::get_json::<Regional>(self.client.get(url)).await?.data.data
+                let url = format!(
+                    "{}/regional/intensity/{from}/{to}/regionid/{id}",
+                    self.base_url
+                );
+                super::get_json::<Regional>(self.client.get(url))
+                    .await?
+                    .data
+                    .data
             }
             None => {
                 let url = format!("{}/intensity/{from}/{to}", self.base_url);
-                super::get_json::<National>(self.client.get(url)).await?.data
+                super::get_json::<National>(self.client.get(url))
+                    .await?
+                    .data
             }
         };
         let mut sum = 0.0;
@@ -111,7 +123,10 @@ impl Neso {
         let mut seen = [false; 2];
         for half in &halves {
             let Some(start) = parse_time(&half.from) else {
-                return Err(ProviderError::Malformed(format!("bad time {:?}", half.from)));
+                return Err(ProviderError::Malformed(format!(
+                    "bad time {:?}",
+                    half.from
+                )));
             };
             let slot = (start - hour).num_minutes();
             let idx = match slot {
@@ -187,7 +202,9 @@ mod tests {
     use axum::routing::get;
 
     fn half(from: &str, to: &str, forecast: &str, actual: &str) -> String {
-        format!(r#"{{"from":"{from}","to":"{to}","intensity":{{"forecast":{forecast},"actual":{actual},"index":"moderate"}}}}"#)
+        format!(
+            r#"{{"from":"{from}","to":"{to}","intensity":{{"forecast":{forecast},"actual":{actual},"index":"moderate"}}}}"#
+        )
     }
 
     async fn national(Path((from, _to)): Path<(String, String)>) -> axum::response::Response {
@@ -204,8 +221,14 @@ mod tests {
                 half("2025-06-01T11:30Z", "2025-06-01T12:00Z", "142", "144")
             )
             .into_response(),
-            "2025-06-01T12:00Z" => format!(r#"{{"data":[{}]}}"#, half("2025-06-01T12:00Z", "2025-06-01T12:30Z", "140", "141")).into_response(),
-            "2025-06-01T13:00Z" => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "7")], "").into_response(),
+            "2025-06-01T12:00Z" => format!(
+                r#"{{"data":[{}]}}"#,
+                half("2025-06-01T12:00Z", "2025-06-01T12:30Z", "140", "141")
+            )
+            .into_response(),
+            "2025-06-01T13:00Z" => {
+                (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "7")], "").into_response()
+            }
             "2025-06-01T14:00Z" => (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response(),
             _ => r#"{"data":"nope"}"#.into_response(),
         }
@@ -225,39 +248,81 @@ mod tests {
         let base = mock::serve(
             Router::new()
                 .route("/intensity/{from}/{to}", get(national))
-                .route("/regional/intensity/{from}/{to}/regionid/{id}", get(regional)),
+                .route(
+                    "/regional/intensity/{from}/{to}/regionid/{id}",
+                    get(regional),
+                ),
         )
         .await;
         let client = http_client(std::time::Duration::from_secs(5)).expect("client");
-        let neso = Neso::new("neso".into(), base, BTreeMap::from([("GB-NSCOT".to_owned(), 1)]), client);
+        let neso = Neso::new(
+            "neso".into(),
+            base,
+            BTreeMap::from([("GB-NSCOT".to_owned(), 1)]),
+            client,
+        );
         let table = StaticTable::embedded().expect("t");
         let gb = table.zone("GB").expect("gb");
         let now: DateTime<Utc> = "2025-06-03T00:00:00Z".parse().expect("now");
         let h = |s: &str| s.parse::<DateTime<Utc>>().expect("hour");
 
-        let actual = neso.intensity(&gb, h("2025-06-01T10:00:00Z"), now).await.expect("actual");
+        let actual = neso
+            .intensity(&gb, h("2025-06-01T10:00:00Z"), now)
+            .await
+            .expect("actual");
         assert_eq!(actual.value.0, 150.0);
         assert!(!actual.provenance.estimated);
         assert_eq!(actual.provenance.factor_type, "direct");
 
-        let mixed = neso.intensity(&gb, h("2025-06-01T11:00:00Z"), now).await.expect("forecast");
+        let mixed = neso
+            .intensity(&gb, h("2025-06-01T11:00:00Z"), now)
+            .await
+            .expect("forecast");
         assert_eq!(mixed.value.0, 142.0);
-        assert!(mixed.provenance.estimated, "a null actual means the forecast was used");
+        assert!(
+            mixed.provenance.estimated,
+            "a null actual means the forecast was used"
+        );
 
-        let missing = neso.intensity(&gb, h("2025-06-01T12:00:00Z"), now).await.expect_err("half missing");
-        assert!(matches!(missing, ProviderError::MissingHour { .. }), "{missing}");
-        assert_eq!(neso.intensity(&gb, h("2025-06-01T13:00:00Z"), now).await.expect_err("429"), ProviderError::RateLimited(Some(7)));
-        assert_eq!(neso.intensity(&gb, h("2025-06-01T14:00:00Z"), now).await.expect_err("500"), ProviderError::Status(500));
-        let bad = neso.intensity(&gb, h("2025-06-01T15:00:00Z"), now).await.expect_err("malformed");
+        let missing = neso
+            .intensity(&gb, h("2025-06-01T12:00:00Z"), now)
+            .await
+            .expect_err("half missing");
+        assert!(
+            matches!(missing, ProviderError::MissingHour { .. }),
+            "{missing}"
+        );
+        assert_eq!(
+            neso.intensity(&gb, h("2025-06-01T13:00:00Z"), now)
+                .await
+                .expect_err("429"),
+            ProviderError::RateLimited(Some(7))
+        );
+        assert_eq!(
+            neso.intensity(&gb, h("2025-06-01T14:00:00Z"), now)
+                .await
+                .expect_err("500"),
+            ProviderError::Status(500)
+        );
+        let bad = neso
+            .intensity(&gb, h("2025-06-01T15:00:00Z"), now)
+            .await
+            .expect_err("malformed");
         assert!(matches!(bad, ProviderError::Malformed(_)), "{bad}");
 
         let scot = table.zone("GB-NSCOT").expect("sub-zone");
-        let regional = neso.intensity(&scot, h("2025-06-01T10:00:00Z"), now).await.expect("regional");
+        let regional = neso
+            .intensity(&scot, h("2025-06-01T10:00:00Z"), now)
+            .await
+            .expect("regional");
         assert_eq!(regional.value.0, 25.0);
         assert!(regional.provenance.estimated);
         assert!(regional.provenance.dataset.contains("region 1"));
 
         let be = table.zone("BE").expect("be");
-        assert!(matches!(neso.intensity(&be, h("2025-06-01T10:00:00Z"), now).await, Err(ProviderError::ZoneNotCovered(_))));
+        assert!(matches!(
+            neso.intensity(&be, h("2025-06-01T10:00:00Z"), now).await,
+            Err(ProviderError::ZoneNotCovered(_))
+        ));
     }
 }

@@ -251,8 +251,14 @@ mod tests {
         Query(q): Query<BTreeMap<String, String>>,
     ) -> axum::response::Response {
         // The first token is treated as expired: the client must log in again.
-        let current = format!("Bearer tok-{}", s.logins.load(Ordering::SeqCst).saturating_sub(1));
-        let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let current = format!(
+            "Bearer tok-{}",
+            s.logins.load(Ordering::SeqCst).saturating_sub(1)
+        );
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         if auth == "Bearer tok-0" || auth != current {
             return (StatusCode::UNAUTHORIZED, "token expired").into_response();
         }
@@ -284,25 +290,71 @@ mod tests {
         .await;
         let client = http_client(std::time::Duration::from_secs(5)).expect("client");
         let regions = BTreeMap::from([("US-CAL-CISO".to_owned(), "CAISO_NORTH".to_owned())]);
-        let wt = WattTime::new("watttime".into(), base.clone(), "alice".into(), PASSWORD.into(), regions.clone(), client.clone());
-        let zone = StaticTable::embedded().expect("t").zone("US-CAL-CISO").expect("zone");
+        let wt = WattTime::new(
+            "watttime".into(),
+            base.clone(),
+            "alice".into(),
+            PASSWORD.into(),
+            regions.clone(),
+            client.clone(),
+        );
+        let zone = StaticTable::embedded()
+            .expect("t")
+            .zone("US-CAL-CISO")
+            .expect("zone");
         let now: DateTime<Utc> = "2025-06-03T00:00:00Z".parse().expect("now");
         let h = |s: &str| s.parse::<DateTime<Utc>>().expect("hour");
 
-        let i = wt.intensity(&zone, h("2025-06-01T10:00:00Z"), now).await.expect("moer");
+        let i = wt
+            .intensity(&zone, h("2025-06-01T10:00:00Z"), now)
+            .await
+            .expect("moer");
         assert!((i.value.0 - lbs_per_mwh_to_g_per_kwh(900.0)).abs() < 1e-9);
         assert!(i.provenance.marginal);
-        assert_eq!(server.logins.load(Ordering::SeqCst), 2, "renewed after a 401");
+        assert_eq!(
+            server.logins.load(Ordering::SeqCst),
+            2,
+            "renewed after a 401"
+        );
 
-        let missing = wt.intensity(&zone, h("2025-06-01T11:00:00Z"), now).await.expect_err("empty");
-        assert!(matches!(missing, ProviderError::MissingHour { .. }), "{missing}");
-        assert_eq!(wt.intensity(&zone, h("2025-06-01T12:00:00Z"), now).await.expect_err("429"), ProviderError::RateLimited(Some(60)));
-        assert_eq!(wt.intensity(&zone, h("2025-06-01T13:00:00Z"), now).await.expect_err("503"), ProviderError::Status(503));
-        let bad = wt.intensity(&zone, h("2025-06-01T14:00:00Z"), now).await.expect_err("malformed");
+        let missing = wt
+            .intensity(&zone, h("2025-06-01T11:00:00Z"), now)
+            .await
+            .expect_err("empty");
+        assert!(
+            matches!(missing, ProviderError::MissingHour { .. }),
+            "{missing}"
+        );
+        assert_eq!(
+            wt.intensity(&zone, h("2025-06-01T12:00:00Z"), now)
+                .await
+                .expect_err("429"),
+            ProviderError::RateLimited(Some(60))
+        );
+        assert_eq!(
+            wt.intensity(&zone, h("2025-06-01T13:00:00Z"), now)
+                .await
+                .expect_err("503"),
+            ProviderError::Status(503)
+        );
+        let bad = wt
+            .intensity(&zone, h("2025-06-01T14:00:00Z"), now)
+            .await
+            .expect_err("malformed");
         assert!(matches!(bad, ProviderError::Malformed(_)), "{bad}");
 
-        let wrong = WattTime::new("watttime".into(), base, "alice".into(), "not-the-password".into(), regions, client);
-        let err = wrong.intensity(&zone, h("2025-06-01T10:00:00Z"), now).await.expect_err("401");
+        let wrong = WattTime::new(
+            "watttime".into(),
+            base,
+            "alice".into(),
+            "not-the-password".into(),
+            regions,
+            client,
+        );
+        let err = wrong
+            .intensity(&zone, h("2025-06-01T10:00:00Z"), now)
+            .await
+            .expect_err("401");
         assert_eq!(err, ProviderError::Unauthorized(401));
         assert!(!err.to_string().contains("not-the-password"));
         assert!(!format!("{wrong:?}").contains("not-the-password"));
