@@ -63,10 +63,11 @@ pub async fn issue(
         node_flag: node.flag.clone(),
     };
     let hours = hours_of(&windows);
-    let intensities = hours
-        .iter()
-        .filter_map(|&hour| state.carbon.intensity(&zone, hour).map(|i| (hour, i)))
-        .collect();
+    // Each hour is resolved for itself (a late window gets its hour's historical figure).
+    let intensities = state
+        .carbon
+        .resolve_hours(Some(state.storage.db()), &zone, &hours, now)
+        .await;
     let claims = build_claims(issue, &windows, &zone, &intensities, &settings.credits)
         .map_err(|err| ApiError::internal(&err))?;
     let payload = serde_json::to_vec(&claims).map_err(|err| ApiError::internal(&err))?;

@@ -41,8 +41,9 @@ pub struct Settings {
 pub struct AppState {
     /// Database.
     pub storage: storage::Storage,
-    /// Carbon intensity table.
-    pub carbon: Arc<carbon::StaticTable>,
+    /// Carbon intensity: zone checks, providers and the chain per zone (replaced by
+    /// `serve --carbon-config`).
+    pub carbon: Arc<carbon::Carbon>,
     /// Oracle signing keys (rotating; reloaded when `keys rotate` changes them).
     pub keys: Arc<keys::KeyringHandle>,
     /// Settings.
@@ -66,7 +67,7 @@ impl AppState {
         let keys = keys::KeyringHandle::open(data_dir)?;
         let ledger = ledger::Ledger::load_or_create(data_dir, &settings.log_origin)?;
         let storage = storage::Storage::connect(database_url).await?;
-        let carbon = carbon::StaticTable::embedded().map_err(anyhow::Error::msg)?;
+        let carbon = carbon::Carbon::static_only().map_err(anyhow::Error::msg)?;
         Ok(Self {
             storage,
             carbon: Arc::new(carbon),

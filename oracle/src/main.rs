@@ -191,6 +191,12 @@ struct ServeArgs {
     /// minute also covers a host that just booted.
     #[arg(long, env = "WATTEST_MAX_CLOCK_SKEW_SECS", default_value_t = wattest_oracle::verification::MAX_FUTURE_SKEW_SECONDS, value_parser = clap::value_parser!(i64).range(0..=3600))]
     max_clock_skew_secs: i64,
+    /// Carbon intensity config (TOML): live providers (Electricity Maps, UK NESO, WattTime, CSV
+    /// series), the chain per grid zone (e.g. electricitymaps → cache → static), the factor type
+    /// (direct, default, or lifecycle) and the request timeout; see docs/methodology.md.
+    /// Without it every zone-hour gets the static Ember table.
+    #[arg(long, env = "WATTEST_CARBON_CONFIG")]
+    carbon_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -417,7 +423,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
             None => Vec::new(),
         },
     };
-    let state = AppState::open(&args.data.data_dir, &url, settings).await?;
+    let mut state = AppState::open(&args.data.data_dir, &url, settings).await?;
+    if let Some(path) = &args.carbon_config {
+        state.carbon = std::sync::Arc::new(
+            wattest_oracle::carbon::Carbon::from_config_file(path).map_err(anyhow::Error::msg)?,
+        );
+        tracing::info!(config = %path.display(), "Carbon provider chain loaded.");
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -6,6 +6,7 @@ mod m20261123_000001_initial;
 mod m20261123_000002_enrollment_challenges;
 mod m20261123_000005_transparency_log;
 mod m20261123_000006_node_flags;
+mod m20261123_000007_carbon_cache;
 mod m20261123_000008_node_owner;
 
 /// All migrations, applied in order at oracle start.
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_enrollment_challenges::Migration),
             Box::new(m20261123_000005_transparency_log::Migration),
             Box::new(m20261123_000006_node_flags::Migration),
+            Box::new(m20261123_000007_carbon_cache::Migration),
             Box::new(m20261123_000008_node_owner::Migration),
         ]
     }

@@ -1,4 +1,4 @@
-//! Grid carbon intensity per grid zone and hour, always with its provenance.
+//! The static table provider: Ember yearly intensity per grid zone, with provenance.
 //!
 //! The default provider is a static table: Ember's yearly, lifecycle, generation-based intensity
 //! per country ("Ember (2025), Yearly Electricity Data", CC BY 4.0), shipped in `oracle/data/`.
@@ -15,8 +15,8 @@ use wattest_shared::certificate::Provenance;
 
 /// Attribution required by the Ember licence, used as the dataset name.
 pub const EMBER_DATASET: &str = "Ember (2025), Yearly Electricity Data";
-const EMBER_JSON: &str = include_str!("../data/ember_yearly_intensity.json");
-const COUNTRY_CODES: &str = include_str!("../data/country_codes.csv");
+const EMBER_JSON: &str = include_str!("../../data/ember_yearly_intensity.json");
+const COUNTRY_CODES: &str = include_str!("../../data/country_codes.csv");
 
 /// Why no intensity could be given.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -130,6 +130,33 @@ impl StaticTable {
                 fallback_reason: None,
             },
         })
+    }
+}
+
+/// The static table as a chain step (never fails for a known zone; never live).
+#[derive(Debug)]
+pub struct StaticProvider(pub std::sync::Arc<StaticTable>);
+
+impl super::IntensityProvider for StaticProvider {
+    fn name(&self) -> &str {
+        "static"
+    }
+
+    fn is_live(&self) -> bool {
+        false
+    }
+
+    fn intensity<'a>(
+        &'a self,
+        zone: &'a GridZone,
+        hour: DateTime<Utc>,
+        _now: DateTime<Utc>,
+    ) -> futures::future::BoxFuture<'a, Result<Intensity, super::ProviderError>> {
+        let found = self
+            .0
+            .intensity(zone, hour)
+            .ok_or_else(|| super::ProviderError::ZoneNotCovered(zone.name.clone()));
+        Box::pin(async move { found })
     }
 }
 

@@ -1,0 +1,606 @@
+//! Grid carbon intensity per grid zone and hour from a provider chain, always with provenance.
+//!
+//! Providers (one file each): [`static_table`] (Ember yearly table, the default), [`electricity_maps`]
+//! (Electricity Maps v3), [`neso`] (UK NESO Carbon Intensity), [`watttime`] (WattTime v3 MOER,
+//! marginal) and [`csv_series`] (an operator's CSV time series). [`config`] reads the chain per
+//! zone from a TOML file (`wattest-oracle serve --carbon-config FILE`); [`cache`] stores every
+//! figure a live provider returned for a past hour, so the oracle never asks twice for the same
+//! zone-hour. A live provider that fails leaves a fallback reason that goes into the per-hour
+//! provenance of the certificate.
+
+pub mod cache;
+pub mod config;
+pub mod csv_series;
+pub mod electricity_maps;
+pub mod neso;
+pub mod static_table;
+pub mod watttime;
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use futures::future::BoxFuture;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use static_table::{CarbonError, EMBER_DATASET, GridZone, Intensity, StaticTable};
+
+/// Timeout of one request to a live provider when the config names none, seconds. Chosen so a
+/// stuck provider delays an issuance by at most this much per hour of the job before the chain
+/// falls back.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+
+/// Why a provider gave no figure for a zone-hour. Messages never contain an API key, password or
+/// token: they name the provider, the HTTP status and what was wrong with the body only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// 401/403: the credentials were refused.
+    #[error("credentials refused (HTTP {0})")]
+    Unauthorized(u16),
+    /// 429: rate limited; `Retry-After` seconds when the provider sent it.
+    #[error("rate limited (HTTP 429{})", .0.map(|s| format!(", retry after {s} s")).unwrap_or_default())]
+    RateLimited(Option<u64>),
+    /// 5xx or another unexpected status.
+    #[error("unexpected HTTP status {0}")]
+    Status(u16),
+    /// The body did not have the documented shape.
+    #[error("malformed response: {0}")]
+    Malformed(String),
+    /// The response had no figure for the hour asked.
+    #[error("no figure for {zone} at {hour}")]
+    MissingHour {
+        /// Grid zone.
+        zone: String,
+        /// Hour start (UTC).
+        hour: DateTime<Utc>,
+    },
+    /// The provider does not cover this zone (no region mapping, no series).
+    #[error("zone {0} not covered")]
+    ZoneNotCovered(String),
+    /// Timeout, connection refused, TLS failure (the URL is stripped of any query).
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// A negative or non-finite value: refused rather than applied.
+    #[error("implausible value {0}")]
+    Implausible(String),
+}
+
+impl ProviderError {
+    /// Maps a reqwest error without its URL (a query could carry a parameter we do not want in
+    /// logs; keys travel in headers, never in URLs, but strip it anyway).
+    #[must_use]
+    pub fn transport(err: reqwest::Error) -> Self {
+        let timeout = err.is_timeout();
+        let err = err.without_url();
+        if timeout {
+            Self::Transport(format!("timed out: {err}"))
+        } else {
+            Self::Transport(err.to_string())
+        }
+    }
+
+    /// Maps an error status; `retry_after` is the `Retry-After` header in seconds.
+    #[must_use]
+    pub fn from_status(status: reqwest::StatusCode, retry_after: Option<u64>) -> Self {
+        match status.as_u16() {
+            401 | 403 => Self::Unauthorized(status.as_u16()),
+            429 => Self::RateLimited(retry_after),
+            other => Self::Status(other),
+        }
+    }
+}
+
+/// `Retry-After` as delta-seconds (the HTTP-date form is not used by these providers).
+#[must_use]
+pub fn retry_after(resp: &reqwest::Response) -> Option<u64> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Checks a provider's figure: finite and not negative (a zero is kept: a fully renewable hour
+/// exists, but it must come from the provider, never from a default).
+///
+/// # Errors
+/// [`ProviderError::Implausible`].
+pub fn checked_value(value: f64) -> Result<f64, ProviderError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(ProviderError::Implausible(value.to_string()))
+    }
+}
+
+/// The factor type a location-based Scope 2 figure should use. GHG Protocol Scope 2 Guidance
+/// (2015) uses direct (combustion) emission factors; lifecycle factors add upstream emissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FactorType {
+    /// Combustion only (the Scope 2 default of this oracle where a provider offers it).
+    Direct,
+    /// Including upstream (lifecycle) emissions.
+    Lifecycle,
+}
+
+impl FactorType {
+    /// `direct` or `lifecycle`, as written into provenance.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Lifecycle => "lifecycle",
+        }
+    }
+}
+
+/// A source of carbon intensity for a zone-hour.
+pub trait IntensityProvider: Send + Sync {
+    /// Name used in the chain config and in provenance (`provider`).
+    fn name(&self) -> &str;
+
+    /// Whether answers come from a remote service (cached in the database; a failure is recorded
+    /// as a fallback reason).
+    fn is_live(&self) -> bool;
+
+    /// The intensity of `zone` for the hour starting at `hour` (UTC, on the hour), as a figure
+    /// for that hour, never "latest" for a past hour. `now` decides whether the hour is past.
+    fn intensity<'a>(
+        &'a self,
+        zone: &'a GridZone,
+        hour: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Intensity, ProviderError>>;
+}
+
+/// Truncates `at` to the start of its UTC hour.
+#[must_use]
+pub fn hour_start(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(Duration::hours(1)).unwrap_or(at)
+}
+
+/// One step of a chain as tried for a zone-hour.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Attempt {
+    /// Provider name, or `cache`.
+    pub provider: String,
+    /// `applied`, `failed` or `skipped` (cache miss).
+    pub outcome: String,
+    /// Why it failed or was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What the chain gave for a zone-hour and how it got there.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    /// The figure applied (its provenance carries the fallback reason, if any), or `None` when
+    /// every step failed.
+    pub intensity: Option<Intensity>,
+    /// Every step tried, in order.
+    pub attempts: Vec<Attempt>,
+}
+
+/// One step of a configured chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A provider by name.
+    Provider(String),
+    /// Any cached figure for the zone-hour, whatever provider stored it.
+    Cache,
+}
+
+impl Step {
+    fn name(&self) -> &str {
+        match self {
+            Self::Provider(name) => name,
+            Self::Cache => "cache",
+        }
+    }
+}
+
+/// The oracle's carbon intensity service: the static table (zone checks), the providers and the
+/// chain per zone.
+pub struct Carbon {
+    table: Arc<StaticTable>,
+    providers: BTreeMap<String, Arc<dyn IntensityProvider>>,
+    chains: BTreeMap<String, Vec<Step>>,
+    default_chain: Vec<Step>,
+    factor_type: FactorType,
+}
+
+impl std::fmt::Debug for Carbon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Carbon")
+            .field("providers", &self.providers.keys().collect::<Vec<_>>())
+            .field("chains", &self.chains)
+            .field("default_chain", &self.default_chain)
+            .field("factor_type", &self.factor_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Carbon {
+    /// Static table only (no config file): every zone-hour gets Ember's yearly figure.
+    ///
+    /// # Errors
+    /// Only if the embedded table is corrupt.
+    pub fn static_only() -> Result<Self, String> {
+        let table = Arc::new(StaticTable::embedded()?);
+        Ok(Self::new(
+            table.clone(),
+            vec![Arc::new(static_table::StaticProvider(table))],
+            BTreeMap::new(),
+            vec![Step::Provider("static".into())],
+            FactorType::Direct,
+        ))
+    }
+
+    /// Assembles a service from its parts (the config loader and tests use it).
+    #[must_use]
+    pub fn new(
+        table: Arc<StaticTable>,
+        providers: Vec<Arc<dyn IntensityProvider>>,
+        chains: BTreeMap<String, Vec<Step>>,
+        default_chain: Vec<Step>,
+        factor_type: FactorType,
+    ) -> Self {
+        Self {
+            table,
+            providers: providers
+                .into_iter()
+                .map(|p| (p.name().to_owned(), p))
+                .collect(),
+            chains,
+            default_chain,
+            factor_type,
+        }
+    }
+
+    /// Checks `zone` against the static table (see [`StaticTable::zone`]).
+    ///
+    /// # Errors
+    /// [`CarbonError::UnknownZone`].
+    pub fn zone(&self, zone: &str) -> Result<GridZone, CarbonError> {
+        self.table.zone(zone)
+    }
+
+    /// The static table.
+    #[must_use]
+    pub fn table(&self) -> &StaticTable {
+        &self.table
+    }
+
+    /// The factor type preferred for location-based Scope 2.
+    #[must_use]
+    pub fn factor_type(&self) -> FactorType {
+        self.factor_type
+    }
+
+    /// The chain for `zone`: its own, else the country's, else the default.
+    #[must_use]
+    pub fn chain(&self, zone: &GridZone) -> &[Step] {
+        let country = zone.name.split('-').next().unwrap_or_default();
+        self.chains
+            .get(&zone.name)
+            .or_else(|| self.chains.get(country))
+            .unwrap_or(&self.default_chain)
+    }
+
+    /// Resolves the intensity of `zone` for the hour containing `at`, walking the chain. A live
+    /// provider is asked only when the cache has no figure from it for that zone-hour; a past
+    /// hour's answer is stored. Failures become the `fallback_reason` of the figure finally
+    /// applied. `db` is `None` only in tests without a database.
+    pub async fn resolve(
+        &self,
+        db: Option<&sea_orm::DatabaseConnection>,
+        zone: &GridZone,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Resolution {
+        let hour = hour_start(at);
+        let past = hour + Duration::hours(1) <= now;
+        let mut attempts = Vec::new();
+        let mut reasons: Vec<String> = Vec::new();
+        for step in self.chain(zone) {
+            let found = match step {
+                Step::Cache => match db {
+                    Some(db) => cache::lookup_any(db, &zone.name, hour).await,
+                    None => Err("no database".into()),
+                },
+                Step::Provider(name) => self.ask(db, name, zone, hour, now, past).await,
+            };
+            match found {
+                Ok(Some(mut intensity)) => {
+                    attempts.push(Attempt {
+                        provider: step.name().to_owned(),
+                        outcome: "applied".into(),
+                        reason: None,
+                    });
+                    if !reasons.is_empty() {
+                        intensity.provenance.fallback_reason = Some(reasons.join("; "));
+                    }
+                    return Resolution {
+                        intensity: Some(intensity),
+                        attempts,
+                    };
+                }
+                Ok(None) => attempts.push(Attempt {
+                    provider: step.name().to_owned(),
+                    outcome: "skipped".into(),
+                    reason: Some("no cached figure".into()),
+                }),
+                Err(reason) => {
+                    tracing::warn!(zone = %zone.name, %hour, provider = step.name(), %reason, "Carbon provider failed; falling back.");
+                    reasons.push(format!("{}: {reason}", step.name()));
+                    attempts.push(Attempt {
+                        provider: step.name().to_owned(),
+                        outcome: "failed".into(),
+                        reason: Some(reason),
+                    });
+                }
+            }
+        }
+        Resolution {
+            intensity: None,
+            attempts,
+        }
+    }
+
+    async fn ask(
+        &self,
+        db: Option<&sea_orm::DatabaseConnection>,
+        name: &str,
+        zone: &GridZone,
+        hour: DateTime<Utc>,
+        now: DateTime<Utc>,
+        past: bool,
+    ) -> Result<Option<Intensity>, String> {
+        let provider = self
+            .providers
+            .get(name)
+            .ok_or_else(|| format!("provider {name:?} is not configured"))?;
+        if provider.is_live()
+            && let Some(db) = db
+            && let Some(hit) = cache::lookup(db, &zone.name, hour, name).await?
+        {
+            return Ok(Some(hit));
+        }
+        let intensity = provider
+            .intensity(zone, hour, now)
+            .await
+            .map_err(|err| err.to_string())?;
+        if provider.is_live()
+            && past
+            && let Some(db) = db
+            && let Err(err) = cache::store(db, &zone.name, hour, name, &intensity, now).await
+        {
+            // The figure is still good for this issuance; the next one asks again.
+            tracing::warn!(zone = %zone.name, %hour, provider = name, error = %err, "Could not cache a carbon intensity.");
+        }
+        Ok(Some(intensity))
+    }
+
+    /// Resolves every hour in `hours` (see [`Self::resolve`]); hours with no figure are left out
+    /// (the certificate builder then refuses with `NoIntensity`).
+    pub async fn resolve_hours(
+        &self,
+        db: Option<&sea_orm::DatabaseConnection>,
+        zone: &GridZone,
+        hours: &[DateTime<Utc>],
+        now: DateTime<Utc>,
+    ) -> BTreeMap<DateTime<Utc>, Intensity> {
+        let mut out = BTreeMap::new();
+        for &hour in hours {
+            if let Some(i) = self.resolve(db, zone, hour, now).await.intensity {
+                out.insert(hour, i);
+            }
+        }
+        out
+    }
+}
+
+/// Shared HTTP client for live providers: `timeout` per request, no redirects to other hosts
+/// (none of the providers redirects).
+///
+/// # Errors
+/// When the TLS stack cannot be built.
+pub fn http_client(timeout: std::time::Duration) -> Result<reqwest::Client, String> {
+    // reqwest is built without a crypto provider; the workspace uses ring (see SETUP.md).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("wattest-oracle/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|err| format!("HTTP client: {}", err.without_url()))
+}
+
+/// Sends `req` and decodes a JSON body, mapping every failure to a [`ProviderError`].
+///
+/// # Errors
+/// Status, transport or malformed-body errors.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+) -> Result<T, ProviderError> {
+    let resp = req.send().await.map_err(ProviderError::transport)?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(ProviderError::from_status(status, retry_after(&resp)));
+    }
+    let body = resp.bytes().await.map_err(ProviderError::transport)?;
+    serde_json::from_slice(&body).map_err(|err| ProviderError::Malformed(err.to_string()))
+}
+
+#[cfg(test)]
+pub(crate) mod mock {
+    //! A tiny loopback HTTP server for provider tests: serves canned responses per path.
+
+    use axum::Router;
+    use std::net::SocketAddr;
+
+    /// Starts `router` on 127.0.0.1:0 and returns its base URL.
+    pub async fn serve(router: Router) -> String {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            axum::serve(listener, router).await.expect("serve");
+        });
+        format!("http://{addr}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wattest_shared::GramsCo2ePerKwh;
+    use wattest_shared::certificate::Provenance;
+
+    struct Fails(&'static str, ProviderError);
+    impl IntensityProvider for Fails {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn is_live(&self) -> bool {
+            true
+        }
+        fn intensity<'a>(
+            &'a self,
+            _: &'a GridZone,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+        ) -> BoxFuture<'a, Result<Intensity, ProviderError>> {
+            let err = self.1.clone();
+            Box::pin(async move { Err(err) })
+        }
+    }
+
+    struct Counts(AtomicUsize);
+    impl IntensityProvider for Counts {
+        fn name(&self) -> &str {
+            "counted"
+        }
+        fn is_live(&self) -> bool {
+            true
+        }
+        fn intensity<'a>(
+            &'a self,
+            _: &'a GridZone,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+        ) -> BoxFuture<'a, Result<Intensity, ProviderError>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                Ok(Intensity {
+                    value: GramsCo2ePerKwh(123.0),
+                    provenance: Provenance {
+                        provider: "counted".into(),
+                        dataset: "test".into(),
+                        year: 2025,
+                        factor_type: "direct".into(),
+                        estimated: false,
+                        marginal: false,
+                        fallback_reason: None,
+                    },
+                })
+            })
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("time")
+    }
+
+    #[tokio::test]
+    async fn a_failing_live_provider_falls_back_to_static_with_its_reason() {
+        let table = Arc::new(StaticTable::embedded().expect("table"));
+        let carbon = Carbon::new(
+            table.clone(),
+            vec![
+                Arc::new(Fails("em", ProviderError::RateLimited(Some(30)))),
+                Arc::new(static_table::StaticProvider(table)),
+            ],
+            BTreeMap::from([(
+                "BE".to_owned(),
+                vec![
+                    Step::Provider("em".into()),
+                    Step::Cache,
+                    Step::Provider("static".into()),
+                ],
+            )]),
+            vec![Step::Provider("static".into())],
+            FactorType::Direct,
+        );
+        let zone = carbon.zone("BE").expect("zone");
+        let r = carbon
+            .resolve(
+                None,
+                &zone,
+                at("2025-06-01T10:20:00Z"),
+                at("2025-06-02T00:00:00Z"),
+            )
+            .await;
+        let i = r.intensity.expect("static figure");
+        assert!((i.value.0 - 117.58).abs() < 1e-9);
+        assert_eq!(i.provenance.provider, "static");
+        assert_eq!(
+            i.provenance.fallback_reason.as_deref(),
+            Some("em: rate limited (HTTP 429, retry after 30 s); cache: no database")
+        );
+        let outcomes: Vec<_> = r.attempts.iter().map(|a| a.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["failed", "failed", "applied"]);
+        // A zone without its own chain uses the default.
+        let de = carbon.zone("DE").expect("zone");
+        assert_eq!(carbon.chain(&de), [Step::Provider("static".into())]);
+    }
+
+    #[tokio::test]
+    async fn a_past_zone_hour_is_fetched_once_then_served_from_the_cache() {
+        let storage = crate::storage::Storage::connect("sqlite::memory:")
+            .await
+            .expect("db");
+        let table = Arc::new(StaticTable::embedded().expect("table"));
+        let counted = Arc::new(Counts(AtomicUsize::new(0)));
+        let carbon = Carbon::new(
+            table,
+            vec![counted.clone()],
+            BTreeMap::new(),
+            vec![Step::Provider("counted".into())],
+            FactorType::Direct,
+        );
+        let zone = carbon.zone("BE").expect("zone");
+        let now = at("2025-06-01T23:45:00Z");
+        for _ in 0..3 {
+            let r = carbon
+                .resolve(Some(storage.db()), &zone, at("2025-06-01T10:59:59Z"), now)
+                .await;
+            assert_eq!(r.intensity.expect("figure").value.0, 123.0);
+        }
+        assert_eq!(counted.0.load(Ordering::SeqCst), 1);
+        // The current hour is not cached (its figure may still change).
+        for _ in 0..2 {
+            carbon
+                .resolve(Some(storage.db()), &zone, at("2025-06-01T23:30:00Z"), now)
+                .await;
+        }
+        assert_eq!(counted.0.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn no_error_message_can_carry_a_secret() {
+        // Every variant's text is built from status codes, zone names and serde messages only.
+        let msgs = [
+            ProviderError::Unauthorized(401).to_string(),
+            ProviderError::RateLimited(None).to_string(),
+            ProviderError::Status(503).to_string(),
+        ];
+        assert_eq!(msgs[0], "credentials refused (HTTP 401)");
+        assert_eq!(msgs[1], "rate limited (HTTP 429)");
+        assert_eq!(msgs[2], "unexpected HTTP status 503");
+    }
+}
