@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_initial;
 mod m20261123_000002_enrollment_challenges;
 mod m20261123_000005_transparency_log;
+mod m20261123_000009_token_last_used;
 
 /// All migrations, applied in order at oracle start.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261123_000002_enrollment_challenges::Migration),
             Box::new(m20261123_000005_transparency_log::Migration),
+            Box::new(m20261123_000009_token_last_used::Migration),
         ]
     }
 }

@@ -4,7 +4,7 @@ use super::problem::ApiError;
 use crate::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -21,15 +21,17 @@ pub struct ExportQuery {
 }
 
 /// Downloads an export profile as CSV. Profiles: `compliance.csv` (one row per certificate).
-#[utoipa::path(get, path = "/v1/exports/{file}", tag = "exports", params(("file" = String, Path, description = "`compliance.csv`"), ExportQuery), responses(
+#[utoipa::path(get, path = "/v1/exports/{file}", tag = "exports", params(("file" = String, Path, description = "`compliance.csv`"), ExportQuery), security(("bearer" = [])), responses(
     (status = 200, description = "CSV (RFC 4180), header row first", content_type = "text/csv", body = String),
     (status = 404, description = "unknown export profile", body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
 pub async fn export(
     State(state): State<AppState>,
     Path(file): Path<String>,
+    request_headers: HeaderMap,
     query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    crate::auth::require(&state.storage, &request_headers, super::EXPORT_READERS).await?;
     let Query(q) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
     if file != "compliance.csv" {
         return Err(ApiError::not_found(format!(
