@@ -43,13 +43,14 @@ pub struct Limits {
     /// A request still unanswered after this many seconds gets 503 `timeout`; default 30 (an
     /// export of a large period streams, so only its first byte must come in time).
     pub request_timeout_secs: u64,
-    /// Sustained requests per second allowed from one client IP; 0 disables. Default 50.
+    /// Sustained requests per second allowed from one client IP; 0 disables. Default 100 (many
+    /// agents behind one NAT each send a window every 10 s by default).
     pub per_ip_rps: f64,
-    /// Requests one client IP may burst above the sustained rate. Default 200.
+    /// Requests one client IP may burst above the sustained rate. Default 1000.
     pub per_ip_burst: u32,
-    /// Sustained requests per second allowed for one bearer token; 0 disables. Default 20.
+    /// Sustained requests per second allowed for one bearer token; 0 disables. Default 50.
     pub per_token_rps: f64,
-    /// Requests one token may burst above the sustained rate. Default 100.
+    /// Requests one token may burst above the sustained rate. Default 500.
     pub per_token_burst: u32,
 }
 
@@ -57,10 +58,10 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             request_timeout_secs: 30,
-            per_ip_rps: 50.0,
-            per_ip_burst: 200,
-            per_token_rps: 20.0,
-            per_token_burst: 100,
+            per_ip_rps: 100.0,
+            per_ip_burst: 1000,
+            per_token_rps: 50.0,
+            per_token_burst: 500,
         }
     }
 }
@@ -210,7 +211,7 @@ impl utoipa::Modify for CommonResponses {
                     add("403", "forbidden_role: the token's role may not do this");
                 }
                 if op.request_body.is_some() {
-                    add("413", "body_too_large");
+                    add("413", "payload_too_large");
                     add("415", "unsupported_media_type");
                 }
                 add("429", "rate_limited: wait for the Retry-After header's seconds");

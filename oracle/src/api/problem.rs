@@ -124,7 +124,7 @@ impl ApiError {
             405 => "method_not_allowed",
             406 => "not_acceptable",
             408 | 504 => "timeout",
-            413 => "body_too_large",
+            413 => "payload_too_large",
             415 => "unsupported_media_type",
             422 => "unprocessable_body",
             429 => "rate_limited",
