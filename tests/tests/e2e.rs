@@ -56,6 +56,8 @@ fn job_round_trip(oracle: &Oracle) {
             "0.2",
             "--job-id",
             "e2e-job-1",
+            "--model-id",
+            "e2e-model-7b",
             "--state-dir",
         ])
         .arg(state.path())
@@ -80,6 +82,7 @@ fn job_round_trip(oracle: &Oracle) {
     assert_eq!(claims["jti"], id.as_str());
     assert_eq!(claims["sub"], node_id.as_str());
     assert_eq!(claims["wattest.job_id"], "e2e-job-1");
+    assert_eq!(claims["wattest.model_id"], "e2e-model-7b");
     assert_eq!(claims["wattest.node"]["attestation_level"], "software");
     assert_eq!(
         claims["ear.status"], "warning",
