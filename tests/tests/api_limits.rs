@@ -121,14 +121,18 @@ fn bad_input_is_4xx_problem_json_and_nothing_is_stored() {
     for energy in ["1e308", "-1.0", "NaN", "Infinity", "-0.5", "1e999"] {
         let payload = json.replace("\"energy_wh\":1.0", &format!("\"energy_wh\":{energy}"));
         let jws = sign_compact(&key, WINDOW_TYP, payload.as_bytes()).expect("sign");
-        let (s, p) = problem_of(
-            client
-                .post(format!("{}/v1/telemetry", oracle.url))
-                .header("content-type", "application/jose")
-                .body(jws)
-                .send()
-                .expect("POST"),
+        let r = client
+            .post(format!("{}/v1/telemetry", oracle.url))
+            .header("content-type", "application/jose")
+            .body(jws)
+            .send()
+            .expect("POST");
+        assert!(
+            r.status().is_client_error(),
+            "energy_wh {energy} was accepted: {}",
+            r.status()
         );
+        let (s, p) = problem_of(r);
         assert!((400..500).contains(&s), "energy_wh {energy}: {s} {p}");
     }
 
