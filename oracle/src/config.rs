@@ -62,7 +62,9 @@ pub fn merge_file(command: &Command, argv: &[OsString], file: &Path) -> Result<V
             continue;
         }
         match (arg.get_action(), value) {
-            (ArgAction::SetTrue, toml::Value::Boolean(true)) => extra.push(format!("--{flag}").into()),
+            (ArgAction::SetTrue, toml::Value::Boolean(true)) => {
+                extra.push(format!("--{flag}").into())
+            }
             (ArgAction::SetTrue, toml::Value::Boolean(false)) => {}
             (ArgAction::SetTrue, _) => bail!("{}: {key} must be true or false", file.display()),
             (_, toml::Value::String(s)) => {
@@ -77,10 +79,7 @@ pub fn merge_file(command: &Command, argv: &[OsString], file: &Path) -> Result<V
                 extra.push(format!("--{flag}").into());
                 extra.push(f.to_string().into());
             }
-            _ => bail!(
-                "{}: {key} must be a string or a number",
-                file.display()
-            ),
+            _ => bail!("{}: {key} must be a string or a number", file.display()),
         }
     }
     // Insert the file's flags right after the subcommand path (before any `--` and trailing
@@ -145,7 +144,9 @@ fn collect(cmd: &Command, m: &ArgMatches, table: &mut toml::Table) {
         let value = if matches!(arg.get_action(), ArgAction::SetTrue) {
             toml::Value::Boolean(m.get_flag(id))
         } else {
-            let Ok(Some(raw)) = m.try_get_raw(id) else { continue };
+            let Ok(Some(raw)) = m.try_get_raw(id) else {
+                continue;
+            };
             let text: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
             toml::Value::String(redact(&key, &text.join(",")))
         };
@@ -178,7 +179,10 @@ mod tests {
             redact("database_url", "postgres://app:hunter2@db/wattest"),
             "postgres://app:<redacted>@db/wattest"
         );
-        assert_eq!(redact("database_url", "sqlite://x.db?mode=rwc"), "sqlite://x.db?mode=rwc");
+        assert_eq!(
+            redact("database_url", "sqlite://x.db?mode=rwc"),
+            "sqlite://x.db?mode=rwc"
+        );
         assert_eq!(redact("token", "wt_admin_abc"), "<redacted>");
         assert_eq!(redact("rate_limit_per_token", "20"), "20");
     }

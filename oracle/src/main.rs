@@ -372,8 +372,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         listener,
         api::router_with(state, limits).into_make_service_with_connect_info::<SocketAddr>(),
     )
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    .with_graceful_shutdown(shutdown())
+    .await?;
     tracing::info!("Oracle stopped.");
     Ok(())
 }

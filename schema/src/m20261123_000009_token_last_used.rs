@@ -23,7 +23,11 @@ impl MigrationTrait for Migration {
             .alter_table(
                 Table::alter()
                     .table(Tokens::Table)
-                    .add_column(ColumnDef::new(Tokens::LastUsedAt).timestamp_with_time_zone().null())
+                    .add_column(
+                        ColumnDef::new(Tokens::LastUsedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
                     .to_owned(),
             )
             .await

@@ -46,7 +46,11 @@ fn bad_input_is_4xx_problem_json_and_nothing_is_stored() {
             .send()
             .expect("POST"),
     );
-    assert_eq!((s, p["code"].as_str()), (413, Some("payload_too_large")), "{p}");
+    assert_eq!(
+        (s, p["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{p}"
+    );
     let (s, p) = problem_of(
         client
             .post(format!("{}/v1/nodes", oracle.url))
@@ -63,7 +67,10 @@ fn bad_input_is_4xx_problem_json_and_nothing_is_stored() {
         ("application/json", "{\"name\": "),
         ("application/json", "[]"),
         ("text/plain", "{\"name\":\"x\",\"zone\":\"FR\"}"),
-        ("application/json", "{\"name\":\"x\",\"zone\":\"FR\",\"public_key\":{\"kty\":\"RSA\",\"n\":1e308,\"e\":\"AQAB\"}}"),
+        (
+            "application/json",
+            "{\"name\":\"x\",\"zone\":\"FR\",\"public_key\":{\"kty\":\"RSA\",\"n\":1e308,\"e\":\"AQAB\"}}",
+        ),
     ] {
         let (s, p) = problem_of(
             client
@@ -155,7 +162,9 @@ fn bad_input_is_4xx_problem_json_and_nothing_is_stored() {
     assert_eq!(after["certificates"], 0, "{after}");
     let metrics = oracle.get_text("/metrics");
     assert!(
-        metrics.contains("wattest_http_requests_total{route=\"/v1/telemetry\",method=\"POST\",status=\"413\"}"),
+        metrics.contains(
+            "wattest_http_requests_total{route=\"/v1/telemetry\",method=\"POST\",status=\"413\"}"
+        ),
         "{metrics}"
     );
 }

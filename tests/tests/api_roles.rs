@@ -9,11 +9,26 @@ use wattest_tests::{Oracle, bin, run_ok};
 const ROLES: [&str; 4] = ["node", "auditor", "compliance", "admin"];
 
 /// (method, path, JSON body, roles allowed besides admin).
-fn protected() -> Vec<(&'static str, &'static str, Option<serde_json::Value>, &'static [&'static str])> {
+fn protected() -> Vec<(
+    &'static str,
+    &'static str,
+    Option<serde_json::Value>,
+    &'static [&'static str],
+)> {
     vec![
         ("GET", "/v1/certificates", None, &["auditor", "compliance"]),
-        ("GET", "/v1/certificates/00000000-0000-4000-8000-000000000000", None, &["auditor", "compliance"]),
-        ("GET", "/v1/certificates/00000000-0000-4000-8000-000000000000/status", None, &["auditor", "compliance"]),
+        (
+            "GET",
+            "/v1/certificates/00000000-0000-4000-8000-000000000000",
+            None,
+            &["auditor", "compliance"],
+        ),
+        (
+            "GET",
+            "/v1/certificates/00000000-0000-4000-8000-000000000000/status",
+            None,
+            &["auditor", "compliance"],
+        ),
         (
             "POST",
             "/v1/certificates/00000000-0000-4000-8000-000000000000/revocation",
@@ -21,12 +36,32 @@ fn protected() -> Vec<(&'static str, &'static str, Option<serde_json::Value>, &'
             &[],
         ),
         ("GET", "/v1/exports/compliance.csv", None, &["compliance"]),
-        ("GET", "/v1/log/proofs/inclusion?certificate_id=x", None, &["auditor"]),
-        ("GET", "/v1/log/proofs/consistency?first=1", None, &["auditor"]),
+        (
+            "GET",
+            "/v1/log/proofs/inclusion?certificate_id=x",
+            None,
+            &["auditor"],
+        ),
+        (
+            "GET",
+            "/v1/log/proofs/consistency?first=1",
+            None,
+            &["auditor"],
+        ),
         ("GET", "/v1/log/entries/0", None, &["auditor"]),
         ("GET", "/v1/nodes", None, &["auditor"]),
-        ("POST", "/v1/nodes", Some(serde_json::json!({"name": "x"})), &["node"]),
-        ("POST", "/v1/nodes/challenges/x", Some(serde_json::json!({})), &["node"]),
+        (
+            "POST",
+            "/v1/nodes",
+            Some(serde_json::json!({"name": "x"})),
+            &["node"],
+        ),
+        (
+            "POST",
+            "/v1/nodes/challenges/x",
+            Some(serde_json::json!({})),
+            &["node"],
+        ),
     ]
 }
 
@@ -40,7 +75,9 @@ fn send(
     let client = reqwest::blocking::Client::new();
     let url = format!("{}{path}", oracle.url);
     let mut request = if method == "POST" {
-        client.post(url).json(body.unwrap_or(&serde_json::Value::Null))
+        client
+            .post(url)
+            .json(body.unwrap_or(&serde_json::Value::Null))
     } else {
         client.get(url)
     };
@@ -55,7 +92,11 @@ fn send(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    (status, content_type, r.json().unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        content_type,
+        r.json().unwrap_or(serde_json::Value::Null),
+    )
 }
 
 fn assert_problem(got: &(u16, String, serde_json::Value), status: u16, code: &str, what: &str) {
@@ -78,8 +119,19 @@ fn every_protected_endpoint_refuses_the_wrong_role_with_problem_json() {
         let what = format!("{method} {path}");
         let got = send(&oracle, method, path, body.as_ref(), "");
         assert_problem(&got, 401, "missing_token", &format!("{what} without token"));
-        let got = send(&oracle, method, path, body.as_ref(), "wt_admin_not-a-real-token");
-        assert_problem(&got, 401, "invalid_token", &format!("{what} with unknown token"));
+        let got = send(
+            &oracle,
+            method,
+            path,
+            body.as_ref(),
+            "wt_admin_not-a-real-token",
+        );
+        assert_problem(
+            &got,
+            401,
+            "invalid_token",
+            &format!("{what} with unknown token"),
+        );
         for (role, token) in &tokens {
             let got = send(&oracle, method, path, body.as_ref(), token);
             if *role == "admin" || allowed.contains(role) {
@@ -138,7 +190,10 @@ fn revoked_tokens_are_refused_and_token_list_never_shows_a_token() {
         String::from_utf8(run_ok(&mut cmd).stdout).expect("utf8")
     };
     let text = list(false);
-    assert!(text.starts_with("ID\tROLE\tCREATED\tLAST_USED\tREVOKED"), "{text}");
+    assert!(
+        text.starts_with("ID\tROLE\tCREATED\tLAST_USED\tREVOKED"),
+        "{text}"
+    );
     assert!(!text.contains(&auditor), "token list printed a token");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&list(true)).expect("json");
     assert!(!list(true).contains("wt_"), "token list printed a token");

@@ -316,7 +316,10 @@ fn assert_problem(oracle: &Oracle, body: &str, status: u16, code: &str) -> serde
         "{problem}"
     );
     assert_eq!(content_type, "application/problem+json");
-    assert_eq!(problem["type"], format!("https://wattest.dev/problems/{code}"));
+    assert_eq!(
+        problem["type"],
+        format!("https://wattest.dev/problems/{code}")
+    );
     assert!(!problem["detail"].as_str().unwrap().is_empty());
     problem
 }

@@ -106,9 +106,7 @@ impl RateLimiter {
         if buckets.len() >= RATE_LIMITER_MAX_KEYS {
             buckets.retain(|_, b| refill(*b) < self.burst);
         }
-        let bucket = buckets
-            .entry(key.to_owned())
-            .or_insert((self.burst, now));
+        let bucket = buckets.entry(key.to_owned()).or_insert((self.burst, now));
         let tokens = refill(*bucket);
         if tokens >= 1.0 {
             *bucket = (tokens - 1.0, now);
@@ -214,7 +212,10 @@ impl utoipa::Modify for CommonResponses {
                     add("413", "payload_too_large");
                     add("415", "unsupported_media_type");
                 }
-                add("429", "rate_limited: wait for the Retry-After header's seconds");
+                add(
+                    "429",
+                    "rate_limited: wait for the Retry-After header's seconds",
+                );
                 add("500", "internal");
                 add("503", "timeout / unavailable");
             }
@@ -280,7 +281,10 @@ pub fn router_with(state: AppState, limits: Limits) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(limits.request_timeout_secs.max(1)),
         ))
-        .layer(axum::middleware::from_fn_with_state(plumbing, plumbing_layer))
+        .layer(axum::middleware::from_fn_with_state(
+            plumbing,
+            plumbing_layer,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -339,7 +343,10 @@ async fn problemize(response: Response) -> Response {
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(problem::PROBLEM_MEDIA_TYPE.as_bytes()));
+        .is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(problem::PROBLEM_MEDIA_TYPE.as_bytes())
+        });
     if !(status.is_client_error() || status.is_server_error()) || is_problem {
         return response;
     }
@@ -350,7 +357,9 @@ async fn problemize(response: Response) -> Response {
         .unwrap_or_default();
     let mut fixed = ApiError::from_status(status, &text).into_response();
     if let Some(retry) = parts.headers.get(header::RETRY_AFTER) {
-        fixed.headers_mut().insert(header::RETRY_AFTER, retry.clone());
+        fixed
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry.clone());
     }
     fixed
 }
