@@ -164,7 +164,8 @@ fn job_round_trip(oracle: &Oracle) {
     let out = run_ok(
         Command::new(bin("wattest-verify"))
             .arg(format!("{}/v1/certificates/{id}", oracle.url))
-            .args(["--jwks", &jwks_url]),
+            .args(["--jwks", &jwks_url])
+            .env("WATTEST_TOKEN", oracle.token("auditor")),
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("VALID certificate {id}")));
 
