@@ -62,7 +62,9 @@ CERT_ID=$(sed -n 's/^wattest: certificate //p' "$DIR/agent.log" | head -1)
 [ -n "$CERT_ID" ] || { echo "no certificate was issued; see $DIR/agent.log and $DIR/oracle.log"; exit 1; }
 
 echo "==> The certificate (claims; the signed JWS is in $DIR/certificate.json)"
-curl -fs "$URL/v1/certificates/$CERT_ID" -o "$DIR/certificate.json"
+AUDITOR=$("$BIN/wattest-oracle" token create --role auditor --data-dir "$DIR/oracle")
+COMPLIANCE=$("$BIN/wattest-oracle" token create --role compliance --data-dir "$DIR/oracle")
+curl -fs -H "Authorization: Bearer $AUDITOR" "$URL/v1/certificates/$CERT_ID" -o "$DIR/certificate.json"
 python3 -m json.tool "$DIR/certificate.json" 2>/dev/null | sed -n '/"claims"/,$p' | head -80 || cat "$DIR/certificate.json"
 
 echo "==> Verifying it offline against the oracle's JWKS"
@@ -70,7 +72,6 @@ curl -fs "$URL/.well-known/jwks.json" -o "$DIR/jwks.json"
 "$BIN/wattest-verify" "$DIR/certificate.json" --jwks "$DIR/jwks.json"
 
 echo "==> Compliance CSV ($DIR/compliance.csv)"
-COMPLIANCE_TOKEN=$("$BIN/wattest-oracle" token create --role compliance --data-dir "$DIR/oracle")
-curl -fs -H "Authorization: Bearer $COMPLIANCE_TOKEN" "$URL/v1/exports/compliance.csv" -o "$DIR/compliance.csv"
+curl -fs -H "Authorization: Bearer $COMPLIANCE" "$URL/v1/exports/compliance.csv" -o "$DIR/compliance.csv"
 cat "$DIR/compliance.csv"
 echo "==> Done. The workload exited with status $STATUS."

@@ -9,16 +9,17 @@ use chrono::Utc;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-/// What a token may do.
+/// What a token may do. The policy (docs/protocol.md, "Roles"): public routes need no token;
+/// `POST /v1/telemetry` is authenticated by the node's enrolled key (the JWS), not a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
-    /// Enroll nodes (POST /v1/nodes).
+    /// Enroll nodes (`POST /v1/nodes`, `POST /v1/nodes/challenges/{id}`).
     Node,
-    /// Read certificates and logs.
+    /// Read certificates, their status, log proofs and entries, nodes, carbon data, balances.
     Auditor,
-    /// Download exports.
+    /// Download exports (`/v1/exports/*`) and read certificates.
     Compliance,
-    /// Everything.
+    /// Everything: passes every check; tokens, revocation, node administration, keys.
     Admin,
 }
 
@@ -60,6 +61,21 @@ pub async fn create_token(storage: &Storage, role: Role) -> Result<String, Stora
     Ok(token)
 }
 
+/// How often `last_used_at` is written for one token, seconds: at most once a minute, so a busy
+/// token costs one UPDATE per minute, not one per request.
+pub const LAST_USED_RESOLUTION_SECS: i64 = 60;
+
+/// The bearer token of a request, if any (`Authorization: Bearer <token>`).
+#[must_use]
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 /// Checks `Authorization: Bearer <token>` against the stored tokens; admin passes every check.
 ///
 /// # Errors
@@ -69,15 +85,7 @@ pub async fn require(
     headers: &HeaderMap,
     allowed: &[Role],
 ) -> Result<(), ApiError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let Some(token) = value
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    else {
+    let Some(token) = bearer(headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing_token",
@@ -91,6 +99,13 @@ pub async fn require(
             "the token is unknown or revoked",
         ));
     };
+    let now = Utc::now();
+    let stale = row
+        .last_used_at
+        .is_none_or(|t| (now - t).num_seconds() >= LAST_USED_RESOLUTION_SECS);
+    if stale {
+        storage.touch_token(&row.id, now).await?;
+    }
     if row.role == Role::Admin.as_str() || allowed.iter().any(|r| r.as_str() == row.role) {
         Ok(())
     } else {

@@ -6,6 +6,7 @@ pub mod attestation;
 pub mod auth;
 pub mod carbon;
 pub mod certificates;
+pub mod config;
 pub mod credits;
 pub mod export;
 pub mod issuance;

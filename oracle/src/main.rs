@@ -1,7 +1,7 @@
 //! `wattest-oracle`: the oracle server and its administration commands.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use wattest_oracle::auth::{self, Role};
@@ -18,9 +18,20 @@ use wattest_shared::jws::JwsSigner as _;
 #[derive(Debug, Parser)]
 #[command(name = "wattest-oracle", version)]
 struct Cli {
-    /// Log as JSON lines instead of text.
+    /// Log as JSON lines instead of text (same as --log-format json).
     #[arg(long, global = true, env = "WATTEST_LOG_JSON")]
     log_json: bool,
+    /// Log format: `text` or `json` (one JSON object per line, for log shippers).
+    #[arg(long, global = true, env = "WATTEST_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+    /// TOML config file; its keys are the long flag names (see docs/operations.md). Flags and
+    /// environment variables override it.
+    #[arg(long, global = true, env = "WATTEST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (file, environment and flags merged; secrets redacted)
+    /// as TOML and exit.
+    #[arg(long, global = true)]
+    print_config: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -181,6 +192,21 @@ struct ServeArgs {
     /// refused (`ek_cert_untrusted`); software enrollment is unaffected.
     #[arg(long, env = "WATTEST_EK_CA_DIR")]
     ek_ca_dir: Option<PathBuf>,
+    /// Seconds after which an unanswered request gets 503 `timeout`.
+    #[arg(long, env = "WATTEST_REQUEST_TIMEOUT_SECS", default_value_t = api::Limits::default().request_timeout_secs, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    request_timeout_secs: u64,
+    /// Sustained requests per second allowed from one client IP (0: no limit); 429 beyond.
+    #[arg(long, env = "WATTEST_RATE_LIMIT_PER_IP", default_value_t = api::Limits::default().per_ip_rps, value_parser = parse_rate)]
+    rate_limit_per_ip: f64,
+    /// Requests one client IP may burst above its sustained rate.
+    #[arg(long, env = "WATTEST_RATE_BURST_PER_IP", default_value_t = api::Limits::default().per_ip_burst)]
+    rate_burst_per_ip: u32,
+    /// Sustained requests per second allowed for one bearer token (0: no limit); 429 beyond.
+    #[arg(long, env = "WATTEST_RATE_LIMIT_PER_TOKEN", default_value_t = api::Limits::default().per_token_rps, value_parser = parse_rate)]
+    rate_limit_per_token: f64,
+    /// Requests one token may burst above its sustained rate.
+    #[arg(long, env = "WATTEST_RATE_BURST_PER_TOKEN", default_value_t = api::Limits::default().per_token_burst)]
+    rate_burst_per_token: u32,
     /// Origin line of the transparency log's checkpoints (a schema-less URL naming the log; also
     /// the checkpoint key's name). Default: the public URL without its scheme, plus
     /// `/wattest-log`. Changing it changes the log's verifier key.
@@ -209,6 +235,29 @@ enum TokenCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// List tokens: id, role, created, last used, revoked. Never the token (only its hash is
+    /// stored) and never the hash.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Revoke a token by its id (from `token list`); requests with it get 401 `invalid_token`.
+    Revoke {
+        /// Token id.
+        id: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && (0.0..=1_000_000.0).contains(v))
+        .ok_or_else(|| format!("{text:?} is not a rate between 0 and 1000000 requests per second"))
 }
 
 fn parse_eur(text: &str) -> Result<Eur, String> {
@@ -246,8 +295,21 @@ fn prepare_data_dir(dir: &Path) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cli = Cli::parse();
-    init_tracing(cli.log_json);
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let command = Cli::command();
+    // The config file named by --config / WATTEST_CONFIG fills in what flags and env left unset.
+    let probe = command.clone().get_matches_from(&argv);
+    let argv = match probe.get_one::<PathBuf>("config") {
+        Some(file) => wattest_oracle::config::merge_file(&command, &argv, file)?,
+        None => argv,
+    };
+    let matches = command.clone().get_matches_from(&argv);
+    let cli = Cli::from_arg_matches(&matches)?;
+    if cli.print_config {
+        print!("{}", wattest_oracle::config::effective(&command, &matches));
+        return Ok(());
+    }
+    init_tracing(cli.log_json || cli.log_format == "json");
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Token {
@@ -288,6 +350,52 @@ async fn main() -> Result<()> {
                 anyhow::bail!("no node {node_id:?}");
             }
             eprintln!("Node {node_id} updated.");
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::List { json, data },
+        } => {
+            let storage = open_storage(&data).await?;
+            let rows: Vec<serde_json::Value> = storage
+                .list_tokens()
+                .await?
+                .into_iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "id": t.id,
+                        "role": t.role,
+                        "created_at": t.created_at.to_rfc3339(),
+                        "last_used_at": t.last_used_at.map(|d| d.to_rfc3339()),
+                        "revoked_at": t.revoked_at.map(|d| d.to_rfc3339()),
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("ID\tROLE\tCREATED\tLAST_USED\tREVOKED");
+                for r in &rows {
+                    let field = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        field("id"),
+                        field("role"),
+                        field("created_at"),
+                        field("last_used_at"),
+                        field("revoked_at")
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::Revoke { id, data },
+        } => {
+            let storage = open_storage(&data).await?;
+            if !storage.revoke_token(&id, chrono::Utc::now()).await? {
+                anyhow::bail!("no unrevoked token with id {id}; see `wattest-oracle token list`");
+            }
+            println!("revoked {id}");
             Ok(())
         }
         Command::Keys {
@@ -402,6 +510,13 @@ async fn export(args: ExportArgs) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    let limits = api::Limits {
+        request_timeout_secs: args.request_timeout_secs,
+        per_ip_rps: args.rate_limit_per_ip,
+        per_ip_burst: args.rate_burst_per_ip,
+        per_token_rps: args.rate_limit_per_token,
+        per_token_burst: args.rate_burst_per_token,
+    };
     prepare_data_dir(&args.data.data_dir)?;
     let url = storage::database_url(&args.data.data_dir, args.data.database_url);
     let issuer = args
@@ -435,9 +550,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(listen = %local, database = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" }, kid = %state.keys.get().active(chrono::Utc::now()).kid(), log = %state.ledger.origin(), "Oracle listening.");
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    axum::serve(
+        listener,
+        api::router_with(state, limits).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await?;
     tracing::info!("Oracle stopped.");
     Ok(())
 }

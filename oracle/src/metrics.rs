@@ -14,6 +14,32 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+/// Labels of an HTTP request: the route template (not the raw path, so ids do not explode the
+/// label set), the method and the status code.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabel {
+    /// Route template, e.g. `/v1/certificates/{id}`; `unmatched` for the 404 fallback.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Label of a request's route.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// Route template.
+    pub route: String,
+}
+
+/// Label of a carbon-intensity provider fallback.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    /// The provider that failed (e.g. `electricitymaps`).
+    pub provider: String,
+}
+
 /// The oracle's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -28,6 +54,15 @@ pub struct Metrics {
     pub certified_energy_wh: Counter<f64, AtomicU64>,
     /// Wall time of a telemetry request from body to answer, seconds.
     pub ingest_seconds: Histogram,
+    /// HTTP requests answered, by route, method and status.
+    pub http_requests: Family<HttpLabel, Counter>,
+    /// HTTP request latency by route, seconds.
+    pub http_request_seconds: Family<RouteLabel, Histogram>,
+    /// Carbon-intensity lookups that fell back from a live provider to the static table, by
+    /// provider (incremented by the provider code).
+    pub provider_fallbacks: Family<ProviderLabel, Counter>,
+    /// Requests refused by the rate limiter.
+    pub rate_limited: Counter,
 }
 
 impl Default for Metrics {
@@ -64,8 +99,37 @@ impl Default for Metrics {
             "Time to verify and store one telemetry window, seconds",
             ingest_seconds.clone(),
         );
+        let http_requests = Family::<HttpLabel, Counter>::default();
+        let http_request_seconds =
+            Family::<RouteLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let provider_fallbacks = Family::<ProviderLabel, Counter>::default();
+        let rate_limited = Counter::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_seconds",
+            "HTTP request latency by route template, seconds",
+            http_request_seconds.clone(),
+        );
+        registry.register(
+            "provider_fallbacks",
+            "Carbon-intensity lookups that fell back from a live provider, by provider",
+            provider_fallbacks.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused by the rate limiter (429)",
+            rate_limited.clone(),
+        );
         Self {
             registry,
+            http_requests,
+            http_request_seconds,
+            provider_fallbacks,
+            rate_limited,
             windows_accepted,
             windows_rejected,
             certificates_issued,
@@ -75,7 +139,37 @@ impl Default for Metrics {
     }
 }
 
+/// Request latency buckets: 100 µs … ~3.3 s in ×2 steps.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
 impl Metrics {
+    /// Counts an answered HTTP request and its latency.
+    pub fn http(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.http_requests
+            .get_or_create(&HttpLabel {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status,
+            })
+            .inc();
+        self.http_request_seconds
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Counts a fallback away from a live carbon-intensity provider.
+    pub fn provider_fallback(&self, provider: &str) {
+        self.provider_fallbacks
+            .get_or_create(&ProviderLabel {
+                provider: provider.to_owned(),
+            })
+            .inc();
+    }
+
     /// The OpenMetrics text exposition.
     #[must_use]
     pub fn encode(&self) -> String {

@@ -292,7 +292,11 @@ fn check_figures(claims: &WindowClaims) -> Result<(), VerifyError> {
             return bad(format!("source {}: samples must be ≥ 1", s.source));
         }
         let mean = s.energy_wh.to_joules().mean_power(seconds).0;
-        if (s.mean_w.0 - mean).abs() > POWER_TOLERANCE * mean.max(s.mean_w.0) + 1e-6 {
+        // A huge but finite energy (1e308 Wh) overflows to an infinite mean power, which the
+        // tolerance comparison below (inf > inf is false) would let through.
+        if !mean.is_finite()
+            || (s.mean_w.0 - mean).abs() > POWER_TOLERANCE * mean.max(s.mean_w.0) + 1e-6
+        {
             return bad(format!(
                 "source {}: mean_w {} W disagrees with energy_wh over the window ({mean} W)",
                 s.source, s.mean_w.0

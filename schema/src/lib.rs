@@ -8,6 +8,7 @@ mod m20261123_000005_transparency_log;
 mod m20261123_000006_node_flags;
 mod m20261123_000007_carbon_cache;
 mod m20261123_000008_node_owner;
+mod m20261123_000009_token_last_used;
 
 /// All migrations, applied in order at oracle start.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000006_node_flags::Migration),
             Box::new(m20261123_000007_carbon_cache::Migration),
             Box::new(m20261123_000008_node_owner::Migration),
+            Box::new(m20261123_000009_token_last_used::Migration),
         ]
     }
 }

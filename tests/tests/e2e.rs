@@ -164,7 +164,8 @@ fn job_round_trip(oracle: &Oracle) {
     let out = run_ok(
         Command::new(bin("wattest-verify"))
             .arg(format!("{}/v1/certificates/{id}", oracle.url))
-            .args(["--jwks", &jwks_url]),
+            .args(["--jwks", &jwks_url])
+            .env("WATTEST_TOKEN", oracle.token("auditor")),
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("VALID certificate {id}")));
 
@@ -316,7 +317,10 @@ fn assert_problem(oracle: &Oracle, body: &str, status: u16, code: &str) -> serde
         "{problem}"
     );
     assert_eq!(content_type, "application/problem+json");
-    assert_eq!(problem["type"], format!("urn:wattest:problem:{code}"));
+    assert_eq!(
+        problem["type"],
+        format!("https://wattest.dev/problems/{code}")
+    );
     assert!(!problem["detail"].as_str().unwrap().is_empty());
     problem
 }

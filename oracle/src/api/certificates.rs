@@ -117,14 +117,16 @@ pub struct RevocationRequest {
 }
 
 /// Lists certificates, newest first.
-#[utoipa::path(get, path = "/v1/certificates", tag = "certificates", params(ListQuery), responses(
+#[utoipa::path(get, path = "/v1/certificates", tag = "certificates", params(ListQuery), security(("bearer" = [])), responses(
     (status = 200, description = "Certificates", body = CertificateList),
     (status = 400, description = "invalid_request", body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
 pub async fn list(
     State(state): State<AppState>,
+    headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<CertificateList>, ApiError> {
+    crate::auth::require(&state.storage, &headers, super::CERTIFICATE_READERS).await?;
     let Query(q) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -144,7 +146,7 @@ pub async fn list(
 /// application/vc+jwt` it is the certificate as a W3C Verifiable Credential (VC-JOSE-COSE, `typ`
 /// `vc+jwt`, signed by the same oracle key), whose subject follows
 /// `/v1/schemas/energy-certificate-subject.json`.
-#[utoipa::path(get, path = "/v1/certificates/{id}", tag = "certificates", params(("id" = String, Path, description = "Certificate id")), responses(
+#[utoipa::path(get, path = "/v1/certificates/{id}", tag = "certificates", params(("id" = String, Path, description = "Certificate id")), security(("bearer" = [])), responses(
     (status = 200, description = "The certificate bundle", body = CertificateResponse),
     (status = 200, description = "With Accept: application/jose, the bare JWS", body = String, content_type = "application/jose"),
     (status = 200, description = "With Accept: application/vc+jwt, the Verifiable Credential", body = String, content_type = "application/vc+jwt"),
@@ -155,6 +157,7 @@ pub async fn get_one(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    crate::auth::require(&state.storage, &headers, super::CERTIFICATE_READERS).await?;
     let Some(row) = state.storage.certificate(&id).await? else {
         return Err(ApiError::not_found(format!("no certificate {id}")));
     };
@@ -213,14 +216,16 @@ pub async fn get_one(
 
 /// Revocation status of one certificate.
 #[utoipa::path(get, path = "/v1/certificates/{id}/status", tag = "certificates",
-    params(("id" = String, Path, description = "Certificate id")), responses(
+    params(("id" = String, Path, description = "Certificate id")), security(("bearer" = [])), responses(
     (status = 200, description = "Status", body = CertificateStatus),
     (status = 404, description = "not_found", body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
 pub async fn status(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<CertificateStatus>, ApiError> {
+    crate::auth::require(&state.storage, &headers, super::CERTIFICATE_READERS).await?;
     if state.storage.certificate(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("no certificate {id}")));
     }

@@ -2,7 +2,7 @@
 
 use super::problem::ApiError;
 use crate::AppState;
-use crate::auth::{self, Role};
+use crate::auth;
 use crate::export::{ExportFilter, Granularity, Profile, StatusFilter};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -107,7 +107,7 @@ pub async fn export(
     Path(file): Path<String>,
     query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    auth::require(&state.storage, &headers, &[Role::Compliance]).await?;
+    auth::require(&state.storage, &headers, super::EXPORT_READERS).await?;
     let profile = file
         .strip_suffix(".csv")
         .and_then(Profile::parse)

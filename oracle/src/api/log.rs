@@ -7,7 +7,7 @@ use crate::ledger::LedgerError;
 use crate::storage::StorageError;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -77,8 +77,10 @@ pub struct InclusionQuery {
 ))]
 pub async fn inclusion(
     State(state): State<AppState>,
+    headers: HeaderMap,
     query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<InclusionProof>, ApiError> {
+    crate::auth::require(&state.storage, &headers, super::LOG_READERS).await?;
     let Query(q) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
     let Some(row) = state.storage.certificate(&q.certificate_id).await? else {
         return Err(ApiError::not_found(format!(
@@ -112,8 +114,10 @@ pub struct ConsistencyQuery {
 ))]
 pub async fn consistency(
     State(state): State<AppState>,
+    headers: HeaderMap,
     query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ConsistencyProof>, ApiError> {
+    crate::auth::require(&state.storage, &headers, super::LOG_READERS).await?;
     let Query(q) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
     Ok(Json(
         state
@@ -143,8 +147,10 @@ pub struct LogEntry {
 ))]
 pub async fn entry(
     State(state): State<AppState>,
+    headers: HeaderMap,
     path: Result<Path<u64>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<LogEntry>, ApiError> {
+    crate::auth::require(&state.storage, &headers, super::LOG_READERS).await?;
     let Path(index) = path.map_err(|err| ApiError::bad_request(err.body_text()))?;
     let Some(certificate_id) = state.storage.log_entry(index).await? else {
         return Err(ApiError::not_found(format!("no log entry {index}")));

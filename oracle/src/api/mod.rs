@@ -6,18 +6,127 @@ pub mod log;
 pub mod meta;
 pub mod nodes;
 pub mod problem;
+pub mod stats;
 pub mod telemetry;
 
 use crate::AppState;
+use crate::auth::Role;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use problem::ApiError;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
 /// Largest request body accepted, bytes. A window with 64 sources is about 20 KiB as a JWS.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Roles that may read certificates and their status (besides admin).
+pub const CERTIFICATE_READERS: &[Role] = &[Role::Auditor, Role::Compliance];
+/// Roles that may read log proofs and entries (besides admin).
+pub const LOG_READERS: &[Role] = &[Role::Auditor];
+/// Roles that may download exports (besides admin).
+pub const EXPORT_READERS: &[Role] = &[Role::Compliance];
+
+/// Request limits of the HTTP API (config keys under `[limits]`, see docs/operations.md).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// A request still unanswered after this many seconds gets 503 `timeout`; default 30 (an
+    /// export of a large period streams, so only its first byte must come in time).
+    pub request_timeout_secs: u64,
+    /// Sustained requests per second allowed from one client IP; 0 disables. Default 100 (many
+    /// agents behind one NAT each send a window every 10 s by default).
+    pub per_ip_rps: f64,
+    /// Requests one client IP may burst above the sustained rate. Default 1000.
+    pub per_ip_burst: u32,
+    /// Sustained requests per second allowed for one bearer token; 0 disables. Default 50.
+    pub per_token_rps: f64,
+    /// Requests one token may burst above the sustained rate. Default 500.
+    pub per_token_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_timeout_secs: 30,
+            per_ip_rps: 100.0,
+            per_ip_burst: 1000,
+            per_token_rps: 50.0,
+            per_token_burst: 500,
+        }
+    }
+}
+
+/// Most keys a rate limiter remembers before it forgets the full (idle) buckets.
+const RATE_LIMITER_MAX_KEYS: usize = 100_000;
+
+/// A token-bucket rate limiter keyed by client IP or token hash.
+#[derive(Debug)]
+pub struct RateLimiter {
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    rate: f64,
+    burst: f64,
+}
+
+impl RateLimiter {
+    /// `rate` tokens per second, at most `burst` saved up; a rate ≤ 0 lets everything through.
+    #[must_use]
+    pub fn new(rate: f64, burst: u32) -> Self {
+        Self {
+            buckets: Mutex::new(HashMap::new()),
+            rate,
+            burst: f64::from(burst.max(1)),
+        }
+    }
+
+    /// Takes one token for `key` at `now`; `Err(seconds)` to wait when the bucket is empty.
+    ///
+    /// # Errors
+    /// The whole seconds until a token is available (≥ 1), for `Retry-After`.
+    pub fn check(&self, key: &str, now: Instant) -> Result<(), u64> {
+        if self.rate <= 0.0 || !self.rate.is_finite() {
+            return Ok(());
+        }
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let refill = |(tokens, at): (f64, Instant)| {
+            (tokens + now.saturating_duration_since(at).as_secs_f64() * self.rate).min(self.burst)
+        };
+        if buckets.len() >= RATE_LIMITER_MAX_KEYS {
+            buckets.retain(|_, b| refill(*b) < self.burst);
+        }
+        let bucket = buckets.entry(key.to_owned()).or_insert((self.burst, now));
+        let tokens = refill(*bucket);
+        if tokens >= 1.0 {
+            *bucket = (tokens - 1.0, now);
+            Ok(())
+        } else {
+            *bucket = (tokens, now);
+            // Bounded by 1/rate; a rate below 1e-9 rps is not a meaningful setting.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let wait = ((1.0 - tokens) / self.rate).ceil().clamp(1.0, 86_400.0) as u64;
+            Err(wait)
+        }
+    }
+}
+
+/// State of the request plumbing middleware.
+struct Plumbing {
+    metrics: Arc<crate::metrics::Metrics>,
+    per_ip: RateLimiter,
+    per_token: RateLimiter,
+}
 
 /// The OpenAPI 3.1 document served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -25,6 +134,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
     info(title = "Wattest oracle API", description = "Verifiable energy and carbon accounting of compute: enroll nodes, submit signed telemetry windows, fetch signed energy certificates and compliance exports. Errors are RFC 9457 problem+json bodies with a stable `code` (see docs/protocol.md)."),
     paths(
         meta::healthz,
+        stats::stats,
+        stats::list_nodes,
         meta::jwks,
         nodes::enroll,
         nodes::answer_challenge,
@@ -42,14 +153,14 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         log::entry,
     ),
     components(schemas(problem::Problem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
     tags(
         (name = "nodes", description = "Node enrollment"),
         (name = "telemetry", description = "Signed energy windows (evidence)"),
         (name = "certificates", description = "Energy certificates (attestation results)"),
         (name = "exports", description = "Compliance exports"),
         (name = "log", description = "Transparency log of issued certificates (RFC 9162 proofs, C2SP checkpoints)"),
-        (name = "meta", description = "Health and keys"),
+        (name = "meta", description = "Health, keys and network statistics"),
     )
 )]
 pub struct ApiDoc;
@@ -67,14 +178,71 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// The application: all routes, with the body limit and request tracing.
+/// Adds the responses every operation can give: 401/403 where a token is needed, 413/415 where
+/// a body is read, 429 (rate limit), 500 and 503 (timeout) everywhere.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    problem::PROBLEM_MEDIA_TYPE,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+                let responses = &mut op.responses.responses;
+                let mut add = |code: &str, description: &str| {
+                    responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| problem(description).into());
+                };
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    add("401", "missing_token / invalid_token");
+                    add("403", "forbidden_role: the token's role may not do this");
+                }
+                if op.request_body.is_some() {
+                    add("413", "payload_too_large");
+                    add("415", "unsupported_media_type");
+                }
+                add(
+                    "429",
+                    "rate_limited: wait for the Retry-After header's seconds",
+                );
+                add("500", "internal");
+                add("503", "timeout / unavailable");
+            }
+        }
+    }
+}
+
+/// The application with the default [`Limits`].
 pub fn router(state: AppState) -> Router {
+    router_with(state, Limits::default())
+}
+
+/// The application: all routes, with the body limit, timeout, rate limits, problem+json for
+/// every error, request metrics and tracing.
+pub fn router_with(state: AppState, limits: Limits) -> Router {
+    let plumbing = Arc::new(Plumbing {
+        metrics: state.metrics.clone(),
+        per_ip: RateLimiter::new(limits.per_ip_rps, limits.per_ip_burst),
+        per_token: RateLimiter::new(limits.per_token_rps, limits.per_token_burst),
+    });
     Router::new()
         .route("/healthz", get(meta::healthz))
+        .route("/v1/stats", get(stats::stats))
         .route("/.well-known/jwks.json", get(meta::jwks))
         .route("/openapi.json", get(meta::openapi))
         .route("/metrics", get(meta::metrics))
-        .route("/v1/nodes", post(nodes::enroll))
+        .route("/v1/nodes", post(nodes::enroll).get(stats::list_nodes))
         .route(
             "/v1/nodes/challenges/{challenge_id}",
             post(nodes::answer_challenge),
@@ -109,8 +277,91 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(limits.request_timeout_secs.max(1)),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            plumbing,
+            plumbing_layer,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Rate limits the request (per IP, then per token), then turns any plain error response into
+/// problem+json and counts the request in the metrics.
+async fn plumbing_layer(
+    axum::extract::State(plumbing): axum::extract::State<Arc<Plumbing>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+    let token = crate::auth::bearer(request.headers()).map(crate::auth::token_hash);
+    let limited = plumbing.per_ip.check(&ip, started).err().or_else(|| {
+        token
+            .as_deref()
+            .and_then(|t| plumbing.per_token.check(t, started).err())
+    });
+    let response = match limited {
+        Some(wait) => {
+            plumbing.metrics.rate_limited.inc();
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests; retry in {wait} s"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            response
+        }
+        None => problemize(next.run(request).await).await,
+    };
+    plumbing.metrics.http(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// An error response that is not problem+json yet (axum rejections, timeouts) made into one.
+async fn problemize(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(problem::PROBLEM_MEDIA_TYPE.as_bytes())
+        });
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let mut fixed = ApiError::from_status(status, &text).into_response();
+    if let Some(retry) = parts.headers.get(header::RETRY_AFTER) {
+        fixed
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry.clone());
+    }
+    fixed
 }
 
 /// Parses a JSON body into `T`, with a problem+json 400 naming the error.

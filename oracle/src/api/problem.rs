@@ -7,14 +7,19 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// Prefix of the `type` member: `urn:wattest:problem:<code>`; each code is documented in
-/// `docs/protocol.md`.
-pub const PROBLEM_TYPE_PREFIX: &str = "urn:wattest:problem:";
+/// Prefix of the `type` member: `https://wattest.dev/problems/<code>`; each code is documented
+/// in the error table of `docs/protocol.md`.
+pub const PROBLEM_TYPE_PREFIX: &str = "https://wattest.dev/problems/";
+
+/// Media type of every error body (RFC 9457 §3).
+pub const PROBLEM_MEDIA_TYPE: &str = "application/problem+json";
 
 /// An RFC 9457 problem details object.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"type": "https://wattest.dev/problems/forbidden_role", "title": "Forbidden",
+    "status": 403, "detail": "a node token cannot do this; it needs one of: auditor", "code": "forbidden_role"}))]
 pub struct Problem {
-    /// `urn:wattest:problem:<code>`.
+    /// `https://wattest.dev/problems/<code>`.
     #[serde(rename = "type")]
     pub type_: String,
     /// Short, human-readable summary of the problem type.
@@ -99,6 +104,53 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// A problem for a plain error response produced outside the handlers (axum extractor
+    /// rejections, the body limit, the timeout layer): the code follows the status, the
+    /// original text becomes the detail of a 4xx (5xx details are not shown).
+    #[must_use]
+    pub fn from_status(status: StatusCode, text: &str) -> Self {
+        let code = match status.as_u16() {
+            400 => "invalid_request",
+            401 => "missing_token",
+            403 => "forbidden_role",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            406 => "not_acceptable",
+            408 | 504 => "timeout",
+            413 => "payload_too_large",
+            415 => "unsupported_media_type",
+            422 => "unprocessable_body",
+            429 => "rate_limited",
+            503 => "unavailable",
+            s if s < 500 => "invalid_request",
+            _ => "internal",
+        };
+        let text = text.trim();
+        let detail = if status.is_server_error() {
+            match code {
+                "timeout" => "the request took too long and was abandoned; retry later".to_owned(),
+                "unavailable" => "the oracle cannot serve this now; retry later".to_owned(),
+                _ => "internal error; the oracle log has the details".to_owned(),
+            }
+        } else if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!(
+                "the request body is larger than the limit of {} bytes",
+                super::MAX_BODY_BYTES
+            )
+        } else if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_owned()
+        } else {
+            text.to_owned()
+        };
+        Self::new(status, code, detail)
+    }
 }
 
 impl From<crate::storage::StorageError> for ApiError {
@@ -122,7 +174,7 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, body).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+            HeaderValue::from_static(PROBLEM_MEDIA_TYPE),
         );
         response
     }

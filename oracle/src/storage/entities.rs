@@ -20,6 +20,8 @@ pub mod token {
         pub created_at: DateTimeUtc,
         /// Revocation time, if revoked.
         pub revoked_at: Option<DateTimeUtc>,
+        /// Last time a request presented this token (updated at most once a minute).
+        pub last_used_at: Option<DateTimeUtc>,
     }
 
     /// No relations.

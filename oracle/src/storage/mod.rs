@@ -7,6 +7,7 @@
 
 pub mod entities;
 pub mod ledger;
+mod tokens;
 
 use chrono::{DateTime, Utc};
 use entities::{certificate, enrollment_challenge, node, token, window};
@@ -154,6 +155,7 @@ impl Storage {
             token_hash: Set(token_hash.into()),
             created_at: Set(now),
             revoked_at: Set(None),
+            last_used_at: Set(None),
         }
         .insert(&self.db)
         .await?;

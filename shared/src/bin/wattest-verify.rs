@@ -67,7 +67,14 @@ struct Args {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Bearer token sent when CERT or --status is an oracle URL: reading certificates needs an
+    /// `auditor` or `compliance` token (`wattest-oracle token create --role auditor`).
+    #[arg(long, env = "WATTEST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
+
+/// The `--token` given, for [`read_source`]'s URL fetches.
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 fn read_source(source: &str) -> Result<String> {
     if source == "-" {
@@ -78,8 +85,13 @@ fn read_source(source: &str) -> Result<String> {
         return Ok(text);
     }
     if source.starts_with("http://") || source.starts_with("https://") {
-        let response =
-            reqwest::blocking::get(source).with_context(|| format!("fetching {source}"))?;
+        let mut request = reqwest::blocking::Client::new().get(source);
+        if let Some(Some(token)) = TOKEN.get() {
+            request = request.bearer_auth(token);
+        }
+        let response = request
+            .send()
+            .with_context(|| format!("fetching {source}"))?;
         if !response.status().is_success() {
             bail!("fetching {source}: HTTP {}", response.status());
         }
@@ -161,6 +173,7 @@ struct Report {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let _ = TOKEN.set(args.token.clone());
     wattest_shared::tls::install_crypto_provider();
     match run(&args) {
         Ok(report) => {

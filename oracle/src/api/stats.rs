@@ -1,0 +1,128 @@
+//! Public network statistics (`GET /v1/stats`) and node heartbeat / health (`GET /v1/nodes`).
+
+use super::problem::ApiError;
+use crate::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use wattest_shared::Eur;
+
+/// A node is healthy when its last window ended at most this long ago, seconds: twice the
+/// longest window the agent accepts (`--window` ≤ 3600 s in agent/src/main.rs), so one late or
+/// lost window does not flip a node to stale.
+pub const HEALTHY_WITHIN_SECS: i64 = 2 * 3600;
+
+/// Totals over the whole oracle. Energies in Wh, emissions in kg CO2e (location-based, from
+/// the grid zone's carbon intensity), money as a decimal EUR string.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"nodes": 3, "active_nodes": 1, "windows": 1200, "certificates": 14,
+    "energy_wh": 5321.5, "emissions_kg": 1.93, "avoided_emissions_kg": 0.41,
+    "cooperative_fund_eur": "0.012300", "active_within_secs": 7200}))]
+pub struct Stats {
+    /// Enrolled nodes.
+    pub nodes: u64,
+    /// Nodes whose last window ended within `active_within_secs`.
+    pub active_nodes: u64,
+    /// Telemetry windows accepted.
+    pub windows: u64,
+    /// Certificates issued.
+    pub certificates: u64,
+    /// Energy covered by certificates, Wh.
+    pub energy_wh: f64,
+    /// Location-based emissions of that energy, kg CO2e.
+    pub emissions_kg: f64,
+    /// Avoided emissions (on-site solar), kg CO2e.
+    pub avoided_emissions_kg: f64,
+    /// Cooperative fund's share of the avoided-emissions rewards, EUR.
+    pub cooperative_fund_eur: Eur,
+    /// The activity horizon used for `active_nodes`, seconds.
+    pub active_within_secs: i64,
+}
+
+/// Network totals: nodes, active nodes, energy, emissions, avoided emissions, cooperative fund.
+/// Public.
+#[utoipa::path(get, path = "/v1/stats", tag = "meta", responses(
+    (status = 200, description = "Totals", body = Stats),
+))]
+pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
+    let since = Utc::now() - chrono::Duration::seconds(HEALTHY_WITHIN_SECS);
+    let (nodes, active_nodes) = state.storage.node_counts(since).await?;
+    let windows = state.storage.window_count().await?;
+    let totals = state.storage.certificate_totals().await?;
+    Ok(Json(Stats {
+        nodes,
+        active_nodes,
+        windows,
+        certificates: u64::try_from(totals.certificates.unwrap_or(0)).unwrap_or(0),
+        energy_wh: totals.consumed_wh.unwrap_or(0.0),
+        emissions_kg: totals.emissions_kg.unwrap_or(0.0),
+        avoided_emissions_kg: totals.avoided_kg.unwrap_or(0.0),
+        cooperative_fund_eur: Eur::from_micros(totals.fund_micro_eur.unwrap_or(0)),
+        active_within_secs: HEALTHY_WITHIN_SECS,
+    }))
+}
+
+/// One enrolled node with its heartbeat.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeInfo {
+    /// Node id (UUID).
+    pub node_id: String,
+    /// Name given at enrollment.
+    pub name: String,
+    /// Grid zone.
+    pub zone: String,
+    /// `software` or `tpm`.
+    pub attestation_level: String,
+    /// Enrollment time.
+    pub enrolled_at: DateTime<Utc>,
+    /// Seq of the last accepted window (0: none yet).
+    pub last_seq: i64,
+    /// End of the last accepted window (the heartbeat), if any.
+    pub last_window_end: Option<DateTime<Utc>>,
+    /// `healthy` (last window ended within `HEALTHY_WITHIN_SECS` = 7200 s), `stale`, or
+    /// `never_reported`.
+    pub health: &'static str,
+}
+
+/// Enrolled nodes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeList {
+    /// Nodes, by enrollment time.
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// Enrolled nodes with their heartbeat (last window, last seq) and health. Auditor.
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", security(("bearer" = [])), responses(
+    (status = 200, description = "Nodes", body = NodeList),
+))]
+pub async fn list_nodes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<NodeList>, ApiError> {
+    crate::auth::require(&state.storage, &headers, &[crate::auth::Role::Auditor]).await?;
+    let now = Utc::now();
+    let nodes = state
+        .storage
+        .list_nodes()
+        .await?
+        .into_iter()
+        .map(|n| NodeInfo {
+            health: match n.last_end {
+                None => "never_reported",
+                Some(t) if (now - t).num_seconds() <= HEALTHY_WITHIN_SECS => "healthy",
+                Some(_) => "stale",
+            },
+            node_id: n.id,
+            name: n.name,
+            zone: n.zone,
+            attestation_level: n.attestation_level,
+            enrolled_at: n.enrolled_at,
+            last_seq: n.last_seq,
+            last_window_end: n.last_end,
+        })
+        .collect();
+    Ok(Json(NodeList { nodes }))
+}

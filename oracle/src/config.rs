@@ -1,0 +1,189 @@
+//! Configuration file of `wattest-oracle`: one TOML file whose keys are the long flag names of
+//! the subcommand being run (`listen = "0.0.0.0:8080"`, `data_dir = "/var/lib/wattest"`, dashes
+//! or underscores). Precedence, highest first: command-line flag, `WATTEST_*` / `DATABASE_URL`
+//! environment variable, config file, built-in default. Every key is listed in
+//! docs/operations.md.
+
+use anyhow::{Context, Result, bail};
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Command};
+use std::ffi::OsString;
+use std::path::Path;
+
+/// Keys whose values are never printed (`--print-config` shows `<redacted>`).
+const SECRET_KEYS: &[&str] = &["token", "api_token", "secret", "password"];
+
+/// Re-parses `argv` with the values of `file` filled in for every flag of the running
+/// subcommand that the command line and the environment left at its default.
+///
+/// # Errors
+/// Unreadable or invalid TOML, a key that no subcommand knows, a value of the wrong shape.
+pub fn merge_file(command: &Command, argv: &[OsString], file: &Path) -> Result<Vec<OsString>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", file.display()))?;
+    let matches = command.clone().try_get_matches_from(argv)?;
+    // The deepest subcommand being run and the position of its name in argv.
+    let mut cmd = command.clone();
+    let mut m = &matches;
+    let mut path: Vec<String> = Vec::new();
+    while let Some((name, sub)) = m.subcommand() {
+        path.push(name.to_owned());
+        cmd = cmd
+            .find_subcommand(name)
+            .cloned()
+            .context("subcommand vanished")?;
+        m = sub;
+    }
+    let known = all_long_flags(command);
+    let mut extra: Vec<OsString> = Vec::new();
+    for (key, value) in &table {
+        let flag = key.replace('_', "-");
+        if !known.contains(&flag) {
+            bail!(
+                "{}: unknown key {key:?} (keys are the long flag names, see --help and docs/operations.md)",
+                file.display()
+            );
+        }
+        let own = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag.as_str()));
+        let root = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag.as_str()));
+        let (arg, source) = match (own, root) {
+            (Some(arg), _) => (arg, m.value_source(arg.get_id().as_str())),
+            (None, Some(arg)) => (arg, matches.value_source(arg.get_id().as_str())),
+            (None, None) => continue, // a key for another subcommand
+        };
+        let from_default = matches!(source, None | Some(ValueSource::DefaultValue));
+        if !from_default {
+            continue;
+        }
+        match (arg.get_action(), value) {
+            (ArgAction::SetTrue, toml::Value::Boolean(true)) => {
+                extra.push(format!("--{flag}").into())
+            }
+            (ArgAction::SetTrue, toml::Value::Boolean(false)) => {}
+            (ArgAction::SetTrue, _) => bail!("{}: {key} must be true or false", file.display()),
+            (_, toml::Value::String(s)) => {
+                extra.push(format!("--{flag}").into());
+                extra.push(s.into());
+            }
+            (_, toml::Value::Integer(i)) => {
+                extra.push(format!("--{flag}").into());
+                extra.push(i.to_string().into());
+            }
+            (_, toml::Value::Float(f)) => {
+                extra.push(format!("--{flag}").into());
+                extra.push(f.to_string().into());
+            }
+            _ => bail!("{}: {key} must be a string or a number", file.display()),
+        }
+    }
+    // Insert the file's flags right after the subcommand path (before any `--` and trailing
+    // positionals), so they bind to the subcommand being run.
+    let mut out: Vec<OsString> = Vec::with_capacity(argv.len() + extra.len());
+    let mut depth = 0;
+    let mut inserted = false;
+    for arg in argv {
+        out.push(arg.clone());
+        if !inserted && depth < path.len() && arg.to_str() == Some(path[depth].as_str()) {
+            depth += 1;
+            if depth == path.len() {
+                out.extend(extra.iter().cloned());
+                inserted = true;
+            }
+        }
+    }
+    if !inserted {
+        out.extend(extra);
+    }
+    Ok(out)
+}
+
+fn all_long_flags(command: &Command) -> Vec<String> {
+    let mut flags: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    for sub in command.get_subcommands() {
+        flags.extend(all_long_flags(sub));
+    }
+    flags
+}
+
+/// The effective settings of the running subcommand as TOML, secrets redacted: the password of
+/// a URL, and the values of the keys in `SECRET_KEYS`.
+#[must_use]
+pub fn effective(command: &Command, matches: &ArgMatches) -> String {
+    let mut cmd = command.clone();
+    let mut m = matches;
+    let mut table = toml::Table::new();
+    collect(&cmd, m, &mut table);
+    while let Some((name, sub)) = m.subcommand() {
+        let Some(next) = cmd.find_subcommand(name).cloned() else {
+            break;
+        };
+        cmd = next;
+        m = sub;
+        collect(&cmd, m, &mut table);
+    }
+    toml::to_string(&table).unwrap_or_default()
+}
+
+fn collect(cmd: &Command, m: &ArgMatches, table: &mut toml::Table) {
+    for arg in cmd.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(long, "help" | "version" | "config" | "print-config") {
+            continue;
+        }
+        let key = long.replace('-', "_");
+        let id = arg.get_id().as_str();
+        let value = if matches!(arg.get_action(), ArgAction::SetTrue) {
+            toml::Value::Boolean(m.get_flag(id))
+        } else {
+            let Ok(Some(raw)) = m.try_get_raw(id) else {
+                continue;
+            };
+            let text: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
+            toml::Value::String(redact(&key, &text.join(",")))
+        };
+        table.insert(key, value);
+    }
+}
+
+/// `value` with secrets hidden: `<redacted>` for secret keys, the password of a URL replaced.
+#[must_use]
+pub fn redact(key: &str, value: &str) -> String {
+    if SECRET_KEYS.contains(&key) {
+        return "<redacted>".to_owned();
+    }
+    if let Some((scheme, rest)) = value.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _password)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:<redacted>@{host}");
+    }
+    value.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_passwords_and_secret_keys_are_redacted() {
+        assert_eq!(
+            redact("database_url", "postgres://app:hunter2@db/wattest"),
+            "postgres://app:<redacted>@db/wattest"
+        );
+        assert_eq!(
+            redact("database_url", "sqlite://x.db?mode=rwc"),
+            "sqlite://x.db?mode=rwc"
+        );
+        assert_eq!(redact("token", "wt_admin_abc"), "<redacted>");
+        assert_eq!(redact("rate_limit_per_token", "20"), "20");
+    }
+}
