@@ -7,6 +7,7 @@
 //! sysfs_root = "/sys"                  # root of sysfs (RAPL, hwmon)
 //! hwmon_channels = ["ina226:vbus"]     # NAME:LABEL selectors; empty = every power/energy channel
 //! tdp_watts = 65.0                     # CPU TDP for the estimate, W
+//! metrics_listen = "127.0.0.1:9464"    # serve Prometheus /metrics here (off when absent)
 //! [solar]                              # at most one of:
 //! hwmon = "ina219:solar"               #   watts = 120.0 | file = "/run/solar_w" | command = "…"
 //! ```
@@ -73,6 +74,8 @@ pub struct MeasureSettings {
     pub tdp_watts: Option<f64>,
     /// Solar input.
     pub solar: Option<SolarSettings>,
+    /// Address of the Prometheus `/metrics` listener (`run` and `watch`); none = no listener.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Settings ready to use.
@@ -82,6 +85,74 @@ pub struct Resolved {
     pub interval: f64,
     /// What to discover.
     pub discovery: DiscoveryConfig,
+    /// Address of the Prometheus `/metrics` listener, if any.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl Resolved {
+    /// The effective settings as a config file (`--print-config`): every key of the file format,
+    /// with the value in force. The agent's settings hold no secret (the enrollment token is
+    /// never stored), so nothing is redacted.
+    #[must_use]
+    pub fn to_toml(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            interval: f64,
+            sysfs_root: &'a Path,
+            hwmon_channels: &'a [String],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tdp_watts: Option<f64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            metrics_listen: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            solar: Option<SolarOut<'a>>,
+        }
+        #[derive(serde::Serialize)]
+        struct SolarOut<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            watts: Option<f64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            file: Option<&'a Path>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            command: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            hwmon: Option<&'a str>,
+        }
+        let none = SolarOut {
+            watts: None,
+            file: None,
+            command: None,
+            hwmon: None,
+        };
+        let solar = match &self.discovery.solar {
+            SolarConfig::None => None,
+            SolarConfig::Constant(w) => Some(SolarOut {
+                watts: Some(w.0),
+                ..none
+            }),
+            SolarConfig::File(f) => Some(SolarOut {
+                file: Some(f),
+                ..none
+            }),
+            SolarConfig::Command(c) => Some(SolarOut {
+                command: Some(c),
+                ..none
+            }),
+            SolarConfig::Hwmon(h) => Some(SolarOut {
+                hwmon: Some(h),
+                ..none
+            }),
+        };
+        let out = Out {
+            interval: self.interval,
+            sysfs_root: &self.discovery.sysfs_root,
+            hwmon_channels: &self.discovery.hwmon_channels,
+            tdp_watts: self.discovery.tdp_override.map(|w| w.0),
+            metrics_listen: self.metrics_listen.map(|a| a.to_string()),
+            solar,
+        };
+        toml::to_string(&out).unwrap_or_else(|err| format!("# cannot print the config: {err}\n"))
+    }
 }
 
 /// Reads a TOML settings file.
@@ -151,6 +222,7 @@ impl MeasureSettings {
         // Roots and the GPU list from the environment (WATTEST_PROCFS_ROOT, CUDA_VISIBLE_DEVICES).
         let base = DiscoveryConfig::from_env();
         Ok(Resolved {
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             interval,
             discovery: DiscoveryConfig {
                 sysfs_root: self
@@ -201,6 +273,31 @@ mod tests {
                 .expect("defaults")
                 .interval,
             DEFAULT_INTERVAL_S
+        );
+    }
+
+    #[test]
+    fn printed_config_reads_back_as_the_same_settings() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "interval = 0.25\ntdp_watts = 95.0\nmetrics_listen = \"127.0.0.1:9464\"\n[solar]\ncommand = \"cat /run/solar\"\n").expect("write");
+        let first = MeasureSettings::default()
+            .resolve(load(&path).expect("parse"))
+            .expect("resolve");
+        let printed = first.to_toml();
+        std::fs::write(&path, &printed).expect("write printed");
+        let again = MeasureSettings::default()
+            .resolve(load(&path).expect("printed config parses"))
+            .expect("resolve printed");
+        assert_eq!(again.to_toml(), printed);
+        assert_eq!(again.interval, 0.25);
+        assert_eq!(again.discovery.tdp_override, Some(Watts(95.0)));
+        assert_eq!(
+            again.metrics_listen,
+            Some("127.0.0.1:9464".parse().expect("addr"))
+        );
+        assert!(
+            matches!(again.discovery.solar, SolarConfig::Command(ref c) if c == "cat /run/solar")
         );
     }
 

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod enroll;
 pub mod integrator;
+pub mod metrics;
 pub mod runner;
 pub mod sampler;
 pub mod signer;

@@ -108,6 +108,14 @@ struct MeasureArgs {
     /// hwmon channel (NAME:LABEL) measuring the solar input.
     #[arg(long)]
     solar_hwmon: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while measuring (`run`, `watch`), e.g.
+    /// 127.0.0.1:9464 [default: no listener].
+    #[arg(long, env = "WATTEST_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Print the effective measurement settings (flags and environment over the config file over
+    /// the defaults) as a config file, then exit.
+    #[arg(long)]
+    print_config: bool,
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +240,7 @@ impl MeasureArgs {
             sysfs_root: self.sysfs_root.clone(),
             hwmon_channels: self.hwmon_channels.clone(),
             tdp_watts: self.tdp_watts,
+            metrics_listen: self.metrics_listen,
             solar: any_solar.then(|| SolarSettings {
                 watts: self.solar_watts,
                 file: self.solar_file.clone(),
@@ -271,6 +280,24 @@ fn main() -> ExitCode {
             return ExitCode::from(70);
         }
     };
+    let measure = match &cli.command {
+        Command::Run(a) => Some(&a.measure),
+        Command::Watch(a) => Some(&a.measure),
+        Command::Sources(a) => Some(&a.measure),
+        Command::Enroll(_) | Command::Flush(_) => None,
+    };
+    if let Some(m) = measure.filter(|m| m.print_config) {
+        return match m.resolve() {
+            Ok(settings) => {
+                print!("{}", settings.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("wattest-agent: error: {err:#}");
+                ExitCode::from(70)
+            }
+        };
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Enroll(args) => enroll_cmd(args).await.map(|()| ExitCode::SUCCESS),
@@ -425,6 +452,11 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
     );
 
     let settings = args.measure.resolve()?;
+    if let Some(addr) = settings.metrics_listen {
+        wattest_agent::metrics::spawn(addr)
+            .await
+            .with_context(|| format!("serving metrics on {addr}"))?;
+    }
     let discovery = runner::sources(&settings.discovery);
     let sampler_cfg = SamplerConfig {
         period: Duration::from_secs_f64(settings.interval),
@@ -465,15 +497,9 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         .finish(Duration::from_secs(args.upload_timeout))
         .await?;
 
-    let certificate = match report.certificates.pop() {
-        Some(c) => Some(c),
-        None if report.final_already_accepted => {
-            runner::fetch_certificate(&uploader, &node.node_id, &job_id)
-                .await
-                .ok()
-        }
-        None => None,
-    };
+    // A final window whose acknowledgement was lost is answered, when re-sent, with its
+    // original receipt (certificate included), so the certificate is always in the report.
+    let certificate = report.certificates.pop();
     match &certificate {
         Some(c) => {
             eprintln!("wattest: certificate {}", c.id);
@@ -513,6 +539,11 @@ async fn watch_cmd(args: WatchArgs) -> Result<()> {
     let uploader = Uploader::new(args.oracle.as_deref().unwrap_or(&node.oracle))?;
     let spool = Spool::new(dir.spool());
     let settings = args.measure.resolve()?;
+    if let Some(addr) = settings.metrics_listen {
+        wattest_agent::metrics::spawn(addr)
+            .await
+            .with_context(|| format!("serving metrics on {addr}"))?;
+    }
     let discovery = runner::sources(&settings.discovery);
     let sampler_cfg = SamplerConfig {
         period: Duration::from_secs_f64(settings.interval),

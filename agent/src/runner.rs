@@ -97,6 +97,17 @@ impl Chain {
             &serde_json::to_vec(&head).unwrap_or_default(),
         )?;
         self.head = head;
+        let metrics = crate::metrics::global();
+        metrics.windows_signed.inc();
+        metrics.spool_windows.inc();
+        for s in &claims.sources {
+            metrics
+                .energy_joules
+                .get_or_create(&crate::metrics::SourceLabel {
+                    source: s.source.clone(),
+                })
+                .inc_by(s.energy_wh.to_joules().0);
+        }
         tracing::debug!(seq, final_window = is_final, "Window signed and spooled.");
         Ok(seq)
     }
@@ -250,7 +261,7 @@ impl Measurement {
 
     /// Closes the last window, marked final, then uploads until the spool is empty or
     /// `upload_timeout` passes. The report merges the background rounds and the last one;
-    /// `remaining` and `final_already_accepted` are the last round's.
+    /// `remaining` is the last round's.
     ///
     /// # Errors
     /// The signer thread failed (signing or disk), or a task panicked.
@@ -275,7 +286,6 @@ impl Measurement {
         report.certificates.extend(last_round.certificates);
         report.rejected.extend(last_round.rejected);
         report.remaining = last_round.remaining;
-        report.final_already_accepted = last_round.final_already_accepted;
         Ok(report)
     }
 }
@@ -297,34 +307,6 @@ pub fn summary_line(c: &CertificateSummary) -> String {
         c.window_count,
         c.attestation_level
     )
-}
-
-/// Finds the certificate of `job` for `node` (after a final window whose acknowledgement was lost).
-///
-/// # Errors
-/// HTTP failure or no certificate.
-pub async fn fetch_certificate(
-    uploader: &Uploader,
-    node_id: &str,
-    job_id: &str,
-) -> Result<CertificateSummary> {
-    #[derive(serde::Deserialize)]
-    struct List {
-        certificates: Vec<CertificateSummary>,
-    }
-    let list: List = uploader
-        .client()
-        .get(format!("{}/v1/certificates", uploader.base()))
-        .query(&[("node", node_id), ("job", job_id)])
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    list.certificates
-        .into_iter()
-        .next()
-        .context("the oracle lists no certificate for this job")
 }
 
 #[cfg(test)]

@@ -306,12 +306,14 @@ pub fn tick(
     failed: &mut [bool],
     t_s: f64,
 ) {
+    crate::metrics::global().samples.inc();
     for ((src, integ), failed) in sources.iter_mut().zip(integrators).zip(failed) {
         match src.read() {
             Ok(r) => {
                 integ.push(t_s, r);
             }
             Err(e) => {
+                crate::metrics::global().source_failures.inc();
                 if !*failed {
                     tracing::warn!(source = %src.info().id, error = %e, "Source reading failed; the sample is skipped.");
                     *failed = true;

@@ -58,8 +58,6 @@ pub struct Drained {
     pub rejected: Vec<(u64, String)>,
     /// Windows still in the spool (the deadline passed).
     pub remaining: usize,
-    /// Final windows that turned out to be already accepted (their certificate must be fetched).
-    pub final_already_accepted: bool,
 }
 
 /// HTTP client of the oracle's telemetry endpoint.
@@ -112,6 +110,12 @@ impl Uploader {
         };
         let status = response.status();
         let body = response.bytes().await.unwrap_or_default();
+        if status == reqwest::StatusCode::ACCEPTED {
+            // Held by the oracle after a gap in the chain: durable there, appended and credited
+            // once the missing windows arrive.
+            tracing::warn!("The oracle holds this window until earlier missing windows arrive.");
+            return Outcome::Accepted(None);
+        }
         if status.is_success() {
             return match serde_json::from_slice::<Accepted>(&body) {
                 Ok(a) => Outcome::Accepted(a.certificate),
@@ -144,7 +148,12 @@ impl Uploader {
         let mut delay = BACKOFF_START;
         loop {
             let pending = match spool.pending() {
-                Ok(p) => p,
+                Ok(p) => {
+                    crate::metrics::global()
+                        .spool_windows
+                        .set(i64::try_from(p.len()).unwrap_or(i64::MAX));
+                    p
+                }
                 Err(err) => {
                     tracing::error!(error = %err, "Cannot read the spool.");
                     return report;
@@ -163,6 +172,7 @@ impl Uploader {
             match self.post(&jws).await {
                 Outcome::Accepted(certificate) => {
                     tracing::debug!(seq, "Window acknowledged.");
+                    crate::metrics::global().windows_acknowledged.inc();
                     report.acknowledged += 1;
                     report.certificates.extend(certificate);
                     delay = BACKOFF_START;
@@ -177,7 +187,7 @@ impl Uploader {
                         "Window was already accepted; removing it from the spool."
                     );
                     report.acknowledged += 1;
-                    report.final_already_accepted = jws_is_final(&jws);
+                    crate::metrics::global().windows_acknowledged.inc();
                     if let Err(err) = spool.ack(seq) {
                         tracing::error!(seq, error = %err, "Cannot remove an acknowledged window from the spool.");
                         return report;
@@ -189,6 +199,7 @@ impl Uploader {
                     detail,
                 } => {
                     tracing::error!(seq, status, code = %code, detail = %detail, "The oracle rejected a window; it is kept in spool/rejected/.");
+                    crate::metrics::global().windows_rejected.inc();
                     let reason =
                         serde_json::json!({ "status": status, "code": code, "detail": detail })
                             .to_string();
@@ -199,6 +210,7 @@ impl Uploader {
                     report.rejected.push((seq, format!("{code}: {detail}")));
                 }
                 Outcome::Transient(reason) => {
+                    crate::metrics::global().upload_errors.inc();
                     let now = Instant::now();
                     if deadline.is_some_and(|d| now + delay > d) {
                         report.remaining = pending.len();
@@ -223,11 +235,4 @@ fn rand_unit() -> f64 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     0.5 + f64::from(nanos % 1_000_000) / 2_000_000.0
-}
-
-fn jws_is_final(jws: &str) -> bool {
-    wattest_shared::jws::unverified_payload(jws)
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("final").and_then(serde_json::Value::as_bool))
-        .unwrap_or(false)
 }

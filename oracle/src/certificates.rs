@@ -411,6 +411,7 @@ mod tests {
         let policy = CreditPolicy {
             price_per_tonne: Eur::parse("25").expect("p"),
             node_owner_share_pct: 70.0,
+            source_rates: std::collections::BTreeMap::new(),
         };
         let intensities = resolve(&table, &zone, &windows);
         assert_eq!(intensities.len(), 2, "the windows span two clock hours");

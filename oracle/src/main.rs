@@ -184,6 +184,12 @@ struct ServeArgs {
     /// Node owner's share of the reward, percent; the cooperative fund gets the rest.
     #[arg(long, default_value_t = DEFAULT_NODE_OWNER_SHARE_PCT, value_parser = parse_share)]
     node_owner_share_pct: f64,
+    /// Price per tonne for the avoided emissions of one generating source kind, as
+    /// KIND=EUR_PER_TONNE (repeatable or comma-separated; kinds: solar), overriding
+    /// --price-eur-per-tonne for that kind. The certificate's `wattest.reward` names the price
+    /// applied.
+    #[arg(long, value_name = "KIND=EUR", value_delimiter = ',', value_parser = wattest_oracle::credits::parse_source_rate)]
+    reward_rate: Vec<(wattest_shared::SourceKind, Eur)>,
     /// Certificate validity, days.
     #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
     certificate_validity_days: u32,
@@ -531,6 +537,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         credits: CreditPolicy {
             price_per_tonne: args.price_eur_per_tonne,
             node_owner_share_pct: args.node_owner_share_pct,
+            source_rates: args.reward_rate.iter().copied().collect(),
         },
         max_clock_skew_secs: args.max_clock_skew_secs,
         ek_roots: match &args.ek_ca_dir {

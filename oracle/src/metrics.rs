@@ -46,6 +46,8 @@ pub struct Metrics {
     registry: Registry,
     /// Windows accepted.
     pub windows_accepted: Counter,
+    /// Windows held after a gap in their node's chain.
+    pub windows_held: Counter,
     /// Windows rejected, by code.
     pub windows_rejected: Family<CodeLabel, Counter>,
     /// Certificates issued.
@@ -70,6 +72,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("wattest");
         let windows_accepted = Counter::default();
         let windows_rejected = Family::<CodeLabel, Counter>::default();
+        let windows_held = Counter::default();
         let certificates_issued = Counter::default();
         let certified_energy_wh = Counter::<f64, AtomicU64>::default();
         // 100 µs … ~3.3 s in ×2 steps.
@@ -78,6 +81,11 @@ impl Default for Metrics {
             "windows_accepted",
             "Telemetry windows accepted",
             windows_accepted.clone(),
+        );
+        registry.register(
+            "windows_held",
+            "Telemetry windows held after a gap in their node's chain (202)",
+            windows_held.clone(),
         );
         registry.register(
             "windows_rejected",
@@ -131,6 +139,7 @@ impl Default for Metrics {
             provider_fallbacks,
             rate_limited,
             windows_accepted,
+            windows_held,
             windows_rejected,
             certificates_issued,
             certified_energy_wh,

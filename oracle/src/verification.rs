@@ -86,7 +86,8 @@ pub enum VerifyError {
         /// Last accepted seq.
         last: u64,
     },
-    /// Step 6: `seq` skips ahead.
+    /// Step 6: `seq` skips ahead. Returned only after every check that does not depend on the
+    /// missing windows passed (signature, payload, period, clock skew, figures).
     #[error("seq {seq} skips ahead: the next expected seq is {expected}")]
     SeqGap {
         /// Received seq.
@@ -197,16 +198,13 @@ pub fn verify_window(
             last: chain.last_seq,
         });
     }
-    if claims.seq > expected {
-        return Err(VerifyError::SeqGap {
-            seq: claims.seq,
-            expected,
-        });
-    }
-    if claims.prev != chain.last_hash {
+    // A window ahead of the chain (a gap) goes through every check that does not depend on its
+    // predecessor, so that `SeqGap` means "valid but early": the caller may hold it.
+    let gap = claims.seq > expected;
+    if !gap && claims.prev != chain.last_hash {
         return Err(VerifyError::ChainBroken);
     }
-    debug!(node_id = %node.id, seq = claims.seq, "Chain position verified.");
+    debug!(node_id = %node.id, seq = claims.seq, gap, "Chain position verified.");
 
     // Step 7: timing.
     if claims.start >= claims.end {
@@ -227,7 +225,7 @@ pub fn verify_window(
             skew_seconds: max_skew_seconds,
         });
     }
-    if let Some(previous_end) = chain.last_end
+    if let Some(previous_end) = chain.last_end.filter(|_| !gap)
         && claims.start < previous_end
     {
         return Err(VerifyError::OverlappingWindow {
@@ -239,6 +237,12 @@ pub fn verify_window(
     // Step 8: plausibility of every figure.
     check_figures(&claims)?;
     debug!(node_id = %node.id, seq = claims.seq, "Figures plausible.");
+    if gap {
+        return Err(VerifyError::SeqGap {
+            seq: claims.seq,
+            expected,
+        });
+    }
     let consumed = claims.consumed();
     Ok(VerifiedWindow {
         hash: jws_hash(jws),

@@ -8,6 +8,8 @@ use wattest_shared::Eur;
 
 struct TestApp {
     url: String,
+    /// An admin bearer token (certificate reads need a role).
+    admin: String,
     _dir: tempfile::TempDir,
 }
 
@@ -22,15 +24,24 @@ async fn spawn_app() -> TestApp {
         credits: CreditPolicy {
             price_per_tonne: Eur::parse("25").unwrap(),
             node_owner_share_pct: 70.0,
+            source_rates: std::collections::BTreeMap::new(),
         },
         ek_roots: Vec::new(),
         log_origin: "test/wattest-log".into(),
     };
     let state = AppState::open(dir.path(), &db, settings).await.unwrap();
+    let admin =
+        wattest_oracle::auth::create_token(&state.storage, wattest_oracle::auth::Role::Admin)
+            .await
+            .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
-    TestApp { url, _dir: dir }
+    TestApp {
+        url,
+        admin,
+        _dir: dir,
+    }
 }
 
 /// The OpenAPI document is the contract for integrators: any change must be deliberate.
@@ -66,6 +77,7 @@ async fn errors_are_problem_json() {
 
     let r = client
         .get(format!("{}/v1/certificates/does-not-exist", app.url))
+        .bearer_auth(&app.admin)
         .send()
         .await
         .unwrap();
@@ -73,6 +85,7 @@ async fn errors_are_problem_json() {
 
     let r = client
         .get(format!("{}/v1/certificates?limit=0", app.url))
+        .bearer_auth(&app.admin)
         .send()
         .await
         .unwrap();

@@ -55,6 +55,7 @@ async fn spawn_app(ek_roots: Vec<openssl::x509::X509>) -> App {
         credits: CreditPolicy {
             price_per_tonne: Eur::parse("25").expect("eur"),
             node_owner_share_pct: 70.0,
+            source_rates: std::collections::BTreeMap::new(),
         },
         ek_roots,
         log_origin: "test/wattest-log".into(),

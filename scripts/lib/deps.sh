@@ -1,10 +1,10 @@
 # shellcheck shell=bash
 # Installs what Wattest needs on Debian/Ubuntu when it is missing: build tools and libraries,
 # swtpm for the TPM tests, the PostgreSQL client (and server binaries for a disposable test
-# cluster), curl. Sourced by scripts/test.sh and scripts/quickstart.sh.
+# cluster), curl, headless Chromium for the /docs page test. Sourced by scripts/test.sh and scripts/quickstart.sh.
 
 wattest_install_packages() {
-  local want=(build-essential pkg-config libssl-dev libtss2-dev swtpm swtpm-tools tpm2-tools postgresql-client curl ca-certificates procps python3 python3-venv)
+  local want=(build-essential pkg-config libssl-dev libtss2-dev swtpm swtpm-tools tpm2-tools postgresql-client curl ca-certificates procps python3 python3-venv chromium)
   if [ "${1:-}" = "--with-pg-server" ]; then want+=(postgresql); fi
   local missing=()
   for p in "${want[@]}"; do

@@ -43,6 +43,24 @@ pub struct CertificateSummary {
     pub window_count: i64,
 }
 
+/// Answer (202) to a window that arrived ahead of its node's chain: signed and otherwise valid,
+/// it is held by the oracle, not credited, and appended once the windows `expected_seq` to
+/// `seq − 1` have arrived (docs/protocol.md §3.4). The agent may drop it from its spool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TelemetryHeld {
+    /// Node id.
+    pub node_id: String,
+    /// The held window's seq.
+    pub seq: u64,
+    /// base64url SHA-256 of the held window's JWS.
+    pub hash: String,
+    /// Always `held`.
+    pub status: String,
+    /// The node's next expected seq: the first missing window.
+    pub expected_seq: u64,
+}
+
 /// Acknowledgement of an accepted window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -50,6 +50,7 @@ fn protected() -> Vec<(
         ),
         ("GET", "/v1/log/entries/0", None, &["auditor"]),
         ("GET", "/v1/nodes", None, &["auditor"]),
+        ("GET", "/v1/balances", None, &["auditor"]),
         (
             "POST",
             "/v1/nodes",

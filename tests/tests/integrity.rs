@@ -170,27 +170,74 @@ fn a_duplicate_gets_the_original_receipt_and_a_conflict_flags_the_node() {
 fn replay_gap_reorder_and_overlap_are_each_handled() {
     let oracle = Oracle::start();
     let node = enroll_raw(&oracle.url, &oracle.token("node"));
-    let chain = node.chain("order", 4);
+    let chain = node.chain("order", 5);
 
-    // Gap: seq 3 before seq 2 is refused with the seq expected, and nothing is stored.
+    // Gap: seq 3 and 4 before seq 2 are held (202) with the first missing seq; nothing after the
+    // gap is appended or credited.
     assert_eq!(post(&oracle.url, &chain[0]).0, 200);
-    let gap = post(&oracle.url, &chain[2]);
-    assert_code(&gap, 409, "seq_gap");
-    assert_eq!(gap.1["expected_seq"], 2);
+    let held = post(&oracle.url, &chain[2]);
+    assert_eq!(held.0, 202, "{}", held.1);
+    assert_eq!(held.1["status"], "held");
+    assert_eq!(held.1["seq"], 3);
+    assert_eq!(held.1["expected_seq"], 2);
+    assert_eq!(held.1["hash"], jws_hash(&chain[2]));
+    // Held again: idempotent.
+    assert_eq!(post(&oracle.url, &chain[2]), held);
+    assert_eq!(post(&oracle.url, &chain[3]).0, 202);
+    let nodes = oracle.get_json("/v1/nodes");
+    let me = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == node.node_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(me["last_seq"], 1, "held windows do not move the chain head");
+    assert_eq!(me["held_windows"], 2);
+    // A different window for a held seq is a conflict, as for an accepted one.
+    let other = node.sign(&node.claims("other", 3, Some(jws_hash(&chain[1])), false));
+    assert_code(&post(&oracle.url, &other), 409, "seq_conflict");
 
-    // Reordered arrival (3 before 2, as a spool drained out of order would send them): once the
-    // gap is filled, the held-back window is accepted in order.
-    assert_eq!(post(&oracle.url, &chain[1]).0, 200);
-    assert_eq!(post(&oracle.url, &chain[2]).0, 200);
+    // Reordered arrival (3 and 4 before 2): filling the gap appends the held windows in order.
+    let filled = post(&oracle.url, &chain[1]);
+    assert_eq!((filled.0, filled.1["seq"].as_u64()), (200, Some(2)));
+    let nodes = oracle.get_json("/v1/nodes");
+    let me = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == node.node_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(me["last_seq"], 4, "{me}");
+    assert_eq!(me["held_windows"], 0);
+    // Seq 3, sent again, is now a duplicate of an accepted window: its original receipt.
+    let again = post(&oracle.url, &chain[2]);
+    assert_eq!((again.0, again.1["seq"].as_u64()), (200, Some(3)));
+
+    // Too far ahead to be reordering: refused with the seq expected, nothing stored.
+    let far_claims = gpu_window(
+        &node.node_id,
+        "order",
+        5 + 1024,
+        None,
+        node.t0 + Duration::seconds(50),
+        400.0,
+        false,
+    );
+    let far = node.sign(&far_claims);
+    let refused = post(&oracle.url, &far);
+    assert_code(&refused, 409, "seq_gap");
+    assert_eq!(refused.1["expected_seq"], 5);
 
     // Replay of an old window after newer ones: the original receipt, the head does not move.
     let replay = post(&oracle.url, &chain[0]);
     assert_eq!((replay.0, replay.1["seq"].as_u64()), (200, Some(1)));
     assert_eq!(replay.1["hash"], jws_hash(&chain[0]));
 
-    // Overlapping: seq 4 starting inside seq 3.
-    let prev = Some(jws_hash(&chain[2]));
-    let mut overlapping = node.claims("order", 4, prev.clone(), true);
+    // Overlapping: seq 5 starting inside seq 4.
+    let prev = Some(jws_hash(&chain[3]));
+    let mut overlapping = node.claims("order", 5, prev.clone(), true);
     overlapping.start -= Duration::seconds(5);
     overlapping.end -= Duration::seconds(5);
     assert_code(
@@ -199,7 +246,7 @@ fn replay_gap_reorder_and_overlap_are_each_handled() {
         "overlapping_window",
     );
     // Backwards: ends before it starts.
-    let mut backwards = node.claims("order", 4, prev, true);
+    let mut backwards = node.claims("order", 5, prev, true);
     std::mem::swap(&mut backwards.start, &mut backwards.end);
     assert_code(
         &post(&oracle.url, &node.sign(&backwards)),
@@ -207,11 +254,48 @@ fn replay_gap_reorder_and_overlap_are_each_handled() {
         "invalid_period",
     );
 
-    // The proper seq 4 closes the job: exactly four windows, 4 Wh.
-    let last = post(&oracle.url, &chain[3]);
+    // The proper seq 5 closes the job: exactly five windows, 5 Wh.
+    let last = post(&oracle.url, &chain[4]);
     assert_eq!(last.0, 200, "{}", last.1);
-    assert_eq!(last.1["certificate"]["window_count"], 4);
-    assert_eq!(last.1["certificate"]["energy_wh"], 4.0);
+    assert_eq!(last.1["certificate"]["window_count"], 5);
+    assert_eq!(last.1["certificate"]["energy_wh"], 5.0);
+}
+
+#[test]
+fn a_held_window_that_does_not_chain_is_dropped_and_flags_the_node() {
+    let oracle = Oracle::start();
+    let node = enroll_raw(&oracle.url, &oracle.token("node"));
+    let chain = node.chain("fork", 3);
+    assert_eq!(post(&oracle.url, &chain[0]).0, 200);
+    // Seq 3 whose prev is not seq 2's hash: valid on its own, so it is held.
+    let forked = node.sign(&node.claims("fork", 3, Some("not-the-hash".into()), true));
+    assert_eq!(post(&oracle.url, &forked).0, 202);
+    // Seq 2 arrives: it is accepted, the held seq 3 fails the chain check and is dropped.
+    assert_eq!(post(&oracle.url, &chain[1]).0, 200);
+    let nodes = oracle.get_json("/v1/nodes");
+    let me = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == node.node_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(me["last_seq"], 2, "{me}");
+    assert_eq!(me["held_windows"], 0);
+    // The proper seq 3 is accepted; its certificate carries the flag.
+    let last = post(&oracle.url, &chain[2]);
+    assert_eq!(last.0, 200, "{}", last.1);
+    let id = last.1["certificate"]["id"].as_str().unwrap().to_owned();
+    let claims = &oracle.get_json(&format!("/v1/certificates/{id}"))["claims"];
+    assert_eq!(claims["ear.status"], "contraindicated");
+    assert!(
+        claims["wattest.status_reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "node_flagged:held_rejected:3:chain_broken"),
+        "{claims}"
+    );
 }
 
 #[test]

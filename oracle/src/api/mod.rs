@@ -1,5 +1,6 @@
 //! The HTTP API: every route in one place, the OpenAPI document, and the shared request plumbing.
 
+pub mod balances;
 pub mod certificates;
 pub mod exports;
 pub mod log;
@@ -28,6 +29,9 @@ use utoipa::OpenApi;
 
 /// Largest request body accepted, bytes. A window with 64 sources is about 20 KiB as a JWS.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest oversized body (declared by `Content-Length`) that is read and dropped before the 413
+/// is sent, so that the client sees the answer rather than a reset; larger ones are not read.
+pub const DRAIN_LIMIT_BYTES: usize = 1024 * 1024;
 
 /// Roles that may read certificates and their status (besides admin).
 pub const CERTIFICATE_READERS: &[Role] = &[Role::Auditor, Role::Compliance];
@@ -35,6 +39,8 @@ pub const CERTIFICATE_READERS: &[Role] = &[Role::Auditor, Role::Compliance];
 pub const LOG_READERS: &[Role] = &[Role::Auditor];
 /// Roles that may download exports (besides admin).
 pub const EXPORT_READERS: &[Role] = &[Role::Compliance];
+/// Roles that may read reward balances (besides admin).
+pub const BALANCE_READERS: &[Role] = &[Role::Auditor];
 
 /// Request limits of the HTTP API (config keys under `[limits]`, see docs/operations.md).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -146,6 +152,7 @@ struct Plumbing {
         certificates::revoke,
         certificates::subject_schema,
         exports::export,
+        balances::balances,
         log::checkpoint,
         log::key,
         log::inclusion,
@@ -260,6 +267,7 @@ pub fn router_with(state: AppState, limits: Limits) -> Router {
             post(certificates::revoke),
         )
         .route("/v1/exports/{file}", get(exports::export))
+        .route("/v1/balances", get(balances::balances))
         .route("/v1/log/checkpoint", get(log::checkpoint))
         .route("/v1/log/key", get(log::key))
         .route("/v1/log/proofs/inclusion", get(log::inclusion))
@@ -312,8 +320,14 @@ async fn plumbing_layer(
             .as_deref()
             .and_then(|t| plumbing.per_token.check(t, started).err())
     });
-    let response = match limited {
-        Some(wait) => {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&n| n > MAX_BODY_BYTES as u64);
+    let response = match (limited, declared) {
+        (Some(wait), _) => {
             plumbing.metrics.rate_limited.inc();
             let mut response = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -326,7 +340,22 @@ async fn plumbing_layer(
                 .insert(header::RETRY_AFTER, HeaderValue::from(wait));
             response
         }
-        None => problemize(next.run(request).await).await,
+        (None, Some(length)) => {
+            // Read (and drop) a moderately oversized body before answering, so the client,
+            // still sending, gets the 413 instead of a connection reset (a lingering close).
+            if length <= DRAIN_LIMIT_BYTES as u64 {
+                let _ = axum::body::to_bytes(request.into_body(), DRAIN_LIMIT_BYTES).await;
+            }
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "request body of {length} bytes exceeds the limit of {MAX_BODY_BYTES} bytes"
+                ),
+            )
+            .into_response()
+        }
+        (None, None) => problemize(next.run(request).await).await,
     };
     plumbing.metrics.http(
         &route,

@@ -85,6 +85,12 @@ pub struct NodeInfo {
     /// `healthy` (last window ended within `HEALTHY_WITHIN_SECS` = 7200 s), `stale`, or
     /// `never_reported`.
     pub health: &'static str,
+    /// Windows held after a gap in this node's chain (valid, not yet appended nor credited;
+    /// docs/protocol.md §3.4).
+    pub held_windows: u64,
+    /// Why the node is flagged (e.g. `seq_conflict:7`, `held_rejected:9:chain_broken`), if it
+    /// is: its certificates are then `contraindicated`.
+    pub flag: Option<String>,
 }
 
 /// Enrolled nodes.
@@ -104,12 +110,14 @@ pub async fn list_nodes(
 ) -> Result<Json<NodeList>, ApiError> {
     crate::auth::require(&state.storage, &headers, &[crate::auth::Role::Auditor]).await?;
     let now = Utc::now();
+    let held = state.storage.held_counts().await?;
     let nodes = state
         .storage
         .list_nodes()
         .await?
         .into_iter()
         .map(|n| NodeInfo {
+            held_windows: held.get(&n.id).copied().unwrap_or(0),
             health: match n.last_end {
                 None => "never_reported",
                 Some(t) if (now - t).num_seconds() <= HEALTHY_WITHIN_SECS => "healthy",
@@ -122,6 +130,7 @@ pub async fn list_nodes(
             enrolled_at: n.enrolled_at,
             last_seq: n.last_seq,
             last_window_end: n.last_end,
+            flag: n.flag,
         })
         .collect();
     Ok(Json(NodeList { nodes }))

@@ -10,10 +10,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
-use wattest_shared::api::{CertificateSummary, TelemetryAccepted};
+use wattest_shared::api::{CertificateSummary, TelemetryAccepted, TelemetryHeld};
 use wattest_shared::jws::{SaltLength, decode_header, jws_hash};
 use wattest_shared::window::WINDOW_TYP;
 use wattest_shared::{AttestationLevel, RsaJwk};
@@ -64,10 +65,11 @@ impl From<&certificate::Model> for CertificateSummary {
     )),
     responses(
         (status = 200, description = "Window accepted (and certificate issued when final); for a duplicate of an accepted window, its original receipt", body = TelemetryAccepted),
+        (status = 202, description = "Window valid but ahead of the node's chain (a gap): held, not credited, appended once the missing windows arrive", body = TelemetryHeld),
         (status = 400, description = "malformed_jws / unsupported_alg / wrong_typ / forbidden_header / missing_kid / malformed_payload / unsupported_version / invalid_request", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "unknown_kid / bad_signature", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "node_mismatch", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "seq_conflict / seq_replay / seq_gap / chain_broken / overlapping_window / job_closed", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "seq_conflict / seq_replay / seq_gap (too far ahead, or too many held) / chain_broken / overlapping_window / job_closed", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 422, description = "future_window / invalid_period / implausible", body = super::problem::Problem, content_type = "application/problem+json"),
     ))]
@@ -75,7 +77,7 @@ pub async fn submit(
     state: State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<TelemetryAccepted>, ApiError> {
+) -> Result<Ingested, ApiError> {
     let started = std::time::Instant::now();
     let metrics = state.metrics.clone();
     let result = submit_inner(state, headers, body).await;
@@ -83,24 +85,49 @@ pub async fn submit(
         .ingest_seconds
         .observe(started.elapsed().as_secs_f64());
     match &result {
-        Ok(accepted) => {
+        Ok(Ingested::Accepted(accepted)) => {
             metrics.windows_accepted.inc();
             if let Some(c) = &accepted.certificate {
                 metrics.certificates_issued.inc();
                 metrics.certified_energy_wh.inc_by(c.energy_wh);
             }
         }
+        Ok(Ingested::Held(_)) => {
+            metrics.windows_held.inc();
+        }
         Err(err) => metrics.rejected(err.code()),
     }
     result
 }
+
+/// The answer to a submitted window: accepted (200) or held after a gap (202).
+#[derive(Debug)]
+pub enum Ingested {
+    /// Appended to the node's chain (or a duplicate's original receipt).
+    Accepted(Box<TelemetryAccepted>),
+    /// Held until the missing windows arrive.
+    Held(TelemetryHeld),
+}
+
+impl IntoResponse for Ingested {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Accepted(a) => Json(*a).into_response(),
+            Self::Held(h) => (StatusCode::ACCEPTED, Json(h)).into_response(),
+        }
+    }
+}
+
+/// Furthest ahead of the node's next expected seq that a window may be held; further is refused
+/// (`seq_gap`): a spool resends in order, so a larger gap means lost windows, not reordering.
+pub const MAX_HOLD_AHEAD: u64 = crate::storage::held::MAX_HELD_PER_NODE;
 
 #[tracing::instrument(skip_all, fields(node_id, seq))]
 async fn submit_inner(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<TelemetryAccepted>, ApiError> {
+) -> Result<Ingested, ApiError> {
     let body = body.map_err(|err| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -144,7 +171,12 @@ async fn submit_inner(
     let verified = match result {
         Ok(v) => v,
         Err(VerifyError::SeqReplay { seq, last }) => {
-            return replayed(&state, &node.id, seq, last, &jws).await;
+            return replayed(&state, &node.id, seq, last, &jws)
+                .await
+                .map(|Json(a)| Ingested::Accepted(Box::new(a)));
+        }
+        Err(VerifyError::SeqGap { seq, expected }) => {
+            return hold(&state, &node.id, seq, expected, &jws, now).await;
         }
         Err(err) => return Err(verify_error(&err)),
     };
@@ -157,17 +189,162 @@ async fn submit_inner(
         // a seq conflict.
         Err(err) if err.code() == "seq_replay" => {
             let seq = verified.claims.seq;
-            return replayed(&state, &node.id, seq, seq.saturating_sub(1), &jws).await;
+            return replayed(&state, &node.id, seq, seq.saturating_sub(1), &jws)
+                .await
+                .map(|Json(a)| Ingested::Accepted(Box::new(a)));
         }
         Err(err) => return Err(err),
     };
-    Ok(Json(TelemetryAccepted {
+    release_held(&state, &node.id, verified.claims.seq + 1).await?;
+    Ok(Ingested::Accepted(Box::new(TelemetryAccepted {
         node_id: node.id,
         seq: verified.claims.seq,
         hash: verified.hash,
         salt_length: verified.salt,
         certificate: certificate.as_ref().map(CertificateSummary::from),
+    })))
+}
+
+/// Holds a valid window that arrived ahead of the chain (`expected` is the node's next seq).
+/// Idempotent: the same window again is held again (202); a different window for a held seq is
+/// a `seq_conflict` and flags the node. Too far ahead, or too many held: 409 `seq_gap`.
+async fn hold(
+    state: &AppState,
+    node_id: &str,
+    seq: u64,
+    expected: u64,
+    jws: &str,
+    now: DateTime<Utc>,
+) -> Result<Ingested, ApiError> {
+    let gap = || {
+        verify_error(&VerifyError::SeqGap { seq, expected })
+            .with_already_accepted(false)
+            .with_expected_seq(expected)
+    };
+    if seq - expected >= MAX_HOLD_AHEAD
+        || state.storage.held_count(node_id).await? >= crate::storage::held::MAX_HELD_PER_NODE
+    {
+        return Err(gap());
+    }
+    let hash = jws_hash(jws);
+    match state
+        .storage
+        .hold_window(node_id, seq, &hash, jws, now)
+        .await?
+    {
+        crate::storage::held::Held::Stored => {}
+        crate::storage::held::Held::Existing(held) if held == jws || same_payload(&held, jws) => {}
+        crate::storage::held::Held::Existing(_) => {
+            let reason = format!("seq_conflict:{seq}");
+            state.storage.flag_node(node_id, &reason).await?;
+            tracing::warn!(
+                node_id,
+                seq,
+                "Node signed two different windows for one held seq; node flagged."
+            );
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "seq_conflict",
+                format!("a different window is already held as seq {seq}; the node is flagged"),
+            )
+            .with_already_accepted(false)
+            .with_expected_seq(expected));
+        }
+    }
+    tracing::info!(
+        node_id,
+        seq,
+        expected,
+        "Window ahead of the chain held until the gap is filled."
+    );
+    // The missing window may have been appended while we held this one: release now.
+    release_held(state, node_id, expected).await?;
+    Ok(Ingested::Held(TelemetryHeld {
+        node_id: node_id.to_owned(),
+        seq,
+        hash,
+        status: "held".into(),
+        expected_seq: expected,
     }))
+}
+
+/// Appends the held windows of `node_id` that now follow its chain head, in seq order, starting
+/// at `next` (the seq after the window just appended). Each is verified again in full against
+/// the chain as it now stands; one that fails (it does not chain, or overlaps) is dropped and the
+/// node flagged `held_rejected:<seq>:<code>`, since its own signed history contradicts itself.
+async fn release_held(state: &AppState, node_id: &str, mut next: u64) -> Result<(), ApiError> {
+    while let Some(jws) = state.storage.held_window(node_id, next).await? {
+        let Some(node) = state.storage.node_by_id(node_id).await? else {
+            return Ok(());
+        };
+        let chain = ChainState {
+            last_seq: u64::try_from(node.last_seq).unwrap_or(0),
+            last_hash: node.last_hash.clone(),
+            last_end: node.last_end,
+        };
+        if chain.last_seq + 1 != next {
+            // Another request appended windows meanwhile; it releases what follows its own.
+            if chain.last_seq >= next {
+                state.storage.release_held(node_id, next).await?;
+                next += 1;
+                continue;
+            }
+            return Ok(());
+        }
+        let enrolled = enrolled_node(&node)?;
+        let now = Utc::now();
+        let max_skew = state.settings.max_clock_skew_secs;
+        let (jws, result) = tokio::task::spawn_blocking(move || {
+            let result = decode_header(&jws, WINDOW_TYP)
+                .map_err(VerifyError::from)
+                .and_then(|u| verify_window(&jws, u, &enrolled, &chain, now, max_skew));
+            (jws, result)
+        })
+        .await
+        .map_err(|err| ApiError::internal(&err))?;
+        match result {
+            Ok(verified) => match store(state, &node, &jws, &verified, now).await {
+                Ok(certificate) => {
+                    tracing::info!(node_id, seq = next, certificate = ?certificate.as_ref().map(|c| &c.id), "Held window appended: its gap was filled.");
+                }
+                // A concurrent release appended it first.
+                Err(err) if err.code() == "seq_replay" => {}
+                Err(err) => {
+                    reject_held(state, node_id, next, err.code()).await?;
+                    return Ok(());
+                }
+            },
+            Err(VerifyError::SeqReplay { .. }) => {}
+            Err(err) => {
+                reject_held(state, node_id, next, err.code()).await?;
+                return Ok(());
+            }
+        }
+        state.storage.release_held(node_id, next).await?;
+        next += 1;
+    }
+    Ok(())
+}
+
+async fn reject_held(
+    state: &AppState,
+    node_id: &str,
+    seq: u64,
+    code: &str,
+) -> Result<(), ApiError> {
+    tracing::warn!(
+        node_id,
+        seq,
+        code,
+        "A held window failed verification once its gap was filled; dropped and the node flagged."
+    );
+    state.storage.release_held(node_id, seq).await?;
+    state
+        .storage
+        .flag_node(node_id, &format!("held_rejected:{seq}:{code}"))
+        .await?;
+    state.metrics.rejected(code);
+    Ok(())
 }
 
 fn extract_jws(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {

@@ -5,9 +5,13 @@
 //! the chain head moves with a compare-and-set on `last_seq`, so two replicas or two requests can
 //! never accept two windows for the same position.
 
+mod balances;
 pub mod entities;
+pub mod held;
 pub mod ledger;
 mod tokens;
+
+pub use balances::OwnerTotals;
 
 use chrono::{DateTime, Utc};
 use entities::{certificate, enrollment_challenge, node, token, window};

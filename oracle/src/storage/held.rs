@@ -1,0 +1,150 @@
+//! Windows held after a gap in a node's chain (table `held_windows`, migration
+//! `m20261123_000010`): stored when they arrive ahead of the node's next expected `seq`, never
+//! credited there, and appended in order once the gap is filled.
+
+use super::{Storage, StorageError, seq_i64};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait as _, OnConflict, Query};
+use sea_orm::{ConnectionTrait, QueryResult};
+
+/// Most windows held for one node: beyond it a window after a gap is refused (`seq_gap`), so a
+/// node cannot fill the database with windows that can never be credited.
+pub const MAX_HELD_PER_NODE: u64 = 1024;
+
+/// What holding a window did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    /// Stored now.
+    Stored,
+    /// A window was already held at this seq: its compact JWS (the caller compares).
+    Existing(String),
+}
+
+fn table() -> Alias {
+    Alias::new("held_windows")
+}
+
+fn col(name: &str) -> Expr {
+    Expr::col(Alias::new(name))
+}
+
+impl Storage {
+    /// Holds `jws` (hash `hash`) as window `seq` of `node_id`.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn hold_window(
+        &self,
+        node_id: &str,
+        seq: u64,
+        hash: &str,
+        jws: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Held, StorageError> {
+        let insert = Query::insert()
+            .into_table(table())
+            .columns(["node_id", "seq", "hash", "jws", "received_at"].map(Alias::new))
+            .values_panic([
+                node_id.into(),
+                seq_i64(seq).into(),
+                hash.into(),
+                jws.into(),
+                now.into(),
+            ])
+            .on_conflict(
+                OnConflict::columns([Alias::new("node_id"), Alias::new("seq")])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .to_owned();
+        let backend = self.db.get_database_backend();
+        let result = self.db.execute_raw(backend.build(&insert)).await?;
+        if result.rows_affected() == 1 {
+            return Ok(Held::Stored);
+        }
+        match self.held_window(node_id, seq).await? {
+            Some(existing) => Ok(Held::Existing(existing)),
+            // Released between our insert and this read: it is in the chain now.
+            None => Ok(Held::Stored),
+        }
+    }
+
+    /// The compact JWS held as window `seq` of `node_id`.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn held_window(
+        &self,
+        node_id: &str,
+        seq: u64,
+    ) -> Result<Option<String>, StorageError> {
+        let select = Query::select()
+            .from(table())
+            .column(Alias::new("jws"))
+            .and_where(col("node_id").eq(node_id))
+            .and_where(col("seq").eq(seq_i64(seq)))
+            .to_owned();
+        let backend = self.db.get_database_backend();
+        let row: Option<QueryResult> = self.db.query_one_raw(backend.build(&select)).await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get_by_index(0)?),
+            None => None,
+        })
+    }
+
+    /// Windows held for `node_id`.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn held_count(&self, node_id: &str) -> Result<u64, StorageError> {
+        let select = Query::select()
+            .from(table())
+            .expr(Expr::cust("CAST(COUNT(*) AS BIGINT)"))
+            .and_where(col("node_id").eq(node_id))
+            .to_owned();
+        let backend = self.db.get_database_backend();
+        let n: i64 = match self.db.query_one_raw(backend.build(&select)).await? {
+            Some(r) => r.try_get_by_index(0)?,
+            None => 0,
+        };
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Removes the window held as `seq` of `node_id` (appended, or refused when released).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn release_held(&self, node_id: &str, seq: u64) -> Result<(), StorageError> {
+        let delete = Query::delete()
+            .from_table(table())
+            .and_where(col("node_id").eq(node_id))
+            .and_where(col("seq").eq(seq_i64(seq)))
+            .to_owned();
+        let backend = self.db.get_database_backend();
+        self.db.execute_raw(backend.build(&delete)).await?;
+        Ok(())
+    }
+
+    /// Windows held per node (nodes with none are absent).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn held_counts(
+        &self,
+    ) -> Result<std::collections::HashMap<String, u64>, StorageError> {
+        let select = Query::select()
+            .from(table())
+            .column(Alias::new("node_id"))
+            .expr(Expr::cust("CAST(COUNT(*) AS BIGINT)"))
+            .group_by_col(Alias::new("node_id"))
+            .to_owned();
+        let backend = self.db.get_database_backend();
+        let mut counts = std::collections::HashMap::new();
+        for row in self.db.query_all_raw(backend.build(&select)).await? {
+            let node: String = row.try_get_by_index(0)?;
+            let n: i64 = row.try_get_by_index(1)?;
+            counts.insert(node, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(counts)
+    }
+}

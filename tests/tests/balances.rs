@@ -1,0 +1,148 @@
+//! Reward balances (`GET /v1/balances`): per node owner and for the cooperative fund, exactly the
+//! sums of the unrevoked certificates' reward parts, at a per-source rate (`--reward-rate`).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is the test failing, with its location
+
+use std::process::Command;
+use wattest_tests::{Oracle, bin, run_ok};
+
+/// A decimal EUR string (6 places) as micro-euros.
+fn micros(v: &serde_json::Value) -> i64 {
+    let text = v.as_str().unwrap_or_else(|| panic!("not a string: {v}"));
+    let (int, frac) = text.split_once('.').unwrap();
+    assert_eq!(frac.len(), 6, "{text}");
+    int.parse::<i64>().unwrap() * 1_000_000 + frac.parse::<i64>().unwrap()
+}
+
+/// Runs a two-second job on a node with 50 kW of declared solar; returns the certificate's
+/// `wattest.reward` claim and id.
+fn solar_job(oracle: &Oracle, state: &std::path::Path, job: &str) -> (String, serde_json::Value) {
+    let out = Command::new(bin("wattest-agent"))
+        .args([
+            "run",
+            "--window",
+            "1",
+            "--interval",
+            "0.2",
+            "--solar-watts",
+            "50000",
+        ])
+        .args(["--job-id", job, "--state-dir"])
+        .arg(state)
+        .args(["--", "sleep", "1.5"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let id = wattest_tests::certificate_id_from_stderr(&stderr);
+    let claims = oracle.get_json(&format!("/v1/certificates/{id}"))["claims"].clone();
+    (id, claims["wattest.reward"].clone())
+}
+
+#[test]
+fn balances_sum_unrevoked_reward_parts_per_owner_and_for_the_fund() {
+    let oracle = Oracle::start_with(None, &["--reward-rate", "solar=30"]);
+    let (state_a, node_a) = oracle.enroll_agent("DE");
+    let (state_b, _node_b) = oracle.enroll_agent("BE");
+    let a1 = solar_job(&oracle, state_a.path(), "a-1");
+    let a2 = solar_job(&oracle, state_a.path(), "a-2");
+    let b1 = solar_job(&oracle, state_b.path(), "b-1");
+    for (_, reward) in [&a1, &a2, &b1] {
+        assert_eq!(
+            reward["price_per_tonne"], "30.000000",
+            "the solar rate applies"
+        );
+        assert!(micros(&reward["total"]) > 0, "{reward}");
+    }
+    let mut set_owner = Command::new(bin("wattest-oracle"));
+    set_owner
+        .args([
+            "node",
+            "set",
+            &node_a,
+            "--owner",
+            "Acme Research",
+            "--data-dir",
+        ])
+        .arg(oracle.data_dir.path())
+        .env_remove("DATABASE_URL");
+    if let Some(db) = oracle.database_url() {
+        set_owner.env("DATABASE_URL", db);
+    }
+    run_ok(&mut set_owner);
+
+    let auditor = oracle.token("auditor");
+    let balances = |query: &str| -> serde_json::Value {
+        let r = oracle.get_as(&format!("/v1/balances{query}"), &auditor);
+        assert_eq!(r.status(), 200, "{query}");
+        r.json().unwrap()
+    };
+    let part = |c: &(String, serde_json::Value), k: &str| micros(&c.1[k]);
+
+    let all = balances("");
+    assert_eq!(all["currency"], "EUR");
+    let owners = all["owners"].as_array().unwrap();
+    assert_eq!(owners.len(), 2, "{all}");
+    assert_eq!(owners[0]["owner"], "Acme Research");
+    assert_eq!(owners[0]["nodes"], 1);
+    assert_eq!(owners[0]["certificates"], 2);
+    assert_eq!(
+        micros(&owners[0]["reward_eur"]),
+        part(&a1, "node_owner") + part(&a2, "node_owner")
+    );
+    assert!(owners[1]["owner"].is_null(), "owner-less group last: {all}");
+    assert_eq!(micros(&owners[1]["reward_eur"]), part(&b1, "node_owner"));
+    let fund: i64 = [&a1, &a2, &b1]
+        .iter()
+        .map(|c| part(c, "cooperative_fund"))
+        .sum();
+    assert_eq!(micros(&all["cooperative_fund"]["reward_eur"]), fund);
+    assert_eq!(all["cooperative_fund"]["certificates"], 3);
+    let total: i64 = [&a1, &a2, &b1].iter().map(|c| part(c, "total")).sum();
+    assert_eq!(micros(&all["total_reward_eur"]), total);
+    assert_eq!(
+        owners.iter().map(|o| micros(&o["reward_eur"])).sum::<i64>() + fund,
+        total,
+        "owners + fund = total, to the micro-euro"
+    );
+
+    // A revoked certificate's reward is void.
+    let (status, body) = oracle.post_json(
+        &format!("/v1/certificates/{}/revocation", a2.0),
+        oracle.admin_token(),
+        &serde_json::json!({ "reason": "measurement_error" }),
+    );
+    assert!(status < 300, "{status} {body}");
+    let after = balances("");
+    assert_eq!(after["owners"][0]["certificates"], 1);
+    assert_eq!(
+        micros(&after["owners"][0]["reward_eur"]),
+        part(&a1, "node_owner")
+    );
+    assert_eq!(
+        micros(&after["total_reward_eur"]),
+        total - part(&a2, "total")
+    );
+
+    // Time filters, and their errors.
+    let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let none = balances(&format!("?from={}", urlencode(&future)));
+    assert_eq!(none["owners"].as_array().unwrap().len(), 0);
+    assert_eq!(none["total_reward_eur"], "0.000000");
+    let r = oracle.get_as(
+        &format!("/v1/balances?from={0}&to={0}", urlencode(&future)),
+        &auditor,
+    );
+    assert_eq!(r.status(), 400);
+    let r = oracle.get_as("/v1/balances?owner=x", &auditor);
+    assert_eq!(r.status(), 400, "unknown parameters are refused");
+    // Nodes and compliance staff do not read balances.
+    for role in ["node", "compliance"] {
+        let r = oracle.get_as("/v1/balances", &oracle.token(role));
+        assert_eq!(r.status(), 403, "{role}");
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
