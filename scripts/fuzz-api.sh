@@ -34,7 +34,7 @@ for _ in $(seq 100); do curl -fs "$URL/healthz" >/dev/null 2>&1 && break; sleep 
 TOKEN=$("$ORACLE" token create --role admin --data-dir "$DIR")
 mkdir -p target/fuzz
 set +e
-"$VENV/bin/schemathesis" run "$URL/openapi.json" \
+PYTHONPATH="$PWD/scripts" SCHEMATHESIS_HOOKS=fuzz_hooks "$VENV/bin/schemathesis" run "$URL/openapi.json" \
   --checks "$CHECKS" \
   --max-examples "$MAX_EXAMPLES" \
   --header "Authorization: Bearer $TOKEN" \
@@ -44,5 +44,5 @@ set +e
   --seed 1
 STATUS=$?
 set -e
-echo "==> 5xx responses logged by the oracle: $(grep -c '"status":5[0-9][0-9]\|status=5[0-9][0-9]' "$DIR/oracle.log" || true)"
+
 exit $STATUS

@@ -215,6 +215,14 @@ impl utoipa::Modify for CommonResponses {
                     add("401", "missing_token / invalid_token");
                     add("403", "forbidden_role: the token's role may not do this");
                 }
+                if op.request_body.is_some()
+                    || op.parameters.as_ref().is_some_and(|p| !p.is_empty())
+                {
+                    add(
+                        "400",
+                        "invalid_request: a parameter or the body is malformed",
+                    );
+                }
                 if op.request_body.is_some() {
                     add("413", "payload_too_large");
                     add("415", "unsupported_media_type");
