@@ -54,4 +54,6 @@ echo "==> cargo test -p wattest-tests on PostgreSQL (WATTEST_TEST_BACKEND=postgr
 pg_started=$(date +%s)
 WATTEST_TEST_BACKEND=postgres cargo test -p wattest-tests --locked "$@"
 echo "==> PostgreSQL pass: $(( $(date +%s) - pg_started )) s"
+echo "==> API fuzz run from the OpenAPI document (schemathesis, 50 cases per operation)"
+scripts/fuzz-api.sh 50
 echo "==> All tests passed."

@@ -201,12 +201,16 @@ pub fn spawn_background_upload(
     tokio::spawn(async move {
         let mut total = Drained::default();
         loop {
-            let round = uploader
-                .drain(
+            // Stopping interrupts a round (its backoff sleep, or a post in flight): what it did
+            // not acknowledge stays in the spool for the final drain, and a window the oracle
+            // accepted meanwhile is answered there with its original receipt.
+            let round = tokio::select! {
+                round = uploader.drain(
                     &spool,
                     Some(tokio::time::Instant::now() + std::time::Duration::from_secs(60)),
-                )
-                .await;
+                ) => round,
+                () = stop.notified() => return total,
+            };
             total.acknowledged += round.acknowledged;
             total.certificates.extend(round.certificates);
             total.rejected.extend(round.rejected);
