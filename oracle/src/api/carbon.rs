@@ -200,7 +200,9 @@ pub struct CarbonSources {
 ))]
 pub async fn sources(State(state): State<AppState>) -> Json<CarbonSources> {
     let carbon = &state.carbon;
-    let names = |steps: &[crate::carbon::Step]| steps.iter().map(|s| s.name().to_owned()).collect();
+    let names = |steps: &[crate::carbon::Step]| -> Vec<String> {
+        steps.iter().map(|s| s.name().to_owned()).collect()
+    };
     Json(CarbonSources {
         datasets: vec![carbon.table().dataset()],
         providers: carbon.providers().map(|p| p.info()).collect(),
