@@ -571,7 +571,10 @@ mod tests {
             // Empty interval: the whole energy in the start hour.
             assert_eq!(
                 split_by_hour(Decimal6::from_millionths(5), start, start),
-                [(crate::carbon::hour_start(start), Decimal6::from_millionths(5))]
+                [(
+                    crate::carbon::hour_start(start),
+                    Decimal6::from_millionths(5)
+                )]
             );
         }
     }

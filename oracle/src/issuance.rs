@@ -64,13 +64,12 @@ pub async fn issue(
     };
     let hours = hours_of(&windows);
     // Each hour is resolved for itself (a late window gets its hour's historical figure); every
-    // live provider that failed is counted in `wattest_provider_fallbacks_total`.
+    // live provider that failed is counted in `wattest_provider_fallbacks_total`. Through `txn`:
+    // on SQLite it holds the write lock, so a cache store through the pool would wait for the
+    // busy timeout and fail.
     let mut intensities = std::collections::BTreeMap::new();
     for hour in hours {
-        let resolution = state
-            .carbon
-            .resolve(Some(state.storage.db()), &zone, hour, now)
-            .await;
+        let resolution = state.carbon.resolve(Some(txn), &zone, hour, now).await;
         for failed in resolution
             .attempts
             .iter()

@@ -139,7 +139,10 @@ pub async fn intensity(
         .as_ref()
         // The same conversion as the certificate builder; provider figures are checked to lie in
         // 0..=5000 g/kWh, so it cannot fail.
-        .map(|i| Decimal6::from_f64(i.value.0).ok_or_else(|| ApiError::internal(&"intensity out of range")))
+        .map(|i| {
+            Decimal6::from_f64(i.value.0)
+                .ok_or_else(|| ApiError::internal(&"intensity out of range"))
+        })
         .transpose()?;
     Ok(Json(IntensityAnswer {
         zone: zone.name,

@@ -77,7 +77,8 @@ impl IntensityProvider for CsvSeries {
 
     fn info(&self) -> super::ProviderInfo {
         let spans = || self.spans.values().flat_map(BTreeMap::values);
-        let sources: std::collections::BTreeSet<&str> = spans().map(|s| s.source.as_str()).collect();
+        let sources: std::collections::BTreeSet<&str> =
+            spans().map(|s| s.source.as_str()).collect();
         let factor_types: std::collections::BTreeSet<FactorType> =
             spans().map(|s| s.factor_type).collect();
         super::ProviderInfo {

@@ -123,7 +123,16 @@ pub fn checked_value(value: f64) -> Result<f64, ProviderError> {
 /// The factor type a location-based Scope 2 figure should use. GHG Protocol Scope 2 Guidance
 /// (2015) uses direct (combustion) emission factors; lifecycle factors add upstream emissions.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Deserialize,
+    serde::Serialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum FactorType {
@@ -356,10 +365,12 @@ impl Carbon {
     /// Resolves the intensity of `zone` for the hour containing `at`, walking the chain. A live
     /// provider is asked only when the cache has no figure from it for that zone-hour; a past
     /// hour's answer is stored. Failures become the `fallback_reason` of the figure finally
-    /// applied. `db` is `None` only in tests without a database.
-    pub async fn resolve(
+    /// applied. `db` is the pool, or the transaction of an issuance (on SQLite only the
+    /// connection holding the write lock can store into the cache; each store runs in a savepoint
+    /// so a failed one leaves the transaction usable); `None` only in tests without a database.
+    pub async fn resolve<C: sea_orm::ConnectionTrait + sea_orm::TransactionTrait>(
         &self,
-        db: Option<&sea_orm::DatabaseConnection>,
+        db: Option<&C>,
         zone: &GridZone,
         at: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -417,9 +428,9 @@ impl Carbon {
         }
     }
 
-    async fn ask(
+    async fn ask<C: sea_orm::ConnectionTrait + sea_orm::TransactionTrait>(
         &self,
-        db: Option<&sea_orm::DatabaseConnection>,
+        db: Option<&C>,
         name: &str,
         zone: &GridZone,
         hour: DateTime<Utc>,
@@ -449,24 +460,6 @@ impl Carbon {
             tracing::warn!(zone = %zone.name, %hour, provider = name, error = %err, "Could not cache a carbon intensity.");
         }
         Ok(Some((intensity, false)))
-    }
-
-    /// Resolves every hour in `hours` (see [`Self::resolve`]); hours with no figure are left out
-    /// (the certificate builder then refuses with `NoIntensity`).
-    pub async fn resolve_hours(
-        &self,
-        db: Option<&sea_orm::DatabaseConnection>,
-        zone: &GridZone,
-        hours: &[DateTime<Utc>],
-        now: DateTime<Utc>,
-    ) -> BTreeMap<DateTime<Utc>, Intensity> {
-        let mut out = BTreeMap::new();
-        for &hour in hours {
-            if let Some(i) = self.resolve(db, zone, hour, now).await.intensity {
-                out.insert(hour, i);
-            }
-        }
-        out
     }
 }
 
@@ -658,7 +651,7 @@ mod tests {
         let zone = carbon.zone("BE").expect("zone");
         let r = carbon
             .resolve(
-                None,
+                None::<&sea_orm::DatabaseConnection>,
                 &zone,
                 at("2025-06-01T10:20:00Z"),
                 at("2025-06-02T00:00:00Z"),
@@ -747,7 +740,13 @@ mod tests {
 
     #[test]
     fn implausible_figures_are_refused_not_zeroed() {
-        for bad in [-0.1, f64::NAN, f64::INFINITY, MAX_PLAUSIBLE_G_CO2E_PER_KWH + 0.5, 1e308] {
+        for bad in [
+            -0.1,
+            f64::NAN,
+            f64::INFINITY,
+            MAX_PLAUSIBLE_G_CO2E_PER_KWH + 0.5,
+            1e308,
+        ] {
             assert!(
                 matches!(checked_value(bad), Err(ProviderError::Implausible(_))),
                 "{bad}"
