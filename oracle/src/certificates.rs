@@ -57,19 +57,56 @@ pub enum CertificateBuildError {
 }
 
 /// The clock hours (UTC, truncated) that `windows` overlap, ascending: the hours whose carbon
-/// intensity [`build_claims`] needs.
+/// intensity [`build_claims`] needs (those of [`hour_slots`]).
 #[must_use]
 pub fn hours_of(windows: &[WindowClaims]) -> Vec<DateTime<Utc>> {
-    let mut hours = std::collections::BTreeSet::new();
-    for w in windows {
-        let mut cursor = w.start;
-        while cursor < w.end {
-            let hour = cursor.duration_trunc(TimeDelta::hours(1)).unwrap_or(cursor);
-            hours.insert(hour);
-            cursor = hour + TimeDelta::hours(1);
-        }
-    }
+    let hours: std::collections::BTreeSet<_> = windows
+        .iter()
+        .flat_map(|w| hour_slots(w.start, w.end))
+        .map(|(hour, _)| hour)
+        .collect();
     hours.into_iter().collect()
+}
+
+/// The clock hours (UTC) that `[start, end)` overlaps, ascending, each with the milliseconds of
+/// the interval that fall in it: the weights of [`split_by_hour`]. The weights add up to the
+/// interval's length in whole milliseconds (sub-millisecond parts are dropped at each hour
+/// boundary). An empty or reversed interval is one slot, its start hour with weight 1, so its
+/// energy still lands somewhere (verification refuses such windows; this keeps the split total).
+#[must_use]
+pub fn hour_slots(start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(DateTime<Utc>, i64)> {
+    let truncate = |t: DateTime<Utc>| t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t);
+    let mut slots = Vec::new();
+    let mut cursor = start;
+    while cursor < end {
+        let hour = truncate(cursor);
+        let next = (hour + TimeDelta::hours(1)).min(end);
+        slots.push((hour, (next - cursor).num_milliseconds().max(0)));
+        cursor = next;
+    }
+    if slots.is_empty() {
+        slots.push((truncate(start), 1));
+    }
+    slots
+}
+
+/// Splits `energy` (any quantity in [`Decimal6`], here Wh) used over `[start, end)` across the
+/// clock hours it overlaps in proportion to time (constant power assumed), by the largest
+/// remainder method ([`split_by_weights`]): the parts add up to `energy` exactly, to the
+/// millionth, and each part differs from its exact pro-rata share by less than one millionth.
+#[must_use]
+pub fn split_by_hour(
+    energy: Decimal6,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, Decimal6)> {
+    let slots = hour_slots(start, end);
+    let weights: Vec<i64> = slots.iter().map(|s| s.1).collect();
+    slots
+        .into_iter()
+        .map(|(hour, _)| hour)
+        .zip(split_by_weights(energy, &weights))
+        .collect()
 }
 
 /// Builds the claims for `windows` (ordered by seq, the last one final).
@@ -138,28 +175,11 @@ pub fn build_claims(
             .map(|s| wh(s.energy_wh.0))
             .sum();
         let grid = (consumed - solar).clamp_non_negative();
-        let mut slots = Vec::new();
-        let mut cursor = w.start;
-        while cursor < w.end {
-            let hour = cursor.duration_trunc(TimeDelta::hours(1)).unwrap_or(cursor);
-            let next = (hour + TimeDelta::hours(1)).min(w.end);
-            slots.push((hour, (next - cursor).num_milliseconds().max(0)));
-            cursor = next;
-        }
-        if slots.is_empty() {
-            // A zero-length window still carries its energy: it belongs to its start hour.
-            let hour = w
-                .start
-                .duration_trunc(TimeDelta::hours(1))
-                .unwrap_or(w.start);
-            slots.push((hour, 1));
-        }
-        let weights: Vec<i64> = slots.iter().map(|s| s.1).collect();
-        let grid_parts = split_by_weights(grid, &weights);
-        let solar_parts = split_by_weights(solar, &weights);
-        for (((hour, _), g), s) in slots.iter().zip(grid_parts).zip(solar_parts) {
+        let grid_parts = split_by_hour(grid, w.start, w.end);
+        let solar_parts = split_by_hour(solar, w.start, w.end);
+        for ((hour, g), (_, s)) in grid_parts.into_iter().zip(solar_parts) {
             let slot = hours
-                .entry(*hour)
+                .entry(hour)
                 .or_insert((Decimal6::ZERO, Decimal6::ZERO));
             slot.0 += g;
             slot.1 += s;
@@ -461,5 +481,102 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    mod hour_split {
+        use super::*;
+        use proptest::prelude::*;
+
+        const HOUR_MS: i64 = 3_600_000;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Σ parts = the whole, exactly in µWh; every part belongs to an hour the interval
+            /// overlaps, hours are consecutive clock hours, and each part is its pro-rata share
+            /// rounded down or up (largest remainder), never more than 1 µWh off.
+            #[test]
+            fn parts_add_up_exactly_and_each_lies_in_its_hour(
+                start_ms in 0i64..4_000_000_000_000,  // 1970 to 2096
+                sub_ms_nanos in prop_oneof![Just(0u32), 0u32..1_000_000],
+                length_ms in prop_oneof![1i64..HOUR_MS, 1i64..3 * 24 * HOUR_MS],
+                energy_uwh in prop_oneof![0i64..1_000, 0i64..1_000_000_000_000_000],
+            ) {
+                let start = DateTime::from_timestamp_millis(start_ms).expect("in range")
+                    + TimeDelta::nanoseconds(i64::from(sub_ms_nanos));
+                let end = start + TimeDelta::milliseconds(length_ms);
+                let energy = Decimal6::from_millionths(energy_uwh);
+                let slots = hour_slots(start, end);
+                let parts = split_by_hour(energy, start, end);
+
+                prop_assert_eq!(parts.len(), slots.len());
+                let total: i128 = parts.iter().map(|p| i128::from(p.1.millionths())).sum();
+                prop_assert_eq!(total, i128::from(energy_uwh));
+
+                let weight_sum: i64 = slots.iter().map(|s| s.1).sum();
+                if sub_ms_nanos == 0 {
+                    prop_assert_eq!(weight_sum, length_ms);
+                } else {
+                    // Each boundary may drop a sub-millisecond sliver.
+                    prop_assert!(weight_sum <= length_ms && weight_sum + slots.len() as i64 >= length_ms);
+                }
+                for (i, ((hour, part), (slot_hour, weight))) in parts.iter().zip(&slots).enumerate() {
+                    prop_assert_eq!(hour, slot_hour);
+                    prop_assert_eq!(hour.timestamp().rem_euclid(3600), 0, "{} is on the hour", hour);
+                    prop_assert_eq!(hour.timestamp_subsec_nanos(), 0);
+                    // The hour overlaps [start, end), and the parts' hours are consecutive.
+                    prop_assert!(*hour < end && *hour + TimeDelta::hours(1) > start);
+                    if i > 0 {
+                        prop_assert_eq!(*hour - parts[i - 1].0, TimeDelta::hours(1));
+                    }
+                    // The slot's time lies within its hour and within the interval.
+                    let from = start.max(*hour);
+                    let to = end.min(*hour + TimeDelta::hours(1));
+                    prop_assert_eq!(*weight, (to - from).num_milliseconds());
+                    prop_assert!((0..=HOUR_MS).contains(weight));
+                    // Largest remainder: |part × Σw − energy × w| < Σw.
+                    if weight_sum > 0 {
+                        let exact = i128::from(energy_uwh) * i128::from(*weight);
+                        let got = i128::from(part.millionths()) * i128::from(weight_sum);
+                        prop_assert!((got - exact).abs() < i128::from(weight_sum), "part {} of {}", part, energy);
+                    }
+                    prop_assert!(part.millionths() >= 0);
+                }
+                prop_assert_eq!(parts.first().map(|p| p.0), Some(crate::carbon::hour_start(start)));
+                prop_assert_eq!(
+                    parts.last().map(|p| p.0),
+                    Some(crate::carbon::hour_start(end - TimeDelta::nanoseconds(1)))
+                );
+            }
+        }
+
+        #[test]
+        fn a_window_across_two_boundaries_splits_by_time() {
+            let start: DateTime<Utc> = "2026-11-23T09:30:00Z".parse().expect("t");
+            let end: DateTime<Utc> = "2026-11-23T11:15:00Z".parse().expect("t");
+            let parts = split_by_hour(Decimal6::from_millionths(7_000_001), start, end);
+            let got: Vec<(String, i64)> = parts
+                .iter()
+                .map(|(h, p)| (h.format("%H:%M").to_string(), p.millionths()))
+                .collect();
+            // 30, 60 and 15 minutes of 105: 2 000 000.28…, 4 000 000.57…, 1 000 000.14… µWh; the
+            // leftover µWh goes to the largest remainder (the middle hour).
+            assert_eq!(
+                got,
+                [
+                    ("09:00".to_owned(), 2_000_000),
+                    ("10:00".to_owned(), 4_000_001),
+                    ("11:00".to_owned(), 1_000_000)
+                ]
+            );
+            // Empty interval: the whole energy in the start hour.
+            assert_eq!(
+                split_by_hour(Decimal6::from_millionths(5), start, start),
+                [(
+                    crate::carbon::hour_start(start),
+                    Decimal6::from_millionths(5)
+                )]
+            );
+        }
     }
 }

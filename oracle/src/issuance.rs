@@ -63,11 +63,24 @@ pub async fn issue(
         node_flag: node.flag.clone(),
     };
     let hours = hours_of(&windows);
-    // Each hour is resolved for itself (a late window gets its hour's historical figure).
-    let intensities = state
-        .carbon
-        .resolve_hours(Some(state.storage.db()), &zone, &hours, now)
-        .await;
+    // Each hour is resolved for itself (a late window gets its hour's historical figure); every
+    // live provider that failed is counted in `wattest_provider_fallbacks_total`. Through `txn`:
+    // on SQLite it holds the write lock, so a cache store through the pool would wait for the
+    // busy timeout and fail.
+    let mut intensities = std::collections::BTreeMap::new();
+    for hour in hours {
+        let resolution = state.carbon.resolve(Some(txn), &zone, hour, now).await;
+        for failed in resolution
+            .attempts
+            .iter()
+            .filter(|a| a.outcome == "failed" && a.provider != "cache")
+        {
+            state.metrics.provider_fallback(&failed.provider);
+        }
+        if let Some(intensity) = resolution.intensity {
+            intensities.insert(hour, intensity);
+        }
+    }
     let claims = build_claims(issue, &windows, &zone, &intensities, &settings.credits)
         .map_err(|err| ApiError::internal(&err))?;
     let payload = serde_json::to_vec(&claims).map_err(|err| ApiError::internal(&err))?;

@@ -60,8 +60,8 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabel, Counter>,
     /// HTTP request latency by route, seconds.
     pub http_request_seconds: Family<RouteLabel, Histogram>,
-    /// Carbon-intensity lookups that fell back from a live provider to the static table, by
-    /// provider (incremented by the provider code).
+    /// Carbon-intensity lookups during issuance in which a provider of the chain failed and a
+    /// later step was tried, by the provider that failed (incremented by `issuance::issue`).
     pub provider_fallbacks: Family<ProviderLabel, Counter>,
     /// Requests refused by the rate limiter.
     pub rate_limited: Counter,

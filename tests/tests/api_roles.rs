@@ -51,6 +51,7 @@ fn protected() -> Vec<(
         ("GET", "/v1/log/entries/0", None, &["auditor"]),
         ("GET", "/v1/nodes", None, &["auditor"]),
         ("GET", "/v1/balances", None, &["auditor"]),
+        ("GET", "/v1/carbon/intensity?zone=BE", None, &["auditor"]),
         (
             "POST",
             "/v1/nodes",
@@ -161,6 +162,7 @@ fn public_endpoints_need_no_token() {
         "/v1/log/key",
         "/v1/schemas/energy-certificate-subject.json",
         "/v1/stats",
+        "/v1/carbon/sources",
     ] {
         let r = oracle.get_as(path, "");
         assert_eq!(r.status(), 200, "GET {path} without a token");

@@ -1,6 +1,7 @@
 //! The HTTP API: every route in one place, the OpenAPI document, and the shared request plumbing.
 
 pub mod balances;
+pub mod carbon;
 pub mod certificates;
 pub mod exports;
 pub mod log;
@@ -41,6 +42,8 @@ pub const LOG_READERS: &[Role] = &[Role::Auditor];
 pub const EXPORT_READERS: &[Role] = &[Role::Compliance];
 /// Roles that may read reward balances (besides admin).
 pub const BALANCE_READERS: &[Role] = &[Role::Auditor];
+/// Roles that may ask what carbon intensity the oracle would apply (besides admin).
+pub const CARBON_READERS: &[Role] = &[Role::Auditor];
 
 /// Request limits of the HTTP API (config keys under `[limits]`, see docs/operations.md).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -158,6 +161,8 @@ struct Plumbing {
         log::inclusion,
         log::consistency,
         log::entry,
+        carbon::intensity,
+        carbon::sources,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerAuth, &CommonResponses),
@@ -167,6 +172,7 @@ struct Plumbing {
         (name = "certificates", description = "Energy certificates (attestation results)"),
         (name = "exports", description = "Compliance exports"),
         (name = "log", description = "Transparency log of issued certificates (RFC 9162 proofs, C2SP checkpoints)"),
+        (name = "carbon", description = "Grid carbon intensity: what would be applied to a zone-hour and why, and the sources"),
         (name = "meta", description = "Health, keys and network statistics"),
     )
 )]
@@ -281,6 +287,8 @@ pub fn router_with(state: AppState, limits: Limits) -> Router {
         .route("/v1/log/proofs/inclusion", get(log::inclusion))
         .route("/v1/log/proofs/consistency", get(log::consistency))
         .route("/v1/log/entries/{index}", get(log::entry))
+        .route("/v1/carbon/intensity", get(carbon::intensity))
+        .route("/v1/carbon/sources", get(carbon::sources))
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi-ui.json", ApiDoc::openapi()),
         )

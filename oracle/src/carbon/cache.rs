@@ -3,7 +3,10 @@
 use super::Intensity;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionSession,
+    TransactionTrait,
+};
 use wattest_shared::GramsCo2ePerKwh;
 use wattest_shared::certificate::Provenance;
 
@@ -52,8 +55,8 @@ fn to_intensity(row: entity::Model) -> Result<Intensity, String> {
 ///
 /// # Errors
 /// Database failure or a corrupt row, as a message (no secrets involved).
-pub async fn lookup(
-    db: &DatabaseConnection,
+pub async fn lookup<C: ConnectionTrait>(
+    db: &C,
     zone: &str,
     hour: DateTime<Utc>,
     provider: &str,
@@ -69,8 +72,8 @@ pub async fn lookup(
 ///
 /// # Errors
 /// Database failure or a corrupt row.
-pub async fn lookup_any(
-    db: &DatabaseConnection,
+pub async fn lookup_any<C: ConnectionTrait>(
+    db: &C,
     zone: &str,
     hour: DateTime<Utc>,
 ) -> Result<Option<Intensity>, String> {
@@ -84,12 +87,15 @@ pub async fn lookup_any(
     row.map(to_intensity).transpose()
 }
 
-/// Stores a figure; a second store of the same zone-hour-provider keeps the first.
+/// Stores a figure; a second store of the same zone-hour-provider keeps the first. Runs in its
+/// own transaction, a savepoint when `db` is a transaction already (an issuance's): a failed
+/// store is rolled back alone and leaves the caller's transaction usable (PostgreSQL aborts a
+/// transaction on any failed statement otherwise).
 ///
 /// # Errors
 /// Database failure.
-pub async fn store(
-    db: &DatabaseConnection,
+pub async fn store<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
     zone: &str,
     hour: DateTime<Utc>,
     provider: &str,
@@ -106,7 +112,8 @@ pub async fn store(
         provenance: Set(serde_json::to_string(&provenance).map_err(|err| err.to_string())?),
         fetched_at: Set(now),
     };
-    match entity::Entity::insert(row)
+    let txn = db.begin().await.map_err(|err| format!("cache: {err}"))?;
+    let inserted = entity::Entity::insert(row)
         .on_conflict(
             OnConflict::columns([
                 entity::Column::Zone,
@@ -116,11 +123,14 @@ pub async fn store(
             .do_nothing()
             .to_owned(),
         )
-        .exec(db)
-        .await
-    {
+        .exec(&txn)
+        .await;
+    match inserted {
         // The row was there already (another replica stored it first): keep the first.
-        Ok(_) | Err(sea_orm::DbErr::RecordNotInserted) => Ok(()),
+        Ok(_) | Err(sea_orm::DbErr::RecordNotInserted) => {
+            txn.commit().await.map_err(|err| format!("cache: {err}"))
+        }
+        // Dropping `txn` rolls the savepoint back.
         Err(err) => Err(format!("cache: {err}")),
     }
 }

@@ -75,6 +75,25 @@ impl IntensityProvider for CsvSeries {
         &self.name
     }
 
+    fn info(&self) -> super::ProviderInfo {
+        let spans = || self.spans.values().flat_map(BTreeMap::values);
+        let sources: std::collections::BTreeSet<&str> =
+            spans().map(|s| s.source.as_str()).collect();
+        let factor_types: std::collections::BTreeSet<FactorType> =
+            spans().map(|s| s.factor_type).collect();
+        super::ProviderInfo {
+            name: self.name.clone(),
+            kind: "csv".into(),
+            live: false,
+            attribution: sources.into_iter().collect::<Vec<_>>().join("; "),
+            licence: "as stated by the operator for each series".into(),
+            url: None,
+            factor_types: factor_types.into_iter().collect(),
+            marginal: false,
+            granularity: "as in the series".into(),
+        }
+    }
+
     fn is_live(&self) -> bool {
         false
     }

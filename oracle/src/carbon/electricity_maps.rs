@@ -16,6 +16,12 @@ use wattest_shared::certificate::Provenance;
 /// Public base URL of the API.
 pub const DEFAULT_BASE_URL: &str = "https://api.electricitymap.org";
 
+/// Attribution of the figures (provenance `dataset` starts with it).
+pub const ATTRIBUTION: &str = "Electricity Maps API v3";
+
+/// Where the source is described.
+pub const SOURCE_URL: &str = "https://www.electricitymaps.com";
+
 /// One point as the API returns it.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -142,7 +148,7 @@ impl ElectricityMaps {
             provenance: Provenance {
                 provider: self.name.clone(),
                 dataset: format!(
-                    "Electricity Maps API v3, zone {}, hour {}",
+                    "{ATTRIBUTION}, zone {}, hour {}",
                     zone.name,
                     hour.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 ),
@@ -159,6 +165,20 @@ impl ElectricityMaps {
 impl IntensityProvider for ElectricityMaps {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn info(&self) -> super::ProviderInfo {
+        super::ProviderInfo {
+            name: self.name.clone(),
+            kind: "electricitymaps".into(),
+            live: true,
+            attribution: ATTRIBUTION.into(),
+            licence: "the operator's Electricity Maps API terms".into(),
+            url: Some(SOURCE_URL.into()),
+            factor_types: vec![self.factor_type],
+            marginal: false,
+            granularity: "hourly".into(),
+        }
     }
 
     fn is_live(&self) -> bool {

@@ -100,13 +100,20 @@ pub fn retry_after(resp: &reqwest::Response) -> Option<u64> {
         .ok()
 }
 
-/// Checks a provider's figure: finite and not negative (a zero is kept: a fully renewable hour
-/// exists, but it must come from the provider, never from a default).
+/// Largest figure a provider may give, gCO2e/kWh: five times the IPCC lifecycle median for coal
+/// generation (995 gCO2e/kWh, IPCC AR5 WG III Annex III, as quoted in shared/reference), the most
+/// carbon-intensive source there is. A larger figure is a unit or parsing error upstream, and it
+/// would not fit the certificate's exact decimals anyway.
+pub const MAX_PLAUSIBLE_G_CO2E_PER_KWH: f64 = 5_000.0;
+
+/// Checks a provider's figure: finite, not negative and at most
+/// [`MAX_PLAUSIBLE_G_CO2E_PER_KWH`] (a zero is kept: a fully renewable hour exists, but it must
+/// come from the provider, never from a default).
 ///
 /// # Errors
 /// [`ProviderError::Implausible`].
 pub fn checked_value(value: f64) -> Result<f64, ProviderError> {
-    if value.is_finite() && value >= 0.0 {
+    if value.is_finite() && (0.0..=MAX_PLAUSIBLE_G_CO2E_PER_KWH).contains(&value) {
         Ok(value)
     } else {
         Err(ProviderError::Implausible(value.to_string()))
@@ -115,7 +122,18 @@ pub fn checked_value(value: f64) -> Result<f64, ProviderError> {
 
 /// The factor type a location-based Scope 2 figure should use. GHG Protocol Scope 2 Guidance
 /// (2015) uses direct (combustion) emission factors; lifecycle factors add upstream emissions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Deserialize,
+    serde::Serialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum FactorType {
     /// Combustion only (the Scope 2 default of this oracle where a provider offers it).
@@ -135,10 +153,44 @@ impl FactorType {
     }
 }
 
+/// What `GET /v1/carbon/sources` says about a configured provider: its kind and the attribution
+/// of its figures. Never a key, token, password, file path or base URL (a URL could carry
+/// credentials).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"name": "electricitymaps", "kind": "electricitymaps", "live": true,
+    "attribution": "Electricity Maps API v3", "licence": "the operator's Electricity Maps API terms",
+    "url": "https://www.electricitymaps.com", "factor_types": ["direct"], "marginal": false,
+    "granularity": "hourly"}))]
+pub struct ProviderInfo {
+    /// Name in the chain config and in provenance (`provider`); `static` for the built-in table.
+    pub name: String,
+    /// `static`, `electricitymaps`, `neso`, `watttime` or `csv`.
+    pub kind: String,
+    /// True when figures come from a remote service: past zone-hours are cached, a failure is
+    /// recorded as a fallback reason.
+    pub live: bool,
+    /// Who publishes the figures, as they ask to be cited (for `csv`: the `source` column values).
+    pub attribution: String,
+    /// Licence or terms of use of the figures.
+    pub licence: String,
+    /// Where the source is described; null for an operator's CSV series.
+    pub url: Option<String>,
+    /// Factor types this provider gives (`direct`, `lifecycle`), ascending.
+    pub factor_types: Vec<FactorType>,
+    /// True for marginal (MOER) rather than average figures.
+    pub marginal: bool,
+    /// Time resolution of the source: `yearly`, `hourly`, `half-hourly`, `5-minute` or
+    /// `as in the series`; an hour's figure is the mean of the source's points in that hour.
+    pub granularity: String,
+}
+
 /// A source of carbon intensity for a zone-hour.
 pub trait IntensityProvider: Send + Sync {
     /// Name used in the chain config and in provenance (`provider`).
     fn name(&self) -> &str;
+
+    /// Kind and attribution, for `GET /v1/carbon/sources` (never a secret).
+    fn info(&self) -> ProviderInfo;
 
     /// Whether answers come from a remote service (cached in the database; a failure is recorded
     /// as a fallback reason).
@@ -178,6 +230,9 @@ pub struct Resolution {
     /// The figure applied (its provenance carries the fallback reason, if any), or `None` when
     /// every step failed.
     pub intensity: Option<Intensity>,
+    /// True when the figure applied was read from the cache table (a `cache` step, or a live
+    /// provider's own figure for that zone-hour stored earlier) rather than asked for now.
+    pub from_cache: bool,
     /// Every step tried, in order.
     pub attempts: Vec<Attempt>,
 }
@@ -192,7 +247,9 @@ pub enum Step {
 }
 
 impl Step {
-    fn name(&self) -> &str {
+    /// The name as written in the chain config: the provider's, or `cache`.
+    #[must_use]
+    pub fn name(&self) -> &str {
         match self {
             Self::Provider(name) => name,
             Self::Cache => "cache",
@@ -278,6 +335,23 @@ impl Carbon {
         self.factor_type
     }
 
+    /// Every configured provider (the static table included), by name.
+    pub fn providers(&self) -> impl Iterator<Item = &dyn IntensityProvider> {
+        self.providers.values().map(AsRef::as_ref)
+    }
+
+    /// The chains configured per zone (canonical zone name or country code → steps).
+    #[must_use]
+    pub fn zone_chains(&self) -> &BTreeMap<String, Vec<Step>> {
+        &self.chains
+    }
+
+    /// The chain of zones without their own (nor their country's) chain.
+    #[must_use]
+    pub fn default_chain(&self) -> &[Step] {
+        &self.default_chain
+    }
+
     /// The chain for `zone`: its own, else the country's, else the default.
     #[must_use]
     pub fn chain(&self, zone: &GridZone) -> &[Step] {
@@ -291,10 +365,12 @@ impl Carbon {
     /// Resolves the intensity of `zone` for the hour containing `at`, walking the chain. A live
     /// provider is asked only when the cache has no figure from it for that zone-hour; a past
     /// hour's answer is stored. Failures become the `fallback_reason` of the figure finally
-    /// applied. `db` is `None` only in tests without a database.
-    pub async fn resolve(
+    /// applied. `db` is the pool, or the transaction of an issuance (on SQLite only the
+    /// connection holding the write lock can store into the cache; each store runs in a savepoint
+    /// so a failed one leaves the transaction usable); `None` only in tests without a database.
+    pub async fn resolve<C: sea_orm::ConnectionTrait + sea_orm::TransactionTrait>(
         &self,
-        db: Option<&sea_orm::DatabaseConnection>,
+        db: Option<&C>,
         zone: &GridZone,
         at: DateTime<Utc>,
         now: DateTime<Utc>,
@@ -306,13 +382,15 @@ impl Carbon {
         for step in self.chain(zone) {
             let found = match step {
                 Step::Cache => match db {
-                    Some(db) => cache::lookup_any(db, &zone.name, hour).await,
+                    Some(db) => cache::lookup_any(db, &zone.name, hour)
+                        .await
+                        .map(|hit| hit.map(|i| (i, true))),
                     None => Err("no database".into()),
                 },
                 Step::Provider(name) => self.ask(db, name, zone, hour, now, past).await,
             };
             match found {
-                Ok(Some(mut intensity)) => {
+                Ok(Some((mut intensity, from_cache))) => {
                     attempts.push(Attempt {
                         provider: step.name().to_owned(),
                         outcome: "applied".into(),
@@ -323,6 +401,7 @@ impl Carbon {
                     }
                     return Resolution {
                         intensity: Some(intensity),
+                        from_cache,
                         attempts,
                     };
                 }
@@ -344,19 +423,20 @@ impl Carbon {
         }
         Resolution {
             intensity: None,
+            from_cache: false,
             attempts,
         }
     }
 
-    async fn ask(
+    async fn ask<C: sea_orm::ConnectionTrait + sea_orm::TransactionTrait>(
         &self,
-        db: Option<&sea_orm::DatabaseConnection>,
+        db: Option<&C>,
         name: &str,
         zone: &GridZone,
         hour: DateTime<Utc>,
         now: DateTime<Utc>,
         past: bool,
-    ) -> Result<Option<Intensity>, String> {
+    ) -> Result<Option<(Intensity, bool)>, String> {
         let provider = self
             .providers
             .get(name)
@@ -365,7 +445,7 @@ impl Carbon {
             && let Some(db) = db
             && let Some(hit) = cache::lookup(db, &zone.name, hour, name).await?
         {
-            return Ok(Some(hit));
+            return Ok(Some((hit, true)));
         }
         let intensity = provider
             .intensity(zone, hour, now)
@@ -379,25 +459,7 @@ impl Carbon {
             // The figure is still good for this issuance; the next one asks again.
             tracing::warn!(zone = %zone.name, %hour, provider = name, error = %err, "Could not cache a carbon intensity.");
         }
-        Ok(Some(intensity))
-    }
-
-    /// Resolves every hour in `hours` (see [`Self::resolve`]); hours with no figure are left out
-    /// (the certificate builder then refuses with `NoIntensity`).
-    pub async fn resolve_hours(
-        &self,
-        db: Option<&sea_orm::DatabaseConnection>,
-        zone: &GridZone,
-        hours: &[DateTime<Utc>],
-        now: DateTime<Utc>,
-    ) -> BTreeMap<DateTime<Utc>, Intensity> {
-        let mut out = BTreeMap::new();
-        for &hour in hours {
-            if let Some(i) = self.resolve(db, zone, hour, now).await.intensity {
-                out.insert(hour, i);
-            }
-        }
-        out
+        Ok(Some((intensity, false)))
     }
 }
 
@@ -431,7 +493,37 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
         return Err(ProviderError::from_status(status, retry_after(&resp)));
     }
     let body = resp.bytes().await.map_err(ProviderError::transport)?;
-    serde_json::from_slice(&body).map_err(|err| ProviderError::Malformed(err.to_string()))
+    serde_json::from_slice(&body)
+        .map_err(|err| ProviderError::Malformed(redact_quoted(&err.to_string())))
+}
+
+/// A serde error message with every double-quoted string replaced by `"…"`: serde quotes values
+/// it read from the body (`invalid type: string "…", expected f64`), and a misbehaving provider
+/// could echo a request header such as the API key there. Field names (in backticks) are kept.
+#[must_use]
+pub fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut inside = false;
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        if inside && c == '\\' {
+            // An escaped character inside the string (serde writes `\"` for a quote).
+            chars.next();
+        } else if c == '"' {
+            if inside {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    if inside {
+        out.push('…');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -461,10 +553,27 @@ mod tests {
     use wattest_shared::GramsCo2ePerKwh;
     use wattest_shared::certificate::Provenance;
 
+    fn test_info(name: &str) -> ProviderInfo {
+        ProviderInfo {
+            name: name.to_owned(),
+            kind: "test".into(),
+            live: true,
+            attribution: "test".into(),
+            licence: "test".into(),
+            url: None,
+            factor_types: vec![FactorType::Direct],
+            marginal: false,
+            granularity: "hourly".into(),
+        }
+    }
+
     struct Fails(&'static str, ProviderError);
     impl IntensityProvider for Fails {
         fn name(&self) -> &str {
             self.0
+        }
+        fn info(&self) -> ProviderInfo {
+            test_info(self.0)
         }
         fn is_live(&self) -> bool {
             true
@@ -484,6 +593,9 @@ mod tests {
     impl IntensityProvider for Counts {
         fn name(&self) -> &str {
             "counted"
+        }
+        fn info(&self) -> ProviderInfo {
+            test_info("counted")
         }
         fn is_live(&self) -> bool {
             true
@@ -539,7 +651,7 @@ mod tests {
         let zone = carbon.zone("BE").expect("zone");
         let r = carbon
             .resolve(
-                None,
+                None::<&sea_orm::DatabaseConnection>,
                 &zone,
                 at("2025-06-01T10:20:00Z"),
                 at("2025-06-02T00:00:00Z"),
@@ -575,10 +687,11 @@ mod tests {
         );
         let zone = carbon.zone("BE").expect("zone");
         let now = at("2025-06-01T23:45:00Z");
-        for _ in 0..3 {
+        for round in 0..3 {
             let r = carbon
                 .resolve(Some(storage.db()), &zone, at("2025-06-01T10:59:59Z"), now)
                 .await;
+            assert_eq!(r.from_cache, round > 0, "round {round}");
             assert_eq!(r.intensity.expect("figure").value.0, 123.0);
         }
         assert_eq!(counted.0.load(Ordering::SeqCst), 1);
@@ -602,5 +715,44 @@ mod tests {
         assert_eq!(msgs[0], "credentials refused (HTTP 401)");
         assert_eq!(msgs[1], "rate limited (HTTP 429)");
         assert_eq!(msgs[2], "unexpected HTTP status 503");
+    }
+
+    #[test]
+    fn malformed_body_messages_lose_every_quoted_value() {
+        // What serde_json says about a body that echoes a key into a number field.
+        let err = serde_json::from_str::<BTreeMap<String, f64>>(
+            r#"{"carbonIntensity": "em-secret-key \" still-secret"}"#,
+        )
+        .expect_err("a string is not a number")
+        .to_string();
+        assert!(err.contains("em-secret-key"), "{err}");
+        let redacted = redact_quoted(&err);
+        assert!(
+            !redacted.contains("secret") && redacted.starts_with("invalid type: string \"…\""),
+            "{redacted}"
+        );
+        assert_eq!(
+            redact_quoted("missing field `history` at line 1 column 2"),
+            "missing field `history` at line 1 column 2"
+        );
+        assert_eq!(redact_quoted("cut \"off"), "cut \"…");
+    }
+
+    #[test]
+    fn implausible_figures_are_refused_not_zeroed() {
+        for bad in [
+            -0.1,
+            f64::NAN,
+            f64::INFINITY,
+            MAX_PLAUSIBLE_G_CO2E_PER_KWH + 0.5,
+            1e308,
+        ] {
+            assert!(
+                matches!(checked_value(bad), Err(ProviderError::Implausible(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(checked_value(0.0), Ok(0.0));
+        assert_eq!(checked_value(1_234.5), Ok(1_234.5));
     }
 }

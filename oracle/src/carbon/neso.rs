@@ -19,6 +19,9 @@ pub const DEFAULT_BASE_URL: &str = "https://api.carbonintensity.org.uk";
 /// Attribution of the dataset (CC BY 4.0).
 pub const DATASET: &str = "National Energy System Operator, Carbon Intensity API";
 
+/// Where the source is described.
+pub const SOURCE_URL: &str = "https://carbonintensity.org.uk";
+
 #[derive(Debug, Deserialize)]
 struct Figures {
     forecast: Option<f64>,
@@ -175,6 +178,20 @@ impl Neso {
 impl IntensityProvider for Neso {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn info(&self) -> super::ProviderInfo {
+        super::ProviderInfo {
+            name: self.name.clone(),
+            kind: "neso".into(),
+            live: true,
+            attribution: DATASET.into(),
+            licence: "CC BY 4.0".into(),
+            url: Some(SOURCE_URL.into()),
+            factor_types: vec![super::FactorType::Direct],
+            marginal: false,
+            granularity: "half-hourly".into(),
+        }
     }
 
     fn is_live(&self) -> bool {

@@ -15,6 +15,12 @@ use wattest_shared::certificate::Provenance;
 
 /// Attribution required by the Ember licence, used as the dataset name.
 pub const EMBER_DATASET: &str = "Ember (2025), Yearly Electricity Data";
+/// Where Ember publishes the dataset.
+pub const EMBER_URL: &str = "https://ember-energy.org/data/yearly-electricity-data/";
+/// The dataset's licence (Ember publishes it under CC BY 4.0; see `oracle/data/README.md`).
+pub const EMBER_LICENCE: &str = "CC BY 4.0";
+/// The licence's text.
+pub const CC_BY_4_URL: &str = "https://creativecommons.org/licenses/by/4.0/";
 const EMBER_JSON: &str = include_str!("../../data/ember_yearly_intensity.json");
 const COUNTRY_CODES: &str = include_str!("../../data/country_codes.csv");
 
@@ -50,6 +56,40 @@ pub struct Intensity {
 struct EmberEntry {
     year: i32,
     emissions_intensity_gco2_per_kwh: f64,
+}
+
+/// A dataset shipped with the oracle, as `GET /v1/carbon/sources` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"provider": "static", "publisher": "Ember",
+    "dataset": "Ember (2025), Yearly Electricity Data", "years": [2022, 2023, 2024],
+    "licence": "CC BY 4.0", "licence_url": "https://creativecommons.org/licenses/by/4.0/",
+    "url": "https://ember-energy.org/data/yearly-electricity-data/", "factor_type": "lifecycle",
+    "basis": "generation", "granularity": "yearly", "unit": "gCO2e/kWh", "zones": 222}))]
+pub struct StaticDataset {
+    /// The provider that serves it: `static`.
+    pub provider: String,
+    /// Publisher.
+    pub publisher: String,
+    /// The attribution the licence requires; provenance `dataset` starts with it.
+    pub dataset: String,
+    /// Data years present in the table, ascending (each zone has its latest year).
+    pub years: Vec<i32>,
+    /// Licence of the data.
+    pub licence: String,
+    /// Text of the licence.
+    pub licence_url: String,
+    /// Where the publisher describes the dataset.
+    pub url: String,
+    /// `lifecycle` (the table's figures include upstream emissions).
+    pub factor_type: super::FactorType,
+    /// `generation`: emissions of the electricity generated in the zone, not of what it consumed.
+    pub basis: String,
+    /// `yearly`: one figure per zone and year, applied to every hour (marked `estimated`).
+    pub granularity: String,
+    /// Unit of the figures.
+    pub unit: String,
+    /// Number of keys (countries and regions) in the table.
+    pub zones: usize,
 }
 
 /// The static yearly table (Ember) with the alpha-2 → alpha-3 map.
@@ -110,6 +150,27 @@ impl StaticTable {
         })
     }
 
+    /// The table's description and attribution for `GET /v1/carbon/sources`.
+    #[must_use]
+    pub fn dataset(&self) -> StaticDataset {
+        let years: std::collections::BTreeSet<i32> =
+            self.entries.values().map(|e| e.year).collect();
+        StaticDataset {
+            provider: "static".into(),
+            publisher: "Ember".into(),
+            dataset: EMBER_DATASET.into(),
+            years: years.into_iter().collect(),
+            licence: EMBER_LICENCE.into(),
+            licence_url: CC_BY_4_URL.into(),
+            url: EMBER_URL.into(),
+            factor_type: super::FactorType::Lifecycle,
+            basis: "generation".into(),
+            granularity: "yearly".into(),
+            unit: "gCO2e/kWh".into(),
+            zones: self.entries.len(),
+        }
+    }
+
     /// Intensity for `zone` in the hour starting at `hour`: the zone's yearly figure.
     #[must_use]
     pub fn intensity(&self, zone: &GridZone, _hour: DateTime<Utc>) -> Option<Intensity> {
@@ -140,6 +201,20 @@ pub struct StaticProvider(pub std::sync::Arc<StaticTable>);
 impl super::IntensityProvider for StaticProvider {
     fn name(&self) -> &str {
         "static"
+    }
+
+    fn info(&self) -> super::ProviderInfo {
+        super::ProviderInfo {
+            name: "static".into(),
+            kind: "static".into(),
+            live: false,
+            attribution: EMBER_DATASET.into(),
+            licence: EMBER_LICENCE.into(),
+            url: Some(EMBER_URL.into()),
+            factor_types: vec![super::FactorType::Lifecycle],
+            marginal: false,
+            granularity: "yearly".into(),
+        }
     }
 
     fn is_live(&self) -> bool {

@@ -18,6 +18,12 @@ use wattest_shared::certificate::Provenance;
 /// Public base URL of the API.
 pub const DEFAULT_BASE_URL: &str = "https://api.watttime.org";
 
+/// Attribution of the figures (provenance `dataset` starts with it).
+pub const ATTRIBUTION: &str = "WattTime v3 historical co2_moer";
+
+/// Where the source is described.
+pub const SOURCE_URL: &str = "https://watttime.org";
+
 /// Grams per avoirdupois pound (international yard and pound agreement, 1959).
 pub const GRAMS_PER_POUND: f64 = 453.592_37;
 
@@ -181,7 +187,7 @@ impl WattTime {
             provenance: Provenance {
                 provider: self.name.clone(),
                 dataset: format!(
-                    "WattTime v3 historical co2_moer, region {region}, mean of {} points",
+                    "{ATTRIBUTION}, region {region}, mean of {} points",
                     values.len()
                 ),
                 year: hour.year(),
@@ -197,6 +203,20 @@ impl WattTime {
 impl IntensityProvider for WattTime {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn info(&self) -> super::ProviderInfo {
+        super::ProviderInfo {
+            name: self.name.clone(),
+            kind: "watttime".into(),
+            live: true,
+            attribution: ATTRIBUTION.into(),
+            licence: "the operator's WattTime account terms".into(),
+            url: Some(SOURCE_URL.into()),
+            factor_types: vec![super::FactorType::Direct],
+            marginal: true,
+            granularity: "5-minute".into(),
+        }
     }
 
     fn is_live(&self) -> bool {
