@@ -18,7 +18,7 @@ LOADGEN="$PWD/target/release/wattest-loadgen"
 run() {
   local label=$1 db=$2 dir port pid
   dir=$(mktemp -d); port=$((20000 + RANDOM % 20000))
-  DATABASE_URL="$db" "$ORACLE" serve --listen "127.0.0.1:$port" --data-dir "$dir" >"$dir/log" 2>&1 &
+  DATABASE_URL="$db" "$ORACLE" serve --listen "127.0.0.1:$port" --data-dir "$dir" --rate-limit-per-ip 0 --rate-limit-per-token 0 >"$dir/log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   token=$(DATABASE_URL="$db" "$ORACLE" token create --role node --data-dir "$dir")

@@ -48,11 +48,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo build (binaries for the end-to-end tests)"
 cargo build --workspace --bins --locked
 echo "==> cargo test"
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"
 # The integration suite again with every test oracle on its own fresh PostgreSQL database.
 echo "==> cargo test -p wattest-tests on PostgreSQL (WATTEST_TEST_BACKEND=postgres)"
 pg_started=$(date +%s)
-WATTEST_TEST_BACKEND=postgres cargo test -p wattest-tests --locked "$@"
+WATTEST_TEST_BACKEND=postgres cargo test -p wattest-tests --locked --no-fail-fast "$@"
 echo "==> PostgreSQL pass: $(( $(date +%s) - pg_started )) s"
 echo "==> API fuzz run from the OpenAPI document (schemathesis, 50 cases per operation)"
 scripts/fuzz-api.sh 50

@@ -85,16 +85,20 @@ struct MeasureArgs {
     #[arg(long, env = "WATTEST_CONFIG")]
     config: Option<PathBuf>,
     /// Sampling period, seconds (0.05 to 60) [default: 1].
-    #[arg(long)]
+    #[arg(long, env = "WATTEST_INTERVAL")]
     interval: Option<f64>,
     /// Root of sysfs for RAPL and hwmon readers (synthetic trees in tests) [default: /sys].
     #[arg(long, env = "WATTEST_SYSFS_ROOT")]
     sysfs_root: Option<PathBuf>,
     /// hwmon channels to read, as NAME:LABEL (repeatable; default: every power/energy channel).
-    #[arg(long = "hwmon-channel")]
+    #[arg(
+        long = "hwmon-channel",
+        env = "WATTEST_HWMON_CHANNELS",
+        value_delimiter = ','
+    )]
     hwmon_channels: Vec<String>,
     /// CPU TDP for the CPU-time × TDP estimate, W (default: looked up by CPU model).
-    #[arg(long)]
+    #[arg(long, env = "WATTEST_TDP_WATTS")]
     tdp_watts: Option<f64>,
     /// Declared constant solar power, W (reported as solar_declared_constant).
     #[arg(long, conflicts_with_all = ["solar_file", "solar_command", "solar_hwmon"])]

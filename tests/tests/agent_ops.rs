@@ -154,6 +154,7 @@ fn print_config_shows_flags_over_the_file_over_defaults() {
         .args(["sources", "--config"])
         .arg(&file)
         .args(["--interval", "2", "--print-config"])
+        .env("WATTEST_TDP_WATTS", "80")
         .output()
         .unwrap();
     assert!(
@@ -163,7 +164,11 @@ fn print_config_shows_flags_over_the_file_over_defaults() {
     );
     let printed: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
     assert_eq!(printed["interval"].as_float(), Some(2.0), "flag wins");
-    assert_eq!(printed["tdp_watts"].as_float(), Some(65.0), "file value");
+    assert_eq!(
+        printed["tdp_watts"].as_float(),
+        Some(80.0),
+        "the environment wins over the file"
+    );
     assert_eq!(printed["metrics_listen"].as_str(), Some("127.0.0.1:9464"));
     assert_eq!(printed["sysfs_root"].as_str(), Some("/sys"), "default");
 

@@ -401,13 +401,18 @@ fn bad_input_is_refused_with_problem_json_and_nothing_is_stored() {
     );
     assert_eq!(p["expected_seq"], 2);
 
-    // Gap, broken chain, future window.
-    assert_problem(
-        &oracle,
-        &sign(&window(&node, 3, Some(jws_hash(&first)), false)),
-        409,
-        "seq_gap",
+    // A gap too wide to be reordering (a nearer one is held: tests/tests/integrity.rs), broken
+    // chain, future window.
+    let far = gpu_window(
+        &node.node_id,
+        "raw-job",
+        2 + 1024,
+        Some(jws_hash(&first)),
+        Utc::now() - Duration::seconds(300),
+        400.0,
+        false,
     );
+    assert_problem(&oracle, &sign(&far), 409, "seq_gap");
     assert_problem(
         &oracle,
         &sign(&window(&node, 2, Some(jws_hash("other")), false)),
