@@ -326,16 +326,23 @@ impl Oracle {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// `wattest-oracle token create --role ROLE` against this oracle's data dir.
-    pub fn token(&self, role: &str) -> String {
+    /// `wattest-oracle ARGS --data-dir DIR` against this oracle's database: its data dir, and
+    /// its `DATABASE_URL` when it runs on PostgreSQL (`WATTEST_TEST_BACKEND=postgres` included).
+    pub fn cli(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("wattest-oracle"));
-        cmd.args(["token", "create", "--role", role, "--data-dir"])
+        cmd.args(args)
+            .arg("--data-dir")
             .arg(self.data_dir.path())
             .env_remove("DATABASE_URL");
         if let Some(db) = &self.database_url {
             cmd.env("DATABASE_URL", db);
         }
-        let out = run_ok(&mut cmd);
+        cmd
+    }
+
+    /// `wattest-oracle token create --role ROLE` against this oracle's database.
+    pub fn token(&self, role: &str) -> String {
+        let out = run_ok(&mut self.cli(&["token", "create", "--role", role]));
         String::from_utf8(out.stdout)
             .expect("utf8")
             .trim()

@@ -3,8 +3,7 @@
 //! `invalid_token`) and with a token of the wrong role (403 `forbidden_role`), always as
 //! problem+json; the right role and admin get past the check; public endpoints need no token.
 
-use std::process::Command;
-use wattest_tests::{Oracle, bin, run_ok};
+use wattest_tests::{Oracle, run_ok};
 
 const ROLES: [&str; 4] = ["node", "auditor", "compliance", "admin"];
 
@@ -183,10 +182,7 @@ fn revoked_tokens_are_refused_and_token_list_never_shows_a_token() {
     let auditor = oracle.token("auditor");
     assert_eq!(oracle.get_as("/v1/nodes", &auditor).status(), 200);
     let list = |json: bool| {
-        let mut cmd = Command::new(bin("wattest-oracle"));
-        cmd.args(["token", "list", "--data-dir"])
-            .arg(oracle.data_dir.path())
-            .env_remove("DATABASE_URL");
+        let mut cmd = oracle.cli(&["token", "list"]);
         if json {
             cmd.arg("--json");
         }
@@ -207,12 +203,7 @@ fn revoked_tokens_are_refused_and_token_list_never_shows_a_token() {
     assert!(row["last_used_at"].is_string(), "last use recorded: {row}");
     assert!(row["revoked_at"].is_null());
     let id = row["id"].as_str().expect("id");
-    run_ok(
-        Command::new(bin("wattest-oracle"))
-            .args(["token", "revoke", id, "--data-dir"])
-            .arg(oracle.data_dir.path())
-            .env_remove("DATABASE_URL"),
-    );
+    run_ok(&mut oracle.cli(&["token", "revoke", id]));
     let r = oracle.get_as("/v1/nodes", &auditor);
     assert_eq!(r.status(), 401);
     let problem: serde_json::Value = r.json().expect("json");

@@ -54,22 +54,7 @@ fn balances_sum_unrevoked_reward_parts_per_owner_and_for_the_fund() {
         );
         assert!(micros(&reward["total"]) > 0, "{reward}");
     }
-    let mut set_owner = Command::new(bin("wattest-oracle"));
-    set_owner
-        .args([
-            "node",
-            "set",
-            &node_a,
-            "--owner",
-            "Acme Research",
-            "--data-dir",
-        ])
-        .arg(oracle.data_dir.path())
-        .env_remove("DATABASE_URL");
-    if let Some(db) = oracle.database_url() {
-        set_owner.env("DATABASE_URL", db);
-    }
-    run_ok(&mut set_owner);
+    run_ok(&mut oracle.cli(&["node", "set", &node_a, "--owner", "Acme Research"]));
 
     let auditor = oracle.token("auditor");
     let balances = |query: &str| -> serde_json::Value {

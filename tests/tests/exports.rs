@@ -10,7 +10,7 @@ use wattest_shared::jws::sign_compact;
 use wattest_shared::window::WINDOW_TYP;
 use wattest_shared::window::{Method, SourceEnergy, SourceKind};
 use wattest_shared::{CheckedCertificate, Jwks, SoftwareKey, WattHours, Watts};
-use wattest_tests::{Oracle, bin, fresh_pg_database, gpu_window, run_ok};
+use wattest_tests::{Oracle, fresh_pg_database, gpu_window, run_ok};
 
 /// CodeCarbon 3.3.2 `emissions.csv` columns, in order, as listed in the project's reference
 /// notes (shared/reference/README.md, "CodeCarbon emissions.csv columns (3.3.2, in order)").
@@ -180,20 +180,12 @@ struct World {
     certificates: Vec<CheckedCertificate>,
     formula_cert: String,
     revoked: String,
-    database_url: Option<String>,
 }
 
 impl World {
     /// `wattest-oracle ARGS` against this oracle's database.
     fn oracle_cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bin("wattest-oracle"));
-        cmd.args(args)
-            .args(data_args(&self.oracle))
-            .env_remove("DATABASE_URL");
-        if let Some(db) = &self.database_url {
-            cmd.env("DATABASE_URL", db);
-        }
-        cmd
+        self.oracle.cli(args)
     }
 }
 
@@ -233,7 +225,6 @@ fn world(database_url: Option<String>) -> World {
         formula_cert,
         revoked: ids[1].clone(),
         oracle,
-        database_url,
     };
     run_ok(&mut w.oracle_cmd(&[
         "node",
@@ -245,13 +236,6 @@ fn world(database_url: Option<String>) -> World {
         "1200",
     ]));
     w
-}
-
-fn data_args(oracle: &Oracle) -> Vec<String> {
-    vec![
-        "--data-dir".into(),
-        oracle.data_dir.path().to_str().unwrap().into(),
-    ]
 }
 
 /// Σ of a certificate quantity over the certificates, in millionths (Wh or g), which is 10⁻⁹
