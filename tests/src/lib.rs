@@ -262,6 +262,18 @@ impl Oracle {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM (graceful shutdown) without waiting.
+    pub fn signal_term(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for the oracle process to exit; its exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("waiting for the oracle")
+    }
+
     /// Starts the oracle again on the same port, data dir, database and arguments (after
     /// [`Oracle::kill9`] or [`Oracle::stop`]) and waits until it is healthy.
     pub fn restart(&mut self) {

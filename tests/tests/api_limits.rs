@@ -1,7 +1,7 @@
 //! Bad input at the HTTP edge: oversized bodies, malformed JSON, wrong content types, invalid
 //! ids, huge numbers (1e308), NaN and negative energies are all answered 4xx problem+json and
 //! nothing is stored; the rate limiter answers 429 with Retry-After; unknown routes and methods
-//! are problem+json too.
+//! are problem+json too; SIGTERM finishes the request in flight before the oracle exits.
 
 use chrono::{Duration, Utc};
 use wattest_shared::SoftwareKey;
@@ -195,4 +195,44 @@ fn rate_limit_answers_429_with_retry_after() {
     assert!(retry >= 1);
     let (s, p) = problem_of(last);
     assert_eq!((s, p["code"].as_str()), (429, Some("rate_limited")), "{p}");
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_then_exits_cleanly() {
+    use std::io::{Read as _, Write as _};
+    let mut oracle = Oracle::start();
+    let addr = oracle.url.trim_start_matches("http://").to_owned();
+    let body = br#"{"jws": "not.a.jws"}"#;
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    // Headers and half the body: the request is in flight when the signal arrives.
+    write!(
+        stream,
+        "POST /v1/telemetry HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("write");
+    stream.write_all(&body[..8]).expect("write");
+    stream.flush().expect("flush");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    oracle.signal_term();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stream
+        .write_all(&body[8..])
+        .expect("the connection stays open");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(
+        response.starts_with("HTTP/1.1 400"),
+        "the request in flight is answered: {response}"
+    );
+    assert!(response.contains("malformed_jws"), "{response}");
+    let status = oracle.wait_exit();
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "no longer listening"
+    );
 }
