@@ -195,7 +195,11 @@ async fn submit_inner(
         }
         Err(err) => return Err(err),
     };
-    release_held(&state, &node.id, verified.claims.seq + 1).await?;
+    // This window is committed whatever happens next: a failed release leaves the held windows
+    // in place, and the next request for this node (a held window sent again) retries it.
+    if let Err(err) = release_held(&state, &node.id).await {
+        tracing::error!(node_id = %node.id, code = err.code(), "Releasing held windows failed; they stay held.");
+    }
     Ok(Ingested::Accepted(Box::new(TelemetryAccepted {
         node_id: node.id,
         seq: verified.claims.seq,
@@ -257,8 +261,15 @@ async fn hold(
         expected,
         "Window ahead of the chain held until the gap is filled."
     );
-    // The missing window may have been appended while we held this one: release now.
-    release_held(state, node_id, expected).await?;
+    // The missing window may have been appended while we held this one, or an earlier release
+    // failed: release now (this window is held durably whatever happens).
+    if let Err(err) = release_held(state, node_id).await {
+        tracing::error!(
+            node_id,
+            code = err.code(),
+            "Releasing held windows failed; they stay held."
+        );
+    }
     Ok(Ingested::Held(TelemetryHeld {
         node_id: node_id.to_owned(),
         seq,
@@ -268,29 +279,30 @@ async fn hold(
     }))
 }
 
-/// Appends the held windows of `node_id` that now follow its chain head, in seq order, starting
-/// at `next` (the seq after the window just appended). Each is verified again in full against
-/// the chain as it now stands; one that fails (it does not chain, or overlaps) is dropped and the
-/// node flagged `held_rejected:<seq>:<code>`, since its own signed history contradicts itself.
-async fn release_held(state: &AppState, node_id: &str, mut next: u64) -> Result<(), ApiError> {
-    while let Some(jws) = state.storage.held_window(node_id, next).await? {
+/// Appends the held windows of `node_id` that now follow its chain head, in seq order. Each is
+/// verified again in full against the chain as it then stands; one that fails (it does not
+/// chain, or overlaps) is dropped and the node flagged `held_rejected:<seq>:<code>`, since its
+/// own signed history contradicts itself. Held rows at or below the head (left by a release
+/// interrupted between appending and removing) are removed first.
+async fn release_held(state: &AppState, node_id: &str) -> Result<(), ApiError> {
+    if !state.storage.has_held(node_id).await? {
+        return Ok(());
+    }
+    loop {
         let Some(node) = state.storage.node_by_id(node_id).await? else {
             return Ok(());
         };
+        let head = u64::try_from(node.last_seq).unwrap_or(0);
+        state.storage.drop_held_through(node_id, head).await?;
+        let next = head + 1;
+        let Some(jws) = state.storage.held_window(node_id, next).await? else {
+            return Ok(());
+        };
         let chain = ChainState {
-            last_seq: u64::try_from(node.last_seq).unwrap_or(0),
+            last_seq: head,
             last_hash: node.last_hash.clone(),
             last_end: node.last_end,
         };
-        if chain.last_seq + 1 != next {
-            // Another request appended windows meanwhile; it releases what follows its own.
-            if chain.last_seq >= next {
-                state.storage.release_held(node_id, next).await?;
-                next += 1;
-                continue;
-            }
-            return Ok(());
-        }
         let enrolled = enrolled_node(&node)?;
         let now = Utc::now();
         let max_skew = state.settings.max_clock_skew_secs;
@@ -307,23 +319,15 @@ async fn release_held(state: &AppState, node_id: &str, mut next: u64) -> Result<
                 Ok(certificate) => {
                     tracing::info!(node_id, seq = next, certificate = ?certificate.as_ref().map(|c| &c.id), "Held window appended: its gap was filled.");
                 }
-                // A concurrent release appended it first.
+                // A concurrent release (another request or replica) appended it first.
                 Err(err) if err.code() == "seq_replay" => {}
-                Err(err) => {
-                    reject_held(state, node_id, next, err.code()).await?;
-                    return Ok(());
-                }
+                Err(err) => return reject_held(state, node_id, next, err.code()).await,
             },
             Err(VerifyError::SeqReplay { .. }) => {}
-            Err(err) => {
-                reject_held(state, node_id, next, err.code()).await?;
-                return Ok(());
-            }
+            Err(err) => return reject_held(state, node_id, next, err.code()).await,
         }
         state.storage.release_held(node_id, next).await?;
-        next += 1;
     }
-    Ok(())
 }
 
 async fn reject_held(

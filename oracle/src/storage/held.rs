@@ -92,6 +92,26 @@ impl Storage {
         })
     }
 
+    /// Whether any window is held for `node_id` (one index probe: the ingest hot path asks it
+    /// after every accepted window).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn has_held(&self, node_id: &str) -> Result<bool, StorageError> {
+        let select = Query::select()
+            .from(table())
+            .expr(Expr::val(1))
+            .and_where(col("node_id").eq(node_id))
+            .limit(1)
+            .to_owned();
+        let backend = self.db.get_database_backend();
+        Ok(self
+            .db
+            .query_one_raw(backend.build(&select))
+            .await?
+            .is_some())
+    }
+
     /// Windows held for `node_id`.
     ///
     /// # Errors
@@ -119,6 +139,21 @@ impl Storage {
             .from_table(table())
             .and_where(col("node_id").eq(node_id))
             .and_where(col("seq").eq(seq_i64(seq)))
+            .to_owned();
+        let backend = self.db.get_database_backend();
+        self.db.execute_raw(backend.build(&delete)).await?;
+        Ok(())
+    }
+
+    /// Removes the windows held for `node_id` at or below `seq` (the chain head has passed them).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn drop_held_through(&self, node_id: &str, seq: u64) -> Result<(), StorageError> {
+        let delete = Query::delete()
+            .from_table(table())
+            .and_where(col("node_id").eq(node_id))
+            .and_where(col("seq").lte(seq_i64(seq)))
             .to_owned();
         let backend = self.db.get_database_backend();
         self.db.execute_raw(backend.build(&delete)).await?;
