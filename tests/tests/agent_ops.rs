@@ -25,42 +25,48 @@ fn scrape(port: u16) -> Option<String> {
     resp.text().ok()
 }
 
+/// Starts `wattest-agent run` with 1 s windows sampled every 0.1 s, serving metrics on a free
+/// port, for `sleep SECONDS`; returns the process and the metrics port.
+fn spawn_run(state: &std::path::Path, seconds: &str, extra: &[&str]) -> (std::process::Child, u16) {
+    let port = free_port();
+    let child = Command::new(bin("wattest-agent"))
+        .args(["run", "--window", "1", "--interval", "0.1"])
+        .args(extra)
+        .arg("--metrics-listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--", "sleep", seconds])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, port)
+}
+
+/// Scrapes `/metrics` every 200 ms until `done` holds (a hang guard of 15 s, not a timing
+/// assertion); the exposition that satisfied it.
+fn scrape_until(port: u16, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(text) = scrape(port)
+            && done(&text)
+        {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{what} not seen on /metrics");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn metrics_listener_counts_samples_windows_and_acknowledgements_during_a_job() {
     let oracle = Oracle::start();
     let (state, _node_id) = oracle.enroll_agent("BE");
-    let port = free_port();
-    let child = Command::new(bin("wattest-agent"))
-        .args([
-            "run",
-            "--window",
-            "1",
-            "--interval",
-            "0.1",
-            "--metrics-listen",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--state-dir")
-        .arg(state.path())
-        .args(["--", "sleep", "4"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-
+    let (child, port) = spawn_run(state.path(), "4", &[]);
     // Scrape while the job runs, until two windows were acknowledged.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let text = loop {
-        if let Some(text) = scrape(port)
-            && sample(&text, "wattest_agent_windows_acknowledged_total").unwrap_or(0.0) >= 2.0
-        {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no two acknowledged windows seen on /metrics"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let text = scrape_until(port, "two acknowledged windows", |t| {
+        sample(t, "wattest_agent_windows_acknowledged_total").unwrap_or(0.0) >= 2.0
+    });
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -96,39 +102,11 @@ fn upload_errors_and_spool_depth_show_while_the_oracle_is_down() {
     let mut oracle = Oracle::start();
     let (state, _node_id) = oracle.enroll_agent("BE");
     oracle.stop();
-    let port = free_port();
-    let child = Command::new(bin("wattest-agent"))
-        .args([
-            "run",
-            "--window",
-            "1",
-            "--interval",
-            "0.1",
-            "--upload-timeout",
-            "1",
-            "--metrics-listen",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--state-dir")
-        .arg(state.path())
-        .args(["--", "sleep", "3"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let text = loop {
-        if let Some(text) = scrape(port)
-            && sample(&text, "wattest_agent_upload_errors_total").unwrap_or(0.0) >= 1.0
-            && sample(&text, "wattest_agent_spool_windows").unwrap_or(0.0) >= 2.0
-        {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no upload error seen on /metrics"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let (child, port) = spawn_run(state.path(), "3", &["--upload-timeout", "1"]);
+    let text = scrape_until(port, "an upload error and two spooled windows", |t| {
+        sample(t, "wattest_agent_upload_errors_total").unwrap_or(0.0) >= 1.0
+            && sample(t, "wattest_agent_spool_windows").unwrap_or(0.0) >= 2.0
+    });
     assert_eq!(
         sample(&text, "wattest_agent_windows_acknowledged_total"),
         Some(0.0)

@@ -166,6 +166,18 @@ fn a_duplicate_gets_the_original_receipt_and_a_conflict_flags_the_node() {
     );
 }
 
+/// The node's entry in `GET /v1/nodes` (heartbeat, held windows, flag).
+fn node_info(oracle: &Oracle, node_id: &str) -> serde_json::Value {
+    let nodes = oracle.get_json("/v1/nodes");
+    nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == node_id)
+        .unwrap_or_else(|| panic!("node {node_id} not listed: {nodes}"))
+        .clone()
+}
+
 #[test]
 fn replay_gap_reorder_and_overlap_are_each_handled() {
     let oracle = Oracle::start();
@@ -184,14 +196,7 @@ fn replay_gap_reorder_and_overlap_are_each_handled() {
     // Held again: idempotent.
     assert_eq!(post(&oracle.url, &chain[2]), held);
     assert_eq!(post(&oracle.url, &chain[3]).0, 202);
-    let nodes = oracle.get_json("/v1/nodes");
-    let me = nodes["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node_id"] == node.node_id.as_str())
-        .unwrap()
-        .clone();
+    let me = node_info(&oracle, &node.node_id);
     assert_eq!(me["last_seq"], 1, "held windows do not move the chain head");
     assert_eq!(me["held_windows"], 2);
     // A different window for a held seq is a conflict, as for an accepted one.
@@ -201,14 +206,7 @@ fn replay_gap_reorder_and_overlap_are_each_handled() {
     // Reordered arrival (3 and 4 before 2): filling the gap appends the held windows in order.
     let filled = post(&oracle.url, &chain[1]);
     assert_eq!((filled.0, filled.1["seq"].as_u64()), (200, Some(2)));
-    let nodes = oracle.get_json("/v1/nodes");
-    let me = nodes["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node_id"] == node.node_id.as_str())
-        .unwrap()
-        .clone();
+    let me = node_info(&oracle, &node.node_id);
     assert_eq!(me["last_seq"], 4, "{me}");
     assert_eq!(me["held_windows"], 0);
     // Seq 3, sent again, is now a duplicate of an accepted window: its original receipt.
@@ -272,14 +270,7 @@ fn a_held_window_that_does_not_chain_is_dropped_and_flags_the_node() {
     assert_eq!(post(&oracle.url, &forked).0, 202);
     // Seq 2 arrives: it is accepted, the held seq 3 fails the chain check and is dropped.
     assert_eq!(post(&oracle.url, &chain[1]).0, 200);
-    let nodes = oracle.get_json("/v1/nodes");
-    let me = nodes["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node_id"] == node.node_id.as_str())
-        .unwrap()
-        .clone();
+    let me = node_info(&oracle, &node.node_id);
     assert_eq!(me["last_seq"], 2, "{me}");
     assert_eq!(me["held_windows"], 0);
     // The proper seq 3 is accepted; its certificate carries the flag.
