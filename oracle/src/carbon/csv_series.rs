@@ -94,10 +94,6 @@ impl IntensityProvider for CsvSeries {
         }
     }
 
-    fn is_live(&self) -> bool {
-        false
-    }
-
     fn intensity<'a>(
         &'a self,
         zone: &'a GridZone,

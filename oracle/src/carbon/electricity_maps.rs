@@ -181,10 +181,6 @@ impl IntensityProvider for ElectricityMaps {
         }
     }
 
-    fn is_live(&self) -> bool {
-        true
-    }
-
     fn intensity<'a>(
         &'a self,
         zone: &'a GridZone,

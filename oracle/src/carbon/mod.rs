@@ -189,12 +189,9 @@ pub trait IntensityProvider: Send + Sync {
     /// Name used in the chain config and in provenance (`provider`).
     fn name(&self) -> &str;
 
-    /// Kind and attribution, for `GET /v1/carbon/sources` (never a secret).
+    /// Kind and attribution, for `GET /v1/carbon/sources` (never a secret); its `live` also
+    /// decides whether answers are cached in the database.
     fn info(&self) -> ProviderInfo;
-
-    /// Whether answers come from a remote service (cached in the database; a failure is recorded
-    /// as a fallback reason).
-    fn is_live(&self) -> bool;
 
     /// The intensity of `zone` for the hour starting at `hour` (UTC, on the hour), as a figure
     /// for that hour, never "latest" for a past hour. `now` decides whether the hour is past.
@@ -441,7 +438,8 @@ impl Carbon {
             .providers
             .get(name)
             .ok_or_else(|| format!("provider {name:?} is not configured"))?;
-        if provider.is_live()
+        let live = provider.info().live;
+        if live
             && let Some(db) = db
             && let Some(hit) = cache::lookup(db, &zone.name, hour, name).await?
         {
@@ -451,7 +449,7 @@ impl Carbon {
             .intensity(zone, hour, now)
             .await
             .map_err(|err| err.to_string())?;
-        if provider.is_live()
+        if live
             && past
             && let Some(db) = db
             && let Err(err) = cache::store(db, &zone.name, hour, name, &intensity, now).await
@@ -575,9 +573,6 @@ mod tests {
         fn info(&self) -> ProviderInfo {
             test_info(self.0)
         }
-        fn is_live(&self) -> bool {
-            true
-        }
         fn intensity<'a>(
             &'a self,
             _: &'a GridZone,
@@ -596,9 +591,6 @@ mod tests {
         }
         fn info(&self) -> ProviderInfo {
             test_info("counted")
-        }
-        fn is_live(&self) -> bool {
-            true
         }
         fn intensity<'a>(
             &'a self,

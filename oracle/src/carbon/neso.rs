@@ -194,10 +194,6 @@ impl IntensityProvider for Neso {
         }
     }
 
-    fn is_live(&self) -> bool {
-        true
-    }
-
     fn intensity<'a>(
         &'a self,
         zone: &'a GridZone,

@@ -217,10 +217,6 @@ impl super::IntensityProvider for StaticProvider {
         }
     }
 
-    fn is_live(&self) -> bool {
-        false
-    }
-
     fn intensity<'a>(
         &'a self,
         zone: &'a GridZone,

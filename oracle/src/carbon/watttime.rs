@@ -219,10 +219,6 @@ impl IntensityProvider for WattTime {
         }
     }
 
-    fn is_live(&self) -> bool {
-        true
-    }
-
     fn intensity<'a>(
         &'a self,
         zone: &'a GridZone,
