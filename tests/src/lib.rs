@@ -429,6 +429,24 @@ impl Drop for Oracle {
     }
 }
 
+/// POSTs a compact JWS window to `url`'s `/v1/telemetry` (`application/jose`); the status and
+/// the JSON body (null if none), or `None` when the oracle cannot be reached.
+pub fn try_post_window(url: &str, jws: &str) -> Option<(u16, serde_json::Value)> {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{url}/v1/telemetry"))
+        .header("content-type", "application/jose")
+        .body(jws.to_owned())
+        .send()
+        .ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.json().unwrap_or(serde_json::Value::Null)))
+}
+
+/// [`try_post_window`] to a running oracle (panics when it cannot be reached).
+pub fn post_window(url: &str, jws: &str) -> (u16, serde_json::Value) {
+    try_post_window(url, jws).expect("oracle reachable")
+}
+
 /// Runs `cmd`, asserting success, and returns its output.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run");

@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use wattest_shared::SoftwareKey;
 use wattest_shared::jws::{jws_hash, sign_compact};
 use wattest_shared::window::{WINDOW_TYP, WindowClaims};
-use wattest_tests::{Oracle, bin, certificate_id_from_stderr, fresh_pg_database, gpu_window};
+use wattest_tests::{
+    Oracle, bin, certificate_id_from_stderr, fresh_pg_database, gpu_window, post_window,
+    try_post_window,
+};
 
 /// A node enrolled with a software key held by the test, which signs windows by hand.
 struct RawNode {
@@ -63,27 +66,11 @@ impl RawNode {
     }
 }
 
-/// POSTs a window; `None` when the oracle cannot be reached.
-fn try_post(url: &str, jws: &str) -> Option<(u16, serde_json::Value)> {
-    let r = reqwest::blocking::Client::new()
-        .post(format!("{url}/v1/telemetry"))
-        .header("content-type", "application/jose")
-        .body(jws.to_owned())
-        .send()
-        .ok()?;
-    let status = r.status().as_u16();
-    Some((status, r.json().unwrap_or(serde_json::Value::Null)))
-}
-
-fn post(url: &str, jws: &str) -> (u16, serde_json::Value) {
-    try_post(url, jws).expect("oracle reachable")
-}
-
 /// POSTs until the oracle answers something other than a transport error or a 5xx (as the
 /// agent's uploader does); returns that answer.
 fn post_until_answered(url: &str, jws: &str) -> (u16, serde_json::Value) {
     loop {
-        match try_post(url, jws) {
+        match try_post_window(url, jws) {
             Some((status, body)) if status < 500 => return (status, body),
             _ => std::thread::sleep(std::time::Duration::from_millis(50)),
         }
@@ -126,29 +113,29 @@ fn a_duplicate_gets_the_original_receipt_and_a_conflict_flags_the_node() {
     let node = enroll_raw(&oracle.url, &oracle.token("node"));
     let chain = node.chain("dup", 3);
 
-    let first = post(&oracle.url, &chain[0]);
+    let first = post_window(&oracle.url, &chain[0]);
     assert_eq!(first.0, 200, "{}", first.1);
     // The same bytes again (a retry after a lost acknowledgement): the original receipt.
-    assert_eq!(post(&oracle.url, &chain[0]), first);
+    assert_eq!(post_window(&oracle.url, &chain[0]), first);
     // The same claims signed again (RSA-PSS is randomised, so other bytes): still the original
     // receipt, with the original hash that the next window chains to.
     let resigned = node.sign(&node.claims("dup", 1, None, false));
     assert_ne!(resigned, chain[0]);
-    assert_eq!(post(&oracle.url, &resigned), first);
+    assert_eq!(post_window(&oracle.url, &resigned), first);
 
     // A different window for the accepted seq 1: refused, and the node is flagged.
     let other = node.sign(&node.claims("other-job", 1, None, false));
-    let conflict = post(&oracle.url, &other);
+    let conflict = post_window(&oracle.url, &other);
     assert_code(&conflict, 409, "seq_conflict");
     assert_eq!(conflict.1["expected_seq"], 2);
 
     // The chain goes on from the original window; the final window's certificate carries the flag.
-    assert_eq!(post(&oracle.url, &chain[1]).0, 200);
-    let last = post(&oracle.url, &chain[2]);
+    assert_eq!(post_window(&oracle.url, &chain[1]).0, 200);
+    let last = post_window(&oracle.url, &chain[2]);
     assert_eq!(last.0, 200, "{}", last.1);
     let id = last.1["certificate"]["id"].as_str().unwrap().to_owned();
     // A duplicate of the final window returns the same certificate.
-    assert_eq!(post(&oracle.url, &chain[2]), last);
+    assert_eq!(post_window(&oracle.url, &chain[2]), last);
     let cert = oracle.get_json(&format!("/v1/certificates/{id}"));
     let claims = &cert["claims"];
     assert_eq!(claims["wattest.telemetry"]["count"], 3);
@@ -186,31 +173,31 @@ fn replay_gap_reorder_and_overlap_are_each_handled() {
 
     // Gap: seq 3 and 4 before seq 2 are held (202) with the first missing seq; nothing after the
     // gap is appended or credited.
-    assert_eq!(post(&oracle.url, &chain[0]).0, 200);
-    let held = post(&oracle.url, &chain[2]);
+    assert_eq!(post_window(&oracle.url, &chain[0]).0, 200);
+    let held = post_window(&oracle.url, &chain[2]);
     assert_eq!(held.0, 202, "{}", held.1);
     assert_eq!(held.1["status"], "held");
     assert_eq!(held.1["seq"], 3);
     assert_eq!(held.1["expected_seq"], 2);
     assert_eq!(held.1["hash"], jws_hash(&chain[2]));
     // Held again: idempotent.
-    assert_eq!(post(&oracle.url, &chain[2]), held);
-    assert_eq!(post(&oracle.url, &chain[3]).0, 202);
+    assert_eq!(post_window(&oracle.url, &chain[2]), held);
+    assert_eq!(post_window(&oracle.url, &chain[3]).0, 202);
     let me = node_info(&oracle, &node.node_id);
     assert_eq!(me["last_seq"], 1, "held windows do not move the chain head");
     assert_eq!(me["held_windows"], 2);
     // A different window for a held seq is a conflict, as for an accepted one.
     let other = node.sign(&node.claims("other", 3, Some(jws_hash(&chain[1])), false));
-    assert_code(&post(&oracle.url, &other), 409, "seq_conflict");
+    assert_code(&post_window(&oracle.url, &other), 409, "seq_conflict");
 
     // Reordered arrival (3 and 4 before 2): filling the gap appends the held windows in order.
-    let filled = post(&oracle.url, &chain[1]);
+    let filled = post_window(&oracle.url, &chain[1]);
     assert_eq!((filled.0, filled.1["seq"].as_u64()), (200, Some(2)));
     let me = node_info(&oracle, &node.node_id);
     assert_eq!(me["last_seq"], 4, "{me}");
     assert_eq!(me["held_windows"], 0);
     // Seq 3, sent again, is now a duplicate of an accepted window: its original receipt.
-    let again = post(&oracle.url, &chain[2]);
+    let again = post_window(&oracle.url, &chain[2]);
     assert_eq!((again.0, again.1["seq"].as_u64()), (200, Some(3)));
 
     // Too far ahead to be reordering: refused with the seq expected, nothing stored.
@@ -224,12 +211,12 @@ fn replay_gap_reorder_and_overlap_are_each_handled() {
         false,
     );
     let far = node.sign(&far_claims);
-    let refused = post(&oracle.url, &far);
+    let refused = post_window(&oracle.url, &far);
     assert_code(&refused, 409, "seq_gap");
     assert_eq!(refused.1["expected_seq"], 5);
 
     // Replay of an old window after newer ones: the original receipt, the head does not move.
-    let replay = post(&oracle.url, &chain[0]);
+    let replay = post_window(&oracle.url, &chain[0]);
     assert_eq!((replay.0, replay.1["seq"].as_u64()), (200, Some(1)));
     assert_eq!(replay.1["hash"], jws_hash(&chain[0]));
 
@@ -239,7 +226,7 @@ fn replay_gap_reorder_and_overlap_are_each_handled() {
     overlapping.start -= Duration::seconds(5);
     overlapping.end -= Duration::seconds(5);
     assert_code(
-        &post(&oracle.url, &node.sign(&overlapping)),
+        &post_window(&oracle.url, &node.sign(&overlapping)),
         409,
         "overlapping_window",
     );
@@ -247,13 +234,13 @@ fn replay_gap_reorder_and_overlap_are_each_handled() {
     let mut backwards = node.claims("order", 5, prev, true);
     std::mem::swap(&mut backwards.start, &mut backwards.end);
     assert_code(
-        &post(&oracle.url, &node.sign(&backwards)),
+        &post_window(&oracle.url, &node.sign(&backwards)),
         422,
         "invalid_period",
     );
 
     // The proper seq 5 closes the job: exactly five windows, 5 Wh.
-    let last = post(&oracle.url, &chain[4]);
+    let last = post_window(&oracle.url, &chain[4]);
     assert_eq!(last.0, 200, "{}", last.1);
     assert_eq!(last.1["certificate"]["window_count"], 5);
     assert_eq!(last.1["certificate"]["energy_wh"], 5.0);
@@ -264,17 +251,17 @@ fn a_held_window_that_does_not_chain_is_dropped_and_flags_the_node() {
     let oracle = Oracle::start();
     let node = enroll_raw(&oracle.url, &oracle.token("node"));
     let chain = node.chain("fork", 3);
-    assert_eq!(post(&oracle.url, &chain[0]).0, 200);
+    assert_eq!(post_window(&oracle.url, &chain[0]).0, 200);
     // Seq 3 whose prev is not seq 2's hash: valid on its own, so it is held.
     let forked = node.sign(&node.claims("fork", 3, Some("not-the-hash".into()), true));
-    assert_eq!(post(&oracle.url, &forked).0, 202);
+    assert_eq!(post_window(&oracle.url, &forked).0, 202);
     // Seq 2 arrives: it is accepted, the held seq 3 fails the chain check and is dropped.
-    assert_eq!(post(&oracle.url, &chain[1]).0, 200);
+    assert_eq!(post_window(&oracle.url, &chain[1]).0, 200);
     let me = node_info(&oracle, &node.node_id);
     assert_eq!(me["last_seq"], 2, "{me}");
     assert_eq!(me["held_windows"], 0);
     // The proper seq 3 is accepted; its certificate carries the flag.
-    let last = post(&oracle.url, &chain[2]);
+    let last = post_window(&oracle.url, &chain[2]);
     assert_eq!(last.0, 200, "{}", last.1);
     let id = last.1["certificate"]["id"].as_str().unwrap().to_owned();
     let claims = &oracle.get_json(&format!("/v1/certificates/{id}"))["claims"];
@@ -298,7 +285,7 @@ fn clock_skew_bound_is_configurable() {
         // A window ending 30 s after the oracle's clock.
         let start = Utc::now() + Duration::seconds(20);
         let claims = gpu_window(&node.node_id, "skew", 1, None, start, 400.0, false);
-        let answer = post(&oracle.url, &node.sign(&claims));
+        let answer = post_window(&oracle.url, &node.sign(&claims));
         assert_eq!(answer.0, expected, "{}", answer.1);
         if expected == 422 {
             assert_code(&answer, 422, "future_window");
@@ -467,7 +454,7 @@ fn oracle_killed_during_ingest_keeps_every_acknowledged_window() {
         let (chain, receipts) = sender.join().unwrap();
         // Every acknowledged window is stored: re-sent, it gets its original receipt back.
         for (jws, receipt) in chain.iter().zip(&receipts) {
-            let again = post(&oracle.url, jws);
+            let again = post_window(&oracle.url, jws);
             assert_eq!(again.0, 200, "{}", again.1);
             assert_eq!(
                 (&again.1["seq"], &again.1["hash"]),
@@ -549,7 +536,7 @@ fn replicas_on_one_postgresql_credit_each_window_exactly_once() {
                             .into_iter()
                             .map(|r| {
                                 let url = &urls[r];
-                                s.spawn(move || post(url, jws))
+                                s.spawn(move || post_window(url, jws))
                             })
                             .collect();
                         both.into_iter().map(|h| h.join().unwrap()).collect()
@@ -586,7 +573,7 @@ fn power_above_the_device_limit_marks_the_certificate() {
     // A GPU peaking at 2 kW: above any GPU's TDP × margin (1200 W × 1.35), yet below the 100 kW
     // refusal limit: accepted, and flagged.
     let claims = gpu_window(&node.node_id, "hot", 1, None, node.t0, 2000.0, true);
-    let answer = post(&oracle.url, &node.sign(&claims));
+    let answer = post_window(&oracle.url, &node.sign(&claims));
     assert_eq!(answer.0, 200, "{}", answer.1);
     let id = answer.1["certificate"]["id"].as_str().unwrap();
     let claims = oracle.get_json(&format!("/v1/certificates/{id}"))["claims"].clone();

@@ -47,14 +47,8 @@ fn windows_and_certificates_verify_with_josekit() {
         1
     );
 
-    let r = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/telemetry", oracle.url))
-        .header("content-type", "application/jose")
-        .body(jws)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let ack: serde_json::Value = r.json().unwrap();
+    let (status, ack) = wattest_tests::post_window(&oracle.url, &jws);
+    assert_eq!(status, 200, "{ack}");
     let id = ack["certificate"]["id"].as_str().unwrap();
 
     // The certificate verifies with josekit under the oracle's published key.

@@ -52,15 +52,8 @@ fn certify(url: &str, node: &mut Node, job: &str) -> String {
         true,
     );
     let jws = sign_compact(&node.key, WINDOW_TYP, &serde_json::to_vec(&claims).unwrap()).unwrap();
-    let r = reqwest::blocking::Client::new()
-        .post(format!("{url}/v1/telemetry"))
-        .header("content-type", "application/jose")
-        .body(jws)
-        .send()
-        .unwrap();
-    let status = r.status();
-    let body: serde_json::Value = r.json().unwrap();
-    assert!(status.is_success(), "{status}: {body}");
+    let (status, body) = wattest_tests::post_window(url, &jws);
+    assert!((200..300).contains(&status), "{status}: {body}");
     node.prev = Some(body["hash"].as_str().unwrap().to_owned());
     body["certificate"]["id"].as_str().unwrap().to_owned()
 }
