@@ -40,6 +40,8 @@ pub const CERTIFICATE_READERS: &[Role] = &[Role::Auditor, Role::Compliance];
 pub const LOG_READERS: &[Role] = &[Role::Auditor];
 /// Roles that may download exports (besides admin).
 pub const EXPORT_READERS: &[Role] = &[Role::Compliance];
+/// Roles that may list the nodes with their heartbeat (besides admin).
+pub const NODE_READERS: &[Role] = &[Role::Auditor];
 /// Roles that may read reward balances (besides admin).
 pub const BALANCE_READERS: &[Role] = &[Role::Auditor];
 /// Roles that may ask what carbon intensity the oracle would apply (besides admin).

@@ -108,7 +108,7 @@ pub async fn list_nodes(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<NodeList>, ApiError> {
-    crate::auth::require(&state.storage, &headers, &[crate::auth::Role::Auditor]).await?;
+    crate::auth::require(&state.storage, &headers, super::NODE_READERS).await?;
     let now = Utc::now();
     let held = state.storage.held_counts().await?;
     let nodes = state
