@@ -3,36 +3,68 @@
 # and on PostgreSQL, driven by wattest-loadgen over loopback (pre-signed windows, so the load
 # generator's signing is not measured). Both share this machine's cores with the oracle.
 #
-#   scripts/bench-oracle.sh [NODES] [WINDOWS] [CONCURRENCY]
+#   scripts/bench-oracle.sh [NODES] [WINDOWS] [CONCURRENCY] [RATE]
+#
+# NODES (default 64) nodes post WINDOWS (default 50) windows each, one certificate per node.
+# Without RATE: one closed-loop run per database (CONCURRENCY, default 32, posting tasks, each
+# sending its node's next window as soon as the previous response arrives): throughput and
+# send-to-response latency.
+# With RATE (windows/s, aggregate): the same closed-loop run, then an open-loop run
+# (`wattest-loadgen --rate RATE`, at most CONCURRENCY requests in flight) per database: offered
+# and achieved rate, latency measured from each window's due time (queueing not hidden). Keep
+# RATE below the closed-loop throughput to measure latency under load rather than overload.
+# Every run gets a fresh oracle and a fresh database. wattest-loadgen's errors (refused windows
+# by status, transport errors) are shown; the script then exits 1 after all runs.
 #
 # PostgreSQL: WATTEST_TEST_PG (default postgres://postgres@127.0.0.1:5432); a fresh database is
-# created and dropped. Durable settings are left as the server has them (never fsync=off here).
+# created and dropped per run. Durable settings are left as the server has them (never
+# fsync=off here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NODES="${1:-64}"; WINDOWS="${2:-50}"; CONCURRENCY="${3:-32}"
+NODES="${1:-64}"; WINDOWS="${2:-50}"; CONCURRENCY="${3:-32}"; RATE="${4:-}"
 PG="${WATTEST_TEST_PG:-postgres://postgres@127.0.0.1:5432}"
 cargo build --release --locked -p wattest-oracle -p wattest-tests --bins
 ORACLE="$PWD/target/release/wattest-oracle"
 LOADGEN="$PWD/target/release/wattest-loadgen"
+failed=0
 
+# run LABEL DATABASE_URL [extra wattest-loadgen flags…]  ("" = SQLite in the data dir)
 run() {
-  local label=$1 db=$2 dir port pid
+  local label=$1 db=$2 dir port pid token rc=0
+  shift 2
   dir=$(mktemp -d); port=$((20000 + RANDOM % 20000))
   DATABASE_URL="$db" "$ORACLE" serve --listen "127.0.0.1:$port" --data-dir "$dir" --rate-limit-per-ip 0 --rate-limit-per-token 0 >"$dir/log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   token=$(DATABASE_URL="$db" "$ORACLE" token create --role node --data-dir "$dir")
   printf '%s: ' "$label"
-  "$LOADGEN" --oracle "http://127.0.0.1:$port" --token "$token" --nodes "$NODES" --windows "$WINDOWS" --concurrency "$CONCURRENCY" 2>/dev/null
-  kill $pid; wait $pid 2>/dev/null || true
+  "$LOADGEN" --oracle "http://127.0.0.1:$port" --token "$token" --nodes "$NODES" --windows "$WINDOWS" --concurrency "$CONCURRENCY" "$@" 2>"$dir/loadgen.err" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "  wattest-loadgen exited $rc:"; grep -v '…$' "$dir/loadgen.err" | sed 's/^/  /' || true
+    failed=1
+  fi
+  kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   rm -rf "$dir"
 }
 
-run "SQLite (WAL)" ""
-db="wattest_bench_$$"
-if psql "$PG/postgres" -qc "CREATE DATABASE $db" 2>/dev/null; then
-  run "PostgreSQL" "$PG/$db"
-  psql "$PG/postgres" -qc "DROP DATABASE $db" >/dev/null 2>&1 || true
+# bench LOADGEN_FLAGS_LABEL [extra wattest-loadgen flags…]: SQLite then PostgreSQL.
+bench() {
+  local mode=$1 db
+  shift
+  run "SQLite (WAL)$mode" "" "$@"
+  db="wattest_bench_$$_$RANDOM"
+  if psql "$PG/postgres" -qc "CREATE DATABASE $db" 2>/dev/null; then
+    run "PostgreSQL$mode" "$PG/$db" "$@"
+    psql "$PG/postgres" -qc "DROP DATABASE $db" >/dev/null 2>&1 || true
+  else
+    echo "PostgreSQL at $PG unreachable: PostgreSQL figure not measured"
+  fi
+}
+
+if [ -z "$RATE" ]; then
+  bench ""
 else
-  echo "PostgreSQL at $PG unreachable: PostgreSQL figure not measured"
+  bench ", closed loop"
+  bench ", open loop" --rate "$RATE"
 fi
+exit "$failed"

@@ -1,15 +1,53 @@
 //! `wattest-loadgen`: a load generator for the oracle's telemetry ingest (a benchmark, not a
-//! test). It enrolls NODES software-key nodes, signs WINDOWS windows per node in advance (so the
-//! generator's own RSA signing is not measured), then posts them from CONCURRENCY threads, each
-//! node's windows in order, and prints throughput and latency percentiles.
+//! test). It enrolls NODES software-key nodes (`POST /v1/nodes`, RSA-2048 keys), signs WINDOWS
+//! windows per node in advance on all cores (so the generator's own RSA signing is not
+//! measured), then posts them to `{ORACLE}/v1/telemetry` (`Content-Type: application/jose`,
+//! body = the compact JWS) over HTTP/1.1 keep-alive from one tokio runtime, each node's windows
+//! strictly in order (window k+1 of a node is sent only once window k's response has arrived).
+//! The last window of each node is final, so each node yields one certificate.
 //!
 //!   wattest-loadgen --oracle http://127.0.0.1:8080 --token "$NODE_TOKEN" \
-//!       [--nodes 64] [--windows 50] [--concurrency 32]
+//!       [--nodes 64] [--windows 50] [--concurrency 32] [--rate R] [--json]
+//!
+//! Flags:
+//! - `--oracle URL` (required): base URL of the oracle, without a trailing `/v1/...`.
+//! - `--token T` (required): bearer token with the `node` role, used for the enrollments.
+//! - `--nodes N` (default 64): nodes enrolled, one job (and one certificate) per node.
+//! - `--windows N` (default 50): windows signed and posted per node; N×NODES windows in all.
+//! - `--concurrency N` (default 32): closed loop, the number of posting tasks (connections);
+//!   open loop, the most requests in flight at once (so at most N connections): a window that
+//!   waits for a free slot waits on its latency clock.
+//! - `--rate R` (windows/s, aggregate over all nodes; default: none = closed loop): open loop.
+//!   Node i's window k (i, k from 0) is due at `t0 + (k·NODES + i) / R` seconds, i.e. each node
+//!   posts one window every NODES/R s, the nodes staggered evenly over that period, so the
+//!   offered rate is R. A window is sent at max(its due time, its predecessor's response); its
+//!   latency is measured from its DUE time to its response, so queueing in the oracle (or behind
+//!   the node's own previous window) is not hidden (no coordinated omission). tokio's timer has
+//!   a 1 ms tick: a sleeping window is sent up to ~1 ms after its due time, and that counts.
+//! - `--json`: print one JSON object instead of the human line: `mode` ("closed"|"open"),
+//!   `windows`, `certificates`, `elapsed_s`, `windows_per_s`, `offered_per_s` (null when
+//!   closed), `p50_ms`, `p95_ms`, `p99_ms`, `max_ms` (null when no window was accepted),
+//!   `nodes`, `concurrency`, `errors`, `errors_by_status`.
+//!
+//! Closed loop (default): CONCURRENCY tasks each take a whole node chain from a shared queue and
+//! post its windows as fast as the responses come back; latency is send → response; throughput
+//! = accepted windows / elapsed (first send to last response). Open loop: elapsed is from t0 to
+//! the last response, achieved = accepted windows / elapsed.
+//!
+//! `windows` counts accepted windows (200, or 202 held); any other status or a transport error is
+//! counted by status in `errors` (stderr: `errors: {"409": 3, "transport": 1}`, with the first
+//! answer of each kind), is left out of the latency figures, and makes the exit code 1. A failed
+//! enrollment aborts the run before any posting (exit code 1).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use reqwest::header::CONTENT_TYPE;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use wattest_shared::SoftwareKey;
 use wattest_shared::jws::{jws_hash, sign_compact};
 use wattest_shared::window::WINDOW_TYP;
@@ -20,6 +58,9 @@ struct Args {
     nodes: usize,
     windows: usize,
     concurrency: usize,
+    /// Open loop: offered windows/s, aggregate.
+    rate: Option<f64>,
+    json: bool,
 }
 
 fn parse_args() -> Args {
@@ -29,16 +70,34 @@ fn parse_args() -> Args {
         nodes: 64,
         windows: 50,
         concurrency: 32,
+        rate: None,
+        json: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--json" => {
+                args.json = true;
+                continue;
+            }
+            "-h" | "--help" => {
+                println!(
+                    "wattest-loadgen --oracle URL --token T [--nodes 64] [--windows 50] \
+                     [--concurrency 32] [--rate WINDOWS_PER_S] [--json]\n\
+                     (see the doc comment of tests/src/bin/wattest-loadgen.rs)"
+                );
+                std::process::exit(0);
+            }
+            _ => {}
+        }
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag.as_str() {
-            "--oracle" => args.oracle = value,
+            "--oracle" => args.oracle = value.trim_end_matches('/').to_owned(),
             "--token" => args.token = value,
             "--nodes" => args.nodes = value.parse().expect("--nodes N"),
             "--windows" => args.windows = value.parse().expect("--windows N"),
             "--concurrency" => args.concurrency = value.parse().expect("--concurrency N"),
+            "--rate" => args.rate = Some(value.parse().expect("--rate WINDOWS_PER_S")),
             other => panic!("unknown flag {other}; see the doc comment of wattest-loadgen"),
         }
     }
@@ -46,117 +105,413 @@ fn parse_args() -> Args {
         !args.oracle.is_empty() && !args.token.is_empty(),
         "--oracle URL and --token T are required"
     );
+    assert!(
+        args.nodes > 0 && args.windows > 0 && args.concurrency > 0,
+        "--nodes, --windows and --concurrency must be at least 1"
+    );
+    if let Some(rate) = args.rate {
+        assert!(
+            rate.is_finite() && rate > 0.0,
+            "--rate must be a positive number of windows/s"
+        );
+    }
     args
 }
 
-/// One node's pre-signed chain.
-struct Chain {
-    jws: Vec<String>,
+/// `f(0..n)` on all cores, in order.
+fn parallel_map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, n.max(1));
+    let chunk = n.div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|lo| scope.spawn(move || (lo..(lo + chunk).min(n)).map(f).collect::<Vec<T>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
 }
 
-fn build_chain(client: &reqwest::blocking::Client, args: &Args, index: usize) -> Chain {
-    let key = SoftwareKey::generate(2048).unwrap();
-    let response = client
-        .post(format!("{}/v1/nodes", args.oracle))
-        .bearer_auth(&args.token)
-        .json(&serde_json::json!({ "name": format!("load-{index}"), "zone": "BE", "public_key": key.public_jwk() }))
-        .send()
-        .unwrap();
-    assert_eq!(
-        response.status(),
-        201,
-        "enrollment failed: {}",
-        response.text().unwrap_or_default()
-    );
-    let node_id = response.json::<serde_json::Value>().unwrap()["node_id"]
+/// Enrolls one node per key (at most `concurrency` enrollments at once); their node ids.
+async fn enroll(
+    client: &reqwest::Client,
+    args: &Args,
+    keys: &[SoftwareKey],
+) -> Result<Vec<String>, String> {
+    let permits = Arc::new(Semaphore::new(args.concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, key) in keys.iter().enumerate() {
+        let request = client
+            .post(format!("{}/v1/nodes", args.oracle))
+            .bearer_auth(&args.token)
+            .json(&serde_json::json!({
+                "name": format!("load-{index}"),
+                "zone": "BE",
+                "public_key": key.public_jwk(),
+            }));
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.unwrap();
+            enroll_one(request, index).await
+        });
+    }
+    let mut ids = vec![String::new(); keys.len()];
+    while let Some(joined) = tasks.join_next().await {
+        let (index, node_id) = joined.unwrap()?;
+        ids[index] = node_id;
+    }
+    Ok(ids)
+}
+
+/// Sends one enrollment request; the node's index and id.
+async fn enroll_one(
+    request: reqwest::RequestBuilder,
+    index: usize,
+) -> Result<(usize, String), String> {
+    let failed = |what: String| format!("enrollment of load-{index} failed: {what}");
+    let response = request.send().await.map_err(|e| failed(error_chain(&e)))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    if status != 201 {
+        return Err(failed(format!("{status} {body}")));
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| failed(format!("bad JSON ({e}): {body}")))?;
+    let node_id = value["node_id"]
         .as_str()
-        .unwrap()
-        .to_owned();
-    let t0 = chrono::Utc::now() - chrono::Duration::seconds(10 * args.windows as i64 + 60);
+        .ok_or_else(|| failed(format!("no node_id in {body}")))?;
+    Ok((index, node_id.to_owned()))
+}
+
+/// One node's pre-signed chain, in seq order.
+fn sign_chain(key: &SoftwareKey, node_id: &str, index: usize, windows: usize) -> Vec<String> {
+    let t0 = chrono::Utc::now() - chrono::Duration::seconds(10 * windows as i64 + 60);
     let mut prev = None;
-    let mut jws = Vec::with_capacity(args.windows);
-    for seq in 1..=args.windows as u64 {
+    let mut jws = Vec::with_capacity(windows);
+    for seq in 1..=windows as u64 {
         let start = t0 + chrono::Duration::seconds(10 * (seq as i64 - 1));
         let claims = wattest_tests::gpu_window(
-            &node_id,
+            node_id,
             &format!("load-job-{index}"),
             seq,
             prev.clone(),
             start,
             380.0,
-            seq == args.windows as u64,
+            seq == windows as u64,
         );
-        let signed = sign_compact(&key, WINDOW_TYP, &serde_json::to_vec(&claims).unwrap()).unwrap();
+        let signed = sign_compact(key, WINDOW_TYP, &serde_json::to_vec(&claims).unwrap()).unwrap();
         prev = Some(jws_hash(&signed));
         jws.push(signed);
     }
-    Chain { jws }
+    jws
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+/// What one posting task saw.
+#[derive(Default)]
+struct Tally {
+    /// Latencies of the accepted windows.
+    latencies: Vec<Duration>,
+    /// Certificates returned by accepted final windows.
+    certificates: u64,
+    /// Refused or failed windows by status ("409", "transport", …).
+    errors: BTreeMap<String, u64>,
+    /// The first answer of each error kind, for stderr.
+    first_error: BTreeMap<String, String>,
+    /// When the last response arrived.
+    last: Option<Instant>,
+}
+
+impl Tally {
+    fn error(&mut self, kind: String, detail: String) {
+        *self.errors.entry(kind.clone()).or_default() += 1;
+        self.first_error.entry(kind).or_insert(detail);
+    }
+
+    fn merge(&mut self, other: Self) {
+        self.latencies.extend(other.latencies);
+        self.certificates += other.certificates;
+        for (kind, n) in other.errors {
+            *self.errors.entry(kind).or_default() += n;
+        }
+        for (kind, detail) in other.first_error {
+            self.first_error.entry(kind).or_insert(detail);
+        }
+        self.last = self.last.max(other.last);
+    }
+}
+
+/// An error and its sources, `: `-separated (reqwest's own message omits the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Posts one window; records it in `tally` with its latency measured from `since`.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    jws: &str,
+    is_final: bool,
+    since: Instant,
+    tally: &mut Tally,
+) {
+    let sent = client
+        .post(url)
+        .header(CONTENT_TYPE, "application/jose")
+        .body(jws.to_owned())
+        .send()
+        .await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(e) => {
+            tally.last = Some(Instant::now());
+            tally.error("transport".into(), error_chain(&e));
+            return;
+        }
+    };
+    let status = response.status();
+    // Read the whole body: the connection goes back to the pool only then.
+    let body = response.bytes().await;
+    let done = Instant::now();
+    tally.last = Some(done);
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => {
+            tally.error(
+                "transport".into(),
+                format!("reading the {status} answer: {}", error_chain(&e)),
+            );
+            return;
+        }
+    };
+    if status != 200 && status != 202 {
+        tally.error(
+            status.as_u16().to_string(),
+            String::from_utf8_lossy(&body).chars().take(300).collect(),
+        );
+        return;
+    }
+    tally.latencies.push(done - since);
+    if is_final
+        && status == 200
+        && serde_json::from_slice::<serde_json::Value>(&body)
+            .is_ok_and(|v| !v["certificate"].is_null())
+    {
+        tally.certificates += 1;
+    }
+}
+
+/// Closed loop: `concurrency` tasks take whole chains from a shared queue and post them as fast
+/// as the responses come back. Returns the tally and the instant posting started.
+async fn closed_loop(
+    client: &reqwest::Client,
+    url: &Arc<str>,
+    chains: &Arc<Vec<Vec<String>>>,
+    concurrency: usize,
+) -> (Tally, Instant) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.min(chains.len()) {
+        let (client, url, chains, next) =
+            (client.clone(), url.clone(), chains.clone(), next.clone());
+        tasks.spawn(async move {
+            let mut tally = Tally::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(chain) = chains.get(i) else { break };
+                for (k, jws) in chain.iter().enumerate() {
+                    let since = Instant::now();
+                    post(&client, &url, jws, k + 1 == chain.len(), since, &mut tally).await;
+                }
+            }
+            tally
+        });
+    }
+    let mut total = Tally::default();
+    while let Some(joined) = tasks.join_next().await {
+        total.merge(joined.unwrap());
+    }
+    (total, started)
+}
+
+/// Open loop: one task per node, node i's window k due at `t0 + (k·nodes + i) / rate`; at most
+/// `concurrency` requests in flight. Returns the tally and t0.
+async fn open_loop(
+    client: &reqwest::Client,
+    url: &Arc<str>,
+    chains: &Arc<Vec<Vec<String>>>,
+    concurrency: usize,
+    rate: f64,
+) -> (Tally, Instant) {
+    let nodes = chains.len();
+    let permits = Arc::new(Semaphore::new(concurrency));
+    // A little head start so that spawning the tasks does not make the first windows late.
+    let t0 = Instant::now() + Duration::from_millis(50);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..nodes {
+        let (client, url, chains, permits) =
+            (client.clone(), url.clone(), chains.clone(), permits.clone());
+        tasks.spawn(async move {
+            let mut tally = Tally::default();
+            let chain = &chains[i];
+            for (k, jws) in chain.iter().enumerate() {
+                let due = t0 + Duration::from_secs_f64((k * nodes + i) as f64 / rate);
+                if Instant::now() < due {
+                    tokio::time::sleep_until(due).await;
+                }
+                let _permit = permits.acquire().await.unwrap();
+                post(&client, &url, jws, k + 1 == chain.len(), due, &mut tally).await;
+            }
+            tally
+        });
+    }
+    let mut total = Tally::default();
+    while let Some(joined) = tasks.join_next().await {
+        total.merge(joined.unwrap());
+    }
+    (total, t0)
+}
+
+/// Nearest-rank percentile of sorted latencies, in ms.
+fn percentile_ms(sorted: &[Duration], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    Some(sorted[index].as_secs_f64() * 1e3)
+}
+
+fn ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"))
 }
 
 fn main() {
     let args = parse_args();
     wattest_shared::tls::install_crypto_provider();
-    let client = reqwest::blocking::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
         .build()
         .unwrap();
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(args.concurrency)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+
     eprintln!(
-        "Enrolling {} nodes and signing {} windows each…",
+        "Generating {} keys, enrolling the nodes and signing {} windows each…",
         args.nodes, args.windows
     );
-    let chains: Vec<Chain> = (0..args.nodes)
-        .map(|i| build_chain(&client, &args, i))
-        .collect();
-    // Work queue: whole chains, so each node's windows go in order on one thread.
-    let queue = Mutex::new(chains);
-    let latencies = Mutex::new(Vec::with_capacity(args.nodes * args.windows));
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..args.concurrency {
-            scope.spawn(|| {
-                let mut local = Vec::new();
-                loop {
-                    // Take the lock only to pop: a `while let` would hold the guard for the body.
-                    let next = queue.lock().unwrap().pop();
-                    let Some(chain) = next else { break };
-                    for jws in &chain.jws {
-                        let t = Instant::now();
-                        let r = client
-                            .post(format!("{}/v1/telemetry", args.oracle))
-                            .header("content-type", "application/jose")
-                            .body(jws.clone())
-                            .send()
-                            .unwrap();
-                        let status = r.status();
-                        assert!(
-                            status.is_success(),
-                            "window refused: {status} {}",
-                            r.text().unwrap_or_default()
-                        );
-                        local.push(t.elapsed());
-                    }
-                }
-                latencies.lock().unwrap().extend(local);
-            });
+    let keys = parallel_map(args.nodes, |_| SoftwareKey::generate(2048).unwrap());
+    let node_ids = match runtime.block_on(enroll(&client, &args, &keys)) {
+        Ok(ids) => ids,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let chains = Arc::new(parallel_map(args.nodes, |i| {
+        sign_chain(&keys[i], &node_ids[i], i, args.windows)
+    }));
+    drop(keys);
+
+    let url: Arc<str> = format!("{}/v1/telemetry", args.oracle).into();
+    eprintln!(
+        "Posting {} windows ({})…",
+        args.nodes * args.windows,
+        args.rate.map_or_else(
+            || format!("closed loop, concurrency {}", args.concurrency),
+            |r| format!("open loop, {r} windows/s offered")
+        )
+    );
+    let (mut tally, started) = runtime.block_on(async {
+        match args.rate {
+            None => closed_loop(&client, &url, &chains, args.concurrency).await,
+            Some(rate) => open_loop(&client, &url, &chains, args.concurrency, rate).await,
         }
     });
-    let elapsed = started.elapsed();
-    let mut lat = latencies.into_inner().unwrap();
-    lat.sort_unstable();
-    let n = lat.len();
-    println!(
-        "{n} windows ({} certificates) in {:.2} s: {:.0} windows/s; latency p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms (nodes {}, concurrency {})",
-        args.nodes,
-        elapsed.as_secs_f64(),
-        n as f64 / elapsed.as_secs_f64(),
-        percentile(&lat, 0.50).as_secs_f64() * 1e3,
-        percentile(&lat, 0.95).as_secs_f64() * 1e3,
-        percentile(&lat, 0.99).as_secs_f64() * 1e3,
-        args.nodes,
-        args.concurrency
+    let elapsed = tally
+        .last
+        .map_or(Duration::ZERO, |last| {
+            last.saturating_duration_since(started)
+        })
+        .as_secs_f64();
+    tally.latencies.sort_unstable();
+    let lat = &tally.latencies;
+    let windows = lat.len();
+    let per_s = if elapsed > 0.0 {
+        windows as f64 / elapsed
+    } else {
+        0.0
+    };
+    let (p50, p95, p99, max) = (
+        percentile_ms(lat, 0.50),
+        percentile_ms(lat, 0.95),
+        percentile_ms(lat, 0.99),
+        percentile_ms(lat, 1.0),
     );
+    let errors: u64 = tally.errors.values().sum();
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "mode": if args.rate.is_some() { "open" } else { "closed" },
+                "windows": windows,
+                "certificates": tally.certificates,
+                "elapsed_s": elapsed,
+                "windows_per_s": per_s,
+                "offered_per_s": args.rate,
+                "p50_ms": p50,
+                "p95_ms": p95,
+                "p99_ms": p99,
+                "max_ms": max,
+                "nodes": args.nodes,
+                "concurrency": args.concurrency,
+                "errors": errors,
+                "errors_by_status": tally.errors,
+            })
+        );
+    } else {
+        let head = format!(
+            "{windows} windows ({} certificates) in {elapsed:.2} s:",
+            tally.certificates
+        );
+        let tail = format!(
+            "p50 {}, p95 {}, p99 {}, max {} (nodes {}, concurrency {})",
+            ms(p50),
+            ms(p95),
+            ms(p99),
+            ms(max),
+            args.nodes,
+            args.concurrency
+        );
+        match args.rate {
+            None => println!("{head} {per_s:.0} windows/s; latency {tail}"),
+            Some(rate) => println!(
+                "{head} offered {rate:.0} windows/s, achieved {per_s:.0} windows/s; latency (from due time) {tail}"
+            ),
+        }
+    }
+    if errors > 0 {
+        eprintln!("errors: {}", serde_json::to_string(&tally.errors).unwrap());
+        for (kind, detail) in &tally.first_error {
+            eprintln!("  first {kind}: {detail}");
+        }
+        std::process::exit(1);
+    }
 }
