@@ -9,6 +9,7 @@ pub mod certificates;
 pub mod config;
 pub mod credits;
 pub mod export;
+pub mod ingest;
 pub mod issuance;
 pub mod keys;
 pub mod ledger;
@@ -53,6 +54,9 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The transparency log's identity and checkpoint key.
     pub ledger: Arc<ledger::Ledger>,
+    /// Group commit of accepted windows (its writer task runs on the runtime that opened the
+    /// state).
+    pub ingest: ingest::Committer,
 }
 
 impl AppState {
@@ -76,6 +80,7 @@ impl AppState {
             settings: Arc::new(settings),
             metrics: Arc::default(),
             ledger: Arc::new(ledger),
+            ingest: ingest::Committer::spawn(),
         })
     }
 }

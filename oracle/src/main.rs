@@ -552,6 +552,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         );
         tracing::info!(config = %path.display(), "Carbon provider chain loaded.");
     }
+    state.storage.spawn_wal_checkpointer();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

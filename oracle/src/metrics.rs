@@ -56,6 +56,8 @@ pub struct Metrics {
     pub certified_energy_wh: Counter<f64, AtomicU64>,
     /// Wall time of a telemetry request from body to answer, seconds.
     pub ingest_seconds: Histogram,
+    /// Windows appended per ingest transaction (group commit, `crate::ingest`).
+    pub ingest_batch_windows: Histogram,
     /// HTTP requests answered, by route, method and status.
     pub http_requests: Family<HttpLabel, Counter>,
     /// HTTP request latency by route, seconds.
@@ -77,6 +79,13 @@ impl Default for Metrics {
         let certified_energy_wh = Counter::<f64, AtomicU64>::default();
         // 100 µs … ~3.3 s in ×2 steps.
         let ingest_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        // 1 … 256 windows in ×2 steps (`ingest::MAX_BATCH` is 256).
+        let ingest_batch_windows = Histogram::new(exponential_buckets(1.0, 2.0, 9));
+        registry.register(
+            "ingest_batch_windows",
+            "Telemetry windows appended per database transaction (group commit)",
+            ingest_batch_windows.clone(),
+        );
         registry.register(
             "windows_accepted",
             "Telemetry windows accepted",
@@ -144,6 +153,7 @@ impl Default for Metrics {
             certificates_issued,
             certified_energy_wh,
             ingest_seconds,
+            ingest_batch_windows,
         }
     }
 }

@@ -689,6 +689,19 @@ fn concurrent_ingest(oracle: &Oracle) {
             .len(),
         16
     );
+    // Group commit: every accepted window went through exactly one committed batch.
+    let metrics = oracle.get_text("/metrics");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    assert_eq!(value("wattest_windows_accepted_total"), 96.0);
+    assert_eq!(value("wattest_ingest_batch_windows_sum"), 96.0);
+    let batches = value("wattest_ingest_batch_windows_count");
+    assert!((1.0..=96.0).contains(&batches), "{batches} batches");
+    eprintln!("96 windows from 8 concurrent clients committed in {batches} transactions");
 }
 
 #[test]

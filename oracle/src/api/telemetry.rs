@@ -4,8 +4,7 @@
 use super::problem::ApiError;
 use crate::AppState;
 use crate::storage::entities::{certificate, node, window};
-use crate::storage::{StorageError, seq_i64};
-use crate::verification::{ChainState, EnrolledNode, VerifiedWindow, VerifyError, verify_window};
+use crate::verification::{ChainState, EnrolledNode, VerifyError, verify_window};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -182,14 +181,21 @@ async fn submit_inner(
     };
     tracing::Span::current().record("seq", verified.claims.seq);
 
-    let certificate = match store(&state, &node, &jws, &verified, now).await {
-        Ok(c) => c,
+    let seq = verified.claims.seq;
+    let hash = verified.hash.clone();
+    let salt = verified.salt;
+    let node_id = node.id.clone();
+    let appended = match state
+        .ingest
+        .append(&state, node, jws.clone(), verified, now)
+        .await
+    {
+        Ok(a) => a,
         // Another request (or replica) took this seq between our read of the chain head and
         // our write: a concurrent duplicate gets the original receipt, a different window is
         // a seq conflict.
         Err(err) if err.code() == "seq_replay" => {
-            let seq = verified.claims.seq;
-            return replayed(&state, &node.id, seq, seq.saturating_sub(1), &jws)
+            return replayed(&state, &node_id, seq, seq.saturating_sub(1), &jws)
                 .await
                 .map(|Json(a)| Ingested::Accepted(Box::new(a)));
         }
@@ -197,15 +203,17 @@ async fn submit_inner(
     };
     // This window is committed whatever happens next: a failed release leaves the held windows
     // in place, and the next request for this node (a held window sent again) retries it.
-    if let Err(err) = release_held(&state, &node.id).await {
-        tracing::error!(node_id = %node.id, code = err.code(), "Releasing held windows failed; they stay held.");
+    if appended.node_has_held
+        && let Err(err) = release_held(&state, &node_id).await
+    {
+        tracing::error!(%node_id, code = err.code(), "Releasing held windows failed; they stay held.");
     }
     Ok(Ingested::Accepted(Box::new(TelemetryAccepted {
-        node_id: node.id,
-        seq: verified.claims.seq,
-        hash: verified.hash,
-        salt_length: verified.salt,
-        certificate: certificate.as_ref().map(CertificateSummary::from),
+        node_id,
+        seq,
+        hash,
+        salt_length: salt,
+        certificate: appended.certificate.as_ref().map(CertificateSummary::from),
     })))
 }
 
@@ -315,7 +323,7 @@ async fn release_held(state: &AppState, node_id: &str) -> Result<(), ApiError> {
         .await
         .map_err(|err| ApiError::internal(&err))?;
         match result {
-            Ok(verified) => match store(state, &node, &jws, &verified, now).await {
+            Ok(verified) => match crate::ingest::store(state, &node, &jws, &verified, now).await {
                 Ok(certificate) => {
                     tracing::info!(node_id, seq = next, certificate = ?certificate.as_ref().map(|c| &c.id), "Held window appended: its gap was filled.");
                 }
@@ -490,66 +498,4 @@ async fn receipt(state: &AppState, w: window::Model) -> Result<TelemetryAccepted
         },
         certificate,
     })
-}
-
-async fn store(
-    state: &AppState,
-    node: &node::Model,
-    jws: &str,
-    v: &VerifiedWindow,
-    now: DateTime<Utc>,
-) -> Result<Option<certificate::Model>, ApiError> {
-    let storage = &state.storage;
-    let txn = storage.begin().await?;
-    let row = window::Model {
-        id: 0,
-        node_id: node.id.clone(),
-        seq: seq_i64(v.claims.seq),
-        job_id: v.claims.job_id.clone(),
-        hash: v.hash.clone(),
-        jws: jws.to_owned(),
-        claims: serde_json::to_string(&v.claims).map_err(|err| ApiError::internal(&err))?,
-        start_at: v.claims.start,
-        end_at: v.claims.end,
-        consumed_wh: v.consumed.0,
-        solar_wh: v.claims.solar_wh.0,
-        is_final: v.claims.is_final,
-        salt_length: match v.salt {
-            SaltLength::Digest => "digest".into(),
-            SaltLength::Maximum => "maximum".into(),
-        },
-        certificate_id: None,
-        received_at: now,
-    };
-    match storage.append_window(&txn, row).await {
-        Err(StorageError::ChainMoved) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "seq_replay",
-                format!("seq {} was accepted concurrently", v.claims.seq),
-            ));
-        }
-        other => other?,
-    }
-    // After the chain head moved: a concurrent duplicate of the job's final window has lost the
-    // compare-and-set above (and gets the original receipt) instead of reading `job_closed`.
-    if let Some(job) = &v.claims.job_id
-        && storage.job_closed(&*txn, &node.id, job).await?
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "job_closed",
-            format!("job {job} of this node already has its certificate; use a new job id"),
-        ));
-    }
-    let certificate = if v.claims.is_final {
-        Some(crate::issuance::issue(state, &txn, node, v, now).await?)
-    } else {
-        None
-    };
-    txn.commit().await.map_err(|err| ApiError::internal(&err))?;
-    if let Some(c) = &certificate {
-        tracing::info!(certificate_id = %c.id, node_id = %node.id, job_id = ?c.job_id, energy_wh = c.consumed_wh, emissions_kg = c.emissions_kg, "Certificate issued.");
-    }
-    Ok(certificate)
 }

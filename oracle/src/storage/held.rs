@@ -112,6 +112,36 @@ impl Storage {
             .is_some())
     }
 
+    /// Which of `node_ids` have held windows, in one query, through `conn` (the ingest batch's
+    /// transaction).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn nodes_with_held(
+        &self,
+        conn: &impl ConnectionTrait,
+        node_ids: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StorageError> {
+        if node_ids.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
+        let select = Query::select()
+            .distinct()
+            .from(table())
+            .column(Alias::new("node_id"))
+            .and_where(col("node_id").is_in(node_ids.iter().copied()))
+            .to_owned();
+        let backend = conn.get_database_backend();
+        conn.query_all_raw(backend.build(&select))
+            .await?
+            .iter()
+            .map(|row| {
+                row.try_get::<String>("", "node_id")
+                    .map_err(StorageError::from)
+            })
+            .collect()
+    }
+
     /// Windows held for `node_id`.
     ///
     /// # Errors

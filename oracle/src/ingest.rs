@@ -1,0 +1,303 @@
+//! Group commit of accepted windows: verified windows from concurrent requests are appended in
+//! one database transaction, so a busy oracle pays one `BEGIN … COMMIT` (and, on PostgreSQL, one
+//! WAL flush) per batch instead of per window.
+//!
+//! Request handlers verify a window (signature, chain position, timing, figures) in parallel and
+//! hand it to [`Committer::append`]. One writer task per process takes every window queued at
+//! that moment, up to [`MAX_BATCH`], and appends them in arrival order inside one transaction:
+//!
+//! 1. per window, the node's chain head moves from `seq − 1` to `seq` by compare-and-set, guarded
+//!    by "no certificate closed this job yet", and the window row is inserted
+//!    ([`crate::storage::Storage::append_window`]); a window that loses the compare-and-set, or
+//!    whose job is closed, changes nothing and is answered on its own (`seq_replay` →
+//!    the original receipt or `seq_conflict`; `job_closed`);
+//! 2. a final window and its certificate (issuance and log append, [`crate::issuance::issue`])
+//!    run inside a savepoint, so a failed issuance undoes only that window;
+//! 3. one query finds which of the batch's nodes have held windows to release;
+//! 4. one commit; then every request gets its answer.
+//!
+//! No answer is sent before the commit: an acknowledged window is durable. If the batch's
+//! transaction fails as a whole (a database error, a failed commit), each of its windows is
+//! appended again in a transaction of its own, so one bad window never costs the others theirs.
+//! Replicas each run their own writer; the compare-and-set on the node row keeps them correct.
+
+use crate::AppState;
+use crate::api::problem::ApiError;
+use crate::storage::entities::{certificate, node, window};
+use crate::storage::{StorageError, seq_i64};
+use crate::verification::VerifiedWindow;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseTransaction, TransactionTrait};
+use std::collections::HashSet;
+use tokio::sync::{mpsc, oneshot};
+use wattest_shared::jws::SaltLength;
+
+/// Most windows appended in one transaction. Large enough that a queue of concurrent requests
+/// drains in a few transactions; small enough that one batch holds the SQLite write lock for a
+/// few milliseconds at most.
+pub const MAX_BATCH: usize = 256;
+
+/// Windows that may wait for the writer; beyond it request handlers wait to enqueue
+/// (backpressure instead of unbounded memory).
+pub const QUEUE_DEPTH: usize = 4 * MAX_BATCH;
+
+/// A window appended to its node's chain.
+#[derive(Debug)]
+pub struct Appended {
+    /// The certificate issued with it, when it was its job's final window.
+    pub certificate: Option<certificate::Model>,
+    /// The node has held windows (after a gap) that may now follow its chain head.
+    pub node_has_held: bool,
+}
+
+/// A verified window waiting for the writer.
+struct Pending {
+    state: AppState,
+    node: node::Model,
+    jws: String,
+    window: VerifiedWindow,
+    now: DateTime<Utc>,
+    reply: oneshot::Sender<Result<Appended, ApiError>>,
+}
+
+/// The handle request handlers append through; cheap to clone. The writer task ends when every
+/// handle is dropped.
+#[derive(Debug, Clone)]
+pub struct Committer {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Committer {
+    /// Starts the writer task on the current tokio runtime.
+    #[must_use]
+    pub fn spawn() -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(writer(rx));
+        Self { queue }
+    }
+
+    /// Appends `window` (verified against `node`'s chain head as read at `now`) in the next
+    /// batch and waits for that batch's commit.
+    ///
+    /// # Errors
+    /// `seq_replay` (409) when another request or replica accepted this seq first (the caller
+    /// answers with the original receipt or `seq_conflict`), `job_closed` (409), or a 500
+    /// problem on database, carbon or signing failure. Nothing of the window is stored then.
+    pub async fn append(
+        &self,
+        state: &AppState,
+        node: node::Model,
+        jws: String,
+        window: VerifiedWindow,
+        now: DateTime<Utc>,
+    ) -> Result<Appended, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            state: state.clone(),
+            node,
+            jws,
+            window,
+            now,
+            reply,
+        };
+        let stopped = || ApiError::internal(&"the ingest writer has stopped");
+        self.queue.send(pending).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn writer(mut rx: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        commit_batch(std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH))).await;
+    }
+}
+
+async fn commit_batch(batch: Vec<Pending>) {
+    let Some(state) = batch.first().map(|p| p.state.clone()) else {
+        return;
+    };
+    state
+        .metrics
+        .ingest_batch_windows
+        .observe(batch.len() as f64);
+    match append_batch(&state, &batch).await {
+        Ok(answers) => {
+            for (pending, answer) in batch.into_iter().zip(answers) {
+                // A requester that went away (client disconnected) no longer needs its answer;
+                // its window is committed all the same.
+                let _ = pending.reply.send(answer);
+            }
+        }
+        Err(err) => {
+            if batch.len() > 1 {
+                tracing::warn!(
+                    windows = batch.len(),
+                    code = err.code(),
+                    "A batch of windows failed as a whole; appending each in its own transaction."
+                );
+            }
+            for p in batch {
+                let answer = store(&p.state, &p.node, &p.jws, &p.window, p.now)
+                    .await
+                    .map(|certificate| Appended {
+                        certificate,
+                        node_has_held: true,
+                    });
+                let _ = p.reply.send(answer);
+            }
+        }
+    }
+}
+
+/// Appends the batch in one transaction: `Ok` holds one answer per window once committed; `Err`
+/// when the transaction as a whole failed (nothing of it is stored).
+async fn append_batch(
+    state: &AppState,
+    batch: &[Pending],
+) -> Result<Vec<Result<Appended, ApiError>>, ApiError> {
+    let txn = state.storage.begin().await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for p in batch {
+        outcomes.push(append(state, &txn, &p.node, &p.jws, &p.window, p.now).await?);
+    }
+    let nodes: Vec<&str> = outcomes
+        .iter()
+        .zip(batch)
+        .filter(|(o, _)| o.is_ok())
+        .map(|(_, p)| p.node.id.as_str())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let held = state.storage.nodes_with_held(&*txn, &nodes).await?;
+    txn.commit().await.map_err(|err| ApiError::internal(&err))?;
+    Ok(outcomes
+        .into_iter()
+        .zip(batch)
+        .map(|(outcome, p)| {
+            outcome.map(|certificate| {
+                log_issued(certificate.as_ref());
+                Appended {
+                    certificate,
+                    node_has_held: held.contains(&p.node.id),
+                }
+            })
+        })
+        .collect())
+}
+
+/// Appends one window in a transaction of its own (held windows once their gap is filled, and
+/// a failed batch's windows one by one).
+///
+/// # Errors
+/// As [`Committer::append`].
+pub async fn store(
+    state: &AppState,
+    node: &node::Model,
+    jws: &str,
+    v: &VerifiedWindow,
+    now: DateTime<Utc>,
+) -> Result<Option<certificate::Model>, ApiError> {
+    let txn = state.storage.begin().await?;
+    let certificate = append(state, &txn, node, jws, v, now).await??;
+    txn.commit().await.map_err(|err| ApiError::internal(&err))?;
+    log_issued(certificate.as_ref());
+    Ok(certificate)
+}
+
+fn log_issued(certificate: Option<&certificate::Model>) {
+    if let Some(c) = certificate {
+        tracing::info!(certificate_id = %c.id, node_id = %c.node_id, job_id = ?c.job_id, energy_wh = c.consumed_wh, emissions_kg = c.emissions_kg, "Certificate issued.");
+    }
+}
+
+/// Appends `v` inside `txn`. The outer `Err` means `txn` must be abandoned (a database error
+/// outside a savepoint); the inner one that this window was refused and changed nothing.
+async fn append(
+    state: &AppState,
+    txn: &DatabaseTransaction,
+    node: &node::Model,
+    jws: &str,
+    v: &VerifiedWindow,
+    now: DateTime<Utc>,
+) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
+    if !v.claims.is_final {
+        return append_window(state, txn, node, jws, v, now).await;
+    }
+    // A final window and its certificate: in a savepoint, so that a failed issuance (carbon,
+    // signing, database) takes back this window alone.
+    let savepoint = txn.begin().await.map_err(|err| ApiError::internal(&err))?;
+    let outcome = match append_window(state, &savepoint, node, jws, v, now).await {
+        Ok(Ok(None)) => crate::issuance::issue(state, &savepoint, node, v, now).await,
+        Ok(Ok(Some(_))) => Err(ApiError::internal(&"a certificate before issuance")),
+        Ok(Err(refused)) | Err(refused) => Err(refused),
+    };
+    match outcome {
+        Ok(certificate) => {
+            savepoint
+                .commit()
+                .await
+                .map_err(|err| ApiError::internal(&err))?;
+            Ok(Ok(Some(certificate)))
+        }
+        Err(refused) => {
+            savepoint
+                .rollback()
+                .await
+                .map_err(|err| ApiError::internal(&err))?;
+            Ok(Err(refused))
+        }
+    }
+}
+
+/// The compare-and-set of the chain head and the window row; never a certificate.
+async fn append_window(
+    state: &AppState,
+    txn: &DatabaseTransaction,
+    node: &node::Model,
+    jws: &str,
+    v: &VerifiedWindow,
+    now: DateTime<Utc>,
+) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
+    let row = window::Model {
+        id: 0,
+        node_id: node.id.clone(),
+        seq: seq_i64(v.claims.seq),
+        job_id: v.claims.job_id.clone(),
+        hash: v.hash.clone(),
+        jws: jws.to_owned(),
+        claims: serde_json::to_string(&v.claims).map_err(|err| ApiError::internal(&err))?,
+        start_at: v.claims.start,
+        end_at: v.claims.end,
+        consumed_wh: v.consumed.0,
+        solar_wh: v.claims.solar_wh.0,
+        is_final: v.claims.is_final,
+        salt_length: match v.salt {
+            SaltLength::Digest => "digest".into(),
+            SaltLength::Maximum => "maximum".into(),
+        },
+        certificate_id: None,
+        received_at: now,
+    };
+    match state.storage.append_window(txn, row).await {
+        Ok(()) => Ok(Ok(None)),
+        // Another request or replica took this seq between our read of the chain head and this
+        // write: a concurrent duplicate gets the original receipt, a different window is a
+        // seq conflict (the caller tells them apart).
+        Err(StorageError::ChainMoved) => Ok(Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "seq_replay",
+            format!("seq {} was accepted concurrently", v.claims.seq),
+        ))),
+        Err(StorageError::JobClosed) => Ok(Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_closed",
+            format!(
+                "job {} of this node already has its certificate; use a new job id",
+                v.claims.job_id.as_deref().unwrap_or_default()
+            ),
+        ))),
+        Err(err) => Err(err.into()),
+    }
+}
