@@ -11,10 +11,11 @@
 //!    ([`crate::storage::Storage::append_window`]); a window that loses the compare-and-set, or
 //!    whose job is closed, changes nothing and is answered on its own (`seq_replay` →
 //!    the original receipt or `seq_conflict`; `job_closed`);
-//! 2. a final window and its certificate (issuance and log append, [`crate::issuance::issue`])
-//!    run inside a savepoint, so a failed issuance undoes only that window;
-//! 3. one query finds which of the batch's nodes have held windows to release;
-//! 4. one commit; then every request gets its answer.
+//! 2. a final window and its certificate (issuance and log append, [`crate::issuance`])
+//!    run inside a savepoint when the batch holds other windows, so a failed issuance undoes only
+//!    that window;
+//! 3. one commit; then one query finds which of the batch's nodes have windows held after a gap
+//!    (their requests release them before answering), and every request gets its answer.
 //!
 //! No answer is sent before the commit: an acknowledged window is durable. If the batch's
 //! transaction fails as a whole (a database error, a failed commit), each of its windows is
@@ -29,7 +30,6 @@ use crate::verification::VerifiedWindow;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseTransaction, TransactionTrait};
-use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
 use wattest_shared::jws::SaltLength;
 
@@ -47,7 +47,8 @@ pub const QUEUE_DEPTH: usize = 4 * MAX_BATCH;
 pub struct Appended {
     /// The certificate issued with it, when it was its job's final window.
     pub certificate: Option<certificate::Model>,
-    /// The node has held windows (after a gap) that may now follow its chain head.
+    /// The node has windows held after a gap (looked up after the commit), which the caller
+    /// releases before answering.
     pub node_has_held: bool,
 }
 
@@ -122,14 +123,8 @@ async fn commit_batch(batch: Vec<Pending>) {
         .metrics
         .ingest_batch_windows
         .observe(batch.len() as f64);
-    match append_batch(&state, &batch).await {
-        Ok(answers) => {
-            for (pending, answer) in batch.into_iter().zip(answers) {
-                // A requester that went away (client disconnected) no longer needs its answer;
-                // its window is committed all the same.
-                let _ = pending.reply.send(answer);
-            }
-        }
+    let answers = match append_batch(&state, &batch).await {
+        Ok(answers) => answers,
         Err(err) => {
             if batch.len() > 1 {
                 tracing::warn!(
@@ -138,53 +133,58 @@ async fn commit_batch(batch: Vec<Pending>) {
                     "A batch of windows failed as a whole; appending each in its own transaction."
                 );
             }
-            for p in batch {
-                let answer = store(&p.state, &p.node, &p.jws, &p.window, p.now)
-                    .await
-                    .map(|certificate| Appended {
-                        certificate,
-                        node_has_held: true,
-                    });
-                let _ = p.reply.send(answer);
+            let mut answers = Vec::with_capacity(batch.len());
+            for p in &batch {
+                answers.push(store(&p.state, &p.node, &p.jws, &p.window, p.now).await);
             }
+            answers
         }
+    };
+    // After the commit, so that a window held concurrently with this batch is seen either here
+    // or by the holding request's own release, which runs after its hold committed.
+    let mut nodes: Vec<&str> = answers
+        .iter()
+        .zip(&batch)
+        .filter(|(a, _)| a.is_ok())
+        .map(|(_, p)| p.node.id.as_str())
+        .collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let held = state
+        .storage
+        .nodes_with_held(state.storage.db(), &nodes)
+        .await
+        .map_err(|err| tracing::warn!(error = %err, "Looking up held windows failed; each request checks its node."));
+    for (p, answer) in batch.into_iter().zip(answers) {
+        let node_has_held = held.as_ref().map_or(true, |h| h.contains(&p.node.id));
+        // A requester that went away (client disconnected) no longer needs its answer; its
+        // window is committed all the same.
+        let _ = p.reply.send(answer.map(|certificate| Appended {
+            certificate,
+            node_has_held,
+        }));
     }
 }
 
-/// Appends the batch in one transaction: `Ok` holds one answer per window once committed; `Err`
+/// Appends the batch in one transaction: `Ok` holds one outcome per window once committed; `Err`
 /// when the transaction as a whole failed (nothing of it is stored).
 async fn append_batch(
     state: &AppState,
     batch: &[Pending],
-) -> Result<Vec<Result<Appended, ApiError>>, ApiError> {
+) -> Result<Vec<Result<Option<certificate::Model>, ApiError>>, ApiError> {
     let txn = state.storage.begin().await?;
+    // A window alone needs no savepoint: if its issuance fails, the transaction is dropped and
+    // the window retried on its own (two statements fewer on the common, unloaded path).
+    let isolate = batch.len() > 1;
     let mut outcomes = Vec::with_capacity(batch.len());
     for p in batch {
-        outcomes.push(append(state, &txn, &p.node, &p.jws, &p.window, p.now).await?);
+        outcomes.push(append(state, &txn, &p.node, &p.jws, &p.window, p.now, isolate).await?);
     }
-    let nodes: Vec<&str> = outcomes
-        .iter()
-        .zip(batch)
-        .filter(|(o, _)| o.is_ok())
-        .map(|(_, p)| p.node.id.as_str())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let held = state.storage.nodes_with_held(&*txn, &nodes).await?;
     txn.commit().await.map_err(|err| ApiError::internal(&err))?;
-    Ok(outcomes
-        .into_iter()
-        .zip(batch)
-        .map(|(outcome, p)| {
-            outcome.map(|certificate| {
-                log_issued(certificate.as_ref());
-                Appended {
-                    certificate,
-                    node_has_held: held.contains(&p.node.id),
-                }
-            })
-        })
-        .collect())
+    for certificate in outcomes.iter().flatten() {
+        log_issued(certificate.as_ref());
+    }
+    Ok(outcomes)
 }
 
 /// Appends one window in a transaction of its own (held windows once their gap is filled, and
@@ -200,7 +200,7 @@ pub async fn store(
     now: DateTime<Utc>,
 ) -> Result<Option<certificate::Model>, ApiError> {
     let txn = state.storage.begin().await?;
-    let certificate = append(state, &txn, node, jws, v, now).await??;
+    let certificate = append(state, &txn, node, jws, v, now, false).await??;
     txn.commit().await.map_err(|err| ApiError::internal(&err))?;
     log_issued(certificate.as_ref());
     Ok(certificate)
@@ -212,8 +212,10 @@ fn log_issued(certificate: Option<&certificate::Model>) {
     }
 }
 
-/// Appends `v` inside `txn`. The outer `Err` means `txn` must be abandoned (a database error
-/// outside a savepoint); the inner one that this window was refused and changed nothing.
+/// Appends `v` inside `txn`. The outer `Err` means `txn` must be abandoned (a database error, or
+/// a failed issuance when not `isolate`d); the inner one that this window was refused and
+/// changed nothing. With `isolate`, a final window and its certificate run in a savepoint, so a
+/// failed issuance (carbon, signing, database) takes back that window alone.
 async fn append(
     state: &AppState,
     txn: &DatabaseTransaction,
@@ -221,25 +223,26 @@ async fn append(
     jws: &str,
     v: &VerifiedWindow,
     now: DateTime<Utc>,
+    isolate: bool,
 ) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
     if !v.claims.is_final {
         return append_window(state, txn, node, jws, v, now).await;
     }
-    // A final window and its certificate: in a savepoint, so that a failed issuance (carbon,
-    // signing, database) takes back this window alone.
+    if !isolate {
+        return append_final(state, txn, node, jws, v, now).await;
+    }
     let savepoint = txn.begin().await.map_err(|err| ApiError::internal(&err))?;
-    let outcome = match append_window(state, &savepoint, node, jws, v, now).await {
-        Ok(Ok(None)) => crate::issuance::issue(state, &savepoint, node, v, now).await,
-        Ok(Ok(Some(_))) => Err(ApiError::internal(&"a certificate before issuance")),
-        Ok(Err(refused)) | Err(refused) => Err(refused),
-    };
+    // A failure inside the savepoint, of either kind, is this window's alone.
+    let outcome = append_final(state, &savepoint, node, jws, v, now)
+        .await
+        .unwrap_or_else(Err);
     match outcome {
         Ok(certificate) => {
             savepoint
                 .commit()
                 .await
                 .map_err(|err| ApiError::internal(&err))?;
-            Ok(Ok(Some(certificate)))
+            Ok(Ok(certificate))
         }
         Err(refused) => {
             savepoint
@@ -249,6 +252,25 @@ async fn append(
             Ok(Err(refused))
         }
     }
+}
+
+/// A final window: issuance starts (claims built, signature computing on the blocking pool)
+/// before the window's own append, which runs while the key signs; then the certificate is
+/// stored and logged. The outer `Err` leaves `txn` unusable, as for [`append`].
+async fn append_final(
+    state: &AppState,
+    txn: &DatabaseTransaction,
+    node: &node::Model,
+    jws: &str,
+    v: &VerifiedWindow,
+    now: DateTime<Utc>,
+) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
+    let signing = crate::issuance::prepare(state, txn, node, v, now).await?;
+    if let Err(refused) = append_window(state, txn, node, jws, v, now).await? {
+        return Ok(Err(refused));
+    }
+    let certificate = crate::issuance::finish(state, txn, signing, now).await?;
+    Ok(Ok(Some(certificate)))
 }
 
 /// The compare-and-set of the chain head and the window row; never a certificate.

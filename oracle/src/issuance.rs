@@ -1,5 +1,13 @@
 //! Issuing a job's certificate inside the transaction that accepts its final window: gather the
-//! job's windows, resolve carbon intensity, build and sign the claims, store the row.
+//! job's windows, resolve carbon intensity, build and sign the claims, store the row and append it
+//! to the transparency log.
+//!
+//! Issuance is split in two around the final window's own append ([`crate::ingest`]):
+//! [`prepare`] builds the claims from the job's open windows plus the final window (not yet
+//! stored) and starts the RSA signature on the blocking pool; while it computes (about 2–3 ms for
+//! RSA-3072), the transaction moves the chain head and stores the window; [`finish`] then stores
+//! the certificate and appends it to the log. A refused window drops its [`Signing`]: the
+//! signature is discarded unused.
 
 use crate::AppState;
 use crate::api::problem::ApiError;
@@ -9,31 +17,39 @@ use crate::storage::seq_i64;
 use crate::verification::VerifiedWindow;
 use chrono::{DateTime, Utc};
 use wattest_shared::certificate::{CertificateClaims, CertifiedNode};
-use wattest_shared::jws::{jws_hash, sign_compact};
+use wattest_shared::jws::{SignError, jws_hash, sign_compact};
 use wattest_shared::window::WindowClaims;
 use wattest_shared::{AttestationLevel, CERTIFICATE_TYP};
 
-/// Builds, signs and stores the certificate of `v`'s job (its final window was just appended in
-/// `txn`).
+/// A certificate whose claims are final and whose signature is being computed.
+#[derive(Debug)]
+pub struct Signing {
+    claims: CertificateClaims,
+    signature: tokio::task::JoinHandle<Result<String, SignError>>,
+}
+
+/// Builds the claims of `v`'s job — its windows still open in `txn` followed by `v`, the final
+/// window about to be appended — resolves carbon intensity per hour, and starts signing.
 ///
 /// # Errors
-/// 500 problem on database, carbon or signing failure (the caller's transaction is then dropped).
-pub async fn issue(
+/// 500 problem on database, carbon or claims failure (the caller's transaction is then dropped).
+pub async fn prepare(
     state: &AppState,
     txn: &sea_orm::DatabaseTransaction,
     node: &node::Model,
     v: &VerifiedWindow,
     now: DateTime<Utc>,
-) -> Result<certificate::Model, ApiError> {
+) -> Result<Signing, ApiError> {
     let rows = state
         .storage
         .open_windows(txn, &node.id, v.claims.job_id.as_deref())
         .await?;
-    let windows = rows
+    let mut windows = rows
         .iter()
         .map(|r| serde_json::from_str::<WindowClaims>(&r.claims))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| ApiError::internal(&err))?;
+    windows.push(v.claims.clone());
     let zone = state
         .carbon
         .zone(&node.zone)
@@ -85,11 +101,28 @@ pub async fn issue(
         .map_err(|err| ApiError::internal(&err))?;
     let payload = serde_json::to_vec(&claims).map_err(|err| ApiError::internal(&err))?;
     let key = state.keys.get().active(now);
-    let jws = tokio::task::spawn_blocking(move || sign_compact(&*key, CERTIFICATE_TYP, &payload))
+    let signature =
+        tokio::task::spawn_blocking(move || sign_compact(&*key, CERTIFICATE_TYP, &payload));
+    Ok(Signing { claims, signature })
+}
+
+/// Waits for the signature, stores the certificate (marking its windows) and appends it to the
+/// log, in `txn`, after the final window was appended there.
+///
+/// # Errors
+/// 500 problem on signing or database failure (the caller's transaction is then dropped).
+pub async fn finish(
+    state: &AppState,
+    txn: &sea_orm::DatabaseTransaction,
+    signing: Signing,
+    now: DateTime<Utc>,
+) -> Result<certificate::Model, ApiError> {
+    let jws = signing
+        .signature
         .await
         .map_err(|err| ApiError::internal(&err))?
         .map_err(|err| ApiError::internal(&err))?;
-    let row = certificate_row(&claims, jws).map_err(|err| ApiError::internal(&err))?;
+    let row = certificate_row(&signing.claims, jws).map_err(|err| ApiError::internal(&err))?;
     state.storage.insert_certificate(txn, row.clone()).await?;
     // Logged in the same transaction: a certificate exists only if it is in the log.
     state

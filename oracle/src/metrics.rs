@@ -63,7 +63,7 @@ pub struct Metrics {
     /// HTTP request latency by route, seconds.
     pub http_request_seconds: Family<RouteLabel, Histogram>,
     /// Carbon-intensity lookups during issuance in which a provider of the chain failed and a
-    /// later step was tried, by the provider that failed (incremented by `issuance::issue`).
+    /// later step was tried, by the provider that failed (incremented by `issuance::prepare`).
     pub provider_fallbacks: Family<ProviderLabel, Counter>,
     /// Requests refused by the rate limiter.
     pub rate_limited: Counter,

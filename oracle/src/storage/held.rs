@@ -125,11 +125,19 @@ impl Storage {
         if node_ids.is_empty() {
             return Ok(std::collections::HashSet::new());
         }
+        // Rounded up to a power of two by repeating the last id: a few statement shapes, each
+        // prepared once per connection, instead of one per batch size.
+        let shape = node_ids.len().next_power_of_two();
+        let padding = node_ids
+            .last()
+            .into_iter()
+            .cycle()
+            .take(shape - node_ids.len());
         let select = Query::select()
             .distinct()
             .from(table())
             .column(Alias::new("node_id"))
-            .and_where(col("node_id").is_in(node_ids.iter().copied()))
+            .and_where(col("node_id").is_in(node_ids.iter().chain(padding).copied()))
             .to_owned();
         let backend = conn.get_database_backend();
         conn.query_all_raw(backend.build(&select))

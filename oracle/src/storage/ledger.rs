@@ -3,6 +3,7 @@
 
 use super::{Storage, StorageError};
 use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter,
     QuerySelect, Set,
@@ -153,7 +154,12 @@ impl Storage {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(NODES_PER_QUERY) {
             let mut any = sea_orm::Condition::any();
-            for id in chunk {
+            // The statement's shape (its number of terms) is rounded up to a power of two by
+            // repeating the last id, so a connection prepares a handful of statements once
+            // instead of one per distinct count (sqlx caches prepared statements by SQL text).
+            let shape = chunk.len().next_power_of_two().clamp(8, NODES_PER_QUERY);
+            let padding = chunk.last().into_iter().cycle().take(shape - chunk.len());
+            for id in chunk.iter().chain(padding) {
                 any = any.add(
                     sea_orm::Condition::all()
                         .add(log_node::Column::Level.eq(i16::from(id.level)))
@@ -234,21 +240,23 @@ impl Storage {
         }))
         .exec(txn)
         .await?;
-        log_leaf::ActiveModel {
+        log_leaf::Entity::insert(log_leaf::ActiveModel {
             idx: Set(i64_of(index)),
             certificate_id: Set(certificate_id.to_owned()),
             appended_at: Set(now),
-        }
-        .insert(txn)
+        })
+        .exec_without_returning(txn)
         .await?;
-        log_head::ActiveModel {
-            id: Set(1),
-            size: Set(i64_of(size)),
-            root_hash: Set(root.to_vec()),
-            updated_at: Set(now),
+        let moved = log_head::Entity::update_many()
+            .col_expr(log_head::Column::Size, Expr::value(i64_of(size)))
+            .col_expr(log_head::Column::RootHash, Expr::value(root.to_vec()))
+            .col_expr(log_head::Column::UpdatedAt, Expr::value(now))
+            .filter(log_head::Column::Id.eq(1))
+            .exec(txn)
+            .await?;
+        if moved.rows_affected != 1 {
+            return Err(StorageError::Corrupt("the log head row is missing".into()));
         }
-        .update(txn)
-        .await?;
         Ok(Appended {
             index,
             head: LogHead { size, root },

@@ -439,7 +439,9 @@ impl Storage {
             None => update.filter(window::Column::JobId.is_null()),
         };
         update.exec(txn).await?;
-        certificate::ActiveModel::from(row).insert(txn).await?;
+        certificate::Entity::insert(certificate::ActiveModel::from(row))
+            .exec_without_returning(txn)
+            .await?;
         Ok(())
     }
 
