@@ -3,8 +3,9 @@
 //! WAL flush) per batch instead of per window.
 //!
 //! Request handlers verify a window (signature, chain position, timing, figures) in parallel and
-//! hand it to [`Committer::append`]. One writer task per process takes every window queued at
-//! that moment, up to [`MAX_BATCH`], and appends them in arrival order inside one transaction:
+//! hand it to [`Committer::append`]. A writer task (one on SQLite, [`POSTGRES_WRITERS`] on
+//! PostgreSQL) takes every window queued at that moment, up to [`MAX_BATCH`], and appends them,
+//! ordered by node and in arrival order for each node, inside one transaction:
 //!
 //! 1. per window, the node's chain head moves from `seq − 1` to `seq` by compare-and-set, guarded
 //!    by "no certificate closed this job yet", and the window row is inserted
@@ -37,6 +38,10 @@ use wattest_shared::jws::SaltLength;
 /// drains in a few transactions; small enough that one batch holds the SQLite write lock for a
 /// few milliseconds at most.
 pub const MAX_BATCH: usize = 256;
+
+/// Writer tasks on PostgreSQL, each with its own transaction (and connection): while one waits
+/// on its commit's WAL flush, the next batch is already being written. SQLite has one writer.
+pub const POSTGRES_WRITERS: usize = 4;
 
 /// Windows that may wait for the writer; beyond it request handlers wait to enqueue
 /// (backpressure instead of unbounded memory).
@@ -72,9 +77,17 @@ pub struct Committer {
 impl Committer {
     /// Starts the writer task on the current tokio runtime.
     #[must_use]
-    pub fn spawn() -> Self {
+    pub fn spawn(storage: &crate::storage::Storage) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(writer(rx));
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        let writers = if storage.serializes_writes() {
+            1
+        } else {
+            POSTGRES_WRITERS
+        };
+        for _ in 0..writers {
+            tokio::spawn(writer(rx.clone()));
+        }
         Self { queue }
     }
 
@@ -108,10 +121,19 @@ impl Committer {
     }
 }
 
-async fn writer(mut rx: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit_batch(std::mem::replace(&mut batch, Vec::with_capacity(MAX_BATCH))).await;
+/// Takes every queued window (up to [`MAX_BATCH`]) and commits them; with several writers, the
+/// next one takes the windows queued meanwhile while this one's transaction runs.
+async fn writer(rx: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
+    loop {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        if rx.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        // Node rows are locked in one order in every batch (a stable sort keeps a node's
+        // windows in arrival order), so concurrent batches on PostgreSQL cannot deadlock on
+        // them.
+        batch.sort_by(|a, b| a.node.id.cmp(&b.node.id));
+        commit_batch(batch).await;
     }
 }
 
