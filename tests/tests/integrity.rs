@@ -153,6 +153,55 @@ fn a_duplicate_gets_the_original_receipt_and_a_conflict_flags_the_node() {
     );
 }
 
+#[test]
+fn concurrent_copies_of_a_final_window_credit_it_once() {
+    let oracle = Oracle::start();
+    let node = enroll_raw(&oracle.url, &oracle.token("node"));
+    // A one-window job: its only window is final. Twelve copies at once, half of them the same
+    // claims signed again (other bytes): they meet in the oracle's ingest batches, where one wins
+    // the chain head's compare-and-set (and issues the certificate in the batch) and every other
+    // copy must get that winner's receipt.
+    let claims = node.claims("race", 1, None, true);
+    let original = node.sign(&claims);
+    let copies: Vec<String> = (0..12)
+        .map(|i| {
+            if i % 2 == 0 {
+                original.clone()
+            } else {
+                node.sign(&claims)
+            }
+        })
+        .collect();
+    let barrier = std::sync::Barrier::new(copies.len());
+    let answers: Vec<(u16, serde_json::Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = copies
+            .iter()
+            .map(|jws| {
+                let (barrier, url) = (&barrier, &oracle.url);
+                scope.spawn(move || {
+                    barrier.wait();
+                    post_window(url, jws)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let first = &answers[0];
+    assert_eq!(first.0, 200, "{}", first.1);
+    assert!(first.1["certificate"]["id"].is_string(), "{}", first.1);
+    for answer in &answers {
+        assert_eq!(answer, first, "every copy gets the one receipt");
+    }
+    let certificates = oracle.get_json("/v1/certificates?limit=100")["certificates"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(certificates, 1);
+    let info = node_info(&oracle, &node.node_id);
+    assert_eq!(info["last_seq"], 1, "{info}");
+    assert!(info["flag"].is_null(), "{info}");
+}
+
 /// The node's entry in `GET /v1/nodes` (heartbeat, held windows, flag).
 fn node_info(oracle: &Oracle, node_id: &str) -> serde_json::Value {
     let nodes = oracle.get_json("/v1/nodes");
