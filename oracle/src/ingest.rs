@@ -67,6 +67,30 @@ struct Pending {
     reply: oneshot::Sender<Result<Appended, ApiError>>,
 }
 
+impl Pending {
+    fn entry(&self) -> Entry<'_> {
+        Entry {
+            node: &self.node,
+            jws: &self.jws,
+            window: &self.window,
+            now: self.now,
+        }
+    }
+}
+
+/// A verified window on its way into its node's chain.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// The node, as read when the window was verified against its chain head.
+    pub node: &'a node::Model,
+    /// The compact JWS as received.
+    pub jws: &'a str,
+    /// What verification established.
+    pub window: &'a VerifiedWindow,
+    /// When the window was received: the receipt's and the certificate's clock.
+    pub now: DateTime<Utc>,
+}
+
 /// The handle request handlers append through; cheap to clone. The writer task ends when every
 /// handle is dropped.
 #[derive(Debug, Clone)]
@@ -157,7 +181,7 @@ async fn commit_batch(batch: Vec<Pending>) {
             }
             let mut answers = Vec::with_capacity(batch.len());
             for p in &batch {
-                answers.push(store(&p.state, &p.node, &p.jws, &p.window, p.now).await);
+                answers.push(store(&p.state, p.entry()).await);
             }
             answers
         }
@@ -200,7 +224,7 @@ async fn append_batch(
     let isolate = batch.len() > 1;
     let mut outcomes = Vec::with_capacity(batch.len());
     for p in batch {
-        outcomes.push(append(state, &txn, &p.node, &p.jws, &p.window, p.now, isolate).await?);
+        outcomes.push(append(state, &txn, p.entry(), isolate).await?);
     }
     txn.commit().await.map_err(|err| ApiError::internal(&err))?;
     for certificate in outcomes.iter().flatten() {
@@ -216,13 +240,10 @@ async fn append_batch(
 /// As [`Committer::append`].
 pub async fn store(
     state: &AppState,
-    node: &node::Model,
-    jws: &str,
-    v: &VerifiedWindow,
-    now: DateTime<Utc>,
+    entry: Entry<'_>,
 ) -> Result<Option<certificate::Model>, ApiError> {
     let txn = state.storage.begin().await?;
-    let certificate = append(state, &txn, node, jws, v, now, false).await??;
+    let certificate = append(state, &txn, entry, false).await??;
     txn.commit().await.map_err(|err| ApiError::internal(&err))?;
     log_issued(certificate.as_ref());
     Ok(certificate)
@@ -241,21 +262,18 @@ fn log_issued(certificate: Option<&certificate::Model>) {
 async fn append(
     state: &AppState,
     txn: &DatabaseTransaction,
-    node: &node::Model,
-    jws: &str,
-    v: &VerifiedWindow,
-    now: DateTime<Utc>,
+    entry: Entry<'_>,
     isolate: bool,
 ) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
-    if !v.claims.is_final {
-        return append_window(state, txn, node, jws, v, now).await;
+    if !entry.window.claims.is_final {
+        return append_window(state, txn, entry).await;
     }
     if !isolate {
-        return append_final(state, txn, node, jws, v, now).await;
+        return append_final(state, txn, entry).await;
     }
     let savepoint = txn.begin().await.map_err(|err| ApiError::internal(&err))?;
     // A failure inside the savepoint, of either kind, is this window's alone.
-    let outcome = append_final(state, &savepoint, node, jws, v, now)
+    let outcome = append_final(state, &savepoint, entry)
         .await
         .unwrap_or_else(Err);
     match outcome {
@@ -282,16 +300,13 @@ async fn append(
 async fn append_final(
     state: &AppState,
     txn: &DatabaseTransaction,
-    node: &node::Model,
-    jws: &str,
-    v: &VerifiedWindow,
-    now: DateTime<Utc>,
+    entry: Entry<'_>,
 ) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
-    let signing = crate::issuance::prepare(state, txn, node, v, now).await?;
-    if let Err(refused) = append_window(state, txn, node, jws, v, now).await? {
+    let signing = crate::issuance::prepare(state, txn, entry.node, entry.window, entry.now).await?;
+    if let Err(refused) = append_window(state, txn, entry).await? {
         return Ok(Err(refused));
     }
-    let certificate = crate::issuance::finish(state, txn, signing, now).await?;
+    let certificate = crate::issuance::finish(state, txn, signing, entry.now).await?;
     Ok(Ok(Some(certificate)))
 }
 
@@ -299,11 +314,14 @@ async fn append_final(
 async fn append_window(
     state: &AppState,
     txn: &DatabaseTransaction,
-    node: &node::Model,
-    jws: &str,
-    v: &VerifiedWindow,
-    now: DateTime<Utc>,
+    entry: Entry<'_>,
 ) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
+    let Entry {
+        node,
+        jws,
+        window: v,
+        now,
+    } = entry;
     let row = window::Model {
         id: 0,
         node_id: node.id.clone(),

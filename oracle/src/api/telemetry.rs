@@ -323,7 +323,17 @@ async fn release_held(state: &AppState, node_id: &str) -> Result<(), ApiError> {
         .await
         .map_err(|err| ApiError::internal(&err))?;
         match result {
-            Ok(verified) => match crate::ingest::store(state, &node, &jws, &verified, now).await {
+            Ok(verified) => match crate::ingest::store(
+                state,
+                crate::ingest::Entry {
+                    node: &node,
+                    jws: &jws,
+                    window: &verified,
+                    now,
+                },
+            )
+            .await
+            {
                 Ok(certificate) => {
                     tracing::info!(node_id, seq = next, certificate = ?certificate.as_ref().map(|c| &c.id), "Held window appended: its gap was filled.");
                 }
