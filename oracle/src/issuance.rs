@@ -4,8 +4,8 @@
 //!
 //! Issuance is split in two around the final window's own append ([`crate::ingest`]):
 //! [`prepare`] builds the claims from the job's open windows plus the final window (not yet
-//! stored) and starts the RSA signature on the blocking pool; while it computes (about 2–3 ms for
-//! RSA-3072), the transaction moves the chain head and stores the window; [`finish`] then stores
+//! stored) and starts the RSA signature on the blocking pool; while it computes (2.6–4.5 ms for
+//! RSA-3072 on the 2-core development machines, `docs/performance.md`), the transaction moves the chain head and stores the window; [`finish`] then stores
 //! the certificate and appends it to the log. A refused window drops its [`Signing`]: the
 //! signature is discarded unused.
 

@@ -54,7 +54,7 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The transparency log's identity and checkpoint key.
     pub ledger: Arc<ledger::Ledger>,
-    /// Group commit of accepted windows (its writer tasks run on the runtime that opened the
+    /// Group commit of accepted windows (its writer task runs on the runtime that opened the
     /// state).
     pub ingest: ingest::Committer,
 }
@@ -73,7 +73,7 @@ impl AppState {
         let ledger = ledger::Ledger::load_or_create(data_dir, &settings.log_origin)?;
         let storage = storage::Storage::connect(database_url).await?;
         let carbon = carbon::Carbon::static_only().map_err(anyhow::Error::msg)?;
-        let ingest = ingest::Committer::spawn(&storage);
+        let ingest = ingest::Committer::spawn();
         Ok(Self {
             ingest,
             storage,

@@ -162,13 +162,6 @@ impl Storage {
         });
     }
 
-    /// True on SQLite, whose write transactions run one at a time (in this process, they queue
-    /// on an in-process lock).
-    #[must_use]
-    pub fn serializes_writes(&self) -> bool {
-        self.writer.is_some()
-    }
-
     /// The connection, for read queries.
     #[must_use]
     pub fn db(&self) -> &DatabaseConnection {

@@ -339,11 +339,16 @@ async fn closed_loop(
             tally
         });
     }
+    (join_tallies(tasks).await, started)
+}
+
+/// Waits for every posting task and merges their tallies.
+async fn join_tallies(mut tasks: tokio::task::JoinSet<Tally>) -> Tally {
     let mut total = Tally::default();
     while let Some(joined) = tasks.join_next().await {
         total.merge(joined.unwrap());
     }
-    (total, started)
+    total
 }
 
 /// Open loop: one task per node, node i's window k due at `t0 + (k·nodes + i) / rate`; at most
@@ -377,11 +382,7 @@ async fn open_loop(
             tally
         });
     }
-    let mut total = Tally::default();
-    while let Some(joined) = tasks.join_next().await {
-        total.merge(joined.unwrap());
-    }
-    (total, t0)
+    (join_tallies(tasks).await, t0)
 }
 
 /// Nearest-rank percentile of sorted latencies, in ms.
