@@ -4,10 +4,12 @@
 //!
 //! Issuance is split in two around the final window's own append ([`crate::ingest`]):
 //! [`prepare`] builds the claims from the job's open windows plus the final window (not yet
-//! stored) and starts the RSA signature on the blocking pool; while it computes (2.6–4.5 ms for
-//! RSA-3072 on the 2-core development machines, `docs/performance.md`), the transaction moves the chain head and stores the window; [`finish`] then stores
-//! the certificate and appends it to the log. A refused window drops its [`Signing`]: the
-//! signature is discarded unused.
+//! stored) and starts the RSA signature on the blocking pool. While it computes (2.6–4.5 ms for
+//! RSA-3072 on the 2-core development machines, `docs/performance.md`), the transaction moves
+//! the chain head, stores the window, marks the job's windows and takes the log's next slot
+//! ([`finish`]); only the certificate row and the log append itself, which need the signed
+//! JWS, wait for the signature. A refused window drops its [`Signing`]: the signature is
+//! discarded unused.
 
 use crate::AppState;
 use crate::api::problem::ApiError;
@@ -106,8 +108,10 @@ pub async fn prepare(
     Ok(Signing { claims, signature })
 }
 
-/// Waits for the signature, stores the certificate (marking its windows) and appends it to the
-/// log, in `txn`, after the final window was appended there.
+/// Completes issuance in `txn`, after the final window was appended there: while the key signs,
+/// marks the job's windows as covered and takes the log's next slot (locking the head, reading
+/// the subtrees the append needs); then waits for the signature and stores the certificate with
+/// its log append (one statement on PostgreSQL).
 ///
 /// # Errors
 /// 500 problem on signing or database failure (the caller's transaction is then dropped).
@@ -117,17 +121,29 @@ pub async fn finish(
     signing: Signing,
     now: DateTime<Utc>,
 ) -> Result<certificate::Model, ApiError> {
-    let jws = signing
-        .signature
+    let Signing { claims, signature } = signing;
+    let first = seq_i64(claims.windows.first_seq);
+    let last = seq_i64(claims.windows.last_seq);
+    state
+        .storage
+        .mark_certified_windows(
+            txn,
+            &claims.jti,
+            &claims.sub,
+            claims.job_id.as_deref(),
+            first..=last,
+        )
+        .await?;
+    // Logged in the same transaction: a certificate exists only if it is in the log.
+    let slot = state.storage.reserve_log(txn).await?;
+    let jws = signature
         .await
         .map_err(|err| ApiError::internal(&err))?
         .map_err(|err| ApiError::internal(&err))?;
-    let row = certificate_row(&signing.claims, jws).map_err(|err| ApiError::internal(&err))?;
-    state.storage.insert_certificate(txn, row.clone()).await?;
-    // Logged in the same transaction: a certificate exists only if it is in the log.
+    let row = certificate_row(&claims, jws).map_err(|err| ApiError::internal(&err))?;
     state
         .storage
-        .append_log(txn, &row.id, row.jws.as_bytes(), now)
+        .insert_certificate(txn, &row, slot, now)
         .await?;
     Ok(row)
 }

@@ -3,10 +3,10 @@
 
 use super::{Storage, StorageError};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Alias, CommonTableExpression, Expr, InsertStatement, WithClause};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter,
-    QuerySelect, Set,
+    QuerySelect, QueryTrait, Set,
 };
 use std::collections::HashMap;
 use wattest_shared::merkle::{self, Hash, NodeId, ProofError};
@@ -120,6 +120,14 @@ pub struct LogHead {
     pub root: Hash,
 }
 
+/// The log's next leaf index, taken (and on PostgreSQL locked) in a transaction, with the
+/// stored subtrees an append there needs: [`Storage::reserve_log`].
+#[derive(Debug)]
+pub struct LogSlot {
+    index: u64,
+    stored: HashMap<NodeId, Hash>,
+}
+
 /// Where an appended certificate landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -198,6 +206,23 @@ impl Storage {
         entry: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Appended, StorageError> {
+        let slot = self.reserve_log(txn).await?;
+        self.write_log(txn, slot, None, certificate_id, entry, now)
+            .await
+    }
+
+    /// Takes the log's next leaf index inside `txn` and reads the stored subtrees an append
+    /// there needs (the left siblings of the subtrees it completes and those of the new root).
+    /// Neither depends on the entry, so issuance runs this while the certificate is signed. The
+    /// head row stays locked until `txn` ends (PostgreSQL `SELECT … FOR UPDATE`: one sequencer
+    /// across replicas; SQLite has one writer).
+    ///
+    /// # Errors
+    /// Database failure, or a missing head row ([`StorageError::Corrupt`]).
+    pub async fn reserve_log(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+    ) -> Result<LogSlot, StorageError> {
         let mut query = log_head::Entity::find_by_id(1);
         if txn.get_database_backend() == DatabaseBackend::Postgres {
             query = query.lock_exclusive();
@@ -208,7 +233,6 @@ impl Storage {
             .ok_or_else(|| StorageError::Corrupt("the log head row is missing".into()))?;
         let index = u64::try_from(row.size).unwrap_or(0);
         let size = index + 1;
-        let leaf = merkle::leaf_hash(entry);
         // The subtrees this append completes (the leaf and its new ancestors) are computed; every
         // other hash the append and the new root need is already stored: one query fetches them.
         let mut created = vec![NodeId { level: 0, index }];
@@ -226,35 +250,72 @@ impl Storage {
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
-        let mut lookup = self.log_nodes(txn, &wanted).await?;
-        let new = merkle::append_nodes(index, leaf, |id| lookup.get(&id).copied())
-            .map_err(|err| StorageError::Corrupt(err.to_string()))?;
-        lookup.extend(new.iter().copied());
-        let root = merkle::root(size, |id| lookup.get(&id).copied())
+        let stored = self.log_nodes(txn, &wanted).await?;
+        Ok(LogSlot { index, stored })
+    }
+
+    /// Stores `entry` as the leaf at `slot`, the subtrees it completes and the new head, after
+    /// `preceding` (the certificate row's insert, when there is one). On PostgreSQL the writes
+    /// are one statement: each insert a data-modifying CTE of the head's update, which
+    /// PostgreSQL runs in full, checking constraints at the statement's end (one round trip
+    /// instead of four on the issuance path, `docs/performance.md`).
+    pub(super) async fn write_log(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        slot: LogSlot,
+        preceding: Option<InsertStatement>,
+        certificate_id: &str,
+        entry: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Appended, StorageError> {
+        let LogSlot { index, mut stored } = slot;
+        let size = index + 1;
+        let new = merkle::append_nodes(index, merkle::leaf_hash(entry), |id| {
+            stored.get(&id).copied()
+        })
+        .map_err(|err| StorageError::Corrupt(err.to_string()))?;
+        stored.extend(new.iter().copied());
+        let root = merkle::root(size, |id| stored.get(&id).copied())
             .map_err(|err| StorageError::Corrupt(err.to_string()))?;
 
-        log_node::Entity::insert_many(new.iter().map(|(id, hash)| log_node::ActiveModel {
-            level: Set(i16::from(id.level)),
-            idx: Set(i64_of(id.index)),
-            hash: Set(hash.to_vec()),
-        }))
-        .exec(txn)
-        .await?;
-        log_leaf::Entity::insert(log_leaf::ActiveModel {
+        let nodes =
+            log_node::Entity::insert_many(new.iter().map(|(id, hash)| log_node::ActiveModel {
+                level: Set(i16::from(id.level)),
+                idx: Set(i64_of(id.index)),
+                hash: Set(hash.to_vec()),
+            }))
+            .into_query();
+        let leaf = log_leaf::Entity::insert(log_leaf::ActiveModel {
             idx: Set(i64_of(index)),
             certificate_id: Set(certificate_id.to_owned()),
             appended_at: Set(now),
         })
-        .exec_without_returning(txn)
-        .await?;
-        let moved = log_head::Entity::update_many()
+        .into_query();
+        let head = log_head::Entity::update_many()
             .col_expr(log_head::Column::Size, Expr::value(i64_of(size)))
             .col_expr(log_head::Column::RootHash, Expr::value(root.to_vec()))
             .col_expr(log_head::Column::UpdatedAt, Expr::value(now))
             .filter(log_head::Column::Id.eq(1))
-            .exec(txn)
-            .await?;
-        if moved.rows_affected != 1 {
+            .into_query();
+        let inserts = preceding.into_iter().chain([nodes, leaf]);
+        let moved = if txn.get_database_backend() == DatabaseBackend::Postgres {
+            let mut with = WithClause::new();
+            for (i, insert) in inserts.enumerate() {
+                with.cte(
+                    CommonTableExpression::new()
+                        .table_name(Alias::new(format!("write_{i}")))
+                        .query(insert)
+                        .to_owned(),
+                );
+            }
+            txn.execute(&with.query(head)).await?
+        } else {
+            for insert in inserts {
+                txn.execute(&insert).await?;
+            }
+            txn.execute(&head).await?
+        };
+        if moved.rows_affected() != 1 {
             return Err(StorageError::Corrupt("the log head row is missing".into()));
         }
         Ok(Appended {

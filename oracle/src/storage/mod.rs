@@ -417,32 +417,55 @@ impl Storage {
         Ok(query.order_by_asc(window::Column::Seq).all(txn).await?)
     }
 
-    /// Stores a certificate and marks the windows `first_seq..=last_seq` of its node and job as covered.
+    /// Marks the windows `first_seq..=last_seq` of a node's job (`None`: windows without a job)
+    /// that no certificate covers yet as covered by `certificate_id`. Run before the certificate
+    /// row exists (while its signature computes): `windows.certificate_id` has no foreign key,
+    /// and both writes commit or roll back together.
     ///
     /// # Errors
     /// Database failure.
-    pub async fn insert_certificate(
+    pub async fn mark_certified_windows(
         &self,
         txn: &DatabaseTransaction,
-        row: certificate::Model,
+        certificate_id: &str,
+        node_id: &str,
+        job_id: Option<&str>,
+        seqs: std::ops::RangeInclusive<i64>,
     ) -> Result<(), StorageError> {
         let update = window::Entity::update_many()
             .col_expr(
                 window::Column::CertificateId,
-                Expr::value(Some(row.id.clone())),
+                Expr::value(Some(certificate_id.to_owned())),
             )
-            .filter(window::Column::NodeId.eq(row.node_id.clone()))
+            .filter(window::Column::NodeId.eq(node_id))
             .filter(window::Column::CertificateId.is_null())
-            .filter(window::Column::Seq.between(row.first_seq, row.last_seq));
-        let update = match &row.job_id {
-            Some(job) => update.filter(window::Column::JobId.eq(job.clone())),
+            .filter(window::Column::Seq.between(*seqs.start(), *seqs.end()));
+        let update = match job_id {
+            Some(job) => update.filter(window::Column::JobId.eq(job)),
             None => update.filter(window::Column::JobId.is_null()),
         };
         update.exec(txn).await?;
-        certificate::Entity::insert(certificate::ActiveModel::from(row))
-            .exec_without_returning(txn)
-            .await?;
         Ok(())
+    }
+
+    /// Stores a certificate and appends its compact JWS to the transparency log at `slot`
+    /// (taken by [`Storage::reserve_log`] in the same transaction): on PostgreSQL one statement,
+    /// on SQLite four.
+    ///
+    /// # Errors
+    /// Database failure, or [`StorageError::Corrupt`] as for [`Storage::append_log`].
+    pub async fn insert_certificate(
+        &self,
+        txn: &DatabaseTransaction,
+        row: &certificate::Model,
+        slot: ledger::LogSlot,
+        now: DateTime<Utc>,
+    ) -> Result<ledger::Appended, StorageError> {
+        use sea_orm::QueryTrait as _;
+        let insert =
+            certificate::Entity::insert(certificate::ActiveModel::from(row.clone())).into_query();
+        self.write_log(txn, slot, Some(insert), &row.id, row.jws.as_bytes(), now)
+            .await
     }
 
     /// Certificates, newest first, filtered by job and node, at most `limit`.
