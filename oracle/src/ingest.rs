@@ -119,6 +119,27 @@ impl Committer {
         window: VerifiedWindow,
         now: DateTime<Utc>,
     ) -> Result<Appended, ApiError> {
+        self.enqueue(state, node, jws, window, now)
+            .await?
+            .committed()
+            .await
+    }
+
+    /// Queues `window` for the next batch without waiting for its commit, so that one request
+    /// can queue several windows (of one node: in chain order, each verified against the chain
+    /// as the previous one leaves it) that then commit together. Waits only while the queue is
+    /// full ([`QUEUE_DEPTH`]).
+    ///
+    /// # Errors
+    /// 500 when the writer has stopped.
+    pub async fn enqueue(
+        &self,
+        state: &AppState,
+        node: node::Model,
+        jws: String,
+        window: VerifiedWindow,
+        now: DateTime<Utc>,
+    ) -> Result<Ticket, ApiError> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             state: state.clone(),
@@ -128,10 +149,27 @@ impl Committer {
             now,
             reply,
         };
-        let stopped = || ApiError::internal(&"the ingest writer has stopped");
         self.queue.send(pending).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        Ok(Ticket(answer))
     }
+}
+
+/// A queued window: [`Ticket::committed`] waits for the commit of the batch that holds it.
+#[derive(Debug)]
+pub struct Ticket(oneshot::Receiver<Result<Appended, ApiError>>);
+
+impl Ticket {
+    /// The window's outcome once its batch committed (or failed).
+    ///
+    /// # Errors
+    /// As [`Committer::append`].
+    pub async fn committed(self) -> Result<Appended, ApiError> {
+        self.0.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> ApiError {
+    ApiError::internal(&"the ingest writer has stopped")
 }
 
 /// Takes every queued window (up to [`MAX_BATCH`]) and commits them, one batch at a time. (Four

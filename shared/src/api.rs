@@ -1,5 +1,6 @@
-//! HTTP response bodies of the oracle that agents and other clients parse: the acknowledgement
-//! of a window and the certificate summary. Field by field in `docs/protocol.md` §3.3.
+//! HTTP bodies of the oracle that agents and other clients parse: the acknowledgement of a window
+//! and the certificate summary (`docs/protocol.md` §3.3), the batch submission (§3.6) and the
+//! RFC 9457 problem of every error (§3.5).
 
 use crate::jws::SaltLength;
 use chrono::{DateTime, Utc};
@@ -75,4 +76,75 @@ pub struct TelemetryAccepted {
     pub salt_length: SaltLength,
     /// The certificate issued, when this was a final window.
     pub certificate: Option<CertificateSummary>,
+}
+
+/// An RFC 9457 problem details object: the body of every error (`application/problem+json`),
+/// and of a refused window in a batch result. `code` is stable; each is listed in
+/// `docs/protocol.md` §3.5.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"type": "https://wattest.dev/problems/forbidden_role", "title": "Forbidden",
+    "status": 403, "detail": "a node token cannot do this; it needs one of: auditor", "code": "forbidden_role"})))]
+pub struct Problem {
+    /// `https://wattest.dev/problems/<code>`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Short, human-readable summary of the problem type.
+    pub title: String,
+    /// HTTP status code.
+    pub status: u16,
+    /// Explanation specific to this occurrence.
+    pub detail: String,
+    /// Stable machine-readable error code (snake_case).
+    pub code: String,
+    /// For `seq_replay`: true when the very same window was already accepted (a retry), so the
+    /// sender may treat it as acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub already_accepted: Option<bool>,
+    /// For `seq_replay` / `seq_gap`: the seq the oracle expects next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_seq: Option<u64>,
+}
+
+/// Most windows in one `POST /v1/telemetry/batch` (`docs/protocol.md` §3.6).
+pub const MAX_BATCH_WINDOWS: usize = 500;
+
+/// Largest body of `POST /v1/telemetry/batch`, in bytes (8 MiB).
+pub const MAX_BATCH_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Body of `POST /v1/telemetry/batch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryBatchRequest {
+    /// 1 to 500 windows ([`MAX_BATCH_WINDOWS`]) as compact JWS; one node's windows in
+    /// ascending `seq`.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 500))]
+    pub windows: Vec<String>,
+}
+
+/// Answer (200) to `POST /v1/telemetry/batch`: one result per window, in request order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TelemetryBatchResponse {
+    /// The windows' results, in the order of the request's `windows`.
+    pub results: Vec<TelemetryBatchResult>,
+}
+
+/// What `POST /v1/telemetry` would have answered for one window of a batch: exactly one of
+/// `accepted` (status 200), `held` (202) and `problem` (4xx or 5xx) is present.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TelemetryBatchResult {
+    /// HTTP status the window alone would have got: 200, 202, 4xx or 5xx.
+    pub status: u16,
+    /// The receipt (status 200), as from `POST /v1/telemetry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<TelemetryAccepted>,
+    /// The held answer (status 202).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<TelemetryHeld>,
+    /// Why the window was refused (any other status); a 5xx is worth retrying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
 }

@@ -635,3 +635,165 @@ fn power_above_the_device_limit_marks_the_certificate() {
         "{claims}"
     );
 }
+
+/// POSTs `body` to `/v1/telemetry/batch` as JSON; the status and the JSON (or problem) body.
+fn post_batch_raw(url: &str, content_type: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{url}/v1/telemetry/batch"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap())
+}
+
+/// POSTs `windows` as one batch; asserts the request as a whole succeeded and returns the
+/// per-window results.
+fn post_batch(url: &str, windows: &[&str]) -> Vec<serde_json::Value> {
+    let body = serde_json::to_vec(&serde_json::json!({ "windows": windows })).unwrap();
+    let (status, body) = post_batch_raw(url, "application/json", body);
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), windows.len(), "{body}");
+    results
+}
+
+#[test]
+fn a_batch_answers_each_window_as_if_it_had_been_posted_alone() {
+    let oracle = Oracle::start();
+    let token = oracle.token("node");
+    let a = enroll_raw(&oracle.url, &token);
+    let b = enroll_raw(&oracle.url, &token);
+    let a_chain = a.chain("batch-a", 5);
+    let b_chain = b.chain("batch-b", 3);
+    // A key this oracle never enrolled.
+    let stranger = RawNode {
+        key: SoftwareKey::generate(2048).unwrap(),
+        node_id: "not-enrolled".into(),
+        t0: a.t0,
+    };
+    let unknown = stranger.chain("elsewhere", 1);
+
+    // Two nodes interleaved, a duplicate, a malformed window, a gap (a4 before a3), a key
+    // this oracle never enrolled, and b's final window.
+    let results = post_batch(
+        &oracle.url,
+        &[
+            &a_chain[0],
+            &b_chain[0],
+            &a_chain[1],
+            &a_chain[1],
+            "not.a-jws",
+            &a_chain[3],
+            &b_chain[1],
+            &unknown[0],
+            &b_chain[2],
+        ],
+    );
+    let status: Vec<u64> = results
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        status,
+        [200, 200, 200, 200, 400, 202, 200, 401, 200],
+        "{results:?}"
+    );
+    assert_eq!(results[0]["accepted"]["seq"], 1);
+    assert_eq!(results[0]["accepted"]["hash"], jws_hash(&a_chain[0]));
+    // The duplicate gets the original receipt, word for word.
+    assert_eq!(results[3]["accepted"], results[2]["accepted"]);
+    assert_eq!(results[4]["problem"]["code"], "malformed_jws");
+    assert_eq!(results[5]["held"]["expected_seq"], 3);
+    assert_eq!(results[7]["problem"]["code"], "unknown_kid");
+    assert_eq!(results[8]["accepted"]["certificate"]["window_count"], 3);
+    // Exactly one of accepted / held / problem per result.
+    for r in &results {
+        let present = ["accepted", "held", "problem"]
+            .iter()
+            .filter(|k| r.get(**k).is_some())
+            .count();
+        assert_eq!(present, 1, "{r}");
+    }
+
+    // a3 fills the gap: a4 is released before the answer, so a5 (final) chains on and is
+    // credited with all five windows, as it would be had a3 and a5 been posted one by one.
+    let results = post_batch(&oracle.url, &[&a_chain[2], &a_chain[4]]);
+    assert_eq!(results[0]["status"], 200, "{results:?}");
+    assert_eq!(results[1]["status"], 200, "{results:?}");
+    let cert = &results[1]["accepted"]["certificate"];
+    assert_eq!(cert["window_count"], 5, "{cert}");
+    assert_eq!(node_info(&oracle, &a.node_id)["last_seq"], 5);
+    assert_eq!(node_info(&oracle, &a.node_id)["held_windows"], 0);
+
+    // The same batch again is all duplicates: the original receipts, nothing credited twice.
+    let again = post_batch(&oracle.url, &[&a_chain[2], &a_chain[4]]);
+    assert_eq!(again, results);
+    let certificates = oracle.get_json(&format!("/v1/certificates?node={}", a.node_id));
+    assert_eq!(
+        certificates["certificates"].as_array().unwrap().len(),
+        1,
+        "{certificates}"
+    );
+}
+
+#[test]
+fn a_batch_larger_than_a_single_window_body_is_accepted_and_malformed_batches_are_refused() {
+    let oracle = Oracle::start();
+    let node = enroll_raw(&oracle.url, &oracle.token("node"));
+    // 120 windows of about 1.3 KiB: far over the 64 KiB single-window limit, under 8 MiB.
+    let chain = node.chain("big", 120);
+    let windows: Vec<&str> = chain.iter().map(String::as_str).collect();
+    let body = serde_json::to_vec(&serde_json::json!({ "windows": windows })).unwrap();
+    assert!(body.len() > 64 * 1024, "{} bytes", body.len());
+    let results = post_batch(&oracle.url, &windows);
+    assert!(results.iter().all(|r| r["status"] == 200), "{results:?}");
+    assert_eq!(results[119]["accepted"]["certificate"]["window_count"], 120);
+    assert_eq!(node_info(&oracle, &node.node_id)["last_seq"], 120);
+
+    let refused = |content_type: &str, body: Vec<u8>, status: u16, code: &str| {
+        let answer = post_batch_raw(&oracle.url, content_type, body);
+        assert_code(&answer, status, code);
+    };
+    let json = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
+    refused(
+        "application/json",
+        json(serde_json::json!({ "windows": [] })),
+        400,
+        "invalid_request",
+    );
+    let too_many = vec![chain[0].as_str(); 501];
+    refused(
+        "application/json",
+        json(serde_json::json!({ "windows": too_many })),
+        400,
+        "invalid_request",
+    );
+    refused(
+        "application/json",
+        json(serde_json::json!({ "windows": [&chain[0]], "extra": 1 })),
+        400,
+        "invalid_request",
+    );
+    refused(
+        "application/json",
+        b"not json".to_vec(),
+        400,
+        "invalid_request",
+    );
+    refused(
+        "application/jose",
+        chain[0].clone().into_bytes(),
+        415,
+        "unsupported_media_type",
+    );
+    refused(
+        "application/json",
+        vec![b' '; 8 * 1024 * 1024 + 1024],
+        413,
+        "payload_too_large",
+    );
+    // Nothing above changed the chain.
+    assert_eq!(node_info(&oracle, &node.node_id)["last_seq"], 120);
+}

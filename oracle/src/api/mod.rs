@@ -30,8 +30,12 @@ use utoipa::OpenApi;
 
 /// Largest request body accepted, bytes. A window with 64 sources is about 20 KiB as a JWS.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Largest oversized body (declared by `Content-Length`) that is read and dropped before the 413
-/// is sent, so that the client sees the answer rather than a reset; larger ones are not read.
+/// The batch submission route, whose body limit is
+/// [`wattest_shared::api::MAX_BATCH_BODY_BYTES`] instead of [`MAX_BODY_BYTES`].
+pub const BATCH_ROUTE: &str = "/v1/telemetry/batch";
+/// How far past its route's limit an oversized body (declared by `Content-Length`) may go and
+/// still be read and dropped before the 413 is sent, so that the client sees the answer rather
+/// than a reset; larger ones are not read.
 pub const DRAIN_LIMIT_BYTES: usize = 1024 * 1024;
 
 /// Roles that may read certificates and their status (besides admin).
@@ -151,6 +155,7 @@ struct Plumbing {
         nodes::enroll,
         nodes::answer_challenge,
         telemetry::submit,
+        telemetry::submit_batch,
         certificates::list,
         certificates::get_one,
         certificates::status,
@@ -271,6 +276,12 @@ pub fn router_with(state: AppState, limits: Limits) -> Router {
             post(nodes::answer_challenge),
         )
         .route("/v1/telemetry", post(telemetry::submit))
+        .route(
+            BATCH_ROUTE,
+            post(telemetry::submit_batch).layer(DefaultBodyLimit::max(
+                wattest_shared::api::MAX_BATCH_BODY_BYTES,
+            )),
+        )
         .route("/v1/certificates", get(certificates::list))
         .route("/v1/certificates/{id}", get(certificates::get_one))
         .route("/v1/certificates/{id}/status", get(certificates::status))
@@ -338,12 +349,17 @@ async fn plumbing_layer(
             .as_deref()
             .and_then(|t| plumbing.per_token.check(t, started).err())
     });
+    let limit = if route == BATCH_ROUTE {
+        wattest_shared::api::MAX_BATCH_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&n| n > MAX_BODY_BYTES as u64);
+        .filter(|&n| n > limit as u64);
     let response = match (limited, declared) {
         (Some(wait), _) => {
             plumbing.metrics.rate_limited.inc();
@@ -361,15 +377,14 @@ async fn plumbing_layer(
         (None, Some(length)) => {
             // Read (and drop) a moderately oversized body before answering, so the client,
             // still sending, gets the 413 instead of a connection reset (a lingering close).
-            if length <= DRAIN_LIMIT_BYTES as u64 {
-                let _ = axum::body::to_bytes(request.into_body(), DRAIN_LIMIT_BYTES).await;
+            let drain = limit + DRAIN_LIMIT_BYTES;
+            if length <= drain as u64 {
+                let _ = axum::body::to_bytes(request.into_body(), drain).await;
             }
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                format!(
-                    "request body of {length} bytes exceeds the limit of {MAX_BODY_BYTES} bytes"
-                ),
+                format!("request body of {length} bytes exceeds the limit of {limit} bytes"),
             )
             .into_response()
         }

@@ -4,8 +4,6 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 /// Prefix of the `type` member: `https://wattest.dev/problems/<code>`; each code is documented
 /// in the error table of `docs/protocol.md`.
@@ -14,33 +12,10 @@ pub const PROBLEM_TYPE_PREFIX: &str = "https://wattest.dev/problems/";
 /// Media type of every error body (RFC 9457 §3).
 pub const PROBLEM_MEDIA_TYPE: &str = "application/problem+json";
 
-/// An RFC 9457 problem details object.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"type": "https://wattest.dev/problems/forbidden_role", "title": "Forbidden",
-    "status": 403, "detail": "a node token cannot do this; it needs one of: auditor", "code": "forbidden_role"}))]
-pub struct Problem {
-    /// `https://wattest.dev/problems/<code>`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// Short, human-readable summary of the problem type.
-    pub title: String,
-    /// HTTP status code.
-    pub status: u16,
-    /// Explanation specific to this occurrence.
-    pub detail: String,
-    /// Stable machine-readable error code (snake_case).
-    pub code: String,
-    /// For `seq_replay`: true when the very same window was already accepted (a retry), so the
-    /// sender may treat it as acknowledged.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub already_accepted: Option<bool>,
-    /// For `seq_replay` / `seq_gap`: the seq the oracle expects next.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expected_seq: Option<u64>,
-}
+pub use wattest_shared::api::Problem;
 
 /// An API error: status, code and detail.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
@@ -159,19 +134,26 @@ impl From<crate::storage::StorageError> for ApiError {
     }
 }
 
+impl From<ApiError> for Problem {
+    fn from(err: ApiError) -> Self {
+        Self {
+            type_: format!("{PROBLEM_TYPE_PREFIX}{}", err.code),
+            title: err.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: err.status.as_u16(),
+            detail: err.detail,
+            code: err.code.to_owned(),
+            already_accepted: err.already_accepted,
+            expected_seq: err.expected_seq,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let problem = Problem {
-            type_: format!("{PROBLEM_TYPE_PREFIX}{}", self.code),
-            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: self.status.as_u16(),
-            detail: self.detail,
-            code: self.code.to_owned(),
-            already_accepted: self.already_accepted,
-            expected_seq: self.expected_seq,
-        };
+        let status = self.status;
+        let problem = Problem::from(self);
         let body = serde_json::to_vec(&problem).unwrap_or_default();
-        let mut response = (self.status, body).into_response();
+        let mut response = (status, body).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(PROBLEM_MEDIA_TYPE),

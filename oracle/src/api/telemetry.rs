@@ -13,7 +13,10 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::ToSchema;
-use wattest_shared::api::{CertificateSummary, TelemetryAccepted, TelemetryHeld};
+use wattest_shared::api::{
+    CertificateSummary, MAX_BATCH_BODY_BYTES, MAX_BATCH_WINDOWS, TelemetryAccepted,
+    TelemetryBatchRequest, TelemetryBatchResponse, TelemetryBatchResult, TelemetryHeld,
+};
 use wattest_shared::jws::{SaltLength, decode_header, jws_hash};
 use wattest_shared::window::WINDOW_TYP;
 use wattest_shared::{AttestationLevel, RsaJwk};
@@ -73,17 +76,107 @@ impl From<&certificate::Model> for CertificateSummary {
         (status = 422, description = "future_window / invalid_period / implausible", body = super::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn submit(
-    state: State<AppState>,
+    State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Ingested, ApiError> {
     let started = std::time::Instant::now();
-    let metrics = state.metrics.clone();
-    let result = submit_inner(state, headers, body).await;
-    metrics
+    let result =
+        match body_of(body, super::MAX_BODY_BYTES).and_then(|body| extract_jws(&headers, &body)) {
+            Ok(jws) => ingest(&state, vec![jws])
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(ApiError::internal(&"a submitted window got no answer"))),
+            Err(err) => Err(err),
+        };
+    state
+        .metrics
         .ingest_seconds
         .observe(started.elapsed().as_secs_f64());
-    match &result {
+    count(&state, &result);
+    result
+}
+
+/// Submits up to [`MAX_BATCH_WINDOWS`] signed telemetry windows in one request
+/// (`docs/protocol.md` §3.6).
+///
+/// Each window is verified and stored exactly as if posted alone to `/v1/telemetry`: one node's
+/// windows in array order (each checked against the chain as the windows before it leave it),
+/// different nodes independently. The answer holds one result per window, in request order,
+/// with the status and body `/v1/telemetry` would have answered for it.
+#[utoipa::path(post, path = "/v1/telemetry/batch", tag = "telemetry",
+    request_body(content((TelemetryBatchRequest = "application/json"))),
+    responses(
+        (status = 200, description = "One result per window, in request order: the status and body (receipt, held answer or problem) `POST /v1/telemetry` would have answered for it", body = TelemetryBatchResponse),
+        (status = 400, description = "invalid_request: not JSON, no `windows`, an unknown member, no windows, or more than 500", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large: body over 8 MiB", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type: not application/json", body = super::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn submit_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<TelemetryBatchResponse>, ApiError> {
+    let body = body_of(body, MAX_BATCH_BODY_BYTES)?;
+    let media = media_type(&headers);
+    if media != "application/json" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content type {media:?} is not accepted here; use application/json"),
+        ));
+    }
+    let request: TelemetryBatchRequest = super::parse_json(&body)?;
+    if request.windows.is_empty() || request.windows.len() > MAX_BATCH_WINDOWS {
+        return Err(ApiError::bad_request(format!(
+            "a batch holds 1 to {MAX_BATCH_WINDOWS} windows, not {}",
+            request.windows.len()
+        )));
+    }
+    let started = std::time::Instant::now();
+    let windows = request
+        .windows
+        .into_iter()
+        .map(|w| w.trim().to_owned())
+        .collect();
+    let results = ingest(&state, windows).await;
+    state
+        .metrics
+        .ingest_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let results = results
+        .into_iter()
+        .map(|result| {
+            count(&state, &result);
+            match result {
+                Ok(Ingested::Accepted(accepted)) => TelemetryBatchResult {
+                    status: StatusCode::OK.as_u16(),
+                    accepted: Some(*accepted),
+                    held: None,
+                    problem: None,
+                },
+                Ok(Ingested::Held(held)) => TelemetryBatchResult {
+                    status: StatusCode::ACCEPTED.as_u16(),
+                    accepted: None,
+                    held: Some(held),
+                    problem: None,
+                },
+                Err(err) => TelemetryBatchResult {
+                    status: err.status().as_u16(),
+                    accepted: None,
+                    held: None,
+                    problem: Some(err.into()),
+                },
+            }
+        })
+        .collect();
+    Ok(Json(TelemetryBatchResponse { results }))
+}
+
+/// Counts one window's outcome in the metrics.
+fn count(state: &AppState, result: &Result<Ingested, ApiError>) {
+    let metrics = &state.metrics;
+    match result {
         Ok(Ingested::Accepted(accepted)) => {
             metrics.windows_accepted.inc();
             if let Some(c) = &accepted.certificate {
@@ -96,7 +189,6 @@ pub async fn submit(
         }
         Err(err) => metrics.rejected(err.code()),
     }
-    result
 }
 
 /// The answer to a submitted window: accepted (200) or held after a gap (202).
@@ -121,100 +213,194 @@ impl IntoResponse for Ingested {
 /// (`seq_gap`): a spool resends in order, so a larger gap means lost windows, not reordering.
 pub const MAX_HOLD_AHEAD: u64 = crate::storage::held::MAX_HELD_PER_NODE;
 
-#[tracing::instrument(skip_all, fields(node_id, seq))]
-async fn submit_inner(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Ingested, ApiError> {
-    let body = body.map_err(|err| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("{err} (limit {} bytes)", super::MAX_BODY_BYTES),
-        )
-    })?;
-    let jws = extract_jws(&headers, &body)?;
+/// Steps 1–9 of §3.4 for `windows`, as if each had been posted alone in this order: windows of
+/// one `kid` are verified in order against the chain as the windows before them leave it, and
+/// queued for the same group commit; windows of different nodes are handled concurrently. One
+/// result per window, in the order given.
+pub async fn ingest(state: &AppState, windows: Vec<String>) -> Vec<Result<Ingested, ApiError>> {
+    let mut results: Vec<Option<Result<Ingested, ApiError>>> = std::iter::repeat_with(|| None)
+        .take(windows.len())
+        .collect();
+    // Steps 1–3 (the header) per window, then the windows grouped by kid, in first-seen order.
+    let mut groups: Vec<(String, Vec<(usize, String)>)> = Vec::new();
+    let mut group_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, jws) in windows.into_iter().enumerate() {
+        let kid = match decode_header(&jws, WINDOW_TYP) {
+            Ok(unverified) => unverified.header.kid,
+            Err(err) => {
+                results[i] = Some(Err(verify_error(&VerifyError::Jws(err))));
+                continue;
+            }
+        };
+        let g = *group_of.entry(kid.clone()).or_insert_with(|| {
+            groups.push((kid, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push((i, jws));
+    }
+    let done = futures::future::join_all(
+        groups
+            .into_iter()
+            .map(|(kid, items)| ingest_node(state, kid, items, true)),
+    )
+    .await;
+    for (i, result) in done.into_iter().flatten() {
+        results[i] = Some(result);
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(ApiError::internal(&"a window got no answer"))))
+        .collect()
+}
 
-    // Steps 1–3 and the key lookup by kid.
-    let kid = decode_header(&jws, WINDOW_TYP)
-        .map_err(|err| verify_error(&VerifyError::Jws(err)))?
-        .header
-        .kid;
-    let Some(node) = state.storage.node_by_kid(&kid).await? else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unknown_kid",
-            format!("no enrolled node has key {kid}; enroll first"),
-        ));
+/// One node's windows (all signed with `kid`), each with its index in the request. With
+/// `recheck_gaps`, windows found ahead of the chain are verified once more after this call's
+/// windows are appended (and the held windows they unblocked released), before being held: as
+/// they would have been had each been posted alone after the windows before it.
+#[tracing::instrument(skip_all, fields(node_id))]
+async fn ingest_node(
+    state: &AppState,
+    kid: String,
+    items: Vec<(usize, String)>,
+    recheck_gaps: bool,
+) -> Vec<(usize, Result<Ingested, ApiError>)> {
+    let indices: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
+    let all = |err: ApiError| {
+        indices
+            .iter()
+            .map(|&i| (i, Err(err.clone())))
+            .collect::<Vec<_>>()
+    };
+    // The key lookup by kid (step 3).
+    let node = match state.storage.node_by_kid(&kid).await {
+        Ok(Some(node)) => node,
+        Ok(None) => {
+            return all(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unknown_kid",
+                format!("no enrolled node has key {kid}; enroll first"),
+            ));
+        }
+        Err(err) => return all(err.into()),
     };
     tracing::Span::current().record("node_id", node.id.as_str());
-    let enrolled = enrolled_node(&node)?;
+    let enrolled = match enrolled_node(&node) {
+        Ok(enrolled) => enrolled,
+        Err(err) => return all(err),
+    };
     let chain = ChainState {
         last_seq: u64::try_from(node.last_seq).unwrap_or(0),
         last_hash: node.last_hash.clone(),
         last_end: node.last_end,
     };
 
-    // Steps 4–8 are CPU work (RSA verification): off the async executor.
+    // Steps 4–8 are CPU work (RSA verification): off the async executor. Each window is checked
+    // against the chain as the windows before it in this request leave it.
     let now = Utc::now();
     let max_skew = state.settings.max_clock_skew_secs;
-    let (jws, result) = tokio::task::spawn_blocking(move || {
-        let result = decode_header(&jws, WINDOW_TYP)
-            .map_err(VerifyError::from)
-            .and_then(|u| verify_window(&jws, u, &enrolled, &chain, now, max_skew));
-        (jws, result)
+    let verified = tokio::task::spawn_blocking(move || {
+        let mut chain = chain;
+        items
+            .into_iter()
+            .map(|(i, jws)| {
+                let result = decode_header(&jws, WINDOW_TYP)
+                    .map_err(VerifyError::from)
+                    .and_then(|u| verify_window(&jws, u, &enrolled, &chain, now, max_skew));
+                if let Ok(v) = &result {
+                    chain = ChainState {
+                        last_seq: v.claims.seq,
+                        last_hash: Some(v.hash.clone()),
+                        last_end: Some(v.claims.end),
+                    };
+                }
+                (i, jws, result)
+            })
+            .collect::<Vec<_>>()
     })
-    .await
-    .map_err(|err| ApiError::internal(&err))?;
-    let verified = match result {
+    .await;
+    let verified = match verified {
         Ok(v) => v,
-        Err(VerifyError::SeqReplay { seq, last }) => {
-            return replayed(&state, &node.id, seq, last, &jws)
-                .await
-                .map(|Json(a)| Ingested::Accepted(Box::new(a)));
-        }
-        Err(VerifyError::SeqGap { seq, expected }) => {
-            return hold(&state, &node.id, seq, expected, &jws, now).await;
-        }
-        Err(err) => return Err(verify_error(&err)),
+        Err(err) => return all(ApiError::internal(&err)),
     };
-    tracing::Span::current().record("seq", verified.claims.seq);
 
-    let seq = verified.claims.seq;
-    let hash = verified.hash.clone();
-    let salt = verified.salt;
-    let node_id = node.id.clone();
-    let appended = match state
-        .ingest
-        .append(&state, node, jws.clone(), verified, now)
-        .await
-    {
-        Ok(a) => a,
-        // Another request (or replica) took this seq between our read of the chain head and
-        // our write: a concurrent duplicate gets the original receipt, a different window is
-        // a seq conflict.
-        Err(err) if err.code() == "seq_replay" => {
-            return replayed(&state, &node_id, seq, seq.saturating_sub(1), &jws)
-                .await
-                .map(|Json(a)| Ingested::Accepted(Box::new(a)));
+    // Verified windows are queued first, in order, so they share a commit; the others are
+    // answered after those commits, since a duplicate or a gap is judged against the chain as
+    // the queued windows leave it.
+    let mut results = Vec::with_capacity(verified.len());
+    let mut queued = Vec::new();
+    let mut deferred = Vec::new();
+    for (i, jws, result) in verified {
+        match result {
+            Ok(v) => {
+                let receipt = (v.claims.seq, v.hash.clone(), v.salt);
+                match state
+                    .ingest
+                    .enqueue(state, node.clone(), jws.clone(), v, now)
+                    .await
+                {
+                    Ok(ticket) => queued.push((i, receipt, jws, ticket)),
+                    Err(err) => results.push((i, Err(err))),
+                }
+            }
+            Err(err) => deferred.push((i, jws, err)),
         }
-        Err(err) => return Err(err),
-    };
-    // This window is committed whatever happens next: a failed release leaves the held windows
-    // in place, and the next request for this node (a held window sent again) retries it.
-    if appended.node_has_held
-        && let Err(err) = release_held(&state, &node_id).await
-    {
-        tracing::error!(%node_id, code = err.code(), "Releasing held windows failed; they stay held.");
     }
-    Ok(Ingested::Accepted(Box::new(TelemetryAccepted {
-        node_id,
-        seq,
-        hash,
-        salt_length: salt,
-        certificate: appended.certificate.as_ref().map(CertificateSummary::from),
-    })))
+    let mut node_has_held = false;
+    let mut appended_any = false;
+    for (i, (seq, hash, salt), jws, ticket) in queued {
+        let answer = match ticket.committed().await {
+            Ok(appended) => {
+                node_has_held |= appended.node_has_held;
+                appended_any = true;
+                Ok(Ingested::Accepted(Box::new(TelemetryAccepted {
+                    node_id: node.id.clone(),
+                    seq,
+                    hash,
+                    salt_length: salt,
+                    certificate: appended.certificate.as_ref().map(CertificateSummary::from),
+                })))
+            }
+            // Another request (or replica) took this seq between our read of the chain head
+            // and our write: a concurrent duplicate gets the original receipt, a different
+            // window is a seq conflict.
+            Err(err) if err.code() == "seq_replay" => {
+                replayed(state, &node.id, seq, seq.saturating_sub(1), &jws)
+                    .await
+                    .map(|Json(a)| Ingested::Accepted(Box::new(a)))
+            }
+            Err(err) => Err(err),
+        };
+        results.push((i, answer));
+    }
+    // The appended windows are committed whatever happens next: a failed release leaves the
+    // held windows in place, and the next request for this node (a held window sent again)
+    // retries it.
+    if node_has_held && let Err(err) = release_held(state, &node.id).await {
+        tracing::error!(node_id = %node.id, code = err.code(), "Releasing held windows failed; they stay held.");
+    }
+    let mut gaps = Vec::new();
+    for (i, jws, err) in deferred {
+        let answer = match err {
+            VerifyError::SeqReplay { seq, last } => replayed(state, &node.id, seq, last, &jws)
+                .await
+                .map(|Json(a)| Ingested::Accepted(Box::new(a))),
+            // The chain may have moved past the gap since: this call appended windows, and
+            // the release may have appended held ones.
+            VerifyError::SeqGap { .. } if recheck_gaps && appended_any => {
+                gaps.push((i, jws));
+                continue;
+            }
+            VerifyError::SeqGap { seq, expected } => {
+                hold(state, &node.id, seq, expected, &jws, now).await
+            }
+            err => Err(verify_error(&err)),
+        };
+        results.push((i, answer));
+    }
+    if !gaps.is_empty() {
+        results.extend(Box::pin(ingest_node(state, kid, gaps, false)).await);
+    }
+    results
 }
 
 /// Holds a valid window that arrived ahead of the chain (`expected` is the node's next seq).
@@ -369,17 +555,35 @@ async fn reject_held(
     Ok(())
 }
 
-fn extract_jws(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
-    let content_type = headers
+/// The body, or 413 `payload_too_large` when it is over `limit` bytes.
+fn body_of(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|err| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("{err} (limit {limit} bytes)"),
+        )
+    })
+}
+
+/// The media type of the body (lowercase, without parameters; empty when absent).
+fn media_type(headers: &HeaderMap) -> String {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let media = content_type
+        .unwrap_or_default()
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+fn extract_jws(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
+    let media = media_type(headers);
     let jws = match media.as_str() {
         "application/json" => super::parse_json::<TelemetryRequest>(body)?.jws,
         "application/jose" | "text/plain" | "" => String::from_utf8(body.to_vec())
