@@ -251,8 +251,17 @@ async fn append_batch(
     // the window retried on its own (two statements fewer on the common, unloaded path).
     let isolate = batch.len() > 1;
     let mut outcomes = Vec::with_capacity(batch.len());
-    for p in batch {
-        outcomes.push(append(state, &txn, p.entry(), isolate).await?);
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let (run, later) = rest.split_at(run_len(rest));
+        if run.len() > 1 && append_run(state, &txn, run).await? {
+            outcomes.extend(run.iter().map(|_| Ok(None)));
+        } else {
+            for p in run {
+                outcomes.push(append(state, &txn, p.entry(), isolate).await?);
+            }
+        }
+        rest = later;
     }
     txn.commit().await.map_err(|err| ApiError::internal(&err))?;
     for certificate in outcomes.iter().flatten() {
@@ -335,13 +344,83 @@ async fn append_window(
     txn: &DatabaseTransaction,
     entry: Entry<'_>,
 ) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
+    let seq = entry.window.claims.seq;
+    match state
+        .storage
+        .append_windows(txn, vec![window_row(entry)?])
+        .await
+    {
+        Ok(()) => Ok(Ok(None)),
+        // Another request or replica took this seq between our read of the chain head and this
+        // write: a concurrent duplicate gets the original receipt, a different window is a
+        // seq conflict (the caller tells them apart).
+        Err(StorageError::ChainMoved) => Ok(Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "seq_replay",
+            format!("seq {seq} was accepted concurrently"),
+        ))),
+        Err(StorageError::JobClosed) => Ok(Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_closed",
+            format!(
+                "job {} of this node already has its certificate; use a new job id",
+                entry.window.claims.job_id.as_deref().unwrap_or_default()
+            ),
+        ))),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// How many windows from the start of `batch` one compare-and-set can append
+/// ([`crate::storage::Storage::append_windows`]): a run of non-final windows of one node and
+/// one job with consecutive seqs (a node's windows are adjacent in a batch, in arrival order).
+/// At least 1 for a non-empty batch.
+fn run_len(batch: &[Pending]) -> usize {
+    let Some(first) = batch.first() else {
+        return 0;
+    };
+    if first.window.claims.is_final {
+        return 1;
+    }
+    1 + batch
+        .windows(2)
+        .take_while(|pair| {
+            let (a, b) = (&pair[0].window.claims, &pair[1].window.claims);
+            pair[1].node.id == pair[0].node.id
+                && !b.is_final
+                && b.job_id == a.job_id
+                && b.seq == a.seq + 1
+        })
+        .count()
+}
+
+/// Appends a run of windows ([`run_len`]) with one compare-and-set: `Ok(false)` when the chain
+/// moved or the job closed meanwhile (nothing written; the caller appends each window on its
+/// own, so that each gets its precise answer).
+async fn append_run(
+    state: &AppState,
+    txn: &DatabaseTransaction,
+    run: &[Pending],
+) -> Result<bool, ApiError> {
+    let rows = run
+        .iter()
+        .map(|p| window_row(p.entry()))
+        .collect::<Result<Vec<_>, _>>()?;
+    match state.storage.append_windows(txn, rows).await {
+        Ok(()) => Ok(true),
+        Err(StorageError::ChainMoved | StorageError::JobClosed) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn window_row(entry: Entry<'_>) -> Result<window::Model, ApiError> {
     let Entry {
         node,
         jws,
         window: v,
         now,
     } = entry;
-    let row = window::Model {
+    Ok(window::Model {
         id: 0,
         node_id: node.id.clone(),
         seq: seq_i64(v.claims.seq),
@@ -360,25 +439,5 @@ async fn append_window(
         },
         certificate_id: None,
         received_at: now,
-    };
-    match state.storage.append_window(txn, row).await {
-        Ok(()) => Ok(Ok(None)),
-        // Another request or replica took this seq between our read of the chain head and this
-        // write: a concurrent duplicate gets the original receipt, a different window is a
-        // seq conflict (the caller tells them apart).
-        Err(StorageError::ChainMoved) => Ok(Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "seq_replay",
-            format!("seq {} was accepted concurrently", v.claims.seq),
-        ))),
-        Err(StorageError::JobClosed) => Ok(Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "job_closed",
-            format!(
-                "job {} of this node already has its certificate; use a new job id",
-                v.claims.job_id.as_deref().unwrap_or_default()
-            ),
-        ))),
-        Err(err) => Err(err.into()),
-    }
+    })
 }

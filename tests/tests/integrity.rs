@@ -797,3 +797,41 @@ fn a_batch_larger_than_a_single_window_body_is_accepted_and_malformed_batches_ar
     // Nothing above changed the chain.
     assert_eq!(node_info(&oracle, &node.node_id)["last_seq"], 120);
 }
+
+#[test]
+fn concurrent_copies_of_a_batch_credit_each_window_once() {
+    let oracle = Oracle::start();
+    let node = enroll_raw(&oracle.url, &oracle.token("node"));
+    let chain = node.chain("racing-batches", 80);
+    // Four copies of the batch at once: their runs of windows race for the same chain
+    // positions, and every copy must get the same receipts.
+    let answers: Vec<Vec<serde_json::Value>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let windows: Vec<&str> = chain.iter().map(String::as_str).collect();
+                    post_batch(&oracle.url, &windows)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for answer in &answers {
+        assert!(answer.iter().all(|r| r["status"] == 200), "{answer:?}");
+        assert_eq!(answer, &answers[0]);
+    }
+    for (r, jws) in answers[0].iter().zip(&chain) {
+        assert_eq!(r["accepted"]["hash"], jws_hash(jws), "{r}");
+    }
+    assert_eq!(
+        answers[0][79]["accepted"]["certificate"]["window_count"],
+        80
+    );
+    assert_eq!(node_info(&oracle, &node.node_id)["last_seq"], 80);
+    let certificates = oracle.get_json(&format!("/v1/certificates?node={}", node.node_id));
+    assert_eq!(
+        certificates["certificates"].as_array().unwrap().len(),
+        1,
+        "{certificates}"
+    );
+}

@@ -341,32 +341,39 @@ impl Storage {
         Ok(n > 0)
     }
 
-    /// Moves the node's chain head from `seq − 1` to `seq` and stores the window, in `txn`: one
-    /// compare-and-set `UPDATE` (guarded, for a window with a job, by "no certificate of this
-    /// node closed the job") and one `INSERT`.
+    /// Moves the node's chain head from `first.seq − 1` to `last.seq` and stores `rows`, in
+    /// `txn`: one compare-and-set `UPDATE` (guarded, for windows with a job, by "no certificate
+    /// of this node closed the job") and one multi-row `INSERT` per power-of-two chunk (so that
+    /// a connection prepares a handful of statement shapes, not one per run length).
+    ///
+    /// `rows` are one node's windows of one job with consecutive seqs, each chaining to the one
+    /// before (verified by the caller); usually one window.
     ///
     /// # Errors
-    /// [`StorageError::ChainMoved`] when another window took `seq` first,
-    /// [`StorageError::JobClosed`] when the window's job already has its certificate (nothing is
-    /// written in either case); database failure.
-    pub async fn append_window(
+    /// [`StorageError::ChainMoved`] when another window took the first seq first,
+    /// [`StorageError::JobClosed`] when the job already has its certificate (nothing is written
+    /// in either case); database failure.
+    pub async fn append_windows(
         &self,
         txn: &DatabaseTransaction,
-        row: window::Model,
+        rows: Vec<window::Model>,
     ) -> Result<(), StorageError> {
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            return Ok(());
+        };
         let mut cas = node::Entity::update_many()
-            .col_expr(node::Column::LastSeq, Expr::value(row.seq))
-            .col_expr(node::Column::LastHash, Expr::value(Some(row.hash.clone())))
-            .col_expr(node::Column::LastEnd, Expr::value(Some(row.end_at)))
-            .filter(node::Column::Id.eq(row.node_id.clone()))
-            .filter(node::Column::LastSeq.eq(row.seq - 1));
-        if let Some(job) = &row.job_id {
+            .col_expr(node::Column::LastSeq, Expr::value(last.seq))
+            .col_expr(node::Column::LastHash, Expr::value(Some(last.hash.clone())))
+            .col_expr(node::Column::LastEnd, Expr::value(Some(last.end_at)))
+            .filter(node::Column::Id.eq(first.node_id.clone()))
+            .filter(node::Column::LastSeq.eq(first.seq - 1));
+        if let Some(job) = &first.job_id {
             cas = cas.filter(
                 Expr::exists(
                     sea_orm::sea_query::Query::select()
                         .expr(Expr::val(1))
                         .from(certificate::Entity)
-                        .and_where(certificate::Column::NodeId.eq(row.node_id.clone()))
+                        .and_where(certificate::Column::NodeId.eq(first.node_id.clone()))
                         .and_where(certificate::Column::JobId.eq(job.clone()))
                         .to_owned(),
                 )
@@ -378,22 +385,33 @@ impl Storage {
             // Rare: tell the two causes apart. A head at or past `seq` means a concurrent
             // window won (for a duplicate of a final window, too: the caller returns the
             // original receipt rather than `job_closed`).
-            let head = node::Entity::find_by_id(row.node_id.clone())
+            let head = node::Entity::find_by_id(first.node_id.clone())
                 .one(txn)
                 .await?
                 .map_or(i64::MAX, |n| n.last_seq);
-            return Err(match &row.job_id {
-                Some(job) if head < row.seq && self.job_closed(txn, &row.node_id, job).await? => {
+            return Err(match &first.job_id {
+                Some(job)
+                    if head < first.seq && self.job_closed(txn, &first.node_id, job).await? =>
+                {
                     StorageError::JobClosed
                 }
                 _ => StorageError::ChainMoved,
             });
         }
-        let mut active = window::ActiveModel::from(row);
-        active.id = sea_orm::ActiveValue::NotSet;
-        window::Entity::insert(active)
-            .exec_without_returning(txn)
-            .await?;
+        let mut rows = rows.into_iter().map(|row| {
+            let mut active = window::ActiveModel::from(row);
+            active.id = sea_orm::ActiveValue::NotSet;
+            active
+        });
+        let mut left = rows.len();
+        while left > 0 {
+            // The largest power of two not above what is left: 37 rows go as 32 + 4 + 1.
+            let chunk = 1 << left.ilog2();
+            window::Entity::insert_many(rows.by_ref().take(chunk))
+                .exec_without_returning(txn)
+                .await?;
+            left -= chunk;
+        }
         Ok(())
     }
 
