@@ -3,7 +3,7 @@
 # and on PostgreSQL, driven by wattest-loadgen over loopback (pre-signed windows, so the load
 # generator's signing is not measured). Both share this machine's cores with the oracle.
 #
-#   scripts/bench-oracle.sh [NODES] [WINDOWS] [CONCURRENCY] [RATE]
+#   scripts/bench-oracle.sh [NODES] [WINDOWS] [CONCURRENCY] [RATE] [BATCH]
 #
 # NODES (default 64) nodes post WINDOWS (default 50) windows each, one certificate per node.
 # Without RATE: one closed-loop run per database (CONCURRENCY, default 32, posting tasks, each
@@ -13,6 +13,12 @@
 # (`wattest-loadgen --rate RATE`, at most CONCURRENCY requests in flight) per database: offered
 # and achieved rate, latency measured from each window's due time (queueing not hidden). Keep
 # RATE below the closed-loop throughput to measure latency under load rather than overload.
+# RATE may be given as "" (closed loop only) when BATCH follows.
+# BATCH (default 1): windows per request, passed as `wattest-loadgen --batch BATCH`. 1 posts one
+# window per `POST /v1/telemetry`; more posts up to BATCH consecutive windows of one node per
+# `POST /v1/telemetry/batch` (CONCURRENCY then counts requests; throughput still counts windows;
+# every window gets the latency of its request, in the open loop from its batch's first due time;
+# a batch leaves when its first window is due, so for open-loop runs take WINDOWS >> BATCH).
 # Every run gets a fresh oracle and a fresh database. wattest-loadgen's errors (refused windows
 # by status, transport errors) are shown; the script then exits 1 after all runs.
 #
@@ -21,7 +27,7 @@
 # fsync=off here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NODES="${1:-64}"; WINDOWS="${2:-50}"; CONCURRENCY="${3:-32}"; RATE="${4:-}"
+NODES="${1:-64}"; WINDOWS="${2:-50}"; CONCURRENCY="${3:-32}"; RATE="${4:-}"; BATCH="${5:-1}"
 PG="${WATTEST_TEST_PG:-postgres://postgres@127.0.0.1:5432}"
 cargo build --release --locked -p wattest-oracle -p wattest-tests --bins
 ORACLE="$PWD/target/release/wattest-oracle"
@@ -38,7 +44,7 @@ run() {
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   token=$(DATABASE_URL="$db" "$ORACLE" token create --role node --data-dir "$dir")
   printf '%s: ' "$label"
-  "$LOADGEN" --oracle "http://127.0.0.1:$port" --token "$token" --nodes "$NODES" --windows "$WINDOWS" --concurrency "$CONCURRENCY" "$@" 2>"$dir/loadgen.err" || rc=$?
+  "$LOADGEN" --oracle "http://127.0.0.1:$port" --token "$token" --nodes "$NODES" --windows "$WINDOWS" --concurrency "$CONCURRENCY" --batch "$BATCH" "$@" 2>"$dir/loadgen.err" || rc=$?
   if [ "$rc" -ne 0 ]; then
     echo "  wattest-loadgen exited $rc:"; grep -v '…$' "$dir/loadgen.err" | sed 's/^/  /' || true
     failed=1

@@ -4,10 +4,12 @@
 //! measured), then posts them to `{ORACLE}/v1/telemetry` (`Content-Type: application/jose`,
 //! body = the compact JWS) over HTTP/1.1 keep-alive from one tokio runtime, each node's windows
 //! strictly in order (window k+1 of a node is sent only once window k's response has arrived).
-//! The last window of each node is final, so each node yields one certificate.
+//! The last window of each node is final, so each node yields one certificate. With
+//! `--batch N` (N > 1) it posts up to N consecutive windows of one node per request to
+//! `{ORACLE}/v1/telemetry/batch` instead (`docs/protocol.md` §3.6).
 //!
 //!   wattest-loadgen --oracle http://127.0.0.1:8080 --token "$NODE_TOKEN" \
-//!       [--nodes 64] [--windows 50] [--concurrency 32] [--rate R] [--json]
+//!       [--nodes 64] [--windows 50] [--concurrency 32] [--rate R] [--batch N] [--json]
 //!
 //! Flags:
 //! - `--oracle URL` (required): base URL of the oracle, without a trailing `/v1/...`.
@@ -24,19 +26,38 @@
 //!   latency is measured from its DUE time to its response, so queueing in the oracle (or behind
 //!   the node's own previous window) is not hidden (no coordinated omission). tokio's timer has
 //!   a 1 ms tick: a sleeping window is sent up to ~1 ms after its due time, and that counts.
+//! - `--batch N` (default 1, at most 500): windows per request. 1: one window per
+//!   `POST /v1/telemetry` (`application/jose`), as above. N > 1: each request is
+//!   `POST /v1/telemetry/batch` (`application/json`, `{"windows": [...]}`) with the next up to N
+//!   windows of ONE node's chain, in seq order (a node's last batch may be shorter); a node's
+//!   next batch is sent only once the previous one's response has arrived. Every window of a
+//!   batch gets the latency of the request that carried it: closed loop, send → response; open
+//!   loop, from the due time of the batch's FIRST window (the window due times are as above,
+//!   and a batch is sent at max(its first window's due time, its node's previous response), so
+//!   the offered rate is still R windows/s, in requests of N windows: a node sends one batch
+//!   every N·NODES/R s). `--concurrency` then counts requests (batches), not windows. A
+//!   batch's later windows thus leave before they are due, up to (N−1)·NODES/R s early, and
+//!   the run ends that much sooner: with few batches per node the achieved rate exceeds the
+//!   offered one (about twice it with two batches per node), so for open-loop figures take
+//!   WINDOWS ≫ N.
 //! - `--json`: print one JSON object instead of the human line: `mode` ("closed"|"open"),
 //!   `windows`, `certificates`, `elapsed_s`, `windows_per_s`, `offered_per_s` (null when
 //!   closed), `p50_ms`, `p95_ms`, `p99_ms`, `max_ms` (null when no window was accepted),
-//!   `nodes`, `concurrency`, `errors`, `errors_by_status`.
+//!   `nodes`, `concurrency`, `batch`, `errors`, `errors_by_status`.
 //!
 //! Closed loop (default): CONCURRENCY tasks each take a whole node chain from a shared queue and
-//! post its windows as fast as the responses come back; latency is send → response; throughput
-//! = accepted windows / elapsed (first send to last response). Open loop: elapsed is from t0 to
-//! the last response, achieved = accepted windows / elapsed.
+//! post its windows (or batches) as fast as the responses come back; latency is send →
+//! response; throughput = accepted windows / elapsed (first send to last response). Open loop:
+//! elapsed is from t0 to the last response, achieved = accepted windows / elapsed. Throughput
+//! always counts windows, not requests.
 //!
 //! `windows` counts accepted windows (200, or 202 held); any other status or a transport error is
 //! counted by status in `errors` (stderr: `errors: {"409": 3, "transport": 1}`, with the first
-//! answer of each kind), is left out of the latency figures, and makes the exit code 1. A failed
+//! answer of each kind), is left out of the latency figures, and makes the exit code 1. With
+//! `--batch`, each window's result counts alone, by its own `status` (the first answer of a
+//! kind shows the problem's `code` and `detail`); a batch request that fails as a whole
+//! (transport error, a status other than 200, an answer that cannot be read or has the wrong
+//! number of results) counts each of its windows as an error of that kind. A failed
 //! enrollment aborts the run before any posting (exit code 1).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -49,6 +70,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use wattest_shared::SoftwareKey;
+use wattest_shared::api::{MAX_BATCH_WINDOWS, TelemetryBatchRequest, TelemetryBatchResponse};
 use wattest_shared::jws::{jws_hash, sign_compact};
 use wattest_shared::window::WINDOW_TYP;
 
@@ -60,6 +82,8 @@ struct Args {
     concurrency: usize,
     /// Open loop: offered windows/s, aggregate.
     rate: Option<f64>,
+    /// Windows per request: 1 = `POST /v1/telemetry`, more = `POST /v1/telemetry/batch`.
+    batch: usize,
     json: bool,
 }
 
@@ -71,6 +95,7 @@ fn parse_args() -> Args {
         windows: 50,
         concurrency: 32,
         rate: None,
+        batch: 1,
         json: false,
     };
     let mut it = std::env::args().skip(1);
@@ -83,7 +108,10 @@ fn parse_args() -> Args {
             "-h" | "--help" => {
                 println!(
                     "wattest-loadgen --oracle URL --token T [--nodes 64] [--windows 50] \
-                     [--concurrency 32] [--rate WINDOWS_PER_S] [--json]\n\
+                     [--concurrency 32] [--rate WINDOWS_PER_S] [--batch N] [--json]\n\
+                     --batch N: up to N consecutive windows of one node per request to \
+                     /v1/telemetry/batch (default 1: one window per POST /v1/telemetry; at most \
+                     {MAX_BATCH_WINDOWS})\n\
                      (see the doc comment of tests/src/bin/wattest-loadgen.rs)"
                 );
                 std::process::exit(0);
@@ -98,6 +126,7 @@ fn parse_args() -> Args {
             "--windows" => args.windows = value.parse().expect("--windows N"),
             "--concurrency" => args.concurrency = value.parse().expect("--concurrency N"),
             "--rate" => args.rate = Some(value.parse().expect("--rate WINDOWS_PER_S")),
+            "--batch" => args.batch = value.parse().expect("--batch N"),
             other => panic!("unknown flag {other}; see the doc comment of wattest-loadgen"),
         }
     }
@@ -108,6 +137,10 @@ fn parse_args() -> Args {
     assert!(
         args.nodes > 0 && args.windows > 0 && args.concurrency > 0,
         "--nodes, --windows and --concurrency must be at least 1"
+    );
+    assert!(
+        (1..=MAX_BATCH_WINDOWS).contains(&args.batch),
+        "--batch must be 1 to {MAX_BATCH_WINDOWS}"
     );
     if let Some(rate) = args.rate {
         assert!(
@@ -228,7 +261,12 @@ struct Tally {
 
 impl Tally {
     fn error(&mut self, kind: String, detail: String) {
-        *self.errors.entry(kind.clone()).or_default() += 1;
+        self.errors_of(kind, 1, detail);
+    }
+
+    /// `n` windows failed the same way (a batch request that failed as a whole).
+    fn errors_of(&mut self, kind: String, n: usize, detail: String) {
+        *self.errors.entry(kind.clone()).or_default() += n as u64;
         self.first_error.entry(kind).or_insert(detail);
     }
 
@@ -312,13 +350,118 @@ async fn post(
     }
 }
 
-/// Closed loop: `concurrency` tasks take whole chains from a shared queue and post them as fast
-/// as the responses come back. Returns the tally and the instant posting started.
+/// Posts consecutive windows of one node in one `POST /v1/telemetry/batch`; records each
+/// window's result in `tally`, with the request's latency measured from `since`.
+async fn post_batch(
+    client: &reqwest::Client,
+    url: &str,
+    windows: &[String],
+    since: Instant,
+    tally: &mut Tally,
+) {
+    let n = windows.len();
+    let request = TelemetryBatchRequest {
+        windows: windows.to_vec(),
+    };
+    let sent = client.post(url).json(&request).send().await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(e) => {
+            tally.last = Some(Instant::now());
+            tally.errors_of("transport".into(), n, error_chain(&e));
+            return;
+        }
+    };
+    let status = response.status();
+    // Read the whole body: the connection goes back to the pool only then.
+    let body = response.bytes().await;
+    let done = Instant::now();
+    tally.last = Some(done);
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => {
+            tally.errors_of(
+                "transport".into(),
+                n,
+                format!("reading the {status} answer: {}", error_chain(&e)),
+            );
+            return;
+        }
+    };
+    if status != 200 {
+        tally.errors_of(
+            status.as_u16().to_string(),
+            n,
+            String::from_utf8_lossy(&body).chars().take(300).collect(),
+        );
+        return;
+    }
+    let results = match serde_json::from_slice::<TelemetryBatchResponse>(&body) {
+        Ok(answer) if answer.results.len() == n => answer.results,
+        Ok(answer) => {
+            let detail = format!("{} results for {n} windows", answer.results.len());
+            tally.errors_of("bad_answer".into(), n, detail);
+            return;
+        }
+        Err(e) => {
+            let detail = format!(
+                "{e}: {}",
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            );
+            tally.errors_of("bad_answer".into(), n, detail);
+            return;
+        }
+    };
+    for result in results {
+        if result.status == 200 || result.status == 202 {
+            tally.latencies.push(done - since);
+            if result
+                .accepted
+                .as_ref()
+                .is_some_and(|a| a.certificate.is_some())
+            {
+                tally.certificates += 1;
+            }
+        } else {
+            let detail = result.problem.map_or_else(
+                || "no problem in the result".to_owned(),
+                |p| format!("{}: {}", p.code, p.detail),
+            );
+            tally.error(result.status.to_string(), detail);
+        }
+    }
+}
+
+/// Posts `windows`, consecutive windows of one node: one `POST /v1/telemetry` when `batch` is
+/// 1 (`is_final`: the window is its chain's last), else one `POST /v1/telemetry/batch`.
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    windows: &[String],
+    batch: usize,
+    is_final: bool,
+    since: Instant,
+    tally: &mut Tally,
+) {
+    if batch == 1 {
+        post(client, url, &windows[0], is_final, since, tally).await;
+    } else {
+        post_batch(client, url, windows, since, tally).await;
+    }
+}
+
+/// Closed loop: `concurrency` tasks take whole chains from a shared queue and post them (in
+/// requests of up to `batch` windows) as fast as the responses come back. Returns the tally and
+/// the instant posting started.
 async fn closed_loop(
     client: &reqwest::Client,
     url: &Arc<str>,
     chains: &Arc<Vec<Vec<String>>>,
     concurrency: usize,
+    batch: usize,
 ) -> (Tally, Instant) {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -331,9 +474,10 @@ async fn closed_loop(
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(chain) = chains.get(i) else { break };
-                for (k, jws) in chain.iter().enumerate() {
+                for (c, windows) in chain.chunks(batch).enumerate() {
+                    let is_final = (c + 1) * batch >= chain.len();
                     let since = Instant::now();
-                    post(&client, &url, jws, k + 1 == chain.len(), since, &mut tally).await;
+                    send(&client, &url, windows, batch, is_final, since, &mut tally).await;
                 }
             }
             tally
@@ -351,14 +495,16 @@ async fn join_tallies(mut tasks: tokio::task::JoinSet<Tally>) -> Tally {
     total
 }
 
-/// Open loop: one task per node, node i's window k due at `t0 + (k·nodes + i) / rate`; at most
-/// `concurrency` requests in flight. Returns the tally and t0.
+/// Open loop: one task per node, node i's window k due at `t0 + (k·nodes + i) / rate`; a
+/// request of up to `batch` windows is due when its first window is; at most `concurrency`
+/// requests in flight. Returns the tally and t0.
 async fn open_loop(
     client: &reqwest::Client,
     url: &Arc<str>,
     chains: &Arc<Vec<Vec<String>>>,
     concurrency: usize,
     rate: f64,
+    batch: usize,
 ) -> (Tally, Instant) {
     let nodes = chains.len();
     let permits = Arc::new(Semaphore::new(concurrency));
@@ -371,13 +517,16 @@ async fn open_loop(
         tasks.spawn(async move {
             let mut tally = Tally::default();
             let chain = &chains[i];
-            for (k, jws) in chain.iter().enumerate() {
+            for (c, windows) in chain.chunks(batch).enumerate() {
+                // The batch's first window.
+                let k = c * batch;
                 let due = t0 + Duration::from_secs_f64((k * nodes + i) as f64 / rate);
                 if Instant::now() < due {
                     tokio::time::sleep_until(due).await;
                 }
                 let _permit = permits.acquire().await.unwrap();
-                post(&client, &url, jws, k + 1 == chain.len(), due, &mut tally).await;
+                let is_final = k + windows.len() == chain.len();
+                send(&client, &url, windows, batch, is_final, due, &mut tally).await;
             }
             tally
         });
@@ -430,19 +579,30 @@ fn main() {
     }));
     drop(keys);
 
-    let url: Arc<str> = format!("{}/v1/telemetry", args.oracle).into();
+    let url: Arc<str> = if args.batch == 1 {
+        format!("{}/v1/telemetry", args.oracle).into()
+    } else {
+        format!("{}/v1/telemetry/batch", args.oracle).into()
+    };
     eprintln!(
-        "Posting {} windows ({})…",
+        "Posting {} windows ({}{})…",
         args.nodes * args.windows,
         args.rate.map_or_else(
             || format!("closed loop, concurrency {}", args.concurrency),
             |r| format!("open loop, {r} windows/s offered")
-        )
+        ),
+        if args.batch == 1 {
+            String::new()
+        } else {
+            format!(", up to {} windows per batch request", args.batch)
+        }
     );
     let (mut tally, started) = runtime.block_on(async {
         match args.rate {
-            None => closed_loop(&client, &url, &chains, args.concurrency).await,
-            Some(rate) => open_loop(&client, &url, &chains, args.concurrency, rate).await,
+            None => closed_loop(&client, &url, &chains, args.concurrency, args.batch).await,
+            Some(rate) => {
+                open_loop(&client, &url, &chains, args.concurrency, rate, args.batch).await
+            }
         }
     });
     let elapsed = tally
@@ -483,6 +643,7 @@ fn main() {
                 "max_ms": max,
                 "nodes": args.nodes,
                 "concurrency": args.concurrency,
+                "batch": args.batch,
                 "errors": errors,
                 "errors_by_status": tally.errors,
             })
@@ -493,13 +654,18 @@ fn main() {
             tally.certificates
         );
         let tail = format!(
-            "p50 {}, p95 {}, p99 {}, max {} (nodes {}, concurrency {})",
+            "p50 {}, p95 {}, p99 {}, max {} (nodes {}, concurrency {}{})",
             ms(p50),
             ms(p95),
             ms(p99),
             ms(max),
             args.nodes,
-            args.concurrency
+            args.concurrency,
+            if args.batch == 1 {
+                String::new()
+            } else {
+                format!(", batch {}", args.batch)
+            }
         );
         match args.rate {
             None => println!("{head} {per_s:.0} windows/s; latency {tail}"),
