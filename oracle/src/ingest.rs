@@ -9,9 +9,12 @@
 //!
 //! 1. per window, the node's chain head moves from `seq − 1` to `seq` by compare-and-set, guarded
 //!    by "no certificate closed this job yet", and the window row is inserted
-//!    ([`crate::storage::Storage::append_window`]); a window that loses the compare-and-set, or
-//!    whose job is closed, changes nothing and is answered on its own (`seq_replay` →
-//!    the original receipt or `seq_conflict`; `job_closed`);
+//!    ([`crate::storage::Storage::append_windows`]); a run of one node's consecutive non-final
+//!    windows of one job (a batch request's, `POST /v1/telemetry/batch`) moves the head once
+//!    and is inserted with multi-row inserts. A window that loses the compare-and-set, or whose
+//!    job is closed, changes nothing and is answered on its own (`seq_replay` → the original
+//!    receipt or `seq_conflict`; `job_closed`); a run that loses it is retried window by
+//!    window, so each gets that precise answer;
 //! 2. a final window and its certificate (issuance and log append, [`crate::issuance`])
 //!    run inside a savepoint when the batch holds other windows, so a failed issuance undoes only
 //!    that window;
