@@ -17,8 +17,8 @@
 # BATCH (default 1): windows per request, passed as `wattest-loadgen --batch BATCH`. 1 posts one
 # window per `POST /v1/telemetry`; more posts up to BATCH consecutive windows of one node per
 # `POST /v1/telemetry/batch` (CONCURRENCY then counts requests; throughput still counts windows;
-# every window gets the latency of its request, in the open loop from its batch's first due time;
-# a batch leaves when its first window is due, so for open-loop runs take WINDOWS >> BATCH).
+# every window gets the latency of its request, in the open loop from the batch's due time, with
+# requests due evenly at RATE/BATCH per second).
 # Every run gets a fresh oracle and a fresh database. wattest-loadgen's errors (refused windows
 # by status, transport errors) are shown; the script then exits 1 after all runs.
 #

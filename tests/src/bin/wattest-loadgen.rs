@@ -32,14 +32,11 @@
 //!   windows of ONE node's chain, in seq order (a node's last batch may be shorter); a node's
 //!   next batch is sent only once the previous one's response has arrived. Every window of a
 //!   batch gets the latency of the request that carried it: closed loop, send → response; open
-//!   loop, from the due time of the batch's FIRST window (the window due times are as above,
-//!   and a batch is sent at max(its first window's due time, its node's previous response), so
-//!   the offered rate is still R windows/s, in requests of N windows: a node sends one batch
-//!   every N·NODES/R s). `--concurrency` then counts requests (batches), not windows. A
-//!   batch's later windows thus leave before they are due, up to (N−1)·NODES/R s early, and
-//!   the run ends that much sooner: with few batches per node the achieved rate exceeds the
-//!   offered one (about twice it with two batches per node), so for open-loop figures take
-//!   WINDOWS ≫ N.
+//!   loop, from the batch's due time. In the open loop the requests, not the windows, are
+//!   spread evenly: request c of node i is due at t0 + (c·NODES + i)·N/R, so requests arrive at
+//!   R/N per second and the offered rate is still R windows/s (a batch is sent at max(its due
+//!   time, its node's previous response)). `--concurrency` then counts requests (batches), not
+//!   windows.
 //! - `--json`: print one JSON object instead of the human line: `mode` ("closed"|"open"),
 //!   `windows`, `certificates`, `elapsed_s`, `windows_per_s`, `offered_per_s` (null when
 //!   closed), `p50_ms`, `p95_ms`, `p99_ms`, `max_ms` (null when no window was accepted),
@@ -518,9 +515,12 @@ async fn open_loop(
             let mut tally = Tally::default();
             let chain = &chains[i];
             for (c, windows) in chain.chunks(batch).enumerate() {
-                // The batch's first window.
+                // Batches (not windows) are spread evenly: request c of node i is due at
+                // (c·NODES + i)·N / R, so requests arrive at R/N per second, each of N windows,
+                // rather than every node's batch landing together each N·NODES/R seconds.
                 let k = c * batch;
-                let due = t0 + Duration::from_secs_f64((k * nodes + i) as f64 / rate);
+                let due =
+                    t0 + Duration::from_secs_f64(((c * nodes + i) * batch) as f64 / rate);
                 if Instant::now() < due {
                     tokio::time::sleep_until(due).await;
                 }
