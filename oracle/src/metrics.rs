@@ -54,7 +54,8 @@ pub struct Metrics {
     pub certificates_issued: Counter,
     /// Energy covered by issued certificates, Wh.
     pub certified_energy_wh: Counter<f64, AtomicU64>,
-    /// Wall time of a telemetry request from body to answer, seconds.
+    /// Wall time of a telemetry request (`/v1/telemetry` or `/v1/telemetry/batch`) from body to
+    /// answer, seconds.
     pub ingest_seconds: Histogram,
     /// Windows appended per ingest transaction (group commit, `crate::ingest`).
     pub ingest_batch_windows: Histogram,
@@ -113,7 +114,7 @@ impl Default for Metrics {
         );
         registry.register(
             "ingest_seconds",
-            "Time to verify and store one telemetry window, seconds",
+            "Time to verify and store the windows of one telemetry request (one window, or a batch), seconds",
             ingest_seconds.clone(),
         );
         let http_requests = Family::<HttpLabel, Counter>::default();
