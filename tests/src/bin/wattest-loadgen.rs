@@ -519,8 +519,7 @@ async fn open_loop(
                 // (c·NODES + i)·N / R, so requests arrive at R/N per second, each of N windows,
                 // rather than every node's batch landing together each N·NODES/R seconds.
                 let k = c * batch;
-                let due =
-                    t0 + Duration::from_secs_f64(((c * nodes + i) * batch) as f64 / rate);
+                let due = t0 + Duration::from_secs_f64(((c * nodes + i) * batch) as f64 / rate);
                 if Instant::now() < due {
                     tokio::time::sleep_until(due).await;
                 }
