@@ -3,7 +3,7 @@
 //! WAL flush) per batch instead of per window.
 //!
 //! Request handlers verify a window (signature, chain position, timing, figures) in parallel and
-//! hand it to [`Committer::append`]. One writer task per process takes every window queued at
+//! hand it to [`Committer::enqueue`]. One writer task per process takes every window queued at
 //! that moment, up to [`MAX_BATCH`], and appends them, ordered by node and in arrival order for
 //! each node, inside one transaction:
 //!
@@ -107,31 +107,11 @@ impl Committer {
         Self { queue }
     }
 
-    /// Appends `window` (verified against `node`'s chain head as read at `now`) in the next
-    /// batch and waits for that batch's commit.
-    ///
-    /// # Errors
-    /// `seq_replay` (409) when another request or replica accepted this seq first (the caller
-    /// answers with the original receipt or `seq_conflict`), `job_closed` (409), or a 500
-    /// problem on database, carbon or signing failure. Nothing of the window is stored then.
-    pub async fn append(
-        &self,
-        state: &AppState,
-        node: node::Model,
-        jws: String,
-        window: VerifiedWindow,
-        now: DateTime<Utc>,
-    ) -> Result<Appended, ApiError> {
-        self.enqueue(state, node, jws, window, now)
-            .await?
-            .committed()
-            .await
-    }
-
-    /// Queues `window` for the next batch without waiting for its commit, so that one request
-    /// can queue several windows (of one node: in chain order, each verified against the chain
-    /// as the previous one leaves it) that then commit together. Waits only while the queue is
-    /// full ([`QUEUE_DEPTH`]).
+    /// Queues `window` (verified against `node`'s chain head as read at `now`) for the next
+    /// batch; [`Ticket::committed`] then waits for that batch's commit. One request can queue
+    /// several windows (of one node: in chain order, each verified against the chain as the
+    /// previous one leaves it) that then commit together. Waits only while the queue is full
+    /// ([`QUEUE_DEPTH`]).
     ///
     /// # Errors
     /// 500 when the writer has stopped.
@@ -165,7 +145,10 @@ impl Ticket {
     /// The window's outcome once its batch committed (or failed).
     ///
     /// # Errors
-    /// As [`Committer::append`].
+    /// `seq_replay` (409) when another request or replica accepted this seq first (the caller
+    /// answers with the original receipt or `seq_conflict`), `job_closed` (409), or a 500
+    /// problem on database, carbon or signing failure (or a stopped writer). Nothing of the
+    /// window is stored then.
     pub async fn committed(self) -> Result<Appended, ApiError> {
         self.0.await.map_err(|_| stopped())?
     }
@@ -277,7 +260,7 @@ async fn append_batch(
 /// a failed batch's windows one by one).
 ///
 /// # Errors
-/// As [`Committer::append`].
+/// As [`Ticket::committed`].
 pub async fn store(
     state: &AppState,
     entry: Entry<'_>,

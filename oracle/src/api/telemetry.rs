@@ -1,5 +1,6 @@
-//! Telemetry ingest: verify a signed window, append it to the node's chain, and issue the
-//! certificate when it is a job's final window, all in one transaction.
+//! Telemetry ingest (`POST /v1/telemetry`, and `POST /v1/telemetry/batch` for up to 500 windows):
+//! verify a signed window, append it to the node's chain, and issue the certificate when it is a
+//! job's final window, all in one transaction.
 
 use super::problem::ApiError;
 use crate::AppState;
@@ -97,8 +98,7 @@ pub async fn submit(
     result
 }
 
-/// Submits up to [`MAX_BATCH_WINDOWS`] signed telemetry windows in one request
-/// (`docs/protocol.md` §3.6).
+/// Submits up to 500 signed telemetry windows in one request (`docs/protocol.md` §3.6).
 ///
 /// Each window is verified and stored exactly as if posted alone to `/v1/telemetry`: one node's
 /// windows in array order (each checked against the chain as the windows before it leave it),

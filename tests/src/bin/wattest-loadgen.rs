@@ -292,6 +292,36 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Sends `request` and reads the whole answer (the connection goes back to the pool only
+/// then): its status, body and arrival time. `None` after a transport failure, counted in
+/// `tally` as `windows` errors.
+async fn exchange(
+    request: reqwest::RequestBuilder,
+    windows: usize,
+    tally: &mut Tally,
+) -> Option<(reqwest::StatusCode, Vec<u8>, Instant)> {
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) => {
+            tally.last = Some(Instant::now());
+            tally.errors_of("transport".into(), windows, error_chain(&e));
+            return None;
+        }
+    };
+    let status = response.status();
+    let body = response.bytes().await;
+    let done = Instant::now();
+    tally.last = Some(done);
+    match body {
+        Ok(body) => Some((status, body.into(), done)),
+        Err(e) => {
+            let detail = format!("reading the {status} answer: {}", error_chain(&e));
+            tally.errors_of("transport".into(), windows, detail);
+            None
+        }
+    }
+}
+
 /// Posts one window; records it in `tally` with its latency measured from `since`.
 async fn post(
     client: &reqwest::Client,
@@ -301,34 +331,12 @@ async fn post(
     since: Instant,
     tally: &mut Tally,
 ) {
-    let sent = client
+    let request = client
         .post(url)
         .header(CONTENT_TYPE, "application/jose")
-        .body(jws.to_owned())
-        .send()
-        .await;
-    let response = match sent {
-        Ok(response) => response,
-        Err(e) => {
-            tally.last = Some(Instant::now());
-            tally.error("transport".into(), error_chain(&e));
-            return;
-        }
-    };
-    let status = response.status();
-    // Read the whole body: the connection goes back to the pool only then.
-    let body = response.bytes().await;
-    let done = Instant::now();
-    tally.last = Some(done);
-    let body = match body {
-        Ok(body) => body,
-        Err(e) => {
-            tally.error(
-                "transport".into(),
-                format!("reading the {status} answer: {}", error_chain(&e)),
-            );
-            return;
-        }
+        .body(jws.to_owned());
+    let Some((status, body, done)) = exchange(request, 1, tally).await else {
+        return;
     };
     if status != 200 && status != 202 {
         tally.error(
@@ -360,30 +368,9 @@ async fn post_batch(
     let request = TelemetryBatchRequest {
         windows: windows.to_vec(),
     };
-    let sent = client.post(url).json(&request).send().await;
-    let response = match sent {
-        Ok(response) => response,
-        Err(e) => {
-            tally.last = Some(Instant::now());
-            tally.errors_of("transport".into(), n, error_chain(&e));
-            return;
-        }
-    };
-    let status = response.status();
-    // Read the whole body: the connection goes back to the pool only then.
-    let body = response.bytes().await;
-    let done = Instant::now();
-    tally.last = Some(done);
-    let body = match body {
-        Ok(body) => body,
-        Err(e) => {
-            tally.errors_of(
-                "transport".into(),
-                n,
-                format!("reading the {status} answer: {}", error_chain(&e)),
-            );
-            return;
-        }
+    let Some((status, body, done)) = exchange(client.post(url).json(&request), n, tally).await
+    else {
+        return;
     };
     if status != 200 {
         tally.errors_of(
