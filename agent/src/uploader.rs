@@ -52,7 +52,7 @@ struct Accepted {
     certificate: Option<CertificateSummary>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct Problem {
     code: Option<String>,
     detail: Option<String>,
@@ -169,30 +169,19 @@ impl Uploader {
             // Held by the oracle after a gap in the chain: durable there, appended and credited
             // once the missing windows arrive.
             tracing::warn!("The oracle holds this window until earlier missing windows arrive.");
-            return Outcome::Accepted(None);
         }
-        if status.is_success() {
-            return match serde_json::from_slice::<Accepted>(&body) {
-                Ok(a) => Outcome::Accepted(a.certificate),
-                Err(_) => Outcome::Accepted(None),
-            };
-        }
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Outcome::Transient(format!("HTTP {status}"));
-        }
-        let problem: Problem = serde_json::from_slice(&body).unwrap_or(Problem {
-            code: None,
-            detail: Some(String::from_utf8_lossy(&body).into_owned()),
-            already_accepted: None,
+        let certificate = status
+            .is_success()
+            .then(|| serde_json::from_slice::<Accepted>(&body).ok())
+            .flatten()
+            .and_then(|a| a.certificate);
+        let problem = (!status.is_success()).then(|| {
+            serde_json::from_slice(&body).unwrap_or_else(|_| Problem {
+                detail: Some(String::from_utf8_lossy(&body).into_owned()),
+                ..Problem::default()
+            })
         });
-        if problem.already_accepted == Some(true) {
-            return Outcome::AlreadyAccepted;
-        }
-        Outcome::Rejected {
-            status: status.as_u16(),
-            code: problem.code.unwrap_or_else(|| "unknown".into()),
-            detail: problem.detail.unwrap_or_default(),
-        }
+        classify(status.as_u16(), certificate, problem)
     }
 
     /// Posts `windows` (compact JWS, one node's in ascending seq) in one
@@ -414,36 +403,57 @@ fn acknowledge(spool: &Spool, seq: u64, report: &mut Drained) -> bool {
 /// What one result of a batch means for its window: what [`Uploader::post`] makes of the same
 /// status and body.
 fn outcome_of(result: TelemetryBatchResult) -> Outcome {
-    let status = result.status;
-    if status == 202 {
+    if result.status == 202 {
         tracing::warn!(
             seq = result.held.as_ref().map(|h| h.seq),
             expected_seq = result.held.as_ref().map(|h| h.expected_seq),
             "The oracle holds this window until earlier missing windows arrive."
         );
+    }
+    let problem = result.problem.map(|p| Problem {
+        code: Some(p.code),
+        detail: Some(p.detail),
+        already_accepted: p.already_accepted,
+    });
+    classify(
+        result.status,
+        result.accepted.and_then(|a| a.certificate),
+        problem,
+    )
+}
+
+/// The outcome of one window's answer, the same for a single post and a batch result: 2xx
+/// accepted (202: held by the oracle, no certificate), 5xx and 429 transient, a duplicate's
+/// `already_accepted` acknowledged, any other status refused for good.
+fn classify(
+    status: u16,
+    certificate: Option<CertificateSummary>,
+    problem: Option<Problem>,
+) -> Outcome {
+    if status == 202 {
         return Outcome::Accepted(None);
     }
     if (200..300).contains(&status) {
-        return Outcome::Accepted(result.accepted.and_then(|a| a.certificate));
+        return Outcome::Accepted(certificate);
     }
     if status >= 500 || status == 429 {
-        return Outcome::Transient(match result.problem {
-            Some(p) => format!("HTTP {status} {}: {}", p.code, p.detail),
-            None => format!("HTTP {status}"),
+        return Outcome::Transient(match problem {
+            Some(Problem {
+                code: Some(code),
+                detail,
+                ..
+            }) => format!("HTTP {status} {code}: {}", detail.unwrap_or_default()),
+            _ => format!("HTTP {status}"),
         });
     }
-    match result.problem {
-        Some(p) if p.already_accepted == Some(true) => Outcome::AlreadyAccepted,
-        Some(p) => Outcome::Rejected {
-            status,
-            code: p.code,
-            detail: p.detail,
-        },
-        None => Outcome::Rejected {
-            status,
-            code: "unknown".into(),
-            detail: String::new(),
-        },
+    let problem = problem.unwrap_or_default();
+    if problem.already_accepted == Some(true) {
+        return Outcome::AlreadyAccepted;
+    }
+    Outcome::Rejected {
+        status,
+        code: problem.code.unwrap_or_else(|| "unknown".into()),
+        detail: problem.detail.unwrap_or_default(),
     }
 }
 
