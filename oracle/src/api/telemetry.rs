@@ -148,29 +148,26 @@ pub async fn submit_batch(
         .into_iter()
         .map(|result| {
             count(&state, &result);
-            match result {
-                Ok(Ingested::Accepted(accepted)) => TelemetryBatchResult {
-                    status: StatusCode::OK.as_u16(),
-                    accepted: Some(*accepted),
-                    held: None,
-                    problem: None,
-                },
-                Ok(Ingested::Held(held)) => TelemetryBatchResult {
-                    status: StatusCode::ACCEPTED.as_u16(),
-                    accepted: None,
-                    held: Some(held),
-                    problem: None,
-                },
-                Err(err) => TelemetryBatchResult {
-                    status: err.status().as_u16(),
-                    accepted: None,
-                    held: None,
-                    problem: Some(err.into()),
-                },
-            }
+            batch_result(result)
         })
         .collect();
     Ok(Json(TelemetryBatchResponse { results }))
+}
+
+/// A window's answer as its batch result: the status and body `POST /v1/telemetry` would have
+/// sent for it ([`Ingested`]'s `IntoResponse`, or the problem).
+fn batch_result(result: Result<Ingested, ApiError>) -> TelemetryBatchResult {
+    let (status, accepted, held, problem) = match result {
+        Ok(Ingested::Accepted(accepted)) => (StatusCode::OK, Some(*accepted), None, None),
+        Ok(Ingested::Held(held)) => (StatusCode::ACCEPTED, None, Some(held), None),
+        Err(err) => (err.status(), None, None, Some(err.into())),
+    };
+    TelemetryBatchResult {
+        status: status.as_u16(),
+        accepted,
+        held,
+        problem,
+    }
 }
 
 /// Counts one window's outcome in the metrics.
