@@ -1,5 +1,6 @@
 //! Signing cost per window: the agent's software key (ring), the same key in OpenSSL, and a TPM
-//! key on a real swtpm, plus the oracle-side verification of one window (OpenSSL, RSA-2048, PS256).
+//! key on a real swtpm, plus the oracle-side verification of one window (OpenSSL, RSA-2048, PS256): with a verifier set up
+//! per window, and with one prepared once and reused (the oracle's path).
 //!
 //! The swtpm part starts a disposable swtpm (scripts/swtpm.sh, through the test helpers) on a
 //! free port and stops it afterwards.
@@ -9,7 +10,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
-use wattest_shared::jws::{SaltPolicy, decode_header, sign_compact};
+use wattest_shared::jws::{Ps256Verifier, SaltPolicy, decode_header, sign_compact};
 use wattest_shared::window::WINDOW_TYP;
 use wattest_shared::{JwsSigner, SoftwareKey};
 
@@ -37,6 +38,16 @@ fn bench(c: &mut Criterion) {
             decode_header(black_box(&jws), WINDOW_TYP)
                 .unwrap()
                 .verify(&public, SaltPolicy::DigestOnly)
+                .unwrap()
+        })
+    });
+    // The oracle's path: one verifier prepared per node and request, reused for its windows.
+    let mut verifier = Ps256Verifier::new(&public).unwrap();
+    c.bench_function("verify_window_rsa2048_prepared", |b| {
+        b.iter(|| {
+            decode_header(black_box(&jws), WINDOW_TYP)
+                .unwrap()
+                .verify_ps256(&mut verifier, SaltPolicy::DigestOnly)
                 .unwrap()
         })
     });

@@ -60,10 +60,14 @@ pub struct Appended {
 /// A verified window waiting for the writer.
 struct Pending {
     state: AppState,
-    node: node::Model,
+    /// Shared by the request's windows of this node.
+    node: std::sync::Arc<node::Model>,
     jws: String,
     window: VerifiedWindow,
     now: DateTime<Utc>,
+    /// A final window's certificate, issued before the writer ([`crate::issuance::presign`]);
+    /// taken by the writer.
+    presigned: Option<crate::issuance::Signing>,
     reply: oneshot::Sender<Result<Appended, ApiError>>,
 }
 
@@ -108,7 +112,9 @@ impl Committer {
     }
 
     /// Queues `window` (verified against `node`'s chain head as read at `now`) for the next
-    /// batch; [`Ticket::committed`] then waits for that batch's commit. One request can queue
+    /// batch; [`Ticket::committed`] then waits for that batch's commit. A final window may
+    /// bring its certificate already signed (`presigned`, [`crate::issuance::presign`]): the
+    /// writer stores it when it is still current, and issues again otherwise. One request can queue
     /// several windows (of one node: in chain order, each verified against the chain as the
     /// previous one leaves it) that then commit together. Waits only while the queue is full
     /// ([`QUEUE_DEPTH`]).
@@ -118,10 +124,11 @@ impl Committer {
     pub async fn enqueue(
         &self,
         state: &AppState,
-        node: node::Model,
+        node: std::sync::Arc<node::Model>,
         jws: String,
         window: VerifiedWindow,
         now: DateTime<Utc>,
+        presigned: Option<crate::issuance::Signing>,
     ) -> Result<Ticket, ApiError> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
@@ -130,6 +137,7 @@ impl Committer {
             jws,
             window,
             now,
+            presigned,
             reply,
         };
         self.queue.send(pending).await.map_err(|_| stopped())?;
@@ -175,7 +183,7 @@ async fn writer(mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
-async fn commit_batch(batch: Vec<Pending>) {
+async fn commit_batch(mut batch: Vec<Pending>) {
     let Some(state) = batch.first().map(|p| p.state.clone()) else {
         return;
     };
@@ -183,7 +191,7 @@ async fn commit_batch(batch: Vec<Pending>) {
         .metrics
         .ingest_batch_windows
         .observe(batch.len() as f64);
-    let answers = match append_batch(&state, &batch).await {
+    let answers = match append_batch(&state, &mut batch).await {
         Ok(answers) => answers,
         Err(err) => {
             if batch.len() > 1 {
@@ -230,7 +238,7 @@ async fn commit_batch(batch: Vec<Pending>) {
 /// when the transaction as a whole failed (nothing of it is stored).
 async fn append_batch(
     state: &AppState,
-    batch: &[Pending],
+    batch: &mut [Pending],
 ) -> Result<Vec<Result<Option<certificate::Model>, ApiError>>, ApiError> {
     let txn = state.storage.begin().await?;
     // A window alone needs no savepoint: if its issuance fails, the transaction is dropped and
@@ -239,12 +247,13 @@ async fn append_batch(
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut rest = batch;
     while !rest.is_empty() {
-        let (run, later) = rest.split_at(run_len(rest));
+        let (run, later) = rest.split_at_mut(run_len(rest));
         if run.len() > 1 && append_run(state, &txn, run).await? {
             outcomes.extend(run.iter().map(|_| Ok(None)));
         } else {
             for p in run {
-                outcomes.push(append(state, &txn, p.entry(), isolate).await?);
+                let presigned = p.presigned.take();
+                outcomes.push(append(state, &txn, p.entry(), presigned, isolate).await?);
             }
         }
         rest = later;
@@ -266,7 +275,7 @@ pub async fn store(
     entry: Entry<'_>,
 ) -> Result<Option<certificate::Model>, ApiError> {
     let txn = state.storage.begin().await?;
-    let certificate = append(state, &txn, entry, false).await??;
+    let certificate = append(state, &txn, entry, None, false).await??;
     txn.commit().await.map_err(|err| ApiError::internal(&err))?;
     log_issued(certificate.as_ref());
     Ok(certificate)
@@ -286,17 +295,18 @@ async fn append(
     state: &AppState,
     txn: &DatabaseTransaction,
     entry: Entry<'_>,
+    presigned: Option<crate::issuance::Signing>,
     isolate: bool,
 ) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
     if !entry.window.claims.is_final {
         return append_window(state, txn, entry).await;
     }
     if !isolate {
-        return append_final(state, txn, entry).await;
+        return append_final(state, txn, entry, presigned).await;
     }
     let savepoint = txn.begin().await.map_err(|err| ApiError::internal(&err))?;
     // A failure inside the savepoint, of either kind, is this window's alone.
-    let outcome = append_final(state, &savepoint, entry)
+    let outcome = append_final(state, &savepoint, entry, presigned)
         .await
         .unwrap_or_else(Err);
     if outcome.is_ok() {
@@ -308,15 +318,29 @@ async fn append(
     Ok(outcome)
 }
 
-/// A final window: issuance starts (claims built, signature computing on the blocking pool)
-/// before the window's own append, which runs while the key signs; then the certificate is
-/// stored and logged. The outer `Err` leaves `txn` unusable, as for [`append`].
+/// A final window: its certificate as signed before the writer when those claims are still
+/// current ([`crate::issuance::Signing::is_current`]); otherwise issuance starts here (claims
+/// built, signature computing on the blocking pool) before the window's own append, which runs
+/// while the key signs. Then the certificate is stored and logged. The outer `Err` leaves `txn`
+/// unusable, as for [`append`].
 async fn append_final(
     state: &AppState,
     txn: &DatabaseTransaction,
     entry: Entry<'_>,
+    presigned: Option<crate::issuance::Signing>,
 ) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
-    let signing = crate::issuance::prepare(state, txn, entry.node, entry.window, entry.now).await?;
+    let current = match presigned {
+        Some(signing) if signing.is_current(state, txn).await? => Some(signing),
+        Some(_) => {
+            state.metrics.presign_stale.inc();
+            None
+        }
+        None => None,
+    };
+    let signing = match current {
+        Some(signing) => signing,
+        None => crate::issuance::prepare(state, txn, entry.node, entry.window, entry.now).await?,
+    };
     if let Err(refused) = append_window(state, txn, entry).await? {
         return Ok(Err(refused));
     }
@@ -331,9 +355,10 @@ async fn append_window(
     entry: Entry<'_>,
 ) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
     let seq = entry.window.claims.seq;
+    let prev = entry.window.claims.prev.as_deref();
     match state
         .storage
-        .append_windows(txn, vec![window_row(entry)?])
+        .append_windows(txn, prev, vec![window_row(entry)])
         .await
     {
         Ok(()) => Ok(Ok(None)),
@@ -388,32 +413,30 @@ async fn append_run(
     txn: &DatabaseTransaction,
     run: &[Pending],
 ) -> Result<bool, ApiError> {
-    let rows = run
-        .iter()
-        .map(|p| window_row(p.entry()))
-        .collect::<Result<Vec<_>, _>>()?;
-    match state.storage.append_windows(txn, rows).await {
+    let prev = run.first().and_then(|p| p.window.claims.prev.as_deref());
+    let rows = run.iter().map(|p| window_row(p.entry())).collect();
+    match state.storage.append_windows(txn, prev, rows).await {
         Ok(()) => Ok(true),
         Err(StorageError::ChainMoved | StorageError::JobClosed) => Ok(false),
         Err(err) => Err(err.into()),
     }
 }
 
-fn window_row(entry: Entry<'_>) -> Result<window::Model, ApiError> {
+fn window_row(entry: Entry<'_>) -> window::Model {
     let Entry {
         node,
         jws,
         window: v,
         now,
     } = entry;
-    Ok(window::Model {
+    window::Model {
         id: 0,
         node_id: node.id.clone(),
         seq: seq_i64(v.claims.seq),
         job_id: v.claims.job_id.clone(),
         hash: v.hash.clone(),
         jws: jws.to_owned(),
-        claims: serde_json::to_string(&v.claims).map_err(|err| ApiError::internal(&err))?,
+        claims: v.claims_json.clone(),
         start_at: v.claims.start,
         end_at: v.claims.end,
         consumed_wh: v.consumed.0,
@@ -425,5 +448,5 @@ fn window_row(entry: Entry<'_>) -> Result<window::Model, ApiError> {
         },
         certificate_id: None,
         received_at: now,
-    })
+    }
 }

@@ -23,11 +23,40 @@ use wattest_shared::jws::{SignError, jws_hash, sign_compact};
 use wattest_shared::window::WindowClaims;
 use wattest_shared::{AttestationLevel, CERTIFICATE_TYP};
 
-/// A certificate whose claims are final and whose signature is being computed.
+/// A certificate whose claims are final and whose signature is being computed, or already
+/// computed ([`presign`]).
 #[derive(Debug)]
 pub struct Signing {
     claims: CertificateClaims,
-    signature: tokio::task::JoinHandle<Result<String, SignError>>,
+    signature: Signature,
+}
+
+#[derive(Debug)]
+enum Signature {
+    Computing(tokio::task::JoinHandle<Result<String, SignError>>),
+    Done(String),
+}
+
+impl Signing {
+    /// Whether these claims still describe the job as it stands in `txn`, before the final
+    /// window is appended there: its open windows are as many as the claims count before the
+    /// final one. Together with the final window's compare-and-set on the chain head (seq and
+    /// hash: the whole chain before it is then the one these claims were built from) this
+    /// proves the claims cover exactly the windows the certificate will mark.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn is_current(
+        &self,
+        state: &AppState,
+        txn: &sea_orm::DatabaseTransaction,
+    ) -> Result<bool, ApiError> {
+        let open = state
+            .storage
+            .open_window_count(txn, &self.claims.sub, self.claims.job_id.as_deref())
+            .await?;
+        Ok(open + 1 == self.claims.windows.count)
+    }
 }
 
 /// Builds the claims of `v`'s job — its windows still open in `txn` followed by `v`, the final
@@ -46,12 +75,84 @@ pub async fn prepare(
         .storage
         .open_windows(txn, &node.id, v.claims.job_id.as_deref())
         .await?;
-    let mut windows = rows
-        .iter()
+    let mut windows = parse_claims(&rows)?;
+    windows.push(v.claims.clone());
+    let claims = certificate_claims(state, txn, node, &windows, v, now).await?;
+    let payload = serde_json::to_vec(&claims).map_err(|err| ApiError::internal(&err))?;
+    let key = state.keys.get().active(now);
+    let signature =
+        tokio::task::spawn_blocking(move || sign_compact(&*key, CERTIFICATE_TYP, &payload));
+    Ok(Signing {
+        claims,
+        signature: Signature::Computing(signature),
+    })
+}
+
+/// Issuance of `v`'s certificate done before `v` reaches the ingest writer, outside any write
+/// transaction: the claims are built from the job's open windows as committed now (read through
+/// the pool) together with `earlier`, the request's own windows before `v` (verified, queued,
+/// perhaps not yet committed), and signed. The writer then only checks that they are still
+/// current ([`Signing::is_current`]) and stores them, so a burst of final windows does not
+/// serialise job reads and RSA signatures in the writer; claims that are no longer current
+/// (rare: a concurrent request or replica moved the job) are dropped and issuance is redone
+/// there ([`prepare`]).
+///
+/// # Errors
+/// 500 problem on database, carbon, claims or signing failure.
+pub async fn presign(
+    state: &AppState,
+    node: &node::Model,
+    earlier: &[WindowClaims],
+    v: &VerifiedWindow,
+    now: DateTime<Utc>,
+) -> Result<Signing, ApiError> {
+    let db = state.storage.db();
+    let rows = state
+        .storage
+        .open_windows(db, &node.id, v.claims.job_id.as_deref())
+        .await?;
+    // By seq: a window of the request may already be committed, and is then read as well.
+    let mut windows: std::collections::BTreeMap<u64, WindowClaims> = parse_claims(&rows)?
+        .into_iter()
+        .chain(earlier.iter().cloned())
+        .filter(|w| w.seq < v.claims.seq && w.job_id == v.claims.job_id)
+        .map(|w| (w.seq, w))
+        .collect();
+    windows.insert(v.claims.seq, v.claims.clone());
+    let windows: Vec<WindowClaims> = windows.into_values().collect();
+    let claims = certificate_claims(state, db, node, &windows, v, now).await?;
+    let payload = serde_json::to_vec(&claims).map_err(|err| ApiError::internal(&err))?;
+    let key = state.keys.get().active(now);
+    let jws = tokio::task::spawn_blocking(move || sign_compact(&*key, CERTIFICATE_TYP, &payload))
+        .await
+        .map_err(|err| ApiError::internal(&err))?
+        .map_err(|err| ApiError::internal(&err))?;
+    Ok(Signing {
+        claims,
+        signature: Signature::Done(jws),
+    })
+}
+
+fn parse_claims(
+    rows: &[crate::storage::entities::window::Model],
+) -> Result<Vec<WindowClaims>, ApiError> {
+    rows.iter()
         .map(|r| serde_json::from_str::<WindowClaims>(&r.claims))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| ApiError::internal(&err))?;
-    windows.push(v.claims.clone());
+        .map_err(|err| ApiError::internal(&err))
+}
+
+/// The certificate claims for `windows` (the job's, by seq, ending with the final window `v`):
+/// carbon intensity resolved per hour through `db` (the write transaction on SQLite, where a
+/// cache store through the pool would wait for the writer's lock).
+async fn certificate_claims<C: sea_orm::ConnectionTrait + sea_orm::TransactionTrait>(
+    state: &AppState,
+    db: &C,
+    node: &node::Model,
+    windows: &[WindowClaims],
+    v: &VerifiedWindow,
+    now: DateTime<Utc>,
+) -> Result<CertificateClaims, ApiError> {
     let zone = state
         .carbon
         .zone(&node.zone)
@@ -77,17 +178,14 @@ pub async fn prepare(
         // The final window's label: a job names its model once, and the agent writes the same
         // label into every window of the run.
         model_id: v.claims.model_id.clone(),
-        plausibility: crate::plausibility::flags(&windows),
+        plausibility: crate::plausibility::flags(windows),
         node_flag: node.flag.clone(),
     };
-    let hours = hours_of(&windows);
     // Each hour is resolved for itself (a late window gets its hour's historical figure); every
-    // live provider that failed is counted in `wattest_provider_fallbacks_total`. Through `txn`:
-    // on SQLite it holds the write lock, so a cache store through the pool would wait for the
-    // busy timeout and fail.
+    // live provider that failed is counted in `wattest_provider_fallbacks_total`.
     let mut intensities = std::collections::BTreeMap::new();
-    for hour in hours {
-        let resolution = state.carbon.resolve(Some(txn), &zone, hour, now).await;
+    for hour in hours_of(windows) {
+        let resolution = state.carbon.resolve(Some(db), &zone, hour, now).await;
         for failed in resolution
             .attempts
             .iter()
@@ -99,13 +197,8 @@ pub async fn prepare(
             intensities.insert(hour, intensity);
         }
     }
-    let claims = build_claims(issue, &windows, &zone, &intensities, &settings.credits)
-        .map_err(|err| ApiError::internal(&err))?;
-    let payload = serde_json::to_vec(&claims).map_err(|err| ApiError::internal(&err))?;
-    let key = state.keys.get().active(now);
-    let signature =
-        tokio::task::spawn_blocking(move || sign_compact(&*key, CERTIFICATE_TYP, &payload));
-    Ok(Signing { claims, signature })
+    build_claims(issue, windows, &zone, &intensities, &settings.credits)
+        .map_err(|err| ApiError::internal(&err))
 }
 
 /// Completes issuance in `txn`, after the final window was appended there: while the key signs,
@@ -136,10 +229,13 @@ pub async fn finish(
         .await?;
     // Logged in the same transaction: a certificate exists only if it is in the log.
     let slot = state.storage.reserve_log(txn).await?;
-    let jws = signature
-        .await
-        .map_err(|err| ApiError::internal(&err))?
-        .map_err(|err| ApiError::internal(&err))?;
+    let jws = match signature {
+        Signature::Done(jws) => jws,
+        Signature::Computing(signature) => signature
+            .await
+            .map_err(|err| ApiError::internal(&err))?
+            .map_err(|err| ApiError::internal(&err))?,
+    };
     let row = certificate_row(&claims, jws).map_err(|err| ApiError::internal(&err))?;
     state
         .storage

@@ -1,6 +1,12 @@
 //! `wattest-oracle`: the oracle server and its administration commands.
 
 use anyhow::{Context, Result};
+
+/// mimalloc instead of glibc's allocator: ingest allocates and frees many small buffers per
+/// window (JSON, base64, rows) across threads, and glibc's malloc/free took about 12 % of the
+/// oracle's CPU under batched ingest (`docs/performance.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

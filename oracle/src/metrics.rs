@@ -52,6 +52,9 @@ pub struct Metrics {
     pub windows_rejected: Family<CodeLabel, Counter>,
     /// Certificates issued.
     pub certificates_issued: Counter,
+    /// Certificates signed before the ingest writer (`issuance::presign`) whose claims were no
+    /// longer current there, so issuance was redone in the writer.
+    pub presign_stale: Counter,
     /// Energy covered by issued certificates, Wh.
     pub certified_energy_wh: Counter<f64, AtomicU64>,
     /// Wall time of a telemetry request (`/v1/telemetry` or `/v1/telemetry/batch`) from body to
@@ -77,6 +80,7 @@ impl Default for Metrics {
         let windows_rejected = Family::<CodeLabel, Counter>::default();
         let windows_held = Counter::default();
         let certificates_issued = Counter::default();
+        let presign_stale = Counter::default();
         let certified_energy_wh = Counter::<f64, AtomicU64>::default();
         // 100 µs … ~3.3 s in ×2 steps.
         let ingest_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
@@ -106,6 +110,11 @@ impl Default for Metrics {
             "certificates_issued",
             "Energy certificates issued",
             certificates_issued.clone(),
+        );
+        registry.register(
+            "certificates_presigned_stale",
+            "Certificates signed ahead of the ingest writer that were no longer current there and were issued again",
+            presign_stale.clone(),
         );
         registry.register(
             "certified_energy_wh",
@@ -152,6 +161,7 @@ impl Default for Metrics {
             windows_held,
             windows_rejected,
             certificates_issued,
+            presign_stale,
             certified_energy_wh,
             ingest_seconds,
             ingest_batch_windows,

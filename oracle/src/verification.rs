@@ -7,7 +7,9 @@
 use chrono::{DateTime, Duration, Utc};
 use tracing::debug;
 use wattest_shared::AttestationLevel;
-use wattest_shared::jws::{JwsError, SaltLength, SaltPolicy, UnverifiedJws, jws_hash};
+use wattest_shared::jws::{
+    JwsError, Ps256Verifier, SaltLength, SaltPolicy, UnverifiedJws, jws_hash,
+};
 use wattest_shared::units::WattHours;
 use wattest_shared::window::{
     MAX_SOURCES, MAX_WINDOW_SECONDS, PROTOCOL_VERSION, SourceKind, WindowClaims,
@@ -56,6 +58,9 @@ pub struct VerifiedWindow {
     pub salt: SaltLength,
     /// Energy consumed (the protocol's consumption rule).
     pub consumed: WattHours,
+    /// The signed payload as received: the UTF-8 JSON that [`VerifiedWindow::claims`] was
+    /// parsed from (stored as the window's `claims`, so nothing is re-serialised).
+    pub claims_json: String,
 }
 
 /// Why a window was rejected. [`VerifyError::code`] gives the documented error code.
@@ -158,17 +163,45 @@ pub fn verify_window(
     now: DateTime<Utc>,
     max_skew_seconds: i64,
 ) -> Result<VerifiedWindow, VerifyError> {
+    let mut verifier = Ps256Verifier::new(&node.key)?;
+    verify_window_with(
+        jws,
+        unverified,
+        node,
+        &mut verifier,
+        chain,
+        now,
+        max_skew_seconds,
+    )
+}
+
+/// [`verify_window`] with a [`Ps256Verifier`] prepared for `node.key` and reused across the
+/// node's windows (one set-up per request instead of per window).
+///
+/// # Errors
+/// The first failed step as a [`VerifyError`].
+pub fn verify_window_with(
+    jws: &str,
+    unverified: UnverifiedJws<'_>,
+    node: &EnrolledNode,
+    verifier: &mut Ps256Verifier,
+    chain: &ChainState,
+    now: DateTime<Utc>,
+    max_skew_seconds: i64,
+) -> Result<VerifiedWindow, VerifyError> {
     // Step 4: signature. Only TPM-attested keys may use the maximum PSS salt length.
     let policy = match node.attestation_level {
         AttestationLevel::Tpm => SaltPolicy::DigestOrMaximum,
         AttestationLevel::Software => SaltPolicy::DigestOnly,
     };
-    let (payload, salt) = unverified.verify(&node.key, policy)?;
+    let (payload, salt) = unverified.verify_ps256(verifier, policy)?;
     debug!(node_id = %node.id, ?salt, "Signature verified.");
 
     // Step 5: payload shape, version, node.
     let claims: WindowClaims = serde_json::from_slice(&payload)
         .map_err(|err| VerifyError::MalformedPayload(err.to_string()))?;
+    let claims_json =
+        String::from_utf8(payload).map_err(|err| VerifyError::MalformedPayload(err.to_string()))?;
     if claims.v != PROTOCOL_VERSION {
         return Err(VerifyError::UnsupportedVersion(claims.v));
     }
@@ -249,6 +282,7 @@ pub fn verify_window(
         claims,
         salt,
         consumed,
+        claims_json,
     })
 }
 

@@ -16,8 +16,10 @@ use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::ecdsa::EcdsaSig;
 use openssl::hash::MessageDigest;
+use openssl::md::Md;
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Private, Public};
+use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::{Padding, Rsa};
 use openssl::sign::{RsaPssSaltlen, Signer, Verifier};
 use serde::{Deserialize, Serialize};
@@ -495,34 +497,125 @@ impl UnverifiedJws<'_> {
                 )));
             }
         }
-        let size = key.size();
-        if self.signature.len() != size {
-            return Err(JwsError::BadSignature);
+        let mut verifier = Ps256Verifier::new(key)?;
+        self.verify_ps256(&mut verifier, policy)
+    }
+
+    /// Step 4 for a PS256 JWS under a prepared [`Ps256Verifier`] (reused across the windows of
+    /// one node): verifies the signature and returns the payload bytes and the salt length used.
+    ///
+    /// # Errors
+    /// [`JwsError::UnsupportedAlg`] when the header's `alg` is not PS256,
+    /// [`JwsError::BadSignature`] (also for a wrong-length signature), [`JwsError::Malformed`]
+    /// when the payload is not base64url.
+    pub fn verify_ps256(
+        self,
+        verifier: &mut Ps256Verifier,
+        policy: SaltPolicy,
+    ) -> Result<(Vec<u8>, SaltLength), JwsError> {
+        if self.header.alg != ALG_PS256 {
+            return Err(JwsError::UnsupportedAlg(format!(
+                "{} with this key type",
+                self.header.alg
+            )));
         }
-        let salt = if pss_verify(
-            key,
-            self.signing_input.as_bytes(),
-            &self.signature,
-            PS256_SALT_LEN,
-        ) {
-            SaltLength::Digest
-        } else if policy == SaltPolicy::DigestOrMaximum
-            && pss_verify(
-                key,
-                self.signing_input.as_bytes(),
-                &self.signature,
-                max_salt_len(key),
-            )
-        {
-            SaltLength::Maximum
-        } else {
-            return Err(JwsError::BadSignature);
-        };
+        let salt = verifier
+            .verify(self.signing_input.as_bytes(), &self.signature, policy)
+            .ok_or(JwsError::BadSignature)?;
         let payload = B64
             .decode(self.payload_b64)
             .map_err(|_| JwsError::Malformed("payload is not base64url".into()))?;
         Ok((payload, salt))
     }
+}
+
+/// PS256 verification (RSASSA-PSS, SHA-256, MGF1-SHA-256; RFC 7518 §3.5) under one RSA public
+/// key, set up once and reused for any number of signatures: the signing input is hashed with
+/// SHA-256 and the digest checked by `EVP_PKEY_verify` on a context initialised once per salt
+/// length. Setting a context up (OpenSSL 3 fetches the algorithms and exports the key to its
+/// provider) costs about as much as an RSA-2048 verification itself, so the oracle prepares one
+/// per node and request (`docs/performance.md`). Not `Send`: build it on the thread that uses
+/// it.
+pub struct Ps256Verifier {
+    key: PKey<Public>,
+    /// Salt of the digest length (32 octets), the only one software keys may use.
+    digest_salt: PkeyCtx<Public>,
+    /// The maximum salt length (TPM keys), set up on first use.
+    maximum_salt: Option<PkeyCtx<Public>>,
+}
+
+impl std::fmt::Debug for Ps256Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ps256Verifier")
+            .field("bits", &self.key.bits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ps256Verifier {
+    /// Prepares verification under `key`.
+    ///
+    /// # Errors
+    /// [`JwsError::UnsupportedAlg`] when `key` is not an RSA key; [`JwsError::BadSignature`] when
+    /// OpenSSL cannot set up the context (nothing could verify under it).
+    pub fn new(key: &PKey<Public>) -> Result<Self, JwsError> {
+        if key.id() != Id::RSA {
+            return Err(JwsError::UnsupportedAlg(format!(
+                "{ALG_PS256} with this key type"
+            )));
+        }
+        Ok(Self {
+            key: key.clone(),
+            digest_salt: pss_context(key, PS256_SALT_LEN).map_err(|_| JwsError::BadSignature)?,
+            maximum_salt: None,
+        })
+    }
+
+    /// The salt length `signature` over `message` verifies with — the digest length, or under
+    /// [`SaltPolicy::DigestOrMaximum`] also the maximum — or `None` when it does not verify
+    /// (including a signature whose length is not the modulus length).
+    pub fn verify(
+        &mut self,
+        message: &[u8],
+        signature: &[u8],
+        policy: SaltPolicy,
+    ) -> Option<SaltLength> {
+        if signature.len() != self.key.size() {
+            return None;
+        }
+        let digest = openssl::sha::sha256(message);
+        if verifies(&mut self.digest_salt, &digest, signature) {
+            return Some(SaltLength::Digest);
+        }
+        if policy != SaltPolicy::DigestOrMaximum {
+            return None;
+        }
+        if self.maximum_salt.is_none() {
+            self.maximum_salt = pss_context(&self.key, max_salt_len(&self.key)).ok();
+        }
+        let ctx = self.maximum_salt.as_mut()?;
+        verifies(ctx, &digest, signature).then_some(SaltLength::Maximum)
+    }
+}
+
+/// An `EVP_PKEY_verify` context for PS256 with a `salt`-octet salt.
+fn pss_context(
+    key: &PKey<Public>,
+    salt: i32,
+) -> Result<PkeyCtx<Public>, openssl::error::ErrorStack> {
+    let mut ctx = PkeyCtx::new(key)?;
+    ctx.verify_init()?;
+    ctx.set_rsa_padding(Padding::PKCS1_PSS)?;
+    ctx.set_signature_md(Md::sha256())?;
+    ctx.set_rsa_mgf1_md(Md::sha256())?;
+    ctx.set_rsa_pss_saltlen(RsaPssSaltlen::custom(salt))?;
+    Ok(ctx)
+}
+
+/// Whether `signature` verifies over `digest`; OpenSSL's error queue (left by a failed
+/// verification) is cleared either way.
+fn verifies(ctx: &mut PkeyCtx<Public>, digest: &[u8], signature: &[u8]) -> bool {
+    ctx.verify(digest, signature).unwrap_or(false)
 }
 
 /// Maximum PSS salt length for `key` with SHA-256: `emLen - hLen - 2` (RFC 8017 §9.1.1), where
@@ -548,18 +641,6 @@ fn es256_verify(key: &PKey<Public>, message: &[u8], signature: &[u8]) -> bool {
         let mut verifier = Verifier::new(MessageDigest::sha256(), key)?;
         verifier.update(message)?;
         verifier.verify(&sig.to_der()?)
-    };
-    run().unwrap_or(false)
-}
-
-fn pss_verify(key: &PKey<Public>, message: &[u8], signature: &[u8], salt: i32) -> bool {
-    let run = || -> Result<bool, openssl::error::ErrorStack> {
-        let mut verifier = Verifier::new(MessageDigest::sha256(), key)?;
-        verifier.set_rsa_padding(Padding::PKCS1_PSS)?;
-        verifier.set_rsa_mgf1_md(MessageDigest::sha256())?;
-        verifier.set_rsa_pss_saltlen(RsaPssSaltlen::custom(salt))?;
-        verifier.update(message)?;
-        verifier.verify(signature)
     };
     run().unwrap_or(false)
 }
@@ -595,6 +676,54 @@ mod tests {
 
     fn public(k: &SoftwareKey) -> PKey<Public> {
         k.public_jwk().to_public_key().expect("public")
+    }
+
+    /// One prepared verifier answers a stream of signatures exactly as a fresh one would: a
+    /// failed verification (forged payload, foreign key's signature, truncated signature) leaves
+    /// it able to verify the next good one.
+    #[test]
+    fn a_prepared_verifier_is_reusable_after_failures() {
+        let k = key();
+        let other = key();
+        let mut verifier = Ps256Verifier::new(&public(&k)).expect("verifier");
+        let good: Vec<String> = (0..3)
+            .map(|i| sign_compact(&k, "t", format!(r#"{{"i":{i}}}"#).as_bytes()).expect("sign"))
+            .collect();
+        let foreign = sign_compact(&other, "t", br#"{"i":0}"#).expect("sign");
+        let parts: Vec<&str> = good[0].split('.').collect();
+        let forged = format!("{}.{}.{}", parts[0], B64.encode(br#"{"i":9}"#), parts[2]);
+        let (input, signature) = good[1].rsplit_once('.').expect("segments");
+        let mut signature = B64.decode(signature).expect("b64");
+        signature.truncate(signature.len() - 3);
+        let short = format!("{input}.{}", B64.encode(&signature));
+        let outcome = |verifier: &mut Ps256Verifier, jws: &str| {
+            decode_header(jws, "t")
+                .expect("header")
+                .verify_ps256(verifier, SaltPolicy::DigestOnly)
+                .map(|(payload, _)| payload)
+        };
+        for (i, jws) in good.iter().enumerate() {
+            assert_eq!(
+                outcome(&mut verifier, jws).expect("good signature"),
+                format!(r#"{{"i":{i}}}"#).into_bytes()
+            );
+            for bad in [forged.as_str(), foreign.as_str(), short.as_str()] {
+                assert_eq!(
+                    outcome(&mut verifier, bad).err(),
+                    Some(JwsError::BadSignature)
+                );
+            }
+        }
+        let ec = PKey::from_ec_key(
+            EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("curve"))
+                .expect("ec"),
+        )
+        .expect("pkey");
+        let ec = PKey::public_key_from_der(&ec.public_key_to_der().expect("der")).expect("pub");
+        assert!(matches!(
+            Ps256Verifier::new(&ec),
+            Err(JwsError::UnsupportedAlg(_))
+        ));
     }
 
     #[test]
@@ -697,6 +826,21 @@ mod tests {
             .verify(&public(&k), SaltPolicy::DigestOrMaximum)
             .expect("tpm policy");
         assert_eq!(salt, SaltLength::Maximum);
+        // A prepared verifier: the same answers, in either order.
+        let mut verifier = Ps256Verifier::new(&public(&k)).expect("verifier");
+        let signature = B64
+            .decode(jws.rsplit('.').next().expect("sig"))
+            .expect("b64");
+        for _ in 0..2 {
+            assert_eq!(
+                verifier.verify(input.as_bytes(), &signature, SaltPolicy::DigestOnly),
+                None
+            );
+            assert_eq!(
+                verifier.verify(input.as_bytes(), &signature, SaltPolicy::DigestOrMaximum),
+                Some(SaltLength::Maximum)
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use super::problem::ApiError;
 use crate::AppState;
 use crate::storage::entities::{certificate, node, window};
-use crate::verification::{ChainState, EnrolledNode, VerifyError, verify_window};
+use crate::verification::{
+    ChainState, EnrolledNode, VerifyError, verify_window, verify_window_with,
+};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -18,7 +20,7 @@ use wattest_shared::api::{
     CertificateSummary, MAX_BATCH_BODY_BYTES, MAX_BATCH_WINDOWS, TelemetryAccepted,
     TelemetryBatchRequest, TelemetryBatchResponse, TelemetryBatchResult, TelemetryHeld,
 };
-use wattest_shared::jws::{SaltLength, decode_header, jws_hash};
+use wattest_shared::jws::{Ps256Verifier, SaltLength, decode_header, jws_hash};
 use wattest_shared::window::WINDOW_TYP;
 use wattest_shared::{AttestationLevel, RsaJwk};
 
@@ -290,6 +292,7 @@ async fn ingest_node(
         last_hash: node.last_hash.clone(),
         last_end: node.last_end,
     };
+    let node = std::sync::Arc::new(node);
 
     // Steps 4–8 are CPU work (RSA verification): off the async executor. Each window is checked
     // against the chain as the windows before it in this request leave it.
@@ -297,12 +300,20 @@ async fn ingest_node(
     let max_skew = state.settings.max_clock_skew_secs;
     let verified = tokio::task::spawn_blocking(move || {
         let mut chain = chain;
+        // Set up once for all of this node's windows (a key that cannot verify PS256 at all
+        // gets its precise error per window from `verify_window`).
+        let mut verifier = Ps256Verifier::new(&enrolled.key).ok();
         items
             .into_iter()
             .map(|(i, jws)| {
                 let result = decode_header(&jws, WINDOW_TYP)
                     .map_err(VerifyError::from)
-                    .and_then(|u| verify_window(&jws, u, &enrolled, &chain, now, max_skew));
+                    .and_then(|u| match verifier.as_mut() {
+                        Some(verifier) => {
+                            verify_window_with(&jws, u, &enrolled, verifier, &chain, now, max_skew)
+                        }
+                        None => verify_window(&jws, u, &enrolled, &chain, now, max_skew),
+                    });
                 if let Ok(v) = &result {
                     chain = ChainState {
                         last_seq: v.claims.seq,
@@ -326,13 +337,33 @@ async fn ingest_node(
     let mut results = Vec::with_capacity(verified.len());
     let mut queued = Vec::new();
     let mut deferred = Vec::new();
+    // The claims of this request's windows since its last final window: a final window's
+    // certificate covers them (with the job's committed open windows), and is signed here,
+    // concurrently with other requests, rather than in the single writer.
+    let mut earlier = Vec::new();
+    let any_final = verified
+        .iter()
+        .any(|(_, _, r)| r.as_ref().is_ok_and(|v| v.claims.is_final));
     for (i, jws, result) in verified {
         match result {
             Ok(v) => {
                 let receipt = (v.claims.seq, v.hash.clone(), v.salt);
+                let presigned = if v.claims.is_final {
+                    let signing = crate::issuance::presign(state, &node, &earlier, &v, now).await;
+                    earlier.clear();
+                    // A failure here is retried by the writer's own issuance, which answers.
+                    signing
+                        .map_err(|err| tracing::warn!(node_id = %node.id, code = err.code(), "Issuing ahead of the writer failed; the writer issues."))
+                        .ok()
+                } else {
+                    if any_final {
+                        earlier.push(v.claims.clone());
+                    }
+                    None
+                };
                 match state
                     .ingest
-                    .enqueue(state, node.clone(), jws.clone(), v, now)
+                    .enqueue(state, node.clone(), jws.clone(), v, now, presigned)
                     .await
                 {
                     Ok(ticket) => queued.push((i, receipt, jws, ticket)),

@@ -95,7 +95,7 @@ pub mod window {
         pub hash: String,
         /// The compact JWS as received.
         pub jws: String,
-        /// The verified claims as JSON.
+        /// The verified claims as JSON: the signed payload exactly as received.
         pub claims: String,
         /// Window start.
         pub start_at: DateTimeUtc,

@@ -341,21 +341,26 @@ impl Storage {
         Ok(n > 0)
     }
 
-    /// Moves the node's chain head from `first.seq − 1` to `last.seq` and stores `rows`, in
-    /// `txn`: one compare-and-set `UPDATE` (guarded, for windows with a job, by "no certificate
-    /// of this node closed the job") and one multi-row `INSERT` per power-of-two chunk (so that
-    /// a connection prepares a handful of statement shapes, not one per run length).
+    /// Moves the node's chain head from (`first.seq − 1`, `prev`) to `last.seq` and stores
+    /// `rows`, in `txn`: one compare-and-set `UPDATE` (guarded, for windows with a job, by "no
+    /// certificate of this node closed the job") and one multi-row `INSERT` per power-of-two
+    /// chunk (so that a connection prepares a handful of statement shapes, not one per run
+    /// length).
     ///
     /// `rows` are one node's windows of one job with consecutive seqs, each chaining to the one
-    /// before (verified by the caller); usually one window.
+    /// before (verified by the caller); usually one window. `prev` is the first row's `prev`
+    /// claim (`None` for seq 1): the head must still be the very window it chains to, not merely
+    /// one with the same seq (a node that signed two histories could otherwise graft a window
+    /// onto the other history's head when both race).
     ///
     /// # Errors
-    /// [`StorageError::ChainMoved`] when another window took the first seq first,
-    /// [`StorageError::JobClosed`] when the job already has its certificate (nothing is written
-    /// in either case); database failure.
+    /// [`StorageError::ChainMoved`] when another window took the first seq first, or the head
+    /// is not the window `prev` names; [`StorageError::JobClosed`] when the job already has its
+    /// certificate (nothing is written in any of these cases); database failure.
     pub async fn append_windows(
         &self,
         txn: &DatabaseTransaction,
+        prev: Option<&str>,
         rows: Vec<window::Model>,
     ) -> Result<(), StorageError> {
         let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
@@ -366,7 +371,11 @@ impl Storage {
             .col_expr(node::Column::LastHash, Expr::value(Some(last.hash.clone())))
             .col_expr(node::Column::LastEnd, Expr::value(Some(last.end_at)))
             .filter(node::Column::Id.eq(first.node_id.clone()))
-            .filter(node::Column::LastSeq.eq(first.seq - 1));
+            .filter(node::Column::LastSeq.eq(first.seq - 1))
+            .filter(match prev {
+                Some(prev) => node::Column::LastHash.eq(prev),
+                None => node::Column::LastHash.is_null(),
+            });
         if let Some(job) = &first.job_id {
             cas = cas.filter(
                 Expr::exists(
@@ -421,18 +430,29 @@ impl Storage {
     /// Database failure.
     pub async fn open_windows(
         &self,
-        txn: &DatabaseTransaction,
+        conn: &impl ConnectionTrait,
         node_id: &str,
         job_id: Option<&str>,
     ) -> Result<Vec<window::Model>, StorageError> {
-        let query = window::Entity::find()
-            .filter(window::Column::NodeId.eq(node_id))
-            .filter(window::Column::CertificateId.is_null());
-        let query = match job_id {
-            Some(job) => query.filter(window::Column::JobId.eq(job)),
-            None => query.filter(window::Column::JobId.is_null()),
-        };
-        Ok(query.order_by_asc(window::Column::Seq).all(txn).await?)
+        Ok(open_windows_query(node_id, job_id)
+            .order_by_asc(window::Column::Seq)
+            .all(conn)
+            .await?)
+    }
+
+    /// How many of the node's windows for `job_id` (or with no job) no certificate covers yet:
+    /// [`Storage::open_windows`]'s length, counted on the `(node_id, job_id, certificate_id)`
+    /// index without reading the rows.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn open_window_count(
+        &self,
+        conn: &impl ConnectionTrait,
+        node_id: &str,
+        job_id: Option<&str>,
+    ) -> Result<u64, StorageError> {
+        Ok(open_windows_query(node_id, job_id).count(conn).await?)
     }
 
     /// Marks the windows `first_seq..=last_seq` of a node's job (`None`: windows without a job)
@@ -522,9 +542,121 @@ impl Storage {
     }
 }
 
+fn open_windows_query(node_id: &str, job_id: Option<&str>) -> sea_orm::Select<window::Entity> {
+    let query = window::Entity::find()
+        .filter(window::Column::NodeId.eq(node_id))
+        .filter(window::Column::CertificateId.is_null());
+    match job_id {
+        Some(job) => query.filter(window::Column::JobId.eq(job)),
+        None => query.filter(window::Column::JobId.is_null()),
+    }
+}
+
 /// A seq as stored (BIGINT). Seqs beyond i64::MAX cannot occur (one window a millisecond for 292
 /// million years); they saturate rather than wrap.
 #[must_use]
 pub fn seq_i64(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODE: &str = "6f1c2f5e-8a1d-4c0e-9d0b-1f2e3d4c5b6a";
+
+    fn window(seq: i64, hash: &str) -> window::Model {
+        let start = DateTime::from_timestamp(1_790_000_000 + seq * 10, 0).unwrap_or_default();
+        window::Model {
+            id: 0,
+            node_id: NODE.into(),
+            seq,
+            job_id: Some("job".into()),
+            hash: hash.into(),
+            jws: format!("jws-{hash}"),
+            claims: "{}".into(),
+            start_at: start,
+            end_at: start + chrono::Duration::seconds(10),
+            consumed_wh: 1.0,
+            solar_wh: 0.0,
+            is_final: false,
+            salt_length: "digest".into(),
+            certificate_id: None,
+            received_at: start,
+        }
+    }
+
+    async fn append(
+        storage: &Storage,
+        prev: Option<&str>,
+        rows: Vec<window::Model>,
+    ) -> Result<(), StorageError> {
+        let txn = storage.begin().await?;
+        storage.append_windows(&txn, prev, rows).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The chain head moves only from the very window a new one chains to: a window whose
+    /// `prev` names another window of the same seq (a node that signed two histories, the two
+    /// racing) is refused like one whose seq was taken, and nothing of it is stored.
+    #[tokio::test]
+    async fn the_chain_head_moves_only_from_the_window_the_first_row_chains_to() {
+        let dir = tempfile::tempdir().expect("dir");
+        let storage = Storage::connect(&database_url(dir.path(), None))
+            .await
+            .expect("db");
+        storage
+            .insert_node(node::Model {
+                id: NODE.into(),
+                name: "n".into(),
+                zone: "BE".into(),
+                kid: "kid".into(),
+                public_jwk: "{}".into(),
+                attestation_level: "software".into(),
+                enrolled_at: Utc::now(),
+                last_seq: 0,
+                last_hash: None,
+                last_end: None,
+                flag: None,
+            })
+            .await
+            .expect("node");
+        // The first window names no predecessor; one that does cannot start the chain.
+        assert!(matches!(
+            append(&storage, Some("h0"), vec![window(1, "x1")]).await,
+            Err(StorageError::ChainMoved)
+        ));
+        append(&storage, None, vec![window(1, "h1")])
+            .await
+            .expect("seq 1");
+        // Seq 2 of another history (its seq 1 was never accepted), alone or leading a run.
+        for rows in [
+            vec![window(2, "y2")],
+            vec![window(2, "y2"), window(3, "y3")],
+        ] {
+            assert!(matches!(
+                append(&storage, Some("y1"), rows).await,
+                Err(StorageError::ChainMoved)
+            ));
+        }
+        append(&storage, Some("h1"), vec![window(2, "h2"), window(3, "h3")])
+            .await
+            .expect("seq 2 and 3");
+        let head = storage.node_by_id(NODE).await.expect("read").expect("node");
+        assert_eq!((head.last_seq, head.last_hash.as_deref()), (3, Some("h3")));
+        let stored = open_windows_query(NODE, Some("job"))
+            .all(storage.db())
+            .await
+            .expect("rows");
+        let hashes: Vec<&str> = stored.iter().map(|w| w.hash.as_str()).collect();
+        assert_eq!(hashes, ["h1", "h2", "h3"]);
+        assert_eq!(
+            storage
+                .open_window_count(storage.db(), NODE, Some("job"))
+                .await
+                .expect("count"),
+            3
+        );
+    }
 }
