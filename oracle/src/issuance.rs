@@ -73,7 +73,7 @@ pub async fn prepare(
 ) -> Result<Signing, ApiError> {
     let rows = state
         .storage
-        .open_windows(txn, &node.id, v.claims.job_id.as_deref())
+        .open_window_claims(txn, &node.id, v.claims.job_id.as_deref())
         .await?;
     let mut windows = parse_claims(&rows)?;
     windows.push(v.claims.clone());
@@ -109,7 +109,7 @@ pub async fn presign(
     let db = state.storage.db();
     let rows = state
         .storage
-        .open_windows(db, &node.id, v.claims.job_id.as_deref())
+        .open_window_claims(db, &node.id, v.claims.job_id.as_deref())
         .await?;
     // By seq: a window of the request may already be committed, and is then read as well.
     let mut windows: std::collections::BTreeMap<u64, WindowClaims> = parse_claims(&rows)?
@@ -133,11 +133,10 @@ pub async fn presign(
     })
 }
 
-fn parse_claims(
-    rows: &[crate::storage::entities::window::Model],
-) -> Result<Vec<WindowClaims>, ApiError> {
+/// Window claims as stored ([`crate::storage::Storage::open_window_claims`]).
+fn parse_claims(rows: &[String]) -> Result<Vec<WindowClaims>, ApiError> {
     rows.iter()
-        .map(|r| serde_json::from_str::<WindowClaims>(&r.claims))
+        .map(|r| serde_json::from_str::<WindowClaims>(r))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| ApiError::internal(&err))
 }

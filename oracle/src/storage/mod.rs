@@ -424,24 +424,29 @@ impl Storage {
         Ok(())
     }
 
-    /// The node's windows not yet covered by a certificate, for `job_id` (or with no job), by seq.
+    /// The claims (JSON, as signed) of the node's windows not yet covered by a certificate, for
+    /// `job_id` (or with no job), by seq. Only that column is read: a window row is mostly its
+    /// compact JWS, which issuance does not need.
     ///
     /// # Errors
     /// Database failure.
-    pub async fn open_windows(
+    pub async fn open_window_claims(
         &self,
         conn: &impl ConnectionTrait,
         node_id: &str,
         job_id: Option<&str>,
-    ) -> Result<Vec<window::Model>, StorageError> {
+    ) -> Result<Vec<String>, StorageError> {
         Ok(open_windows_query(node_id, job_id)
+            .select_only()
+            .column(window::Column::Claims)
             .order_by_asc(window::Column::Seq)
+            .into_tuple::<String>()
             .all(conn)
             .await?)
     }
 
     /// How many of the node's windows for `job_id` (or with no job) no certificate covers yet:
-    /// [`Storage::open_windows`]'s length, counted on the `(node_id, job_id, certificate_id)`
+    /// [`Storage::open_window_claims`]'s length, counted on the `(node_id, job_id, certificate_id)`
     /// index without reading the rows.
     ///
     /// # Errors

@@ -40,7 +40,11 @@
 //! - `--json`: print one JSON object instead of the human line: `mode` ("closed"|"open"),
 //!   `windows`, `certificates`, `elapsed_s`, `windows_per_s`, `offered_per_s` (null when
 //!   closed), `p50_ms`, `p95_ms`, `p99_ms`, `max_ms` (null when no window was accepted),
-//!   `nodes`, `concurrency`, `batch`, `errors`, `errors_by_status`.
+//!   `steady_p50_ms`, `steady_p99_ms` (the same over the windows of requests that carry no
+//!   final window, i.e. while no certificate of theirs is issued), `nodes`, `concurrency`,
+//!   `batch`, `errors`, `errors_by_status`.
+//! - `--timeline`: also print to stderr, per 250 ms of latency-clock start (due time in the
+//!   open loop), the windows accepted and their worst latency: where in the run the tail is.
 //!
 //! Closed loop (default): CONCURRENCY tasks each take a whole node chain from a shared queue and
 //! post its windows (or batches) as fast as the responses come back; latency is send →
@@ -82,6 +86,8 @@ struct Args {
     /// Windows per request: 1 = `POST /v1/telemetry`, more = `POST /v1/telemetry/batch`.
     batch: usize,
     json: bool,
+    /// Print the latency timeline (250 ms buckets) to stderr.
+    timeline: bool,
 }
 
 fn parse_args() -> Args {
@@ -94,6 +100,7 @@ fn parse_args() -> Args {
         rate: None,
         batch: 1,
         json: false,
+        timeline: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -102,10 +109,14 @@ fn parse_args() -> Args {
                 args.json = true;
                 continue;
             }
+            "--timeline" => {
+                args.timeline = true;
+                continue;
+            }
             "-h" | "--help" => {
                 println!(
                     "wattest-loadgen --oracle URL --token T [--nodes 64] [--windows 50] \
-                     [--concurrency 32] [--rate WINDOWS_PER_S] [--batch N] [--json]\n\
+                     [--concurrency 32] [--rate WINDOWS_PER_S] [--batch N] [--json] [--timeline]\n\
                      --batch N: up to N consecutive windows of one node per request to \
                      /v1/telemetry/batch (default 1: one window per POST /v1/telemetry; at most \
                      {MAX_BATCH_WINDOWS})\n\
@@ -246,6 +257,11 @@ fn sign_chain(key: &SoftwareKey, node_id: &str, index: usize, windows: usize) ->
 struct Tally {
     /// Latencies of the accepted windows.
     latencies: Vec<Duration>,
+    /// Latencies of the accepted windows of requests that carry no final window (no
+    /// certificate is issued while they are answered).
+    steady: Vec<Duration>,
+    /// Per accepted window: when its latency clock started, and the latency.
+    timeline: Vec<(Instant, Duration)>,
     /// Certificates returned by accepted final windows.
     certificates: u64,
     /// Refused or failed windows by status ("409", "transport", …).
@@ -267,8 +283,19 @@ impl Tally {
         self.first_error.entry(kind).or_insert(detail);
     }
 
+    /// One accepted window, of a request that carries a final window or not.
+    fn accepted(&mut self, since: Instant, done: Instant, is_final: bool) {
+        self.latencies.push(done - since);
+        if !is_final {
+            self.steady.push(done - since);
+        }
+        self.timeline.push((since, done - since));
+    }
+
     fn merge(&mut self, other: Self) {
         self.latencies.extend(other.latencies);
+        self.steady.extend(other.steady);
+        self.timeline.extend(other.timeline);
         self.certificates += other.certificates;
         for (kind, n) in other.errors {
             *self.errors.entry(kind).or_default() += n;
@@ -345,7 +372,7 @@ async fn post(
         );
         return;
     }
-    tally.latencies.push(done - since);
+    tally.accepted(since, done, is_final);
     if is_final
         && status == 200
         && serde_json::from_slice::<serde_json::Value>(&body)
@@ -356,11 +383,13 @@ async fn post(
 }
 
 /// Posts consecutive windows of one node in one `POST /v1/telemetry/batch`; records each
-/// window's result in `tally`, with the request's latency measured from `since`.
+/// window's result in `tally`, with the request's latency measured from `since` (`is_final`: the
+/// batch ends with its chain's last window).
 async fn post_batch(
     client: &reqwest::Client,
     url: &str,
     windows: &[String],
+    is_final: bool,
     since: Instant,
     tally: &mut Tally,
 ) {
@@ -401,7 +430,7 @@ async fn post_batch(
     };
     for result in results {
         if result.status == 200 || result.status == 202 {
-            tally.latencies.push(done - since);
+            tally.accepted(since, done, is_final);
             if result
                 .accepted
                 .as_ref()
@@ -433,7 +462,7 @@ async fn send(
     if batch == 1 {
         post(client, url, &windows[0], is_final, since, tally).await;
     } else {
-        post_batch(client, url, windows, since, tally).await;
+        post_batch(client, url, windows, is_final, since, tally).await;
     }
 }
 
@@ -520,6 +549,26 @@ async fn open_loop(
     (join_tallies(tasks).await, t0)
 }
 
+/// `--timeline`: per 250 ms of latency-clock start (due time in the open loop, send time in the
+/// closed loop) since `started`, the windows accepted and their worst latency, on stderr.
+fn print_timeline(timeline: &[(Instant, Duration)], started: Instant) {
+    let mut buckets: BTreeMap<u128, (usize, Duration)> = BTreeMap::new();
+    for (since, latency) in timeline {
+        let bucket = buckets
+            .entry(since.saturating_duration_since(started).as_millis() / 250)
+            .or_default();
+        bucket.0 += 1;
+        bucket.1 = bucket.1.max(*latency);
+    }
+    for (bucket, (windows, worst)) in buckets {
+        eprintln!(
+            "timeline: {:>7.2} s  {windows:>6} windows  max {:>8.1} ms",
+            bucket as f64 / 4.0,
+            worst.as_secs_f64() * 1e3
+        );
+    }
+}
+
 /// Nearest-rank percentile of sorted latencies, in ms.
 fn percentile_ms(sorted: &[Duration], p: f64) -> Option<f64> {
     if sorted.is_empty() {
@@ -597,7 +646,15 @@ fn main() {
             last.saturating_duration_since(started)
         })
         .as_secs_f64();
+    if args.timeline {
+        print_timeline(&tally.timeline, started);
+    }
     tally.latencies.sort_unstable();
+    tally.steady.sort_unstable();
+    let (steady_p50, steady_p99) = (
+        percentile_ms(&tally.steady, 0.50),
+        percentile_ms(&tally.steady, 0.99),
+    );
     let lat = &tally.latencies;
     let windows = lat.len();
     let per_s = if elapsed > 0.0 {
@@ -627,6 +684,8 @@ fn main() {
                 "p95_ms": p95,
                 "p99_ms": p99,
                 "max_ms": max,
+                "steady_p50_ms": steady_p50,
+                "steady_p99_ms": steady_p99,
                 "nodes": args.nodes,
                 "concurrency": args.concurrency,
                 "batch": args.batch,
@@ -640,11 +699,13 @@ fn main() {
             tally.certificates
         );
         let tail = format!(
-            "p50 {}, p95 {}, p99 {}, max {} (nodes {}, concurrency {}{})",
+            "p50 {}, p95 {}, p99 {}, max {}; without final windows' requests p50 {}, p99 {} (nodes {}, concurrency {}{})",
             ms(p50),
             ms(p95),
             ms(p99),
             ms(max),
+            ms(steady_p50),
+            ms(steady_p99),
             args.nodes,
             args.concurrency,
             if args.batch == 1 {
