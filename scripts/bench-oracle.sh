@@ -19,6 +19,9 @@
 # `POST /v1/telemetry/batch` (CONCURRENCY then counts requests; throughput still counts windows;
 # every window gets the latency of its request, in the open loop from the batch's due time, with
 # requests due evenly at RATE/BATCH per second).
+# Each line also gives the latency of the windows in requests that carry no final window (no
+# certificate issued while they are answered), apart from all windows'. Extra wattest-loadgen
+# flags go in WATTEST_LOADGEN_FLAGS (e.g. "--timeline": the worst latency per 250 ms, on stderr).
 # Every run gets a fresh oracle and a fresh database. wattest-loadgen's errors (refused windows
 # by status, transport errors) are shown; the script then exits 1 after all runs.
 #
@@ -44,7 +47,8 @@ run() {
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   token=$(DATABASE_URL="$db" "$ORACLE" token create --role node --data-dir "$dir")
   printf '%s: ' "$label"
-  "$LOADGEN" --oracle "http://127.0.0.1:$port" --token "$token" --nodes "$NODES" --windows "$WINDOWS" --concurrency "$CONCURRENCY" --batch "$BATCH" "$@" 2>"$dir/loadgen.err" || rc=$?
+  "$LOADGEN" --oracle "http://127.0.0.1:$port" --token "$token" --nodes "$NODES" --windows "$WINDOWS" --concurrency "$CONCURRENCY" --batch "$BATCH" ${WATTEST_LOADGEN_FLAGS:-} "$@" 2>"$dir/loadgen.err" || rc=$?
+  grep '^timeline:' "$dir/loadgen.err" | sed 's/^/  /' || true
   if [ "$rc" -ne 0 ]; then
     echo "  wattest-loadgen exited $rc:"; grep -v '…$' "$dir/loadgen.err" | sed 's/^/  /' || true
     failed=1
