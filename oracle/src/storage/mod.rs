@@ -52,8 +52,12 @@ pub enum StorageError {
 /// remains as the bound should that task fall behind.
 pub const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 
-/// Period of the background WAL checkpoint on SQLite.
-pub const SQLITE_CHECKPOINT_PERIOD: Duration = Duration::from_secs(1);
+/// Period of the background WAL checkpoint on SQLite. Each checkpoint ends with an `fsync`
+/// whose length grows with the pages it copied (35–42 ms for a second of ingest at 1 000
+/// windows/s on the development machines, `strace -T`), and ingest requests answered meanwhile
+/// were that much slower; every 250 ms instead of every second halved those stalls and the
+/// ingest P99 (`docs/performance.md`).
+pub const SQLITE_CHECKPOINT_PERIOD: Duration = Duration::from_millis(250);
 
 /// The database behind the oracle.
 #[derive(Debug, Clone)]

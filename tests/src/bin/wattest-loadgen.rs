@@ -4,7 +4,8 @@
 //! measured), then posts them to `{ORACLE}/v1/telemetry` (`Content-Type: application/jose`,
 //! body = the compact JWS) over HTTP/1.1 keep-alive from one tokio runtime, each node's windows
 //! strictly in order (window k+1 of a node is sent only once window k's response has arrived).
-//! The last window of each node is final, so each node yields one certificate. With
+//! The last window of each node is final, so each node yields one certificate (with `--jobs J`,
+//! J jobs and certificates per node, spread over the run). With
 //! `--batch N` (N > 1) it posts up to N consecutive windows of one node per request to
 //! `{ORACLE}/v1/telemetry/batch` instead (`docs/protocol.md` §3.6).
 //!
@@ -37,6 +38,11 @@
 //!   R/N per second and the offered rate is still R windows/s (a batch is sent at max(its due
 //!   time, its node's previous response)). `--concurrency` then counts requests (batches), not
 //!   windows.
+//! - `--jobs J` (default 1): each node's windows form J consecutive jobs of `ceil(WINDOWS / J)`
+//!   windows, each ending with a final window (a certificate). Node i's job boundaries are
+//!   shifted by i/NODES of a job, so the certificates are spread over the run instead of every
+//!   node's job ending at the same moment (with J = 1 all jobs end together, in the run's last
+//!   NODES/RATE·BATCH seconds).
 //! - `--json`: print one JSON object instead of the human line: `mode` ("closed"|"open"),
 //!   `windows`, `certificates`, `elapsed_s`, `windows_per_s`, `offered_per_s` (null when
 //!   closed), `p50_ms`, `p95_ms`, `p99_ms`, `max_ms` (null when no window was accepted),
@@ -88,6 +94,8 @@ struct Args {
     json: bool,
     /// Print the latency timeline (250 ms buckets) to stderr.
     timeline: bool,
+    /// Jobs per node (each ends with a final window, hence a certificate).
+    jobs: usize,
 }
 
 fn parse_args() -> Args {
@@ -101,6 +109,7 @@ fn parse_args() -> Args {
         batch: 1,
         json: false,
         timeline: false,
+        jobs: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -116,7 +125,7 @@ fn parse_args() -> Args {
             "-h" | "--help" => {
                 println!(
                     "wattest-loadgen --oracle URL --token T [--nodes 64] [--windows 50] \
-                     [--concurrency 32] [--rate WINDOWS_PER_S] [--batch N] [--json] [--timeline]\n\
+                     [--concurrency 32] [--rate WINDOWS_PER_S] [--batch N] [--jobs 1] [--json] [--timeline]\n\
                      --batch N: up to N consecutive windows of one node per request to \
                      /v1/telemetry/batch (default 1: one window per POST /v1/telemetry; at most \
                      {MAX_BATCH_WINDOWS})\n\
@@ -135,6 +144,7 @@ fn parse_args() -> Args {
             "--concurrency" => args.concurrency = value.parse().expect("--concurrency N"),
             "--rate" => args.rate = Some(value.parse().expect("--rate WINDOWS_PER_S")),
             "--batch" => args.batch = value.parse().expect("--batch N"),
+            "--jobs" => args.jobs = value.parse().expect("--jobs N"),
             other => panic!("unknown flag {other}; see the doc comment of wattest-loadgen"),
         }
     }
@@ -145,6 +155,10 @@ fn parse_args() -> Args {
     assert!(
         args.nodes > 0 && args.windows > 0 && args.concurrency > 0,
         "--nodes, --windows and --concurrency must be at least 1"
+    );
+    assert!(
+        (1..=args.windows).contains(&args.jobs),
+        "--jobs must be 1 to --windows"
     );
     assert!(
         (1..=MAX_BATCH_WINDOWS).contains(&args.batch),
@@ -229,27 +243,59 @@ async fn enroll_one(
     Ok((index, node_id.to_owned()))
 }
 
-/// One node's pre-signed chain, in seq order.
-fn sign_chain(key: &SoftwareKey, node_id: &str, index: usize, windows: usize) -> Vec<String> {
+/// One node's pre-signed windows, in seq order, and which of them end a job.
+struct Chain {
+    windows: Vec<String>,
+    finals: Vec<bool>,
+}
+
+impl Chain {
+    /// Whether the `n` windows from `k` on include a job's final window.
+    fn has_final(&self, k: usize, n: usize) -> bool {
+        self.finals[k..k + n].contains(&true)
+    }
+}
+
+/// Node `index` of `nodes`' pre-signed chain of `windows` windows in `jobs` jobs. With one job
+/// its last window is final; with more, jobs are `ceil(windows / jobs)` windows long and node
+/// `index`'s boundaries are shifted by `index / nodes` of a job (its first and last jobs are
+/// shorter), so the nodes' final windows, and the certificates, are spread over the run.
+fn sign_chain(
+    key: &SoftwareKey,
+    node_id: &str,
+    index: usize,
+    nodes: usize,
+    windows: usize,
+    jobs: usize,
+) -> Chain {
     let t0 = chrono::Utc::now() - chrono::Duration::seconds(10 * windows as i64 + 60);
+    let length = windows.div_ceil(jobs);
+    let shift = if jobs == 1 { 0 } else { index * length / nodes };
     let mut prev = None;
     let mut jws = Vec::with_capacity(windows);
+    let mut finals = Vec::with_capacity(windows);
     for seq in 1..=windows as u64 {
+        let k = seq as usize - 1;
+        let is_final = k + 1 == windows || (k + 1 + shift).is_multiple_of(length);
         let start = t0 + chrono::Duration::seconds(10 * (seq as i64 - 1));
         let claims = wattest_tests::gpu_window(
             node_id,
-            &format!("load-job-{index}"),
+            &format!("load-job-{index}-{}", (k + shift) / length),
             seq,
             prev.clone(),
             start,
             380.0,
-            seq == windows as u64,
+            is_final,
         );
         let signed = sign_compact(key, WINDOW_TYP, &serde_json::to_vec(&claims).unwrap()).unwrap();
         prev = Some(jws_hash(&signed));
         jws.push(signed);
+        finals.push(is_final);
     }
-    jws
+    Chain {
+        windows: jws,
+        finals,
+    }
 }
 
 /// What one posting task saw.
@@ -472,7 +518,7 @@ async fn send(
 async fn closed_loop(
     client: &reqwest::Client,
     url: &Arc<str>,
-    chains: &Arc<Vec<Vec<String>>>,
+    chains: &Arc<Vec<Chain>>,
     concurrency: usize,
     batch: usize,
 ) -> (Tally, Instant) {
@@ -487,8 +533,8 @@ async fn closed_loop(
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(chain) = chains.get(i) else { break };
-                for (c, windows) in chain.chunks(batch).enumerate() {
-                    let is_final = (c + 1) * batch >= chain.len();
+                for (c, windows) in chain.windows.chunks(batch).enumerate() {
+                    let is_final = chain.has_final(c * batch, windows.len());
                     let since = Instant::now();
                     send(&client, &url, windows, batch, is_final, since, &mut tally).await;
                 }
@@ -514,7 +560,7 @@ async fn join_tallies(mut tasks: tokio::task::JoinSet<Tally>) -> Tally {
 async fn open_loop(
     client: &reqwest::Client,
     url: &Arc<str>,
-    chains: &Arc<Vec<Vec<String>>>,
+    chains: &Arc<Vec<Chain>>,
     concurrency: usize,
     rate: f64,
     batch: usize,
@@ -530,7 +576,7 @@ async fn open_loop(
         tasks.spawn(async move {
             let mut tally = Tally::default();
             let chain = &chains[i];
-            for (c, windows) in chain.chunks(batch).enumerate() {
+            for (c, windows) in chain.windows.chunks(batch).enumerate() {
                 // Batches (not windows) are spread evenly: request c of node i is due at
                 // (c·NODES + i)·N / R, so requests arrive at R/N per second, each of N windows,
                 // rather than every node's batch landing together each N·NODES/R seconds.
@@ -540,7 +586,7 @@ async fn open_loop(
                     tokio::time::sleep_until(due).await;
                 }
                 let _permit = permits.acquire().await.unwrap();
-                let is_final = k + windows.len() == chain.len();
+                let is_final = chain.has_final(k, windows.len());
                 send(&client, &url, windows, batch, is_final, due, &mut tally).await;
             }
             tally
@@ -610,7 +656,14 @@ fn main() {
         }
     };
     let chains = Arc::new(parallel_map(args.nodes, |i| {
-        sign_chain(&keys[i], &node_ids[i], i, args.windows)
+        sign_chain(
+            &keys[i],
+            &node_ids[i],
+            i,
+            args.nodes,
+            args.windows,
+            args.jobs,
+        )
     }));
     drop(keys);
 
