@@ -22,6 +22,9 @@
 # Each line also gives the latency of the windows in requests that carry no final window (no
 # certificate issued while they are answered), apart from all windows'. Extra wattest-loadgen
 # flags go in WATTEST_LOADGEN_FLAGS (e.g. "--timeline": the worst latency per 250 ms, on stderr).
+# WATTEST_ORACLE_CPUS / WATTEST_LOADGEN_CPUS (taskset lists, e.g. 0 and 1) pin the oracle and the
+# load generator to separate cores; the oracle's CPU time during each run is printed either way
+# (CPU time / windows = the oracle's cost per window).
 # Every run gets a fresh oracle and a fresh database. wattest-loadgen's errors (refused windows
 # by status, transport errors) are shown; the script then exits 1 after all runs.
 #
@@ -37,17 +40,23 @@ ORACLE="$PWD/target/release/wattest-oracle"
 LOADGEN="$PWD/target/release/wattest-loadgen"
 failed=0
 
+# User + system CPU time of process PID so far, in clock ticks (1/100 s): /proc/PID/stat fields
+# 14 and 15 (proc(5)).
+oracle_cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # run LABEL DATABASE_URL [extra wattest-loadgen flags…]  ("" = SQLite in the data dir)
 run() {
   local label=$1 db=$2 dir port pid token rc=0
   shift 2
   dir=$(mktemp -d); port=$((20000 + RANDOM % 20000))
-  DATABASE_URL="$db" "$ORACLE" serve --listen "127.0.0.1:$port" --data-dir "$dir" --rate-limit-per-ip 0 --rate-limit-per-token 0 >"$dir/log" 2>&1 &
+  DATABASE_URL="$db" ${WATTEST_ORACLE_CPUS:+taskset -c "$WATTEST_ORACLE_CPUS"} "$ORACLE" serve --listen "127.0.0.1:$port" --data-dir "$dir" --rate-limit-per-ip 0 --rate-limit-per-token 0 >"$dir/log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   token=$(DATABASE_URL="$db" "$ORACLE" token create --role node --data-dir "$dir")
   printf '%s: ' "$label"
-  "$LOADGEN" --oracle "http://127.0.0.1:$port" --token "$token" --nodes "$NODES" --windows "$WINDOWS" --concurrency "$CONCURRENCY" --batch "$BATCH" ${WATTEST_LOADGEN_FLAGS:-} "$@" 2>"$dir/loadgen.err" || rc=$?
+  cpu0=$(oracle_cpu_ticks "$pid")
+  ${WATTEST_LOADGEN_CPUS:+taskset -c "$WATTEST_LOADGEN_CPUS"} "$LOADGEN" --oracle "http://127.0.0.1:$port" --token "$token" --nodes "$NODES" --windows "$WINDOWS" --concurrency "$CONCURRENCY" --batch "$BATCH" ${WATTEST_LOADGEN_FLAGS:-} "$@" 2>"$dir/loadgen.err" || rc=$?
+  echo "  oracle CPU time during the run (enrollment included): $(( ($(oracle_cpu_ticks "$pid") - cpu0) * 10 )) ms"
   grep '^timeline:' "$dir/loadgen.err" | sed 's/^/  /' || true
   if [ "$rc" -ne 0 ]; then
     echo "  wattest-loadgen exited $rc:"; grep -v '…$' "$dir/loadgen.err" | sed 's/^/  /' || true
