@@ -10,6 +10,7 @@ mod m20261123_000007_carbon_cache;
 mod m20261123_000008_node_owner;
 mod m20261123_000009_token_last_used;
 mod m20261123_000010_held_windows;
+mod m20261123_000011_window_hash_not_unique;
 
 /// All migrations, applied in order at oracle start.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000008_node_owner::Migration),
             Box::new(m20261123_000009_token_last_used::Migration),
             Box::new(m20261123_000010_held_windows::Migration),
+            Box::new(m20261123_000011_window_hash_not_unique::Migration),
         ]
     }
 }

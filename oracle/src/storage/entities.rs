@@ -90,8 +90,8 @@ pub mod window {
         pub seq: i64,
         /// Job id, if any.
         pub job_id: Option<String>,
-        /// base64url SHA-256 of the JWS.
-        #[sea_orm(unique)]
+        /// base64url SHA-256 of the JWS (not unique by itself: `(node_id, seq)` is, and a
+        /// window's signed payload names both).
         pub hash: String,
         /// The compact JWS as received.
         pub jws: String,

@@ -571,6 +571,7 @@ pub fn seq_i64(seq: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wattest_schema::SchemaManager;
 
     const NODE: &str = "6f1c2f5e-8a1d-4c0e-9d0b-1f2e3d4c5b6a";
 
@@ -595,6 +596,22 @@ mod tests {
         }
     }
 
+    fn test_node() -> node::Model {
+        node::Model {
+            id: NODE.into(),
+            name: "n".into(),
+            zone: "BE".into(),
+            kid: "kid".into(),
+            public_jwk: "{}".into(),
+            attestation_level: "software".into(),
+            enrolled_at: Utc::now(),
+            last_seq: 0,
+            last_hash: None,
+            last_end: None,
+            flag: None,
+        }
+    }
+
     async fn append(
         storage: &Storage,
         prev: Option<&str>,
@@ -606,6 +623,70 @@ mod tests {
         Ok(())
     }
 
+    /// Migration 11 on SQLite rebuilds `windows` without the hash's unique index: the rows, the
+    /// `(node_id, seq)` uniqueness, the indexes and the id sequence all survive the upgrade.
+    #[tokio::test]
+    async fn migration_11_keeps_every_window_and_only_drops_the_hash_uniqueness() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Database::connect(database_url(dir.path(), None))
+            .await
+            .expect("db");
+        let before = Migrator::migrations().len() - 1;
+        Migrator::up(&db, Some(u32::try_from(before).expect("count")))
+            .await
+            .expect("migrations 1-10");
+        node::ActiveModel::from(test_node())
+            .insert(&db)
+            .await
+            .expect("node");
+        for (seq, hash) in [(1, "h1"), (2, "h2")] {
+            let mut row = window::ActiveModel::from(window(seq, hash));
+            row.id = sea_orm::ActiveValue::NotSet;
+            row.insert(&db).await.expect("window");
+        }
+        let old: Vec<window::Model> = window::Entity::find().all(&db).await.expect("rows");
+        assert!(
+            window::ActiveModel::from(window::Model {
+                id: 9,
+                seq: 9,
+                ..window(9, "h1")
+            })
+            .insert(&db)
+            .await
+            .is_err(),
+            "before the migration the hash is unique"
+        );
+
+        Migrator::up(&db, None).await.expect("migration 11");
+        let new: Vec<window::Model> = window::Entity::find()
+            .order_by_asc(window::Column::Id)
+            .all(&db)
+            .await
+            .expect("rows");
+        assert_eq!(new, old);
+        let manager = SchemaManager::new(&db);
+        for index in ["windows_node_seq", "windows_open_by_job"] {
+            assert!(
+                manager.has_index("windows", index).await.expect("index"),
+                "{index}"
+            );
+        }
+        // A new row continues the id sequence; the same seq again is still refused.
+        let mut again = window::ActiveModel::from(window(3, "h1"));
+        again.id = sea_orm::ActiveValue::NotSet;
+        let inserted = again
+            .insert(&db)
+            .await
+            .expect("a repeated hash is no longer refused");
+        assert!(inserted.id > old.iter().map(|w| w.id).max().unwrap_or(0));
+        let mut duplicate = window::ActiveModel::from(window(2, "other"));
+        duplicate.id = sea_orm::ActiveValue::NotSet;
+        assert!(
+            duplicate.insert(&db).await.is_err(),
+            "(node_id, seq) stays unique"
+        );
+    }
+
     /// The chain head moves only from the very window a new one chains to: a window whose
     /// `prev` names another window of the same seq (a node that signed two histories, the two
     /// racing) is refused like one whose seq was taken, and nothing of it is stored.
@@ -615,22 +696,7 @@ mod tests {
         let storage = Storage::connect(&database_url(dir.path(), None))
             .await
             .expect("db");
-        storage
-            .insert_node(node::Model {
-                id: NODE.into(),
-                name: "n".into(),
-                zone: "BE".into(),
-                kid: "kid".into(),
-                public_jwk: "{}".into(),
-                attestation_level: "software".into(),
-                enrolled_at: Utc::now(),
-                last_seq: 0,
-                last_hash: None,
-                last_end: None,
-                flag: None,
-            })
-            .await
-            .expect("node");
+        storage.insert_node(test_node()).await.expect("node");
         // The first window names no predecessor; one that does cannot start the chain.
         assert!(matches!(
             append(&storage, Some("h0"), vec![window(1, "x1")]).await,
