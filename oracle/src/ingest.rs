@@ -15,9 +15,9 @@
 //!    job is closed, changes nothing and is answered on its own (`seq_replay` → the original
 //!    receipt or `seq_conflict`; `job_closed`); a run that loses it is retried window by
 //!    window, so each gets that precise answer;
-//! 2. a final window and its certificate (issuance and log append, [`crate::issuance`])
-//!    run inside a savepoint when the batch holds other windows, so a failed issuance undoes only
-//!    that window;
+//! 2. a final window and its certificate (issuance and log append, [`crate::issuance`]; the
+//!    claims usually built and signed already by the window's request) run inside a savepoint
+//!    when the batch holds other windows, so a failed issuance undoes only that window;
 //! 3. one commit; then one query finds which of the batch's nodes have windows held after a gap
 //!    (their requests release them before answering), and every request gets its answer.
 //!
@@ -114,8 +114,8 @@ impl Committer {
     /// Queues `window` (verified against `node`'s chain head as read at `now`) for the next
     /// batch; [`Ticket::committed`] then waits for that batch's commit. A final window may
     /// bring its certificate already signed (`presigned`, [`crate::issuance::presign`]): the
-    /// writer stores it when it is still current, and issues again otherwise. One request can queue
-    /// several windows (of one node: in chain order, each verified against the chain as the
+    /// writer stores it when it is still current, and issues again otherwise. One request can
+    /// queue several windows (of one node: in chain order, each verified against the chain as the
     /// previous one leaves it) that then commit together. Waits only while the queue is full
     /// ([`QUEUE_DEPTH`]).
     ///

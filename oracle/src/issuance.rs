@@ -1,8 +1,11 @@
-//! Issuing a job's certificate inside the transaction that accepts its final window: gather the
+//! Issuing a job's certificate with the transaction that accepts its final window: gather the
 //! job's windows, resolve carbon intensity, build and sign the claims, store the row and append it
 //! to the transparency log.
 //!
-//! Issuance is split in two around the final window's own append ([`crate::ingest`]):
+//! Usually the claims are built and signed by the final window's request before the window is
+//! queued ([`presign`]), and the writer stores them once [`Signing::is_current`] confirms they
+//! still describe the job. Otherwise (no presigned claims, or stale ones) the writer issues
+//! itself, split in two around the final window's own append ([`crate::ingest`]):
 //! [`prepare`] builds the claims from the job's open windows plus the final window (not yet
 //! stored) and starts the RSA signature on the blocking pool. While it computes (2.6–4.5 ms for
 //! RSA-3072 on the 2-core development machines, `docs/performance.md`), the transaction moves
