@@ -67,9 +67,10 @@ COMPLIANCE=$("$BIN/wattest-oracle" token create --role compliance --data-dir "$D
 curl -fs -H "Authorization: Bearer $AUDITOR" "$URL/v1/certificates/$CERT_ID" -o "$DIR/certificate.json"
 python3 -m json.tool "$DIR/certificate.json" 2>/dev/null | sed -n '/"claims"/,$p' | head -80 || cat "$DIR/certificate.json"
 
-echo "==> Verifying it offline against the oracle's JWKS"
+echo "==> Verifying it offline against the oracle's JWKS and transparency log key"
 curl -fs "$URL/.well-known/jwks.json" -o "$DIR/jwks.json"
-"$BIN/wattest-verify" "$DIR/certificate.json" --jwks "$DIR/jwks.json"
+curl -fs "$URL/v1/log/key" -o "$DIR/log-key.txt"
+"$BIN/wattest-verify" "$DIR/certificate.json" --jwks "$DIR/jwks.json" --log-key "$DIR/log-key.txt"
 
 echo "==> Compliance CSV ($DIR/compliance.csv)"
 curl -fs -H "Authorization: Bearer $COMPLIANCE" "$URL/v1/exports/compliance.csv" -o "$DIR/compliance.csv"

@@ -54,6 +54,12 @@ echo "==> cargo test -p wattest-tests on PostgreSQL (WATTEST_TEST_BACKEND=postgr
 pg_started=$(date +%s)
 WATTEST_TEST_BACKEND=postgres cargo test -p wattest-tests --locked --no-fail-fast "$@"
 echo "==> PostgreSQL pass: $(( $(date +%s) - pg_started )) s"
+echo "==> The README's main command: scripts/quickstart.sh (a real job measured, certified, verified offline, exported)"
+quickstart_log=$(mktemp)
+if ! PORT=$((20000 + RANDOM % 20000)) scripts/quickstart.sh >"$quickstart_log" 2>&1; then
+  cat "$quickstart_log"; echo "scripts/quickstart.sh failed"; exit 1
+fi
+grep -E '^==> Done' "$quickstart_log"
 echo "==> API fuzz run from the OpenAPI document (schemathesis, 50 cases per operation)"
 scripts/fuzz-api.sh 50
 echo "==> All tests passed."
