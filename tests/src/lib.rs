@@ -466,11 +466,48 @@ pub fn pg_server() -> String {
     std::env::var("WATTEST_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// Drops, once per test process, the databases that earlier test processes on this machine
+/// created with [`fresh_pg_database`] and left behind: those whose `wattest_e2e_<pid>_<port>`
+/// name names a process that no longer runs (`/proc/<pid>` absent). A database of a running
+/// test process is never touched. Failures are ignored: cleanup must not fail a test.
+fn drop_stale_pg_databases(server: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let psql = |sql: &str| {
+            Command::new("psql")
+                .arg(format!("{server}/postgres"))
+                .args(["-Atqc", sql])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+        };
+        let Some(listed) =
+            psql(r"SELECT datname FROM pg_database WHERE datname LIKE 'wattest\_e2e\_%'")
+        else {
+            return;
+        };
+        for name in String::from_utf8_lossy(&listed.stdout).lines() {
+            let pid = name
+                .strip_prefix("wattest_e2e_")
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|pid| pid.parse::<u32>().ok());
+            if let Some(pid) = pid
+                && pid != std::process::id()
+                && !Path::new(&format!("/proc/{pid}")).exists()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                let _ = psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    });
+}
+
 /// Creates a fresh database on the test PostgreSQL server with `psql` and returns its URL.
 /// Returns `None` (after a loud SKIPPED line) only when `WATTEST_SKIP_PG=1`; otherwise an
 /// unreachable server fails the test with the fix.
 pub fn fresh_pg_database() -> Option<String> {
     let server = pg_server();
+    drop_stale_pg_databases(&server);
     let name = format!("wattest_e2e_{}", std::process::id()) + &format!("_{}", free_port());
     let out = Command::new("psql")
         .arg(format!("{server}/postgres"))
