@@ -150,7 +150,7 @@ async fn open_window_claims(
 }
 
 /// Starts signing `claims` with the key active at `now`, on the blocking pool (an RSA-3072
-/// signature takes 2.6–4.5 ms on the development machines).
+/// signature takes 2.6–4.5 ms on the development machines, `docs/performance.md`).
 fn start_signing(
     state: &AppState,
     claims: &CertificateClaims,
