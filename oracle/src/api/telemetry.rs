@@ -6,7 +6,7 @@ use super::problem::ApiError;
 use crate::AppState;
 use crate::storage::entities::{certificate, node, window};
 use crate::verification::{
-    ChainState, EnrolledNode, VerifyError, verify_window, verify_window_with,
+    ChainState, EnrolledNode, VerifiedWindow, VerifyError, verify_window, verify_window_with,
 };
 use axum::Json;
 use axum::body::Bytes;
@@ -283,10 +283,6 @@ async fn ingest_node(
         Err(err) => return all(err.into()),
     };
     tracing::Span::current().record("node_id", node.id.as_str());
-    let enrolled = match enrolled_node(&node) {
-        Ok(enrolled) => enrolled,
-        Err(err) => return all(err),
-    };
     let chain = ChainState {
         last_seq: u64::try_from(node.last_seq).unwrap_or(0),
         last_hash: node.last_hash.clone(),
@@ -294,41 +290,24 @@ async fn ingest_node(
     };
     let node = std::sync::Arc::new(node);
 
-    // Steps 4–8 are CPU work (RSA verification): off the async executor. Each window is checked
-    // against the chain as the windows before it in this request leave it.
+    // Steps 4–8 are CPU work (RSA verification): a request of a few windows is verified on this
+    // thread with its prepared verifier for the key, a larger one on the blocking pool, off the
+    // async executor.
     let now = Utc::now();
     let max_skew = state.settings.max_clock_skew_secs;
-    let verified = tokio::task::spawn_blocking(move || {
-        let mut chain = chain;
-        // Set up once for all of this node's windows (a key that cannot verify PS256 at all
-        // gets its precise error per window from `verify_window`).
-        let mut verifier = Ps256Verifier::new(&enrolled.key).ok();
-        items
-            .into_iter()
-            .map(|(i, jws)| {
-                let result = decode_header(&jws, WINDOW_TYP)
-                    .map_err(VerifyError::from)
-                    .and_then(|u| match verifier.as_mut() {
-                        Some(verifier) => {
-                            verify_window_with(&jws, u, &enrolled, verifier, &chain, now, max_skew)
-                        }
-                        None => verify_window(&jws, u, &enrolled, &chain, now, max_skew),
-                    });
-                if let Ok(v) = &result {
-                    chain = ChainState {
-                        last_seq: v.claims.seq,
-                        last_hash: Some(v.hash.clone()),
-                        last_end: Some(v.claims.end),
-                    };
-                }
-                (i, jws, result)
-            })
-            .collect::<Vec<_>>()
-    })
-    .await;
+    let verified = if items.len() <= INLINE_VERIFY_MAX {
+        verify_windows(&node, items, chain, now, max_skew, Keys::ThreadCache)
+    } else {
+        let node = node.clone();
+        tokio::task::spawn_blocking(move || {
+            verify_windows(&node, items, chain, now, max_skew, Keys::PerCall)
+        })
+        .await
+        .unwrap_or_else(|err| Err(ApiError::internal(&err)))
+    };
     let verified = match verified {
         Ok(v) => v,
-        Err(err) => return all(ApiError::internal(&err)),
+        Err(err) => return all(err),
     };
 
     // Verified windows are queued first, in order, so they share a commit; the others are
@@ -525,17 +504,18 @@ async fn release_held(state: &AppState, node_id: &str) -> Result<(), ApiError> {
             last_hash: node.last_hash.clone(),
             last_end: node.last_end,
         };
-        let enrolled = enrolled_node(&node)?;
         let now = Utc::now();
         let max_skew = state.settings.max_clock_skew_secs;
-        let (jws, result) = tokio::task::spawn_blocking(move || {
-            let result = decode_header(&jws, WINDOW_TYP)
-                .map_err(VerifyError::from)
-                .and_then(|u| verify_window(&jws, u, &enrolled, &chain, now, max_skew));
-            (jws, result)
-        })
-        .await
-        .map_err(|err| ApiError::internal(&err))?;
+        let (_, jws, result) = verify_windows(
+            &node,
+            vec![(0, jws)],
+            chain,
+            now,
+            max_skew,
+            Keys::ThreadCache,
+        )?
+        .pop()
+        .ok_or_else(|| ApiError::internal(&"a held window got no verification result"))?;
         match result {
             Ok(verified) => match crate::ingest::store(
                 state,
@@ -629,20 +609,117 @@ fn extract_jws(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
     Ok(jws.trim().to_owned())
 }
 
-fn enrolled_node(node: &node::Model) -> Result<EnrolledNode, ApiError> {
-    let jwk: RsaJwk =
-        serde_json::from_str(&node.public_jwk).map_err(|err| ApiError::internal(&err))?;
-    Ok(EnrolledNode {
-        id: node.id.clone(),
-        key: jwk
+/// Requests of at most this many windows of one node are verified on the runtime thread that
+/// handles them, with that thread's prepared verifier for the node's key: about 30 µs a window
+/// (one PS256 verification and the payload's parse, `docs/performance.md`), less than the hand-off
+/// to the blocking pool costs. Larger requests are verified on the blocking pool, with a verifier
+/// set up once for the request.
+pub const INLINE_VERIFY_MAX: usize = 4;
+
+/// Node keys whose prepared verifier each runtime thread keeps, least recently used dropped
+/// first (a few KiB each: the parsed key and its OpenSSL contexts).
+pub const PREPARED_KEYS_PER_THREAD: usize = 1024;
+
+/// A node's public key, parsed, with its PS256 verifier: `None` when OpenSSL cannot set one up
+/// for this key (each window then gets its precise error from [`verify_window`]). Setting one up
+/// costs about as much as a verification (`wattest_shared::jws::Ps256Verifier`).
+struct PreparedKey {
+    key: openssl::pkey::PKey<openssl::pkey::Public>,
+    verifier: Option<Ps256Verifier>,
+}
+
+impl PreparedKey {
+    /// From the enrolled JWK's text; a JWK that no longer parses is a 500 (it was checked at
+    /// enrollment).
+    fn new(public_jwk: &str) -> Result<Self, ApiError> {
+        let jwk: RsaJwk =
+            serde_json::from_str(public_jwk).map_err(|err| ApiError::internal(&err))?;
+        let key = jwk
             .to_public_key()
-            .map_err(|err| ApiError::internal(&err))?,
-        attestation_level: if node.attestation_level == "tpm" {
-            AttestationLevel::Tpm
-        } else {
-            AttestationLevel::Software
-        },
-    })
+            .map_err(|err| ApiError::internal(&err))?;
+        let verifier = Ps256Verifier::new(&key).ok();
+        Ok(Self { key, verifier })
+    }
+}
+
+thread_local! {
+    /// This thread's prepared keys, by the enrolled JWK's whole text: a hit is the very key the
+    /// node row holds, whatever happened to the node since.
+    static PREPARED_KEYS: std::cell::RefCell<hashlink::LruCache<String, PreparedKey>> =
+        std::cell::RefCell::new(hashlink::LruCache::new(PREPARED_KEYS_PER_THREAD));
+}
+
+/// Where [`verify_windows`] gets the node's prepared key.
+#[derive(Debug, Clone, Copy)]
+enum Keys {
+    /// This thread's cache (runtime threads: few, long-lived).
+    ThreadCache,
+    /// Set up for this call and dropped (blocking-pool threads, which come and go).
+    PerCall,
+}
+
+/// A verified window's outcome, with its index in the request and its compact JWS.
+type Verified = (usize, String, Result<VerifiedWindow, VerifyError>);
+
+/// Steps 4–8 of §3.4 for one node's windows, in order: each is checked against `chain` as the
+/// windows before it leave it. One result per window, in the order given.
+///
+/// # Errors
+/// 500 when the node's stored key no longer parses.
+fn verify_windows(
+    node: &node::Model,
+    items: Vec<(usize, String)>,
+    chain: ChainState,
+    now: DateTime<Utc>,
+    max_skew: i64,
+    keys: Keys,
+) -> Result<Vec<Verified>, ApiError> {
+    let attestation_level = if node.attestation_level == "tpm" {
+        AttestationLevel::Tpm
+    } else {
+        AttestationLevel::Software
+    };
+    let run = |prepared: &mut PreparedKey| {
+        let enrolled = EnrolledNode {
+            id: node.id.clone(),
+            key: prepared.key.clone(),
+            attestation_level,
+        };
+        let mut chain = chain;
+        items
+            .into_iter()
+            .map(|(i, jws)| {
+                let result = decode_header(&jws, WINDOW_TYP)
+                    .map_err(VerifyError::from)
+                    .and_then(|u| match prepared.verifier.as_mut() {
+                        Some(verifier) => {
+                            verify_window_with(&jws, u, &enrolled, verifier, &chain, now, max_skew)
+                        }
+                        None => verify_window(&jws, u, &enrolled, &chain, now, max_skew),
+                    });
+                if let Ok(v) = &result {
+                    chain = ChainState {
+                        last_seq: v.claims.seq,
+                        last_hash: Some(v.hash.clone()),
+                        last_end: Some(v.claims.end),
+                    };
+                }
+                (i, jws, result)
+            })
+            .collect()
+    };
+    match keys {
+        Keys::PerCall => Ok(run(&mut PreparedKey::new(&node.public_jwk)?)),
+        Keys::ThreadCache => PREPARED_KEYS.with_borrow_mut(|cache| {
+            if cache.get_mut(node.public_jwk.as_str()).is_none() {
+                cache.insert(node.public_jwk.clone(), PreparedKey::new(&node.public_jwk)?);
+            }
+            let prepared = cache
+                .get_mut(node.public_jwk.as_str())
+                .ok_or_else(|| ApiError::internal(&"a prepared key was dropped"))?;
+            Ok(run(prepared))
+        }),
+    }
 }
 
 /// Maps a verification failure to its documented status.
@@ -740,4 +817,128 @@ async fn receipt(state: &AppState, w: window::Model) -> Result<TelemetryAccepted
         },
         certificate,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use chrono::Duration;
+    use wattest_shared::SoftwareKey;
+    use wattest_shared::jws::sign_compact;
+    use wattest_shared::units::{WattHours, Watts};
+    use wattest_shared::window::{Attribution, Method, SourceEnergy, SourceKind, WindowClaims};
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn node_row(key: &SoftwareKey) -> node::Model {
+        node::Model {
+            id: "node-1".into(),
+            name: "n".into(),
+            zone: "GB".into(),
+            kid: "kid".into(),
+            public_jwk: serde_json::to_string(&key.public_jwk()).unwrap(),
+            attestation_level: "software".into(),
+            enrolled_at: t0(),
+            last_seq: 0,
+            last_hash: None,
+            last_end: None,
+            flag: None,
+        }
+    }
+
+    fn first_window(key: &SoftwareKey) -> String {
+        let claims = WindowClaims {
+            v: 1,
+            node_id: "node-1".into(),
+            job_id: None,
+            model_id: None,
+            seq: 1,
+            prev: None,
+            start: t0(),
+            end: t0() + Duration::seconds(10),
+            attribution: Attribution::Machine,
+            sources: vec![SourceEnergy {
+                source: "cpu-estimate".into(),
+                kind: SourceKind::Cpu,
+                method: Method::EstimateCpuTdp,
+                energy_wh: WattHours(0.1),
+                mean_w: Watts(36.0),
+                max_w: Watts(40.0),
+                samples: 10,
+                uncertainty_pct: 50.0,
+                shared_device: false,
+            }],
+            solar_wh: WattHours(0.0),
+            is_final: false,
+        };
+        sign_compact(key, WINDOW_TYP, &serde_json::to_vec(&claims).unwrap()).unwrap()
+    }
+
+    /// The codes `verify_windows` gives `windows` (index order) against `node`'s key.
+    fn outcomes(
+        node: &node::Model,
+        windows: &[&str],
+        keys: Keys,
+    ) -> Vec<Result<u64, &'static str>> {
+        let items = windows
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (i, (*w).to_owned()))
+            .collect();
+        let now = t0() + Duration::hours(1);
+        verify_windows(node, items, ChainState::default(), now, 60, keys)
+            .unwrap()
+            .into_iter()
+            .map(|(_, _, r)| r.map(|v| v.claims.seq).map_err(|e| e.code()))
+            .collect()
+    }
+
+    #[test]
+    fn a_threads_prepared_key_is_the_one_the_node_row_holds() {
+        let (a, b) = (
+            SoftwareKey::generate(2048).unwrap(),
+            SoftwareKey::generate(2048).unwrap(),
+        );
+        let (by_a, by_b) = (first_window(&a), first_window(&b));
+        for keys in [Keys::ThreadCache, Keys::PerCall] {
+            // Key A prepared (and, for the thread cache, kept) first …
+            assert_eq!(
+                outcomes(&node_row(&a), &[&by_a, &by_b], keys),
+                [Ok(1), Err("bad_signature")]
+            );
+            // … then the same node id with key B: the cached verifier of A is not used.
+            assert_eq!(
+                outcomes(&node_row(&b), &[&by_a, &by_b], keys),
+                [Err("bad_signature"), Ok(1)]
+            );
+            assert_eq!(
+                outcomes(&node_row(&a), &[&by_b, &by_a], keys),
+                [Err("bad_signature"), Ok(1)]
+            );
+        }
+    }
+
+    #[test]
+    fn a_stored_key_that_no_longer_parses_is_an_internal_error_not_a_verdict() {
+        let a = SoftwareKey::generate(2048).unwrap();
+        let mut node = node_row(&a);
+        node.public_jwk = "{\"kty\":\"RSA\"}".into();
+        for keys in [Keys::ThreadCache, Keys::PerCall] {
+            let err = verify_windows(
+                &node,
+                vec![(0, first_window(&a))],
+                ChainState::default(),
+                t0() + Duration::hours(1),
+                60,
+                keys,
+            )
+            .unwrap_err();
+            assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    }
 }
