@@ -436,7 +436,6 @@ fn window_row(entry: Entry<'_>) -> window::Model {
         job_id: v.claims.job_id.clone(),
         hash: v.hash.clone(),
         jws: jws.to_owned(),
-        claims: v.claims_json.clone(),
         start_at: v.claims.start,
         end_at: v.claims.end,
         consumed_wh: v.consumed.0,

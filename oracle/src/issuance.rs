@@ -144,7 +144,7 @@ async fn open_window_claims(
         .open_window_claims(conn, &node.id, v.claims.job_id.as_deref())
         .await?
         .iter()
-        .map(|r| serde_json::from_str::<WindowClaims>(r))
+        .map(|payload| serde_json::from_slice::<WindowClaims>(payload))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| ApiError::internal(&err))
 }

@@ -58,9 +58,6 @@ pub struct VerifiedWindow {
     pub salt: SaltLength,
     /// Energy consumed (the protocol's consumption rule).
     pub consumed: WattHours,
-    /// The signed payload as received: the UTF-8 JSON that [`VerifiedWindow::claims`] was
-    /// parsed from (stored as the window's `claims`, so nothing is re-serialised).
-    pub claims_json: String,
 }
 
 /// Why a window was rejected. [`VerifyError::code`] gives the documented error code.
@@ -200,8 +197,6 @@ pub fn verify_window_with(
     // Step 5: payload shape, version, node.
     let claims: WindowClaims = serde_json::from_slice(&payload)
         .map_err(|err| VerifyError::MalformedPayload(err.to_string()))?;
-    let claims_json =
-        String::from_utf8(payload).map_err(|err| VerifyError::MalformedPayload(err.to_string()))?;
     if claims.v != PROTOCOL_VERSION {
         return Err(VerifyError::UnsupportedVersion(claims.v));
     }
@@ -282,7 +277,6 @@ pub fn verify_window_with(
         claims,
         salt,
         consumed,
-        claims_json,
     })
 }
 

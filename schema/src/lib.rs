@@ -11,6 +11,7 @@ mod m20261123_000008_node_owner;
 mod m20261123_000009_token_last_used;
 mod m20261123_000010_held_windows;
 mod m20261123_000011_window_hash_not_unique;
+mod m20261124_000012_window_claims_in_jws;
 
 /// All migrations, applied in order at oracle start.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000009_token_last_used::Migration),
             Box::new(m20261123_000010_held_windows::Migration),
             Box::new(m20261123_000011_window_hash_not_unique::Migration),
+            Box::new(m20261124_000012_window_claims_in_jws::Migration),
         ]
     }
 }

@@ -93,10 +93,9 @@ pub mod window {
         /// base64url SHA-256 of the JWS (not unique by itself: `(node_id, seq)` is, and a
         /// window's signed payload names both).
         pub hash: String,
-        /// The compact JWS as received.
+        /// The compact JWS as received: the evidence. Its payload segment is the window's
+        /// claims, the JSON as signed ([`crate::storage::Storage::open_window_claims`]).
         pub jws: String,
-        /// The verified claims as JSON: the signed payload exactly as received.
-        pub claims: String,
         /// Window start.
         pub start_at: DateTimeUtc,
         /// Window end.

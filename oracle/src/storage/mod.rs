@@ -428,25 +428,29 @@ impl Storage {
         Ok(())
     }
 
-    /// The claims (JSON, as signed) of the node's windows not yet covered by a certificate, for
-    /// `job_id` (or with no job), by seq. Only that column is read: a window row is mostly its
-    /// compact JWS, which issuance does not need.
+    /// The claims (the JSON as signed: the payload segment of each stored JWS, base64url-decoded)
+    /// of the node's windows not yet covered by a certificate, for `job_id` (or with no job), by
+    /// seq. Only the JWS column is read.
     ///
     /// # Errors
-    /// Database failure.
+    /// Database failure; [`StorageError::Corrupt`] for a stored JWS without a base64url payload
+    /// (every stored window passed verification, so only a damaged database has one).
     pub async fn open_window_claims(
         &self,
         conn: &impl ConnectionTrait,
         node_id: &str,
         job_id: Option<&str>,
-    ) -> Result<Vec<String>, StorageError> {
-        Ok(open_windows_query(node_id, job_id)
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        open_windows_query(node_id, job_id)
             .select_only()
-            .column(window::Column::Claims)
+            .column(window::Column::Jws)
             .order_by_asc(window::Column::Seq)
             .into_tuple::<String>()
             .all(conn)
-            .await?)
+            .await?
+            .iter()
+            .map(|jws| jws_payload(jws))
+            .collect()
     }
 
     /// How many of the node's windows for `job_id` (or with no job) no certificate covers yet:
@@ -561,6 +565,22 @@ fn open_windows_query(node_id: &str, job_id: Option<&str>) -> sea_orm::Select<wi
     }
 }
 
+/// The payload of a stored compact JWS (`header.payload.signature`, RFC 7515 §7.1), decoded
+/// from base64url without padding.
+///
+/// # Errors
+/// [`StorageError::Corrupt`] when there is no payload segment or it is not base64url.
+fn jws_payload(jws: &str) -> Result<Vec<u8>, StorageError> {
+    use base64::Engine as _;
+    let segment = jws
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| StorageError::Corrupt("a stored window JWS has no payload".into()))?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|err| StorageError::Corrupt(format!("a stored window JWS payload: {err}")))
+}
+
 /// A seq as stored (BIGINT). Seqs beyond i64::MAX cannot occur (one window a millisecond for 292
 /// million years); they saturate rather than wrap.
 #[must_use]
@@ -583,8 +603,7 @@ mod tests {
             seq,
             job_id: Some("job".into()),
             hash: hash.into(),
-            jws: format!("jws-{hash}"),
-            claims: "{}".into(),
+            jws: test_jws(seq, hash),
             start_at: start,
             end_at: start + chrono::Duration::seconds(10),
             consumed_wh: 1.0,
@@ -594,6 +613,69 @@ mod tests {
             certificate_id: None,
             received_at: start,
         }
+    }
+
+    /// A compact-JWS-shaped string whose payload segment is `{"seq":SEQ,"hash":"HASH"}`.
+    fn test_jws(seq: i64, hash: &str) -> String {
+        use base64::Engine as _;
+        let payload = format!(r#"{{"seq":{seq},"hash":"{hash}"}}"#);
+        format!(
+            "eyJhbGciOiJQUzI1NiJ9.{}.c2ln",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload)
+        )
+    }
+
+    /// Inserts `w` as a row of the `windows` table before migration 12, which had `claims`.
+    async fn insert_with_claims(
+        db: &DatabaseConnection,
+        w: &window::Model,
+    ) -> Result<(), sea_orm::DbErr> {
+        use sea_orm::sea_query::{Alias, Query};
+        let insert = Query::insert()
+            .into_table(window::Entity)
+            .columns([
+                Alias::new("node_id"),
+                Alias::new("seq"),
+                Alias::new("job_id"),
+                Alias::new("hash"),
+                Alias::new("jws"),
+                Alias::new("claims"),
+                Alias::new("start_at"),
+                Alias::new("end_at"),
+                Alias::new("consumed_wh"),
+                Alias::new("solar_wh"),
+                Alias::new("is_final"),
+                Alias::new("salt_length"),
+                Alias::new("received_at"),
+            ])
+            .values_panic([
+                w.node_id.clone().into(),
+                w.seq.into(),
+                w.job_id.clone().into(),
+                w.hash.clone().into(),
+                w.jws.clone().into(),
+                "{}".into(),
+                w.start_at.into(),
+                w.end_at.into(),
+                w.consumed_wh.into(),
+                w.solar_wh.into(),
+                w.is_final.into(),
+                w.salt_length.clone().into(),
+                w.received_at.into(),
+            ])
+            .to_owned();
+        db.execute(&insert).await.map(|_| ())
+    }
+
+    /// Applies the migrations before `name`, then checks `name` is the next one.
+    async fn migrate_to_before(db: &DatabaseConnection, name: &str) {
+        let position = Migrator::migrations()
+            .iter()
+            .position(|m| m.name() == name)
+            .expect("migration");
+        Migrator::up(db, Some(u32::try_from(position).expect("count")))
+            .await
+            .expect("earlier migrations");
     }
 
     fn test_node() -> node::Model {
@@ -631,33 +713,23 @@ mod tests {
         let db = Database::connect(database_url(dir.path(), None))
             .await
             .expect("db");
-        let before = Migrator::migrations().len() - 1;
-        Migrator::up(&db, Some(u32::try_from(before).expect("count")))
-            .await
-            .expect("migrations 1-10");
+        migrate_to_before(&db, "m20261123_000011_window_hash_not_unique").await;
         node::ActiveModel::from(test_node())
             .insert(&db)
             .await
             .expect("node");
         for (seq, hash) in [(1, "h1"), (2, "h2")] {
-            let mut row = window::ActiveModel::from(window(seq, hash));
-            row.id = sea_orm::ActiveValue::NotSet;
-            row.insert(&db).await.expect("window");
+            insert_with_claims(&db, &window(seq, hash))
+                .await
+                .expect("window");
         }
         let old: Vec<window::Model> = window::Entity::find().all(&db).await.expect("rows");
         assert!(
-            window::ActiveModel::from(window::Model {
-                id: 9,
-                seq: 9,
-                ..window(9, "h1")
-            })
-            .insert(&db)
-            .await
-            .is_err(),
+            insert_with_claims(&db, &window(9, "h1")).await.is_err(),
             "before the migration the hash is unique"
         );
 
-        Migrator::up(&db, None).await.expect("migration 11");
+        Migrator::up(&db, Some(1)).await.expect("migration 11");
         let new: Vec<window::Model> = window::Entity::find()
             .order_by_asc(window::Column::Id)
             .all(&db)
@@ -672,19 +744,96 @@ mod tests {
             );
         }
         // A new row continues the id sequence; the same seq again is still refused.
-        let mut again = window::ActiveModel::from(window(3, "h1"));
-        again.id = sea_orm::ActiveValue::NotSet;
-        let inserted = again
-            .insert(&db)
+        insert_with_claims(&db, &window(3, "h1"))
             .await
             .expect("a repeated hash is no longer refused");
-        assert!(inserted.id > old.iter().map(|w| w.id).max().unwrap_or(0));
-        let mut duplicate = window::ActiveModel::from(window(2, "other"));
-        duplicate.id = sea_orm::ActiveValue::NotSet;
+        let ids: Vec<i64> = window::Entity::find()
+            .all(&db)
+            .await
+            .expect("rows")
+            .iter()
+            .map(|w| w.id)
+            .collect();
+        assert_eq!(ids.len(), 3);
+        assert!(ids.iter().max() > old.iter().map(|w| w.id).max().as_ref());
         assert!(
-            duplicate.insert(&db).await.is_err(),
+            insert_with_claims(&db, &window(2, "other")).await.is_err(),
             "(node_id, seq) stays unique"
         );
+    }
+
+    /// Migration 12 drops `windows.claims` and nothing else: every row and index survives, and
+    /// issuance reads the same claims from the JWS payloads.
+    #[tokio::test]
+    async fn migration_12_keeps_every_window_and_the_claims_come_from_the_jws() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Database::connect(database_url(dir.path(), None))
+            .await
+            .expect("db");
+        migrate_to_before(&db, "m20261124_000012_window_claims_in_jws").await;
+        node::ActiveModel::from(test_node())
+            .insert(&db)
+            .await
+            .expect("node");
+        for (seq, hash) in [(1, "h1"), (2, "h2"), (3, "h3")] {
+            insert_with_claims(&db, &window(seq, hash))
+                .await
+                .expect("window");
+        }
+        let old: Vec<window::Model> = window::Entity::find()
+            .order_by_asc(window::Column::Id)
+            .all(&db)
+            .await
+            .expect("rows");
+        let manager = SchemaManager::new(&db);
+        assert!(
+            manager
+                .has_column("windows", "claims")
+                .await
+                .expect("column")
+        );
+
+        Migrator::up(&db, Some(1)).await.expect("migration 12");
+        assert!(
+            !manager
+                .has_column("windows", "claims")
+                .await
+                .expect("column")
+        );
+        let new: Vec<window::Model> = window::Entity::find()
+            .order_by_asc(window::Column::Id)
+            .all(&db)
+            .await
+            .expect("rows");
+        assert_eq!(new, old);
+        for index in ["windows_node_seq", "windows_open_by_job"] {
+            assert!(
+                manager.has_index("windows", index).await.expect("index"),
+                "{index}"
+            );
+        }
+        let storage = Storage { db, writer: None };
+        let claims = storage
+            .open_window_claims(storage.db(), NODE, Some("job"))
+            .await
+            .expect("claims");
+        let expected: Vec<Vec<u8>> = [(1, "h1"), (2, "h2"), (3, "h3")]
+            .iter()
+            .map(|(seq, hash)| format!(r#"{{"seq":{seq},"hash":"{hash}"}}"#).into_bytes())
+            .collect();
+        assert_eq!(claims, expected);
+    }
+
+    /// A stored JWS without a decodable payload is reported as a damaged database.
+    #[test]
+    fn a_stored_jws_without_a_base64url_payload_is_corrupt() {
+        assert_eq!(jws_payload("a.e30.b").expect("payload"), b"{}");
+        for bad in ["no-dots", "a.!!!.b"] {
+            assert!(
+                matches!(jws_payload(bad), Err(StorageError::Corrupt(_))),
+                "{bad}"
+            );
+        }
     }
 
     /// The chain head moves only from the very window a new one chains to: a window whose
