@@ -364,11 +364,49 @@ fn check_figures(claims: &WindowClaims) -> Result<(), VerifyError> {
     Ok(())
 }
 
+/// A plausible 10 s CPU-estimate window of job `job` (0.1 Wh at 36 W mean): seq `seq` of
+/// `node_id`'s chain, starting `10 × (seq − 1)` s after `t0`. For tests.
+#[cfg(test)]
+pub(crate) fn test_window_claims(
+    node_id: &str,
+    seq: u64,
+    prev: Option<String>,
+    t0: DateTime<Utc>,
+) -> WindowClaims {
+    use wattest_shared::Watts;
+    use wattest_shared::window::{Attribution, Method, SourceEnergy};
+    let start = t0 + Duration::seconds(10 * (i64::try_from(seq).unwrap_or(1) - 1));
+    WindowClaims {
+        v: 1,
+        node_id: node_id.to_owned(),
+        job_id: Some("job".into()),
+        model_id: None,
+        seq,
+        prev,
+        start,
+        end: start + Duration::seconds(10),
+        attribution: Attribution::Machine,
+        sources: vec![SourceEnergy {
+            source: "cpu-estimate".into(),
+            kind: SourceKind::Cpu,
+            method: Method::EstimateCpuTdp,
+            energy_wh: WattHours(0.1),
+            mean_w: Watts(36.0),
+            max_w: Watts(40.0),
+            samples: 10,
+            uncertainty_pct: 50.0,
+            shared_device: false,
+        }],
+        solar_wh: WattHours(0.0),
+        is_final: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use wattest_shared::jws::{decode_header, sign_compact};
-    use wattest_shared::window::{Attribution, Method, SourceEnergy, WINDOW_TYP};
+    use wattest_shared::window::WINDOW_TYP;
     use wattest_shared::{SoftwareKey, Watts};
 
     struct Fixture {
@@ -394,31 +432,7 @@ mod tests {
     }
 
     fn claims(f: &Fixture, seq: u64, prev: Option<String>) -> WindowClaims {
-        let start = f.t0 + Duration::seconds(10 * (seq as i64 - 1));
-        WindowClaims {
-            v: 1,
-            node_id: f.node.id.clone(),
-            job_id: Some("job".into()),
-            model_id: None,
-            seq,
-            prev,
-            start,
-            end: start + Duration::seconds(10),
-            attribution: Attribution::Machine,
-            sources: vec![SourceEnergy {
-                source: "cpu-estimate".into(),
-                kind: SourceKind::Cpu,
-                method: Method::EstimateCpuTdp,
-                energy_wh: WattHours(0.1),
-                mean_w: Watts(36.0),
-                max_w: Watts(40.0),
-                samples: 10,
-                uncertainty_pct: 50.0,
-                shared_device: false,
-            }],
-            solar_wh: WattHours(0.0),
-            is_final: false,
-        }
+        test_window_claims(&f.node.id, seq, prev, f.t0)
     }
 
     fn sign(f: &Fixture, c: &WindowClaims) -> String {

@@ -826,8 +826,6 @@ mod tests {
     use chrono::Duration;
     use wattest_shared::SoftwareKey;
     use wattest_shared::jws::sign_compact;
-    use wattest_shared::units::{WattHours, Watts};
-    use wattest_shared::window::{Attribution, Method, SourceEnergy, SourceKind, WindowClaims};
 
     fn t0() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z")
@@ -852,30 +850,7 @@ mod tests {
     }
 
     fn first_window(key: &SoftwareKey) -> String {
-        let claims = WindowClaims {
-            v: 1,
-            node_id: "node-1".into(),
-            job_id: None,
-            model_id: None,
-            seq: 1,
-            prev: None,
-            start: t0(),
-            end: t0() + Duration::seconds(10),
-            attribution: Attribution::Machine,
-            sources: vec![SourceEnergy {
-                source: "cpu-estimate".into(),
-                kind: SourceKind::Cpu,
-                method: Method::EstimateCpuTdp,
-                energy_wh: WattHours(0.1),
-                mean_w: Watts(36.0),
-                max_w: Watts(40.0),
-                samples: 10,
-                uncertainty_pct: 50.0,
-                shared_device: false,
-            }],
-            solar_wh: WattHours(0.0),
-            is_final: false,
-        };
+        let claims = crate::verification::test_window_claims("node-1", 1, None, t0());
         sign_compact(key, WINDOW_TYP, &serde_json::to_vec(&claims).unwrap()).unwrap()
     }
 

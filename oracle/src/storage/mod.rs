@@ -667,15 +667,33 @@ mod tests {
         db.execute(&insert).await.map(|_| ())
     }
 
-    /// Applies the migrations before `name`, then checks `name` is the next one.
-    async fn migrate_to_before(db: &DatabaseConnection, name: &str) {
+    /// A SQLite database in `dir` with the migrations before `name` applied (`name` is the
+    /// next one), the test node, and its windows `(seq, hash)` as rows of that schema.
+    async fn database_before(
+        dir: &Path,
+        name: &str,
+        windows: &[(i64, &str)],
+    ) -> DatabaseConnection {
+        let db = Database::connect(database_url(dir, None))
+            .await
+            .expect("db");
         let position = Migrator::migrations()
             .iter()
             .position(|m| m.name() == name)
             .expect("migration");
-        Migrator::up(db, Some(u32::try_from(position).expect("count")))
+        Migrator::up(&db, Some(u32::try_from(position).expect("count")))
             .await
             .expect("earlier migrations");
+        node::ActiveModel::from(test_node())
+            .insert(&db)
+            .await
+            .expect("node");
+        for &(seq, hash) in windows {
+            insert_with_claims(&db, &window(seq, hash))
+                .await
+                .expect("window");
+        }
+        db
     }
 
     fn test_node() -> node::Model {
@@ -710,19 +728,12 @@ mod tests {
     #[tokio::test]
     async fn migration_11_keeps_every_window_and_only_drops_the_hash_uniqueness() {
         let dir = tempfile::tempdir().expect("dir");
-        let db = Database::connect(database_url(dir.path(), None))
-            .await
-            .expect("db");
-        migrate_to_before(&db, "m20261123_000011_window_hash_not_unique").await;
-        node::ActiveModel::from(test_node())
-            .insert(&db)
-            .await
-            .expect("node");
-        for (seq, hash) in [(1, "h1"), (2, "h2")] {
-            insert_with_claims(&db, &window(seq, hash))
-                .await
-                .expect("window");
-        }
+        let db = database_before(
+            dir.path(),
+            "m20261123_000011_window_hash_not_unique",
+            &[(1, "h1"), (2, "h2")],
+        )
+        .await;
         let old: Vec<window::Model> = window::Entity::find().all(&db).await.expect("rows");
         assert!(
             insert_with_claims(&db, &window(9, "h1")).await.is_err(),
@@ -767,19 +778,12 @@ mod tests {
     #[tokio::test]
     async fn migration_12_keeps_every_window_and_the_claims_come_from_the_jws() {
         let dir = tempfile::tempdir().expect("dir");
-        let db = Database::connect(database_url(dir.path(), None))
-            .await
-            .expect("db");
-        migrate_to_before(&db, "m20261124_000012_window_claims_in_jws").await;
-        node::ActiveModel::from(test_node())
-            .insert(&db)
-            .await
-            .expect("node");
-        for (seq, hash) in [(1, "h1"), (2, "h2"), (3, "h3")] {
-            insert_with_claims(&db, &window(seq, hash))
-                .await
-                .expect("window");
-        }
+        let db = database_before(
+            dir.path(),
+            "m20261124_000012_window_claims_in_jws",
+            &[(1, "h1"), (2, "h2"), (3, "h3")],
+        )
+        .await;
         let old: Vec<window::Model> = window::Entity::find()
             .order_by_asc(window::Column::Id)
             .all(&db)
