@@ -24,7 +24,7 @@ fi
 cargo build -q -p wattest-oracle --bin wattest-oracle
 ORACLE="$PWD/target/debug/wattest-oracle"
 DIR=$(mktemp -d)
-PORT=$((20000 + RANDOM % 20000))
+PORT=$((20000 + RANDOM % 12000))
 URL="http://127.0.0.1:$PORT"
 "$ORACLE" serve --listen "127.0.0.1:$PORT" --data-dir "$DIR" \
   --rate-limit-per-ip 0 --rate-limit-per-token 0 >"$DIR/oracle.log" 2>&1 &
