@@ -8,11 +8,14 @@
 //! each node, inside one transaction:
 //!
 //! 1. per window, the node's chain head moves from `seq − 1` to `seq` by compare-and-set, guarded
-//!    by "no certificate closed this job yet", and the window row is inserted
-//!    ([`crate::storage::Storage::append_windows`]); a run of one node's consecutive non-final
-//!    windows of one job (a batch request's, `POST /v1/telemetry/batch`) moves the head once
-//!    and is inserted with multi-row inserts. A window that loses the compare-and-set, or whose
-//!    job is closed, changes nothing and is answered on its own (`seq_replay` → the original
+//!    by "no certificate closed this job yet" ([`crate::storage::Storage::advance_head`]); a run
+//!    of one node's consecutive non-final windows of one job (a batch request's,
+//!    `POST /v1/telemetry/batch`) moves the head once. The rows of the non-final windows whose
+//!    heads moved, of every node in the batch, are inserted together with multi-row inserts
+//!    ([`crate::storage::Storage::insert_windows`]) before each final window (whose issuance
+//!    counts and marks its job's rows) and at the end: one statement per window and a few per
+//!    batch, instead of two per window. A window that loses the compare-and-set, or whose job
+//!    is closed, changes nothing and is answered on its own (`seq_replay` → the original
 //!    receipt or `seq_conflict`; `job_closed`); a run that loses it is retried window by
 //!    window, so each gets that precise answer;
 //! 2. a final window and its certificate (issuance and log append, [`crate::issuance`]; the
@@ -245,19 +248,31 @@ async fn append_batch(
     // the window retried on its own (two statements fewer on the common, unloaded path).
     let isolate = batch.len() > 1;
     let mut outcomes = Vec::with_capacity(batch.len());
+    // Rows of non-final windows whose chain heads moved, inserted together: before a final
+    // window (its issuance counts and marks its job's rows) and at the end.
+    let mut rows = Vec::new();
     let mut rest = batch;
     while !rest.is_empty() {
         let (run, later) = rest.split_at_mut(run_len(rest));
-        if run.len() > 1 && append_run(state, &txn, run).await? {
+        if run.len() > 1 && advance_run(state, &txn, run, &mut rows).await? {
             outcomes.extend(run.iter().map(|_| Ok(None)));
         } else {
             for p in run {
-                let presigned = p.presigned.take();
-                outcomes.push(append(state, &txn, p.entry(), presigned, isolate).await?);
+                if p.window.claims.is_final {
+                    state
+                        .storage
+                        .insert_windows(&txn, std::mem::take(&mut rows))
+                        .await?;
+                    let presigned = p.presigned.take();
+                    outcomes.push(append(state, &txn, p.entry(), presigned, isolate).await?);
+                } else {
+                    outcomes.push(append_window(state, &txn, p.entry(), Some(&mut rows)).await?);
+                }
             }
         }
         rest = later;
     }
+    state.storage.insert_windows(&txn, rows).await?;
     txn.commit().await.map_err(|err| ApiError::internal(&err))?;
     for certificate in outcomes.iter().flatten() {
         log_issued(certificate.as_ref());
@@ -299,7 +314,7 @@ async fn append(
     isolate: bool,
 ) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
     if !entry.window.claims.is_final {
-        return append_window(state, txn, entry).await;
+        return append_window(state, txn, entry, None).await;
     }
     if !isolate {
         return append_final(state, txn, entry, presigned).await;
@@ -341,26 +356,38 @@ async fn append_final(
         Some(signing) => signing,
         None => crate::issuance::prepare(state, txn, entry.node, entry.window, entry.now).await?,
     };
-    if let Err(refused) = append_window(state, txn, entry).await? {
+    if let Err(refused) = append_window(state, txn, entry, None).await? {
         return Ok(Err(refused));
     }
     let certificate = crate::issuance::finish(state, txn, signing, entry.now).await?;
     Ok(Ok(Some(certificate)))
 }
 
-/// The compare-and-set of the chain head and the window row; never a certificate.
+/// The compare-and-set of the chain head and the window row; never a certificate. With
+/// `deferred`, the row is pushed there for the caller to insert later in `txn`
+/// ([`crate::storage::Storage::insert_windows`]); without, it is inserted here.
 async fn append_window(
     state: &AppState,
     txn: &DatabaseTransaction,
     entry: Entry<'_>,
+    deferred: Option<&mut Vec<window::Model>>,
 ) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
     let seq = entry.window.claims.seq;
     let prev = entry.window.claims.prev.as_deref();
-    match state
+    let row = window_row(entry);
+    let moved = state
         .storage
-        .append_windows(txn, prev, vec![window_row(entry)])
-        .await
-    {
+        .advance_head(txn, prev, std::slice::from_ref(&row))
+        .await;
+    let stored = match (moved, deferred) {
+        (Ok(()), Some(deferred)) => {
+            deferred.push(row);
+            Ok(())
+        }
+        (Ok(()), None) => state.storage.insert_windows(txn, vec![row]).await,
+        (Err(err), _) => Err(err),
+    };
+    match stored {
         Ok(()) => Ok(Ok(None)),
         // Another request or replica took this seq between our read of the chain head and this
         // write: a concurrent duplicate gets the original receipt, a different window is a
@@ -405,18 +432,23 @@ fn run_len(batch: &[Pending]) -> usize {
         .count()
 }
 
-/// Appends a run of windows ([`run_len`]) with one compare-and-set: `Ok(false)` when the chain
-/// moved or the job closed meanwhile (nothing written; the caller appends each window on its
-/// own, so that each gets its precise answer).
-async fn append_run(
+/// Moves the chain head past a run of windows ([`run_len`]) with one compare-and-set, and pushes
+/// their rows to `rows` (inserted later in `txn` by the caller): `Ok(false)` when the chain moved
+/// or the job closed meanwhile (nothing changed; the caller appends each window on its own, so
+/// that each gets its precise answer).
+async fn advance_run(
     state: &AppState,
     txn: &DatabaseTransaction,
     run: &[Pending],
+    rows: &mut Vec<window::Model>,
 ) -> Result<bool, ApiError> {
     let prev = run.first().and_then(|p| p.window.claims.prev.as_deref());
-    let rows = run.iter().map(|p| window_row(p.entry())).collect();
-    match state.storage.append_windows(txn, prev, rows).await {
-        Ok(()) => Ok(true),
+    let run_rows: Vec<window::Model> = run.iter().map(|p| window_row(p.entry())).collect();
+    match state.storage.advance_head(txn, prev, &run_rows).await {
+        Ok(()) => {
+            rows.extend(run_rows);
+            Ok(true)
+        }
         Err(StorageError::ChainMoved | StorageError::JobClosed) => Ok(false),
         Err(err) => Err(err.into()),
     }

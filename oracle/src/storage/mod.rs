@@ -346,10 +346,25 @@ impl Storage {
     }
 
     /// Moves the node's chain head from (`first.seq − 1`, `prev`) to `last.seq` and stores
-    /// `rows`, in `txn`: one compare-and-set `UPDATE` (guarded, for windows with a job, by "no
-    /// certificate of this node closed the job") and one multi-row `INSERT` per power-of-two
-    /// chunk (so that a connection prepares a handful of statement shapes, not one per run
-    /// length).
+    /// `rows`, in `txn`: [`Storage::advance_head`], then [`Storage::insert_windows`].
+    ///
+    /// # Errors
+    /// As [`Storage::advance_head`] (nothing is written then); database failure.
+    pub async fn append_windows(
+        &self,
+        txn: &DatabaseTransaction,
+        prev: Option<&str>,
+        rows: Vec<window::Model>,
+    ) -> Result<(), StorageError> {
+        self.advance_head(txn, prev, &rows).await?;
+        self.insert_windows(txn, rows).await
+    }
+
+    /// Moves the node's chain head from (`first.seq − 1`, `prev`) to `last.seq` of `rows`, in
+    /// `txn`: one compare-and-set `UPDATE`, guarded, for windows with a job, by "no certificate
+    /// of this node closed the job". The caller then stores `rows` in the same transaction
+    /// ([`Storage::insert_windows`], possibly together with other nodes' rows), before anything
+    /// reads the node's windows.
     ///
     /// `rows` are one node's windows of one job with consecutive seqs, each chaining to the one
     /// before (verified by the caller); usually one window. `prev` is the first row's `prev`
@@ -360,12 +375,12 @@ impl Storage {
     /// # Errors
     /// [`StorageError::ChainMoved`] when another window took the first seq first, or the head
     /// is not the window `prev` names; [`StorageError::JobClosed`] when the job already has its
-    /// certificate (nothing is written in any of these cases); database failure.
-    pub async fn append_windows(
+    /// certificate (the head is unchanged in these cases); database failure.
+    pub async fn advance_head(
         &self,
         txn: &DatabaseTransaction,
         prev: Option<&str>,
-        rows: Vec<window::Model>,
+        rows: &[window::Model],
     ) -> Result<(), StorageError> {
         let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
             return Ok(());
@@ -411,6 +426,20 @@ impl Storage {
                 _ => StorageError::ChainMoved,
             });
         }
+        Ok(())
+    }
+
+    /// Inserts window rows (of any nodes whose heads [`Storage::advance_head`] moved past them in
+    /// `txn`) with one multi-row `INSERT` per power-of-two chunk, so that a connection prepares a
+    /// handful of statement shapes, not one per count. No rows: nothing.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn insert_windows(
+        &self,
+        txn: &DatabaseTransaction,
+        rows: Vec<window::Model>,
+    ) -> Result<(), StorageError> {
         let mut rows = rows.into_iter().map(|row| {
             let mut active = window::ActiveModel::from(row);
             active.id = sea_orm::ActiveValue::NotSet;
