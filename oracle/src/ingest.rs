@@ -375,17 +375,13 @@ async fn append_window(
     let seq = entry.window.claims.seq;
     let prev = entry.window.claims.prev.as_deref();
     let row = window_row(entry);
-    let moved = state
-        .storage
-        .advance_head(txn, prev, std::slice::from_ref(&row))
-        .await;
-    let stored = match (moved, deferred) {
-        (Ok(()), Some(deferred)) => {
-            deferred.push(row);
-            Ok(())
-        }
-        (Ok(()), None) => state.storage.insert_windows(txn, vec![row]).await,
-        (Err(err), _) => Err(err),
+    let stored = match deferred {
+        Some(deferred) => state
+            .storage
+            .advance_head(txn, prev, std::slice::from_ref(&row))
+            .await
+            .map(|()| deferred.push(row)),
+        None => state.storage.append_windows(txn, prev, vec![row]).await,
     };
     match stored {
         Ok(()) => Ok(Ok(None)),

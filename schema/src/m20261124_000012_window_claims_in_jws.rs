@@ -1,8 +1,8 @@
 //! `windows.claims` is dropped: it held the window's signed payload a second time, next to the
 //! compact JWS (`windows.jws`) whose payload segment is that very JSON, base64url-encoded. The
 //! copy made a window row about 40 % larger, and every accepted window wrote it to the database
-//! (and, on SQLite, again at the WAL checkpoint): dropping it raised batched ingest on one
-//! oracle core by about 12 % (`docs/performance.md`). Issuance now decodes the claims from the
+//! (and, on SQLite, again at the WAL checkpoint): dropping it cut the oracle's CPU for batched
+//! ingest on one core by about 7 % (best of four alternating runs, `docs/performance.md`). Issuance now decodes the claims from the
 //! JWS (`Storage::open_window_claims`).
 //!
 //! `ALTER TABLE … DROP COLUMN` on both backends (SQLite ≥ 3.35: it rewrites every row of the

@@ -646,8 +646,9 @@ fn es256_verify(key: &PKey<Public>, message: &[u8], signature: &[u8]) -> bool {
 }
 
 /// The payload bytes of a compact JWS **without verifying its signature**: only for a signer
-/// reading back its own output (the agent's spool). `None` when `jws` is not three segments or the
-/// payload is not base64url.
+/// reading back its own output (the agent's spool) or a verifier reading back what it verified
+/// and stored (the oracle's window rows). `None` when `jws` is not three segments or the payload
+/// is not base64url.
 #[must_use]
 pub fn unverified_payload(jws: &str) -> Option<Vec<u8>> {
     let mut parts = jws.trim().split('.');

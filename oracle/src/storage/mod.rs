@@ -595,19 +595,14 @@ fn open_windows_query(node_id: &str, job_id: Option<&str>) -> sea_orm::Select<wi
 }
 
 /// The payload of a stored compact JWS (`header.payload.signature`, RFC 7515 §7.1), decoded
-/// from base64url without padding.
+/// from base64url ([`wattest_shared::jws::unverified_payload`]: the window was verified when it
+/// was accepted).
 ///
 /// # Errors
-/// [`StorageError::Corrupt`] when there is no payload segment or it is not base64url.
+/// [`StorageError::Corrupt`] when the JWS is not three segments or its payload not base64url.
 fn jws_payload(jws: &str) -> Result<Vec<u8>, StorageError> {
-    use base64::Engine as _;
-    let segment = jws
-        .split('.')
-        .nth(1)
-        .ok_or_else(|| StorageError::Corrupt("a stored window JWS has no payload".into()))?;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|err| StorageError::Corrupt(format!("a stored window JWS payload: {err}")))
+    wattest_shared::jws::unverified_payload(jws)
+        .ok_or_else(|| StorageError::Corrupt("a stored window JWS has no base64url payload".into()))
 }
 
 /// A seq as stored (BIGINT). Seqs beyond i64::MAX cannot occur (one window a millisecond for 292
