@@ -13,7 +13,7 @@
 //!    `POST /v1/telemetry/batch`) moves the head once. The rows of the non-final windows whose
 //!    heads moved, of every node in the batch, are inserted together with multi-row inserts
 //!    ([`crate::storage::Storage::insert_windows`]) before each final window (whose issuance
-//!    counts and marks its job's rows) and at the end: one statement per window and a few per
+//!    counts and reads its job's rows) and at the end: one statement per window and a few per
 //!    batch, instead of two per window. A window that loses the compare-and-set, or whose job
 //!    is closed, changes nothing and is answered on its own (`seq_replay` → the original
 //!    receipt or `seq_conflict`; `job_closed`); a run that loses it is retried window by
@@ -249,7 +249,7 @@ async fn append_batch(
     let isolate = batch.len() > 1;
     let mut outcomes = Vec::with_capacity(batch.len());
     // Rows of non-final windows whose chain heads moved, inserted together: before a final
-    // window (its issuance counts and marks its job's rows) and at the end.
+    // window (its issuance counts and reads its job's rows) and at the end.
     let mut rows = Vec::new();
     let mut rest = batch;
     while !rest.is_empty() {
@@ -473,7 +473,6 @@ fn window_row(entry: Entry<'_>) -> window::Model {
             SaltLength::Digest => "digest".into(),
             SaltLength::Maximum => "maximum".into(),
         },
-        certificate_id: None,
         received_at: now,
     }
 }

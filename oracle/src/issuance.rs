@@ -9,8 +9,7 @@
 //! [`prepare`] builds the claims from the job's open windows plus the final window (not yet
 //! stored) and starts the RSA signature on the blocking pool. While it computes (2.6–4.5 ms for
 //! RSA-3072 on the 2-core development machines, `docs/performance.md`), the transaction moves
-//! the chain head, stores the window, marks the job's windows and takes the log's next slot
-//! ([`finish`]); only the certificate row and the log append itself, which need the signed
+//! the chain head, stores the window and takes the log's next slot ([`finish`]); only the certificate row and the log append itself, which need the signed
 //! JWS, wait for the signature. A refused window drops its [`Signing`]: the signature is
 //! discarded unused.
 
@@ -45,7 +44,8 @@ impl Signing {
     /// window is appended there: its open windows are as many as the claims count before the
     /// final one. Together with the final window's compare-and-set on the chain head (seq and
     /// hash: the whole chain before it is then the one these claims were built from) this
-    /// proves the claims cover exactly the windows the certificate will mark.
+    /// proves the claims cover exactly the windows the certificate will cover (those above the
+    /// job's previous certificate's `last_seq`, up to its own).
     ///
     /// # Errors
     /// Database failure.
@@ -224,9 +224,10 @@ async fn certificate_claims<C: sea_orm::ConnectionTrait + sea_orm::TransactionTr
 }
 
 /// Completes issuance in `txn`, after the final window was appended there: while the key signs,
-/// marks the job's windows as covered and takes the log's next slot (locking the head, reading
-/// the subtrees the append needs); then waits for the signature and stores the certificate with
-/// its log append (one statement on PostgreSQL).
+/// takes the log's next slot (locking the head, reading the subtrees the append needs); then
+/// waits for the signature and stores the certificate with
+/// its log append (one statement on PostgreSQL). Its windows are covered from then on because its
+/// `last_seq` is the final window's (`Storage::open_window_claims`): no row is rewritten.
 ///
 /// # Errors
 /// 500 problem on signing or database failure (the caller's transaction is then dropped).
@@ -237,18 +238,6 @@ pub async fn finish(
     now: DateTime<Utc>,
 ) -> Result<certificate::Model, ApiError> {
     let Signing { claims, signature } = signing;
-    let first = seq_i64(claims.windows.first_seq);
-    let last = seq_i64(claims.windows.last_seq);
-    state
-        .storage
-        .mark_certified_windows(
-            txn,
-            &claims.jti,
-            &claims.sub,
-            claims.job_id.as_deref(),
-            first..=last,
-        )
-        .await?;
     // Logged in the same transaction: a certificate exists only if it is in the log.
     let slot = state.storage.reserve_log(txn).await?;
     let jws = match signature {

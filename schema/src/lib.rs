@@ -12,6 +12,7 @@ mod m20261123_000009_token_last_used;
 mod m20261123_000010_held_windows;
 mod m20261123_000011_window_hash_not_unique;
 mod m20261124_000012_window_claims_in_jws;
+mod m20261124_000013_coverage_by_seq;
 
 /// All migrations, applied in order at oracle start.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000010_held_windows::Migration),
             Box::new(m20261123_000011_window_hash_not_unique::Migration),
             Box::new(m20261124_000012_window_claims_in_jws::Migration),
+            Box::new(m20261124_000013_coverage_by_seq::Migration),
         ]
     }
 }

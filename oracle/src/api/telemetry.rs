@@ -797,14 +797,15 @@ fn same_payload(a: &str, b: &str) -> bool {
 
 /// The receipt of an already stored window, as it was first returned.
 async fn receipt(state: &AppState, w: window::Model) -> Result<TelemetryAccepted, ApiError> {
-    let certificate = match (&w.certificate_id, w.is_final) {
-        (Some(id), true) => state
+    let certificate = if w.is_final {
+        state
             .storage
-            .certificate(id)
+            .certificate_closing(&w.node_id, w.job_id.as_deref(), w.seq)
             .await?
             .as_ref()
-            .map(CertificateSummary::from),
-        _ => None,
+            .map(CertificateSummary::from)
+    } else {
+        None
     };
     Ok(TelemetryAccepted {
         node_id: w.node_id,

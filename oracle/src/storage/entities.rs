@@ -108,8 +108,6 @@ pub mod window {
         pub is_final: bool,
         /// PSS salt length used (`digest` or `maximum`).
         pub salt_length: String,
-        /// Certificate that covers it, once issued.
-        pub certificate_id: Option<String>,
         /// Reception time.
         pub received_at: DateTimeUtc,
     }

@@ -1,7 +1,7 @@
 //! Storage on sea-orm: SQLite (a file in the data dir, the default) or PostgreSQL (`DATABASE_URL`).
 //!
 //! One concrete struct; every write that must be atomic (accepting a window and moving the
-//! node's chain head, issuing a certificate and marking its windows) runs in one transaction, and
+//! node's chain head, issuing a certificate and logging it) runs in one transaction, and
 //! the chain head moves with a compare-and-set on `last_seq`, so two replicas or two requests can
 //! never accept two windows for the same position.
 
@@ -483,7 +483,7 @@ impl Storage {
     }
 
     /// How many of the node's windows for `job_id` (or with no job) no certificate covers yet:
-    /// [`Storage::open_window_claims`]'s length, counted on the `(node_id, job_id, certificate_id)`
+    /// [`Storage::open_window_claims`]'s length, counted on the `(node_id, job_id, seq)`
     /// index without reading the rows.
     ///
     /// # Errors
@@ -497,35 +497,26 @@ impl Storage {
         Ok(open_windows_query(node_id, job_id).count(conn).await?)
     }
 
-    /// Marks the windows `first_seq..=last_seq` of a node's job (`None`: windows without a job)
-    /// that no certificate covers yet as covered by `certificate_id`. Run before the certificate
-    /// row exists (while its signature computes): `windows.certificate_id` has no foreign key,
-    /// and both writes commit or roll back together.
+    /// The certificate issued for the final window `seq` of a node's job (`None`: its windows
+    /// without a job): the one whose `last_seq` it is. `None` when that window closed nothing
+    /// (not final, or not yet committed).
     ///
     /// # Errors
     /// Database failure.
-    pub async fn mark_certified_windows(
+    pub async fn certificate_closing(
         &self,
-        txn: &DatabaseTransaction,
-        certificate_id: &str,
         node_id: &str,
         job_id: Option<&str>,
-        seqs: std::ops::RangeInclusive<i64>,
-    ) -> Result<(), StorageError> {
-        let update = window::Entity::update_many()
-            .col_expr(
-                window::Column::CertificateId,
-                Expr::value(Some(certificate_id.to_owned())),
-            )
-            .filter(window::Column::NodeId.eq(node_id))
-            .filter(window::Column::CertificateId.is_null())
-            .filter(window::Column::Seq.between(*seqs.start(), *seqs.end()));
-        let update = match job_id {
-            Some(job) => update.filter(window::Column::JobId.eq(job)),
-            None => update.filter(window::Column::JobId.is_null()),
+        seq: i64,
+    ) -> Result<Option<certificate::Model>, StorageError> {
+        let query = certificate::Entity::find()
+            .filter(certificate::Column::NodeId.eq(node_id))
+            .filter(certificate::Column::LastSeq.eq(seq));
+        let query = match job_id {
+            Some(job) => query.filter(certificate::Column::JobId.eq(job)),
+            None => query.filter(certificate::Column::JobId.is_null()),
         };
-        update.exec(txn).await?;
-        Ok(())
+        Ok(query.one(&self.db).await?)
     }
 
     /// Stores a certificate and appends its compact JWS to the transparency log at `slot`
@@ -584,10 +575,32 @@ impl Storage {
     }
 }
 
+/// The node's windows for `job_id` (or with no job) that no certificate covers yet: those above
+/// the `last_seq` of the latest certificate of that node and job. A certificate covers every
+/// earlier open window of its job up to its final one, and a node's chain is linear, so no
+/// window below that seq is open (migration 13; the `(node_id, job_id, seq)` and
+/// `(node_id, job_id, last_seq)` indexes serve both parts).
 fn open_windows_query(node_id: &str, job_id: Option<&str>) -> sea_orm::Select<window::Entity> {
+    use sea_orm::sea_query::{Func, Query, SimpleExpr, SubQueryStatement};
+    let certified = Query::select()
+        .expr(Func::max(Expr::col(certificate::Column::LastSeq)))
+        .from(certificate::Entity)
+        .and_where(Expr::col(certificate::Column::NodeId).eq(node_id))
+        .and_where(match job_id {
+            Some(job) => Expr::col(certificate::Column::JobId).eq(job),
+            None => Expr::col(certificate::Column::JobId).is_null(),
+        })
+        .to_owned();
+    let last_certified = Func::coalesce([
+        SimpleExpr::SubQuery(
+            None,
+            Box::new(SubQueryStatement::SelectStatement(certified)),
+        ),
+        Expr::val(0_i64).into(),
+    ]);
     let query = window::Entity::find()
         .filter(window::Column::NodeId.eq(node_id))
-        .filter(window::Column::CertificateId.is_null());
+        .filter(Expr::col(window::Column::Seq).gt(last_certified));
     match job_id {
         Some(job) => query.filter(window::Column::JobId.eq(job)),
         None => query.filter(window::Column::JobId.is_null()),
@@ -634,7 +647,6 @@ mod tests {
             solar_wh: 0.0,
             is_final: false,
             salt_length: "digest".into(),
-            certificate_id: None,
             received_at: start,
         }
     }
@@ -649,46 +661,63 @@ mod tests {
         )
     }
 
+    /// Inserts `w` as a row of an older `windows` table, with `extra` columns the current
+    /// entity no longer has (before migration 12: `claims`; before 13: `certificate_id`).
+    async fn insert_old_row(
+        db: &DatabaseConnection,
+        w: &window::Model,
+        extra: &[(&str, sea_orm::Value)],
+    ) -> Result<(), sea_orm::DbErr> {
+        use sea_orm::sea_query::{Alias, Query};
+        let mut columns: Vec<Alias> = [
+            "node_id",
+            "seq",
+            "job_id",
+            "hash",
+            "jws",
+            "start_at",
+            "end_at",
+            "consumed_wh",
+            "solar_wh",
+            "is_final",
+            "salt_length",
+            "received_at",
+        ]
+        .into_iter()
+        .map(Alias::new)
+        .collect();
+        let mut values: Vec<sea_orm::sea_query::SimpleExpr> = vec![
+            w.node_id.clone().into(),
+            w.seq.into(),
+            w.job_id.clone().into(),
+            w.hash.clone().into(),
+            w.jws.clone().into(),
+            w.start_at.into(),
+            w.end_at.into(),
+            w.consumed_wh.into(),
+            w.solar_wh.into(),
+            w.is_final.into(),
+            w.salt_length.clone().into(),
+            w.received_at.into(),
+        ];
+        for (column, value) in extra {
+            columns.push(Alias::new(*column));
+            values.push(value.clone().into());
+        }
+        let insert = Query::insert()
+            .into_table(window::Entity)
+            .columns(columns)
+            .values_panic(values)
+            .to_owned();
+        db.execute(&insert).await.map(|_| ())
+    }
+
     /// Inserts `w` as a row of the `windows` table before migration 12, which had `claims`.
     async fn insert_with_claims(
         db: &DatabaseConnection,
         w: &window::Model,
     ) -> Result<(), sea_orm::DbErr> {
-        use sea_orm::sea_query::{Alias, Query};
-        let insert = Query::insert()
-            .into_table(window::Entity)
-            .columns([
-                Alias::new("node_id"),
-                Alias::new("seq"),
-                Alias::new("job_id"),
-                Alias::new("hash"),
-                Alias::new("jws"),
-                Alias::new("claims"),
-                Alias::new("start_at"),
-                Alias::new("end_at"),
-                Alias::new("consumed_wh"),
-                Alias::new("solar_wh"),
-                Alias::new("is_final"),
-                Alias::new("salt_length"),
-                Alias::new("received_at"),
-            ])
-            .values_panic([
-                w.node_id.clone().into(),
-                w.seq.into(),
-                w.job_id.clone().into(),
-                w.hash.clone().into(),
-                w.jws.clone().into(),
-                "{}".into(),
-                w.start_at.into(),
-                w.end_at.into(),
-                w.consumed_wh.into(),
-                w.solar_wh.into(),
-                w.is_final.into(),
-                w.salt_length.clone().into(),
-                w.received_at.into(),
-            ])
-            .to_owned();
-        db.execute(&insert).await.map(|_| ())
+        insert_old_row(db, w, &[("claims", "{}".into())]).await
     }
 
     /// A SQLite database in `dir` with the migrations before `name` applied (`name` is the
@@ -850,6 +879,166 @@ mod tests {
             .map(|(seq, hash)| format!(r#"{{"seq":{seq},"hash":"{hash}"}}"#).into_bytes())
             .collect();
         assert_eq!(claims, expected);
+    }
+
+    /// A certificate row of the test node covering `first..=last` of `job`.
+    fn test_certificate(id: &str, job: Option<&str>, first: i64, last: i64) -> certificate::Model {
+        let at = DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default();
+        certificate::Model {
+            id: id.into(),
+            node_id: NODE.into(),
+            job_id: job.map(str::to_owned),
+            issued_at: at,
+            period_start: at,
+            period_end: at,
+            zone: "BE".into(),
+            attestation_level: "software".into(),
+            consumed_wh: 1.0,
+            grid_wh: 1.0,
+            solar_wh: 0.0,
+            emissions_kg: 0.0,
+            avoided_kg: 0.0,
+            intensity_g: 0.0,
+            intensity_dataset: "test".into(),
+            intensity_year: 2025,
+            factor_type: "direct".into(),
+            reward_micro_eur: 0,
+            owner_micro_eur: 0,
+            fund_micro_eur: 0,
+            first_seq: first,
+            last_seq: last,
+            window_count: last - first + 1,
+            hash: format!("hash-{id}"),
+            jws: "a.e30.b".into(),
+            claims: "{}".into(),
+        }
+    }
+
+    /// Migration 13 drops `windows.certificate_id`: every row survives, a window is open exactly
+    /// when the dropped column said so (no certificate of its node and job ends at or after its
+    /// seq), the final window's certificate is found by its seq, and `down` fills the column
+    /// again from the certificates.
+    #[tokio::test]
+    async fn migration_13_derives_coverage_from_the_certificates_last_seq() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = database_before(dir.path(), "m20261124_000013_coverage_by_seq", &[]).await;
+        // Job "job": 1–2, certified by c-job; no job: 3–4 certified by c-none, 5 open; job
+        // "job2": 6 open.
+        let rows = [
+            (1, Some("job"), Some("c-job")),
+            (2, Some("job"), Some("c-job")),
+            (3, None, Some("c-none")),
+            (4, None, Some("c-none")),
+            (5, None, None),
+            (6, Some("job2"), None),
+        ];
+        for (seq, job, certificate) in rows {
+            let mut w = window(seq, &format!("h{seq}"));
+            w.job_id = job.map(str::to_owned);
+            // The row as the pre-13 oracle wrote it, the dropped column included.
+            let certificate_id = sea_orm::Value::from(certificate.map(str::to_owned));
+            insert_old_row(&db, &w, &[("certificate_id", certificate_id)])
+                .await
+                .expect("window");
+        }
+        for c in [
+            test_certificate("c-job", Some("job"), 1, 2),
+            test_certificate("c-none", None, 3, 4),
+        ] {
+            certificate::ActiveModel::from(c)
+                .insert(&db)
+                .await
+                .expect("certificate");
+        }
+        let old: Vec<window::Model> = window::Entity::find()
+            .order_by_asc(window::Column::Id)
+            .all(&db)
+            .await
+            .expect("rows");
+        assert_eq!(old.len(), 6);
+
+        Migrator::up(&db, Some(1)).await.expect("migration 13");
+        let manager = SchemaManager::new(&db);
+        assert!(
+            !manager
+                .has_column("windows", "certificate_id")
+                .await
+                .expect("column")
+        );
+        assert!(
+            !manager
+                .has_index("windows", "windows_open_by_job")
+                .await
+                .expect("index")
+        );
+        for (table, index) in [
+            ("windows", "windows_node_seq"),
+            ("windows", "windows_by_job"),
+            ("certificates", "certificates_node_job_seq"),
+        ] {
+            assert!(
+                manager.has_index(table, index).await.expect("index"),
+                "{index}"
+            );
+        }
+        let new: Vec<window::Model> = window::Entity::find()
+            .order_by_asc(window::Column::Id)
+            .all(&db)
+            .await
+            .expect("rows");
+        assert_eq!(new, old);
+
+        let storage = Storage { db, writer: None };
+        let payload = |seq: i64| format!(r#"{{"seq":{seq},"hash":"h{seq}"}}"#).into_bytes();
+        for (job, open) in [
+            (Some("job"), vec![]),
+            (None, vec![5]),
+            (Some("job2"), vec![6]),
+        ] {
+            let claims = storage
+                .open_window_claims(storage.db(), NODE, job)
+                .await
+                .expect("claims");
+            assert_eq!(
+                claims,
+                open.iter().map(|&s| payload(s)).collect::<Vec<_>>(),
+                "{job:?}"
+            );
+            let count = storage
+                .open_window_count(storage.db(), NODE, job)
+                .await
+                .expect("count");
+            assert_eq!(count, u64::try_from(open.len()).expect("len"), "{job:?}");
+        }
+        for (job, seq, expected) in [
+            (Some("job"), 2, Some("c-job")),
+            (None, 4, Some("c-none")),
+            (None, 3, None),
+            (Some("job"), 4, None),
+            (Some("job2"), 6, None),
+        ] {
+            let found = storage
+                .certificate_closing(NODE, job, seq)
+                .await
+                .expect("lookup");
+            assert_eq!(found.map(|c| c.id).as_deref(), expected, "{job:?} {seq}");
+        }
+
+        Migrator::down(storage.db(), Some(1)).await.expect("down");
+        let restored: Vec<(i64, Option<String>)> = window::Entity::find()
+            .select_only()
+            .column(window::Column::Seq)
+            .column_as(Expr::cust("certificate_id"), "certificate_id")
+            .order_by_asc(window::Column::Seq)
+            .into_tuple()
+            .all(storage.db())
+            .await
+            .expect("rows");
+        let expected: Vec<(i64, Option<String>)> = rows
+            .iter()
+            .map(|(seq, _, c)| (*seq, c.map(str::to_owned)))
+            .collect();
+        assert_eq!(restored, expected);
     }
 
     /// A stored JWS without a decodable payload is reported as a damaged database.
