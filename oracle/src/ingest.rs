@@ -476,3 +476,148 @@ fn window_row(entry: Entry<'_>) -> window::Model {
         received_at: now,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::credits::CreditPolicy;
+    use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+    use wattest_shared::Eur;
+
+    fn settings() -> crate::Settings {
+        crate::Settings {
+            issuer: "http://test".into(),
+            certificate_validity: chrono::Duration::days(1),
+            credits: CreditPolicy {
+                price_per_tonne: Eur::parse("25").unwrap(),
+                node_owner_share_pct: 70.0,
+                source_rates: std::collections::BTreeMap::new(),
+            },
+            ek_roots: Vec::new(),
+            log_origin: "test/wattest-log".into(),
+            max_clock_skew_secs: crate::verification::MAX_FUTURE_SKEW_SECONDS,
+        }
+    }
+
+    fn node_row(id: &str, t0: DateTime<Utc>) -> node::Model {
+        node::Model {
+            id: id.into(),
+            name: id.into(),
+            zone: "GB".into(),
+            kid: format!("kid-{id}"),
+            public_jwk: "{}".into(),
+            attestation_level: "software".into(),
+            enrolled_at: t0,
+            last_seq: 0,
+            last_hash: None,
+            last_end: None,
+            flag: None,
+        }
+    }
+
+    /// Windows 1..=3 of `node`, chained by their (made-up) hashes, each queued as a verified
+    /// window, with the receiver of its answer.
+    fn queued(
+        state: &AppState,
+        node: &std::sync::Arc<node::Model>,
+        t0: DateTime<Utc>,
+    ) -> Vec<(Pending, oneshot::Receiver<Result<Appended, ApiError>>)> {
+        let hash = |seq: u64| format!("{}-h{seq}", node.id);
+        (1..=3_u64)
+            .map(|seq| {
+                let prev = (seq > 1).then(|| hash(seq - 1));
+                let claims = crate::verification::test_window_claims(&node.id, seq, prev, t0);
+                let (reply, answer) = oneshot::channel();
+                let pending = Pending {
+                    state: state.clone(),
+                    node: node.clone(),
+                    jws: format!("header.{seq}.signature"),
+                    window: VerifiedWindow {
+                        consumed: claims.consumed(),
+                        claims,
+                        hash: hash(seq),
+                        salt: SaltLength::Digest,
+                    },
+                    now: t0,
+                    presigned: None,
+                    reply,
+                };
+                (pending, answer)
+            })
+            .collect()
+    }
+
+    /// A batch whose transaction fails as a whole (here: the database refuses one window's row,
+    /// so the batch's multi-row insert fails) is appended again window by window: the refused
+    /// window alone gets an error, the one chained after it is refused because its predecessor
+    /// is missing, and every other window, of both nodes, is committed exactly once.
+    #[tokio::test]
+    async fn a_batch_that_fails_as_a_whole_loses_only_what_the_database_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::storage::database_url(dir.path(), None);
+        let state = AppState::open(dir.path(), &url, settings()).await.unwrap();
+        let t0 = Utc::now() - chrono::Duration::hours(1);
+        let (a, b) = (node_row("node-a", t0), node_row("node-b", t0));
+        state.storage.insert_node(a.clone()).await.unwrap();
+        state.storage.insert_node(b.clone()).await.unwrap();
+        state
+            .storage
+            .db()
+            .execute_unprepared(
+                "CREATE TRIGGER refuse_b2 BEFORE INSERT ON windows \
+                 WHEN NEW.node_id = 'node-b' AND NEW.seq = 2 \
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+            )
+            .await
+            .unwrap();
+
+        let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+        let (batch, answers): (Vec<_>, Vec<_>) = queued(&state, &a, t0)
+            .into_iter()
+            .chain(queued(&state, &b, t0))
+            .unzip();
+        commit_batch(batch).await;
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await.unwrap().map(|_| ()).map_err(|e| e.code()));
+        }
+        assert_eq!(
+            outcomes,
+            [
+                Ok(()),
+                Ok(()),
+                Ok(()),
+                Ok(()),
+                Err("internal"),
+                Err("seq_replay"),
+            ]
+        );
+
+        let stored: Vec<(String, i64)> = window::Entity::find()
+            .order_by_asc(window::Column::NodeId)
+            .order_by_asc(window::Column::Seq)
+            .all(state.storage.db())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|w| (w.node_id, w.seq))
+            .collect();
+        let expected: Vec<(String, i64)> =
+            [("node-a", 1), ("node-a", 2), ("node-a", 3), ("node-b", 1)]
+                .iter()
+                .map(|(n, s)| ((*n).to_owned(), *s))
+                .collect();
+        assert_eq!(stored, expected);
+        let head = node::Entity::find()
+            .filter(node::Column::Id.eq("node-b"))
+            .one(state.storage.db())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (head.last_seq, head.last_hash.as_deref()),
+            (1, Some("node-b-h1"))
+        );
+    }
+}
