@@ -596,7 +596,7 @@ fn open_windows_query(node_id: &str, job_id: Option<&str>) -> sea_orm::Select<wi
             None,
             Box::new(SubQueryStatement::SelectStatement(certified)),
         ),
-        Expr::val(0_i64).into(),
+        Expr::val(0_i64),
     ]);
     let query = window::Entity::find()
         .filter(window::Column::NodeId.eq(node_id))
