@@ -749,6 +749,15 @@ mod tests {
         db
     }
 
+    /// Every window row, by id.
+    async fn rows_by_id(db: &DatabaseConnection) -> Vec<window::Model> {
+        window::Entity::find()
+            .order_by_asc(window::Column::Id)
+            .all(db)
+            .await
+            .expect("rows")
+    }
+
     fn test_node() -> node::Model {
         node::Model {
             id: NODE.into(),
@@ -794,11 +803,7 @@ mod tests {
         );
 
         Migrator::up(&db, Some(1)).await.expect("migration 11");
-        let new: Vec<window::Model> = window::Entity::find()
-            .order_by_asc(window::Column::Id)
-            .all(&db)
-            .await
-            .expect("rows");
+        let new = rows_by_id(&db).await;
         assert_eq!(new, old);
         let manager = SchemaManager::new(&db);
         for index in ["windows_node_seq", "windows_open_by_job"] {
@@ -837,11 +842,7 @@ mod tests {
             &[(1, "h1"), (2, "h2"), (3, "h3")],
         )
         .await;
-        let old: Vec<window::Model> = window::Entity::find()
-            .order_by_asc(window::Column::Id)
-            .all(&db)
-            .await
-            .expect("rows");
+        let old = rows_by_id(&db).await;
         let manager = SchemaManager::new(&db);
         assert!(
             manager
@@ -857,11 +858,7 @@ mod tests {
                 .await
                 .expect("column")
         );
-        let new: Vec<window::Model> = window::Entity::find()
-            .order_by_asc(window::Column::Id)
-            .all(&db)
-            .await
-            .expect("rows");
+        let new = rows_by_id(&db).await;
         assert_eq!(new, old);
         for index in ["windows_node_seq", "windows_open_by_job"] {
             assert!(
@@ -950,11 +947,7 @@ mod tests {
                 .await
                 .expect("certificate");
         }
-        let old: Vec<window::Model> = window::Entity::find()
-            .order_by_asc(window::Column::Id)
-            .all(&db)
-            .await
-            .expect("rows");
+        let old = rows_by_id(&db).await;
         assert_eq!(old.len(), 6);
 
         Migrator::up(&db, Some(1)).await.expect("migration 13");
@@ -981,11 +974,7 @@ mod tests {
                 "{index}"
             );
         }
-        let new: Vec<window::Model> = window::Entity::find()
-            .order_by_asc(window::Column::Id)
-            .all(&db)
-            .await
-            .expect("rows");
+        let new = rows_by_id(&db).await;
         assert_eq!(new, old);
 
         let storage = Storage { db, writer: None };
