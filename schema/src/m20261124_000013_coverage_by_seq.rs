@@ -6,7 +6,7 @@
 //!
 //! Marking the covered windows rewrote every row of a job at issuance, a second write of each
 //! window (and, on SQLite, a second copy at the WAL checkpoint): without it the oracle's CPU for
-//! batched ingest on one core fell by about 14 % (`docs/performance.md`).
+//! batched ingest on one core fell by 6–15 % (three alternating runs, `docs/performance.md`).
 //!
 //! The index `windows_open_by_job (node_id, job_id, certificate_id)` becomes
 //! `windows_by_job (node_id, job_id, seq)`, and certificates get
