@@ -344,17 +344,21 @@ async fn append_final(
     entry: Entry<'_>,
     presigned: Option<crate::issuance::Signing>,
 ) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
-    let current = match presigned {
-        Some(signing) if signing.is_current(state, txn).await? => Some(signing),
-        Some(_) => {
+    // Claims that are no longer current still lend their hours' intensities to the new ones.
+    let (current, known) = match presigned {
+        Some(signing) if signing.is_current(state, txn).await? => (Some(signing), None),
+        Some(stale) => {
             state.metrics.presign_stale.inc();
-            None
+            (None, Some(stale.into_intensities()))
         }
-        None => None,
+        None => (None, None),
     };
     let signing = match current {
         Some(signing) => signing,
-        None => crate::issuance::prepare(state, txn, entry.node, entry.window, entry.now).await?,
+        None => {
+            let known = known.unwrap_or_default();
+            crate::issuance::prepare(state, txn, entry.node, entry.window, entry.now, known).await?
+        }
     };
     if let Err(refused) = append_window(state, txn, entry, None).await? {
         return Ok(Err(refused));
@@ -478,14 +482,15 @@ fn window_row(entry: Entry<'_>) -> window::Model {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::credits::CreditPolicy;
     use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
     use wattest_shared::Eur;
 
-    fn settings() -> crate::Settings {
+    /// Settings for tests: issuer `http://test`, 25 EUR a tonne, 70 % to the node owner.
+    pub(crate) fn settings() -> crate::Settings {
         crate::Settings {
             issuer: "http://test".into(),
             certificate_validity: chrono::Duration::days(1),
@@ -500,7 +505,8 @@ mod tests {
         }
     }
 
-    fn node_row(id: &str, t0: DateTime<Utc>) -> node::Model {
+    /// A software node in zone GB, enrolled at `t0`, with no window yet.
+    pub(crate) fn node_row(id: &str, t0: DateTime<Utc>) -> node::Model {
         node::Model {
             id: id.into(),
             name: id.into(),

@@ -15,6 +15,7 @@
 
 use crate::AppState;
 use crate::api::problem::ApiError;
+use crate::carbon::Intensity;
 use crate::certificates::{Issue, build_claims, hours_of};
 use crate::storage::entities::{certificate, node};
 use crate::storage::seq_i64;
@@ -31,7 +32,12 @@ use wattest_shared::{AttestationLevel, CERTIFICATE_TYP};
 pub struct Signing {
     claims: CertificateClaims,
     signature: Signature,
+    /// The carbon intensities the claims were built with, by hour.
+    intensities: Intensities,
 }
+
+/// Carbon intensity by hour (the hour's start, UTC) as resolved for one certificate's claims.
+pub type Intensities = std::collections::BTreeMap<DateTime<Utc>, Intensity>;
 
 #[derive(Debug)]
 enum Signature {
@@ -60,10 +66,21 @@ impl Signing {
             .await?;
         Ok(open + 1 == self.claims.windows.count)
     }
+
+    /// The carbon intensities these claims were built with, by hour: what [`prepare`] reuses
+    /// when they are no longer current, so that the writer asks no provider, inside its
+    /// transaction, for an hour already resolved.
+    #[must_use]
+    pub fn into_intensities(self) -> Intensities {
+        self.intensities
+    }
 }
 
 /// Builds the claims of `v`'s job — its windows still open in `txn` followed by `v`, the final
-/// window about to be appended — resolves carbon intensity per hour, and starts signing.
+/// window about to be appended — resolves carbon intensity per hour, and starts signing. The
+/// hours in `known` (resolved for claims built earlier for this window, [`presign`]) are taken
+/// from there; only the others are resolved, so a live provider is asked inside the writer's
+/// transaction only for an hour no earlier attempt resolved.
 ///
 /// # Errors
 /// 500 problem on database, carbon or claims failure (the caller's transaction is then dropped).
@@ -73,14 +90,17 @@ pub async fn prepare(
     node: &node::Model,
     v: &VerifiedWindow,
     now: DateTime<Utc>,
+    known: Intensities,
 ) -> Result<Signing, ApiError> {
     let mut windows = open_window_claims(state, txn, node, v).await?;
     windows.push(v.claims.clone());
-    let claims = certificate_claims(state, txn, node, &windows, v, now).await?;
+    let (claims, intensities) =
+        certificate_claims(state, txn, node, &windows, v, now, known).await?;
     let signature = start_signing(state, &claims, now)?;
     Ok(Signing {
         claims,
         signature: Signature::Computing(signature),
+        intensities,
     })
 }
 
@@ -91,7 +111,7 @@ pub async fn prepare(
 /// current ([`Signing::is_current`]) and stores them, so a burst of final windows does not
 /// serialise job reads and RSA signatures in the writer; claims that are no longer current
 /// (rare: a concurrent request or replica moved the job) are dropped and issuance is redone
-/// there ([`prepare`]).
+/// there ([`prepare`]), with their hours' intensities ([`Signing::into_intensities`]).
 ///
 /// # Errors
 /// 500 problem on database, carbon, claims or signing failure.
@@ -120,7 +140,8 @@ pub async fn presign(
             .collect();
     windows.insert(v.claims.seq, v.claims.clone());
     let windows: Vec<WindowClaims> = windows.into_values().collect();
-    let claims = certificate_claims(state, db, node, &windows, v, now).await?;
+    let (claims, intensities) =
+        certificate_claims(state, db, node, &windows, v, now, Intensities::new()).await?;
     let jws = start_signing(state, &claims, now)?
         .await
         .map_err(|err| ApiError::internal(&err))?
@@ -128,6 +149,7 @@ pub async fn presign(
     Ok(Signing {
         claims,
         signature: Signature::Done(jws),
+        intensities,
     })
 }
 
@@ -163,10 +185,11 @@ fn start_signing(
     }))
 }
 
-/// The certificate claims for `windows` (the job's, by seq, ending with the final window `v`):
-/// carbon intensity resolved per hour through `db`. Inside the writer `db` is its transaction:
-/// on SQLite a cache store through the pool would wait for the write lock the same task holds.
-/// Ahead of the writer ([`presign`]) it is the pool.
+/// The certificate claims for `windows` (the job's, by seq, ending with the final window `v`),
+/// with the intensities they use: each hour's carbon intensity taken from `known`, or else
+/// resolved through `db`. Inside the writer `db` is its transaction: on SQLite a cache store
+/// through the pool would wait for the write lock the same task holds. Ahead of the writer
+/// ([`presign`]) it is the pool.
 async fn certificate_claims<C: sea_orm::ConnectionTrait + sea_orm::TransactionTrait>(
     state: &AppState,
     db: &C,
@@ -174,7 +197,8 @@ async fn certificate_claims<C: sea_orm::ConnectionTrait + sea_orm::TransactionTr
     windows: &[WindowClaims],
     v: &VerifiedWindow,
     now: DateTime<Utc>,
-) -> Result<CertificateClaims, ApiError> {
+    mut known: Intensities,
+) -> Result<(CertificateClaims, Intensities), ApiError> {
     let zone = state
         .carbon
         .zone(&node.zone)
@@ -205,8 +229,12 @@ async fn certificate_claims<C: sea_orm::ConnectionTrait + sea_orm::TransactionTr
     };
     // Each hour is resolved for itself (a late window gets its hour's historical figure); every
     // live provider that failed is counted in `wattest_provider_fallbacks_total`.
-    let mut intensities = std::collections::BTreeMap::new();
+    let mut intensities = Intensities::new();
     for hour in hours_of(windows) {
+        if let Some(intensity) = known.remove(&hour) {
+            intensities.insert(hour, intensity);
+            continue;
+        }
         let resolution = state.carbon.resolve(Some(db), &zone, hour, now).await;
         for failed in resolution
             .attempts
@@ -219,8 +247,9 @@ async fn certificate_claims<C: sea_orm::ConnectionTrait + sea_orm::TransactionTr
             intensities.insert(hour, intensity);
         }
     }
-    build_claims(issue, windows, &zone, &intensities, &settings.credits)
-        .map_err(|err| ApiError::internal(&err))
+    let claims = build_claims(issue, windows, &zone, &intensities, &settings.credits)
+        .map_err(|err| ApiError::internal(&err))?;
+    Ok((claims, intensities))
 }
 
 /// Completes issuance in `txn`, after the final window was appended there: while the key signs,
@@ -237,7 +266,9 @@ pub async fn finish(
     signing: Signing,
     now: DateTime<Utc>,
 ) -> Result<certificate::Model, ApiError> {
-    let Signing { claims, signature } = signing;
+    let Signing {
+        claims, signature, ..
+    } = signing;
     // Logged in the same transaction: a certificate exists only if it is in the log.
     let slot = state.storage.reserve_log(txn).await?;
     let jws = match signature {
@@ -290,4 +321,75 @@ fn certificate_row(
         claims: serde_json::to_string(c)?,
         jws,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::carbon::mock::Counts;
+    use crate::carbon::{Carbon, FactorType, StaticTable, Step};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wattest_shared::jws::SaltLength;
+
+    /// When the writer has to issue again (the claims signed ahead of it are no longer current),
+    /// it reuses their hours' intensities: the live provider is not asked again inside the
+    /// writer's transaction, and the hour's figure is the same. Without them it is asked.
+    #[tokio::test]
+    async fn issuing_again_in_the_writer_reuses_the_hours_already_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::storage::database_url(dir.path(), None);
+        let mut state = AppState::open(dir.path(), &url, crate::ingest::tests::settings())
+            .await
+            .unwrap();
+        let counted = Arc::new(Counts(AtomicUsize::new(0)));
+        let table = Arc::new(StaticTable::embedded().unwrap());
+        state.carbon = Arc::new(Carbon::new(
+            table,
+            vec![counted.clone()],
+            std::collections::BTreeMap::new(),
+            vec![Step::Provider("counted".into())],
+            FactorType::Direct,
+        ));
+        // The current hour: its figure is never cached, so only `known` can spare the request.
+        let now = Utc::now();
+        let t0 = crate::carbon::hour_start(now);
+        let node = crate::ingest::tests::node_row("node-a", t0);
+        state.storage.insert_node(node.clone()).await.unwrap();
+        let mut claims = crate::verification::test_window_claims(&node.id, 1, None, t0);
+        claims.is_final = true;
+        let v = VerifiedWindow {
+            consumed: claims.consumed(),
+            claims,
+            hash: "h1".into(),
+            salt: SaltLength::Digest,
+        };
+
+        let ahead = presign(&state, &node, &[], &v, now).await.unwrap();
+        assert_eq!(counted.0.load(Ordering::SeqCst), 1);
+        let figure = |s: &Signing| serde_json::to_value(&s.claims.intensity.hourly).unwrap();
+        let expected = figure(&ahead);
+
+        let txn = state.storage.begin().await.unwrap();
+        let again = prepare(&state, &txn, &node, &v, now, ahead.into_intensities())
+            .await
+            .unwrap();
+        assert_eq!(
+            counted.0.load(Ordering::SeqCst),
+            1,
+            "no provider asked in the writer"
+        );
+        assert_eq!(figure(&again), expected);
+
+        let fresh = prepare(&state, &txn, &node, &v, now, Intensities::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            counted.0.load(Ordering::SeqCst),
+            2,
+            "without them it is asked"
+        );
+        assert_eq!(figure(&fresh), expected);
+    }
 }

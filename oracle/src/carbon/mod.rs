@@ -528,8 +528,15 @@ pub fn redact_quoted(message: &str) -> String {
 pub(crate) mod mock {
     //! A tiny loopback HTTP server for provider tests: serves canned responses per path.
 
+    use super::{GridZone, Intensity, IntensityProvider, ProviderError, ProviderInfo};
+    use crate::carbon::FactorType;
     use axum::Router;
+    use chrono::{DateTime, Utc};
+    use futures::future::BoxFuture;
     use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use wattest_shared::GramsCo2ePerKwh;
+    use wattest_shared::certificate::Provenance;
 
     /// Starts `router` on 127.0.0.1:0 and returns its base URL.
     pub async fn serve(router: Router) -> String {
@@ -542,16 +549,9 @@ pub(crate) mod mock {
         });
         format!("http://{addr}")
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use wattest_shared::GramsCo2ePerKwh;
-    use wattest_shared::certificate::Provenance;
-
-    fn test_info(name: &str) -> ProviderInfo {
+    /// Provider metadata for test providers: live, hourly, direct factors.
+    pub fn test_info(name: &str) -> ProviderInfo {
         ProviderInfo {
             name: name.to_owned(),
             kind: "test".into(),
@@ -565,26 +565,8 @@ mod tests {
         }
     }
 
-    struct Fails(&'static str, ProviderError);
-    impl IntensityProvider for Fails {
-        fn name(&self) -> &str {
-            self.0
-        }
-        fn info(&self) -> ProviderInfo {
-            test_info(self.0)
-        }
-        fn intensity<'a>(
-            &'a self,
-            _: &'a GridZone,
-            _: DateTime<Utc>,
-            _: DateTime<Utc>,
-        ) -> BoxFuture<'a, Result<Intensity, ProviderError>> {
-            let err = self.1.clone();
-            Box::pin(async move { Err(err) })
-        }
-    }
-
-    struct Counts(AtomicUsize);
+    /// A live provider that answers 123 g/kWh for any hour and counts how often it was asked.
+    pub struct Counts(pub AtomicUsize);
     impl IntensityProvider for Counts {
         fn name(&self) -> &str {
             "counted"
@@ -613,6 +595,32 @@ mod tests {
                     },
                 })
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mock::{Counts, test_info};
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Fails(&'static str, ProviderError);
+    impl IntensityProvider for Fails {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn info(&self) -> ProviderInfo {
+            test_info(self.0)
+        }
+        fn intensity<'a>(
+            &'a self,
+            _: &'a GridZone,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+        ) -> BoxFuture<'a, Result<Intensity, ProviderError>> {
+            let err = self.1.clone();
+            Box::pin(async move { Err(err) })
         }
     }
 
