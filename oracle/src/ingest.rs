@@ -344,19 +344,14 @@ async fn append_final(
     entry: Entry<'_>,
     presigned: Option<crate::issuance::Signing>,
 ) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
-    // Claims that are no longer current still lend their hours' intensities to the new ones.
-    let (current, known) = match presigned {
-        Some(signing) if signing.is_current(state, txn).await? => (Some(signing), None),
-        Some(stale) => {
-            state.metrics.presign_stale.inc();
-            (None, Some(stale.into_intensities()))
-        }
-        None => (None, None),
-    };
-    let signing = match current {
-        Some(signing) => signing,
-        None => {
-            let known = known.unwrap_or_default();
+    let signing = match presigned {
+        Some(signing) if signing.is_current(state, txn).await? => signing,
+        stale => {
+            // Claims that are no longer current still lend their hours' intensities.
+            let known = stale.map_or_else(crate::issuance::Intensities::new, |stale| {
+                state.metrics.presign_stale.inc();
+                stale.into_intensities()
+            });
             crate::issuance::prepare(state, txn, entry.node, entry.window, entry.now, known).await?
         }
     };
@@ -609,11 +604,8 @@ pub(crate) mod tests {
             .into_iter()
             .map(|w| (w.node_id, w.seq))
             .collect();
-        let expected: Vec<(String, i64)> =
-            [("node-a", 1), ("node-a", 2), ("node-a", 3), ("node-b", 1)]
-                .iter()
-                .map(|(n, s)| ((*n).to_owned(), *s))
-                .collect();
+        let expected = [("node-a", 1), ("node-a", 2), ("node-a", 3), ("node-b", 1)]
+            .map(|(node, seq)| (node.to_owned(), seq));
         assert_eq!(stored, expected);
         let head = node::Entity::find()
             .filter(node::Column::Id.eq("node-b"))

@@ -9,9 +9,9 @@
 //! [`prepare`] builds the claims from the job's open windows plus the final window (not yet
 //! stored) and starts the RSA signature on the blocking pool. While it computes (2.6–4.5 ms for
 //! RSA-3072 on the 2-core development machines, `docs/performance.md`), the transaction moves
-//! the chain head, stores the window and takes the log's next slot ([`finish`]); only the certificate row and the log append itself, which need the signed
-//! JWS, wait for the signature. A refused window drops its [`Signing`]: the signature is
-//! discarded unused.
+//! the chain head, stores the window and takes the log's next slot ([`finish`]); only the
+//! certificate row and the log append itself, which need the signed JWS, wait for the
+//! signature. A refused window drops its [`Signing`]: the signature is discarded unused.
 
 use crate::AppState;
 use crate::api::problem::ApiError;
@@ -254,9 +254,9 @@ async fn certificate_claims<C: sea_orm::ConnectionTrait + sea_orm::TransactionTr
 
 /// Completes issuance in `txn`, after the final window was appended there: while the key signs,
 /// takes the log's next slot (locking the head, reading the subtrees the append needs); then
-/// waits for the signature and stores the certificate with
-/// its log append (one statement on PostgreSQL). Its windows are covered from then on because its
-/// `last_seq` is the final window's (`Storage::open_window_claims`): no row is rewritten.
+/// waits for the signature and stores the certificate with its log append (one statement on
+/// PostgreSQL). Its windows are covered from then on because its `last_seq` is the final
+/// window's (`Storage::open_window_claims`): no row is rewritten.
 ///
 /// # Errors
 /// 500 problem on signing or database failure (the caller's transaction is then dropped).

@@ -509,14 +509,12 @@ impl Storage {
         job_id: Option<&str>,
         seq: i64,
     ) -> Result<Option<certificate::Model>, StorageError> {
-        let query = certificate::Entity::find()
+        Ok(certificate::Entity::find()
             .filter(certificate::Column::NodeId.eq(node_id))
-            .filter(certificate::Column::LastSeq.eq(seq));
-        let query = match job_id {
-            Some(job) => query.filter(certificate::Column::JobId.eq(job)),
-            None => query.filter(certificate::Column::JobId.is_null()),
-        };
-        Ok(query.one(&self.db).await?)
+            .filter(same_job(certificate::Column::JobId, job_id))
+            .filter(certificate::Column::LastSeq.eq(seq))
+            .one(&self.db)
+            .await?)
     }
 
     /// Stores a certificate and appends its compact JWS to the transparency log at `slot`
@@ -585,11 +583,8 @@ fn open_windows_query(node_id: &str, job_id: Option<&str>) -> sea_orm::Select<wi
     let certified = Query::select()
         .expr(Func::max(Expr::col(certificate::Column::LastSeq)))
         .from(certificate::Entity)
-        .and_where(Expr::col(certificate::Column::NodeId).eq(node_id))
-        .and_where(match job_id {
-            Some(job) => Expr::col(certificate::Column::JobId).eq(job),
-            None => Expr::col(certificate::Column::JobId).is_null(),
-        })
+        .and_where(certificate::Column::NodeId.eq(node_id))
+        .and_where(same_job(certificate::Column::JobId, job_id))
         .to_owned();
     let last_certified = Func::coalesce([
         SimpleExpr::SubQuery(
@@ -598,12 +593,17 @@ fn open_windows_query(node_id: &str, job_id: Option<&str>) -> sea_orm::Select<wi
         ),
         Expr::val(0_i64),
     ]);
-    let query = window::Entity::find()
+    window::Entity::find()
         .filter(window::Column::NodeId.eq(node_id))
-        .filter(Expr::col(window::Column::Seq).gt(last_certified));
+        .filter(same_job(window::Column::JobId, job_id))
+        .filter(Expr::col(window::Column::Seq).gt(last_certified))
+}
+
+/// `column` (a `job_id`) is `job_id`, or NULL for windows and certificates without a job.
+fn same_job(column: impl ColumnTrait, job_id: Option<&str>) -> sea_orm::sea_query::SimpleExpr {
     match job_id {
-        Some(job) => query.filter(window::Column::JobId.eq(job)),
-        None => query.filter(window::Column::JobId.is_null()),
+        Some(job) => column.eq(job),
+        None => column.is_null(),
     }
 }
 
