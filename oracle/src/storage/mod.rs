@@ -20,7 +20,7 @@ use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    Statement, TransactionTrait,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -48,9 +48,21 @@ pub enum StorageError {
 
 /// SQLite's auto-checkpoint threshold, in WAL pages (4 KiB each: 64 MiB), raised from SQLite's
 /// default of 1000 (<https://sqlite.org/pragma.html#pragma_wal_autocheckpoint>): the background
-/// checkpointer ([`Storage::spawn_wal_checkpointer`]) keeps the WAL well below it, and it
-/// remains as the bound should that task fall behind.
+/// checkpointer ([`Storage::spawn_wal_checkpointer`]) lets the WAL start over at
+/// [`SQLITE_WAL_RESTART_FRAMES`], and this remains as the bound should that task fall behind.
+/// Reaching it costs the request that committed last: its writer runs the checkpoint itself
+/// (60–95 ms every 2.6 s at 6 000 windows/s before the restart below, `docs/performance.md`).
 pub const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+
+/// WAL frames (pages) beyond which the background checkpointer makes the WAL start over from
+/// its beginning (16 MiB with 4 KiB pages). SQLite rewinds the WAL only when a write
+/// transaction begins with every frame already copied into the database
+/// (<https://sqlite.org/wal.html#avoiding_excessively_large_wal_files>); under steady ingest
+/// the writer commits while each checkpoint copies, so that never happens by itself and the WAL
+/// grows until the auto-checkpoint. So once the WAL holds this many frames, the checkpointer
+/// copies again while holding the writer lock: only the frames committed during its first pass
+/// (a few ms of ingest), and the next write transaction rewinds the WAL.
+pub const SQLITE_WAL_RESTART_FRAMES: i64 = 4_096;
 
 /// Period of the background WAL checkpoint on SQLite. Each checkpoint ends with an `fsync`
 /// whose length grows with the pages it copied (35–42 ms for a second of ingest at 1 000
@@ -143,24 +155,39 @@ impl Storage {
 
     /// SQLite only: starts a task that checkpoints the WAL into the database file every
     /// [`SQLITE_CHECKPOINT_PERIOD`] (`PRAGMA wal_checkpoint(PASSIVE)`: it never blocks readers
-    /// or the writer). Without it, the commit that crosses SQLite's auto-checkpoint threshold
-    /// copies and fsyncs the pages itself, and that request pays several milliseconds: the
-    /// spikes at the 99th percentile of ingest and issuance latency. A no-op on PostgreSQL.
+    /// or the writer), and lets the WAL start over once it holds [`SQLITE_WAL_RESTART_FRAMES`].
+    /// Without it, the commit that crosses SQLite's auto-checkpoint threshold copies and fsyncs
+    /// the pages itself, and that request pays several milliseconds: the spikes at the 99th
+    /// percentile of ingest and issuance latency. A no-op on PostgreSQL.
     pub fn spawn_wal_checkpointer(&self) {
-        if self.writer.is_none() {
+        self.spawn_wal_checkpointer_with(SQLITE_CHECKPOINT_PERIOD, SQLITE_WAL_RESTART_FRAMES);
+    }
+
+    /// [`Storage::spawn_wal_checkpointer`] with another period and restart threshold (tests).
+    fn spawn_wal_checkpointer_with(&self, period: Duration, restart_frames: i64) {
+        let Some(writer) = self.writer.clone() else {
             return;
-        }
+        };
         let db = self.db.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SQLITE_CHECKPOINT_PERIOD);
+            let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(err) = db
-                    .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
-                    .await
-                {
-                    tracing::warn!(error = %err, "WAL checkpoint failed; SQLite's auto-checkpoint remains.");
+                let frames = match wal_checkpoint(&db).await {
+                    Ok(frames) => frames,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "WAL checkpoint failed; SQLite's auto-checkpoint remains.");
+                        continue;
+                    }
+                };
+                if frames >= restart_frames {
+                    // No write transaction commits during this pass, so it leaves every frame
+                    // copied and the next one rewinds the WAL.
+                    let _writer = writer.lock().await;
+                    if let Err(err) = wal_checkpoint(&db).await {
+                        tracing::warn!(error = %err, "WAL checkpoint failed; SQLite's auto-checkpoint remains.");
+                    }
                 }
             }
         });
@@ -578,6 +605,18 @@ impl Storage {
 /// earlier open window of its job up to its final one, and a node's chain is linear, so no
 /// window below that seq is open (migration 13; the `(node_id, job_id, seq)` and
 /// `(node_id, job_id, last_seq)` indexes serve both parts).
+/// `PRAGMA wal_checkpoint(PASSIVE)` on a pooled connection: the frames in the WAL (its `log`
+/// column, <https://sqlite.org/pragma.html#pragma_wal_checkpoint>), all of them copied into the
+/// database file unless a reader still needed some.
+async fn wal_checkpoint(db: &DatabaseConnection) -> Result<i64, sea_orm::DbErr> {
+    let statement =
+        Statement::from_string(db.get_database_backend(), "PRAGMA wal_checkpoint(PASSIVE)");
+    match db.query_one_raw(statement).await? {
+        Some(row) => row.try_get::<i64>("", "log"),
+        None => Ok(0),
+    }
+}
+
 fn open_windows_query(node_id: &str, job_id: Option<&str>) -> sea_orm::Select<window::Entity> {
     use sea_orm::sea_query::{Func, Query, SimpleExpr, SubQueryStatement};
     let certified = Query::select()
@@ -1087,6 +1126,53 @@ mod tests {
                 .await
                 .expect("count"),
             3
+        );
+    }
+
+    /// Under a writer that never pauses, the background checkpointer still makes the WAL start
+    /// over once it holds the restart threshold (SQLite alone would let it grow to the
+    /// auto-checkpoint's 64 MiB and have a committing request pay that checkpoint), and every
+    /// committed row is kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_starts_over_under_continuous_writes() {
+        const COMMITS: usize = 6_000;
+        let dir = tempfile::tempdir().expect("dir");
+        let storage = Storage::connect(&database_url(dir.path(), None))
+            .await
+            .expect("db");
+        storage
+            .db()
+            .execute_unprepared("CREATE TABLE filler (b BLOB NOT NULL)")
+            .await
+            .expect("table");
+        storage.spawn_wal_checkpointer_with(Duration::from_millis(20), 64);
+        let wal = dir.path().join("wattest.db-wal");
+        let mut largest = 0;
+        for _ in 0..COMMITS {
+            // A page of data a commit: three WAL frames (4 KiB each) measured, about 70 MiB in
+            // all, which without the restart grows the WAL to SQLite's 64 MiB auto-checkpoint.
+            let txn = storage.begin().await.expect("begin");
+            txn.execute_unprepared("INSERT INTO filler VALUES (randomblob(4000))")
+                .await
+                .expect("insert");
+            txn.commit().await.expect("commit");
+            largest = Ord::max(largest, std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        }
+        let kept = storage
+            .db()
+            .query_one_raw(Statement::from_string(
+                storage.db().get_database_backend(),
+                "SELECT COUNT(*) AS n FROM filler",
+            ))
+            .await
+            .expect("count")
+            .expect("row")
+            .try_get::<i64>("", "n")
+            .expect("n");
+        assert_eq!(kept, i64::try_from(COMMITS).expect("count"));
+        assert!(
+            largest < 24 << 20,
+            "the WAL grew to {largest} bytes for {COMMITS} commits of a page each"
         );
     }
 }
