@@ -51,17 +51,19 @@ pub enum StorageError {
 /// checkpointer ([`Storage::spawn_wal_checkpointer`]) lets the WAL start over at
 /// [`SQLITE_WAL_RESTART_FRAMES`], and this remains as the bound should that task fall behind.
 /// Reaching it costs the request that committed last: its writer runs the checkpoint itself
-/// (60–95 ms every 2.6 s at 6 000 windows/s before the restart below, `docs/performance.md`).
+/// (60–110 ms every 2.6 s at 6 000 windows/s before the restart below, `docs/performance.md`).
 pub const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 
 /// WAL frames (pages) beyond which the background checkpointer makes the WAL start over from
 /// its beginning (16 MiB with 4 KiB pages). SQLite rewinds the WAL only when a write
 /// transaction begins with every frame already copied into the database
-/// (<https://sqlite.org/wal.html#avoiding_excessively_large_wal_files>); under steady ingest
-/// the writer commits while each checkpoint copies, so that never happens by itself and the WAL
-/// grows until the auto-checkpoint. So once the WAL holds this many frames, the checkpointer
-/// copies again while holding the writer lock: only the frames committed during its first pass
-/// (a few ms of ingest), and the next write transaction rewinds the WAL.
+/// (<https://sqlite.org/wal.html>, "Avoiding Excessively Large WAL Files"); under steady ingest
+/// the writer commits while each checkpoint copies and syncs (15–20 ms), so that never happens
+/// by itself and the WAL grows until the auto-checkpoint. So once the WAL holds this many
+/// frames, the checkpointer copies again while holding the writer lock: only the frames
+/// committed during its first pass, and the next write transaction rewinds the WAL. Commits
+/// wait for that pass, two `fsync`s: 22–32 ms every 0.75 s at 6 000 windows/s on the
+/// development machines (`docs/performance.md`, which also compares other thresholds).
 pub const SQLITE_WAL_RESTART_FRAMES: i64 = 4_096;
 
 /// Period of the background WAL checkpoint on SQLite. Each checkpoint ends with an `fsync`
@@ -600,11 +602,6 @@ impl Storage {
     }
 }
 
-/// The node's windows for `job_id` (or with no job) that no certificate covers yet: those above
-/// the `last_seq` of the latest certificate of that node and job. A certificate covers every
-/// earlier open window of its job up to its final one, and a node's chain is linear, so no
-/// window below that seq is open (migration 13; the `(node_id, job_id, seq)` and
-/// `(node_id, job_id, last_seq)` indexes serve both parts).
 /// `PRAGMA wal_checkpoint(PASSIVE)` on a pooled connection: the frames in the WAL (its `log`
 /// column, <https://sqlite.org/pragma.html#pragma_wal_checkpoint>), all of them copied into the
 /// database file unless a reader still needed some.
@@ -617,6 +614,11 @@ async fn wal_checkpoint(db: &DatabaseConnection) -> Result<i64, sea_orm::DbErr> 
     }
 }
 
+/// The node's windows for `job_id` (or with no job) that no certificate covers yet: those above
+/// the `last_seq` of the latest certificate of that node and job. A certificate covers every
+/// earlier open window of its job up to its final one, and a node's chain is linear, so no
+/// window below that seq is open (migration 13; the `(node_id, job_id, seq)` and
+/// `(node_id, job_id, last_seq)` indexes serve both parts).
 fn open_windows_query(node_id: &str, job_id: Option<&str>) -> sea_orm::Select<window::Entity> {
     use sea_orm::sea_query::{Func, Query, SimpleExpr, SubQueryStatement};
     let certified = Query::select()
