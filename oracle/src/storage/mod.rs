@@ -176,20 +176,14 @@ impl Storage {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let frames = match wal_checkpoint(&db).await {
-                    Ok(frames) => frames,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "WAL checkpoint failed; SQLite's auto-checkpoint remains.");
-                        continue;
-                    }
+                let Some(frames) = wal_checkpoint(&db).await else {
+                    continue;
                 };
                 if frames >= restart_frames {
                     // No write transaction commits during this pass, so it leaves every frame
                     // copied and the next one rewinds the WAL.
                     let _writer = writer.lock().await;
-                    if let Err(err) = wal_checkpoint(&db).await {
-                        tracing::warn!(error = %err, "WAL checkpoint failed; SQLite's auto-checkpoint remains.");
-                    }
+                    wal_checkpoint(&db).await;
                 }
             }
         });
@@ -604,14 +598,19 @@ impl Storage {
 
 /// `PRAGMA wal_checkpoint(PASSIVE)` on a pooled connection: the frames in the WAL (its `log`
 /// column, <https://sqlite.org/pragma.html#pragma_wal_checkpoint>), all of them copied into the
-/// database file unless a reader still needed some.
-async fn wal_checkpoint(db: &DatabaseConnection) -> Result<i64, sea_orm::DbErr> {
+/// database file unless a reader still needed some. `None` (logged) when the checkpoint failed;
+/// SQLite's auto-checkpoint then still bounds the WAL.
+async fn wal_checkpoint(db: &DatabaseConnection) -> Option<i64> {
     let statement =
         Statement::from_string(db.get_database_backend(), "PRAGMA wal_checkpoint(PASSIVE)");
-    match db.query_one_raw(statement).await? {
-        Some(row) => row.try_get::<i64>("", "log"),
-        None => Ok(0),
-    }
+    let frames = match db.query_one_raw(statement).await {
+        Ok(Some(row)) => row.try_get::<i64>("", "log"),
+        Ok(None) => Ok(0),
+        Err(err) => Err(err),
+    };
+    frames
+        .map_err(|err| tracing::warn!(error = %err, "WAL checkpoint failed; SQLite's auto-checkpoint remains."))
+        .ok()
 }
 
 /// The node's windows for `job_id` (or with no job) that no certificate covers yet: those above
