@@ -65,15 +65,16 @@ pub async fn create_token(storage: &Storage, role: Role) -> Result<String, Stora
 /// token costs one UPDATE per minute, not one per request.
 pub const LAST_USED_RESOLUTION_SECS: i64 = 60;
 
-/// The bearer token of a request, if any (`Authorization: Bearer <token>`).
+/// The bearer token of a request, if any (`Authorization: Bearer <token>`; the scheme name is
+/// case-insensitive, RFC 9110 §11.1).
 #[must_use]
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
+    let value = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+        .and_then(|v| v.to_str().ok())?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Checks `Authorization: Bearer <token>` against the stored tokens; admin passes every check.
@@ -119,5 +120,29 @@ pub async fn require(
                 names.join(", ")
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::bearer;
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    fn with_authorization(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_needs_a_token() {
+        for value in ["Bearer tok", "bearer tok", "BEARER  tok "] {
+            assert_eq!(bearer(&with_authorization(value)), Some("tok"), "{value}");
+        }
+        for value in ["Bearer ", "Bearer", "Basic tok", "Bearertok", "tok"] {
+            assert_eq!(bearer(&with_authorization(value)), None, "{value}");
+        }
+        assert_eq!(bearer(&HeaderMap::new()), None);
     }
 }

@@ -200,6 +200,11 @@ pub fn verify_window_with(
     if claims.v != PROTOCOL_VERSION {
         return Err(VerifyError::UnsupportedVersion(claims.v));
     }
+    if claims.seq == 0 {
+        return Err(VerifyError::MalformedPayload(
+            "seq must be at least 1 (a node's first window is seq 1)".into(),
+        ));
+    }
     if claims.node_id != node.id {
         return Err(VerifyError::NodeMismatch {
             claimed: claims.node_id,
@@ -483,6 +488,12 @@ mod tests {
             Some("chain_broken")
         );
         assert_eq!(code(claims(&f, 2, None), &chain), Some("chain_broken"));
+        // seq 0 is no position in any chain, whatever the chain's state.
+        assert_eq!(
+            code(claims(&f, 0, None), &ChainState::default()),
+            Some("malformed_payload")
+        );
+        assert_eq!(code(claims(&f, 0, None), &chain), Some("malformed_payload"));
         assert_eq!(
             code(claims(&f, 1, Some("x".into())), &ChainState::default()),
             Some("chain_broken")

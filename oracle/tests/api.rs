@@ -14,6 +14,11 @@ struct TestApp {
 }
 
 async fn spawn_app() -> TestApp {
+    spawn_app_with(api::Limits::default()).await.0
+}
+
+/// The app with `limits`, and its state (whose database a test may close).
+async fn spawn_app_with(limits: api::Limits) -> (TestApp, AppState) {
     wattest_shared::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
@@ -36,12 +41,14 @@ async fn spawn_app() -> TestApp {
             .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
-    TestApp {
+    let router = api::router_with(state.clone(), limits);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let app = TestApp {
         url,
         admin,
         _dir: dir,
-    }
+    };
+    (app, state)
 }
 
 /// The OpenAPI document is the contract for integrators: any change must be deliberate.
@@ -165,4 +172,180 @@ async fn health_jwks_and_guarded_export() {
     assert_eq!(body["code"], "missing_token");
     let docs = reqwest::get(format!("{}/docs/", app.url)).await.unwrap();
     assert_eq!(docs.status(), 200, "Swagger UI is served offline");
+}
+
+/// Every operation parameter that is not a `{segment}` of its path is a query parameter in the
+/// OpenAPI document (generated clients send them where the document says), and the certificate
+/// endpoint documents its three representations under one 200.
+#[tokio::test]
+async fn openapi_puts_query_parameters_in_the_query() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", app.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut query_params = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                let expected = if path.contains(&format!("{{{name}}}")) {
+                    "path"
+                } else {
+                    query_params += 1;
+                    "query"
+                };
+                assert_eq!(p["in"], expected, "{method} {path}: parameter {name}");
+            }
+        }
+    }
+    assert!(
+        query_params >= 15,
+        "{query_params} query parameters documented"
+    );
+    let listed = &doc["paths"]["/v1/certificates"]["get"]["parameters"];
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["required"] != true),
+        "job, node and limit are optional: {listed}"
+    );
+    let ok = &doc["paths"]["/v1/certificates/{id}"]["get"]["responses"]["200"]["content"];
+    for media in ["application/json", "application/jose", "application/vc+jwt"] {
+        assert!(ok[media].is_object(), "{media} missing from {ok}");
+    }
+}
+
+/// The edges of the HTTP contract in `docs/protocol.md` §3.5: media types (415), `Accept` (406),
+/// the bearer scheme's case, auth before query parsing, the timeout's code, and the health
+/// answer's shape when the database is gone.
+#[tokio::test]
+async fn media_types_accept_auth_timeout_and_health_follow_the_protocol() {
+    let (app, state) = spawn_app_with(api::Limits {
+        request_timeout_secs: 1,
+        ..api::Limits::default()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let code = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(ct, "application/problem+json", "{body}");
+        (status, body["code"].as_str().unwrap().to_owned())
+    };
+    let problem = |status: u16, code: &str| (status, code.to_owned());
+
+    // JSON bodies must be declared JSON: wrong or missing Content-Type is 415, before parsing.
+    let json = r#"{"name":"n","zone":"BE","public_key":{}}"#;
+    for (path, content_type) in [
+        ("/v1/nodes", Some("text/plain")),
+        ("/v1/nodes", None),
+        (
+            "/v1/nodes/challenges/x",
+            Some("application/x-www-form-urlencoded"),
+        ),
+        ("/v1/certificates/x/revocation", Some("text/plain")),
+        ("/v1/telemetry/batch", None),
+    ] {
+        let mut request = client
+            .post(format!("{}{path}", app.url))
+            .bearer_auth(&app.admin)
+            .body(json);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        assert_eq!(
+            code(request.send().await.unwrap()).await,
+            problem(415, "unsupported_media_type"),
+            "{path} {content_type:?}"
+        );
+    }
+    // With a charset parameter it is still JSON: the body is parsed (and found wanting).
+    let r = client
+        .post(format!("{}/v1/nodes", app.url))
+        .bearer_auth(&app.admin)
+        .header("content-type", "application/json; charset=utf-8")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, problem(400, "invalid_request"));
+
+    // A certificate has three representations; an Accept admitting none is 406.
+    let get = |accept: &'static str| {
+        client
+            .get(format!("{}/v1/certificates/nope", app.url))
+            .bearer_auth(&app.admin)
+            .header("accept", accept)
+            .send()
+    };
+    assert_eq!(
+        code(get("text/csv").await.unwrap()).await,
+        problem(406, "not_acceptable")
+    );
+    for accept in [
+        "application/json",
+        "text/html, */*;q=0.1",
+        "application/jose",
+        "application/vc+jwt",
+    ] {
+        assert_eq!(
+            code(get(accept).await.unwrap()).await,
+            problem(404, "not_found"),
+            "{accept}"
+        );
+    }
+
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    let r = client
+        .get(format!("{}/v1/certificates", app.url))
+        .header("authorization", format!("bearer {}", app.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Auth comes before the query: no token and no zone is 401, not 400.
+    let r = client
+        .get(format!("{}/v1/carbon/intensity", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(r).await, problem(401, "missing_token"));
+
+    // A request that outlives --request-timeout-secs (here a body that never finishes) is 503
+    // `timeout`.
+    let addr = app.url.trim_start_matches("http://").to_owned();
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        stream
+            .write_all(
+                b"POST /v1/telemetry HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/jose\r\nContent-Length: 100\r\n\r\nabc",
+            )
+            .unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("\"code\":\"timeout\""), "{answer}");
+
+    // With the database gone, /healthz answers 503 with its documented Health body.
+    state.storage.db().close_by_ref().await.unwrap();
+    let r = reqwest::get(format!("{}/healthz", app.url)).await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let health: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["database"], "unreachable");
 }

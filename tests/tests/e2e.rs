@@ -186,7 +186,7 @@ fn job_round_trip(oracle: &Oracle) {
         .arg(&cert_file)
         .arg("--jwks")
         .arg(&jwks_file)
-        .arg("--no-log")
+        .args(["--no-log", "--json"])
         .output()
         .unwrap();
     assert_eq!(
@@ -194,7 +194,19 @@ fn job_round_trip(oracle: &Oracle) {
         Some(1),
         "forged certificate must be INVALID"
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("signature"));
+    // The failed check is named as docs/protocol.md §5.1 names it.
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no {name} check in {report}"))
+            .clone()
+    };
+    assert_eq!(check("signature")["ok"], false, "{report}");
+    assert_eq!(check("claims")["ok"], false, "{report}");
 
     // The CSV row reconciles with the certificate: same energy, same emissions.
     let row = compliance_row(oracle, &id);

@@ -19,6 +19,7 @@ use wattest_shared::Eur;
 
 /// Filters of `GET /v1/balances`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BalanceQuery {
     /// Only certificates whose period ends at or after this time (RFC 3339).

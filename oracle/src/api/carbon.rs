@@ -19,6 +19,7 @@ use wattest_shared::certificate::Provenance;
 
 /// Query of `GET /v1/carbon/intensity`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct IntensityQuery {
     /// Grid zone as a node enrolls with it: ISO 3166-1 alpha-2 (`BE`), an Electricity Maps zone
@@ -97,9 +98,11 @@ pub struct IntensityAnswer {
 pub async fn intensity(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<IntensityQuery>,
+    query: Result<Query<IntensityQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<IntensityAnswer>, ApiError> {
+    // The token first, as on every endpoint: a bad query from an unauthenticated client is 401.
     auth::require(&state.storage, &headers, CARBON_READERS).await?;
+    let Query(query) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
     let now = Utc::now();
     let at = match query.at.as_deref() {
         None => now,

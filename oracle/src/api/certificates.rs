@@ -5,7 +5,7 @@ use crate::AppState;
 use crate::storage::ledger::revocation;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -32,6 +32,7 @@ pub async fn subject_schema() -> Response {
 
 /// Filters of `GET /v1/certificates`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only certificates of this job id.
@@ -147,10 +148,13 @@ pub async fn list(
 /// `vc+jwt`, signed by the same oracle key), whose subject follows
 /// `/v1/schemas/energy-certificate-subject.json`.
 #[utoipa::path(get, path = "/v1/certificates/{id}", tag = "certificates", params(("id" = String, Path, description = "Certificate id")), security(("bearer" = [])), responses(
-    (status = 200, description = "The certificate bundle", body = CertificateResponse),
-    (status = 200, description = "With Accept: application/jose, the bare JWS", body = String, content_type = "application/jose"),
-    (status = 200, description = "With Accept: application/vc+jwt, the Verifiable Credential", body = String, content_type = "application/vc+jwt"),
+    (status = 200, description = "The certificate bundle (`application/json`, the default); with `Accept: application/jose`, the bare compact JWS; with `Accept: application/vc+jwt`, the certificate as a Verifiable Credential (compact JWS)", content(
+        (CertificateResponse = "application/json"),
+        (String = "application/jose"),
+        (String = "application/vc+jwt"),
+    )),
     (status = 404, description = "not_found", body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 406, description = "not_acceptable: the Accept header admits none of the three representations", body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -158,6 +162,15 @@ pub async fn get_one(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     crate::auth::require(&state.storage, &headers, super::CERTIFICATE_READERS).await?;
+    if let Some(accept) = headers.get(header::ACCEPT)
+        && !accepts_a_certificate(accept.to_str().unwrap_or_default())
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "a certificate is served as application/json (the bundle), application/jose or application/vc+jwt",
+        ));
+    }
     let Some(row) = state.storage.certificate(&id).await? else {
         return Err(ApiError::not_found(format!("no certificate {id}")));
     };
@@ -214,6 +227,24 @@ pub async fn get_one(
     .into_response())
 }
 
+/// Whether an `Accept` header admits one of the certificate's representations: some media
+/// range (parameters ignored) is `*/*`, `application/*`, `application/json`, `application/jose`
+/// or `application/vc+jwt` (RFC 9110 §12.5.1).
+fn accepts_a_certificate(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let media = range.split(';').next().unwrap_or_default().trim();
+        [
+            "*/*",
+            "application/*",
+            "application/json",
+            "application/jose",
+            VC_MEDIA_TYPE,
+        ]
+        .iter()
+        .any(|m| media.eq_ignore_ascii_case(m))
+    })
+}
+
 /// Revocation status of one certificate.
 #[utoipa::path(get, path = "/v1/certificates/{id}/status", tag = "certificates",
     params(("id" = String, Path, description = "Certificate id")), security(("bearer" = [])), responses(
@@ -253,6 +284,7 @@ pub async fn revoke(
     body: axum::body::Bytes,
 ) -> Result<Json<CertificateStatus>, ApiError> {
     crate::auth::require(&state.storage, &headers, &[crate::auth::Role::Admin]).await?;
+    super::require_json(&headers)?;
     let request: RevocationRequest = super::parse_json(&body)?;
     if !REVOCATION_REASONS.contains(&request.reason.as_str()) {
         return Err(ApiError::bad_request(format!(

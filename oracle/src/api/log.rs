@@ -59,6 +59,7 @@ pub async fn key(State(state): State<AppState>) -> Result<Response, ApiError> {
 
 /// Query of `GET /v1/log/proofs/inclusion`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InclusionQuery {
     /// Certificate id.
@@ -97,6 +98,7 @@ pub async fn inclusion(
 
 /// Query of `GET /v1/log/proofs/consistency`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyQuery {
     /// The older tree size (≥ 1).

@@ -5,6 +5,7 @@ use crate::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 use wattest_shared::Jwks;
@@ -14,18 +15,19 @@ use wattest_shared::Jwks;
 pub struct Health {
     /// `ok` or `degraded`.
     pub status: &'static str,
-    /// `ok` or the database error.
+    /// `ok`, or `unreachable` (the database error itself goes to the oracle's log only).
     pub database: String,
     /// Oracle version.
     pub version: &'static str,
 }
 
-/// Liveness and database reachability.
+/// Liveness and database reachability. The 503 carries the same `Health` body (not a
+/// problem), so that probes read one shape.
 #[utoipa::path(get, path = "/healthz", tag = "meta", responses(
     (status = 200, description = "Healthy", body = Health),
-    (status = 503, description = "Database unreachable", body = Health),
+    (status = 503, description = "Database unreachable (`status` `degraded`)", body = Health),
 ))]
-pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+pub async fn healthz(State(state): State<AppState>) -> Response {
     let version = env!("CARGO_PKG_VERSION");
     match state.storage.db().ping().await {
         Ok(()) => (
@@ -35,15 +37,24 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>
                 database: "ok".into(),
                 version,
             }),
-        ),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
-                status: "degraded",
-                database: err.to_string(),
-                version,
-            }),
-        ),
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "Health check: the database is unreachable.");
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health {
+                    status: "degraded",
+                    database: "unreachable".into(),
+                    version,
+                }),
+            )
+                .into_response();
+            response
+                .extensions_mut()
+                .insert(super::problem::NotAProblem);
+            response
+        }
     }
 }
 

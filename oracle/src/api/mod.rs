@@ -314,8 +314,9 @@ pub fn router_with(state: AppState, limits: Limits) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // 504 marks the timeout apart from other 503s; `problemize` answers 503 `timeout`.
         .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(limits.request_timeout_secs.max(1)),
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -409,7 +410,13 @@ async fn problemize(response: Response) -> Response {
             v.as_bytes()
                 .starts_with(problem::PROBLEM_MEDIA_TYPE.as_bytes())
         });
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    if !(status.is_client_error() || status.is_server_error())
+        || is_problem
+        || response
+            .extensions()
+            .get::<problem::NotAProblem>()
+            .is_some()
+    {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -424,6 +431,36 @@ async fn problemize(response: Response) -> Response {
             .insert(header::RETRY_AFTER, retry.clone());
     }
     fixed
+}
+
+/// The media type of the request body (lowercase, without parameters; empty when absent).
+pub(crate) fn media_type(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Checks that a JSON endpoint's body is declared `application/json` (parameters such as
+/// `charset` allowed).
+///
+/// # Errors
+/// 415 `unsupported_media_type` for any other `Content-Type`, or none.
+pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let media = media_type(headers);
+    if media == "application/json" {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("content type {media:?} is not accepted here; use application/json"),
+    ))
 }
 
 /// Parses a JSON body into `T`, with a problem+json 400 naming the error.

@@ -153,6 +153,7 @@ pub async fn enroll(
     body: Bytes,
 ) -> Result<EnrollOutcome, ApiError> {
     auth::require(&state.storage, &headers, &[Role::Node]).await?;
+    super::require_json(&headers)?;
     let request: EnrollRequest = parse_json(&body)?;
     let name = request.name.trim();
     if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
@@ -253,6 +254,7 @@ pub async fn answer_challenge(
     body: Bytes,
 ) -> Result<(StatusCode, Json<EnrolledNodeResponse>), ApiError> {
     auth::require(&state.storage, &headers, &[Role::Node]).await?;
+    super::require_json(&headers)?;
     let answer: ChallengeAnswer = parse_json(&body)?;
     let secret = decode_field("secret", &answer.secret)?;
     // Step 1: take the challenge out, so that whatever happens next it is answered only once.

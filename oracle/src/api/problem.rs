@@ -88,7 +88,8 @@ impl ApiError {
 
     /// A problem for a plain error response produced outside the handlers (axum extractor
     /// rejections, the body limit, the timeout layer): the code follows the status, the
-    /// original text becomes the detail of a 4xx (5xx details are not shown).
+    /// original text becomes the detail of a 4xx (5xx details are not shown). 408 and 504 (the
+    /// timeout layer's) become 503 `timeout`, as `docs/protocol.md` documents.
     #[must_use]
     pub fn from_status(status: StatusCode, text: &str) -> Self {
         let code = match status.as_u16() {
@@ -106,6 +107,12 @@ impl ApiError {
             503 => "unavailable",
             s if s < 500 => "invalid_request",
             _ => "internal",
+        };
+        // The timeout layer answers 504 (no handler does); the documented status is 503.
+        let status = if code == "timeout" {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            status
         };
         let text = text.trim();
         let detail = if status.is_server_error() {
@@ -127,6 +134,11 @@ impl ApiError {
         Self::new(status, code, detail)
     }
 }
+
+/// Marks an error response whose documented body is not a problem (the `/healthz` 503, which
+/// carries its `Health` body): the plumbing layer leaves it as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct NotAProblem;
 
 impl From<crate::storage::StorageError> for ApiError {
     fn from(err: crate::storage::StorageError) -> Self {

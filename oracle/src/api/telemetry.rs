@@ -11,7 +11,7 @@ use crate::verification::{
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -61,12 +61,14 @@ impl From<&certificate::Model> for CertificateSummary {
 
 /// Submits one signed telemetry window.
 ///
-/// The body is the compact JWS (`Content-Type: application/jose`) or `{"jws": "<compact JWS>"}`
-/// (`application/json`). Nothing is stored unless every verification step passes.
+/// The body is the compact JWS (`Content-Type: application/jose`, or `text/plain`, or no
+/// `Content-Type`) or `{"jws": "<compact JWS>"}` (`application/json`). Nothing is stored unless
+/// every verification step passes.
 #[utoipa::path(post, path = "/v1/telemetry", tag = "telemetry",
     request_body(content(
         (TelemetryRequest = "application/json"),
         (String = "application/jose", example = "eyJhbGciOiJQUzI1NiIs…"),
+        (String = "text/plain", example = "eyJhbGciOiJQUzI1NiIs…"),
     )),
     responses(
         (status = 200, description = "Window accepted (and certificate issued when final); for a duplicate of an accepted window, its original receipt", body = TelemetryAccepted),
@@ -120,14 +122,7 @@ pub async fn submit_batch(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<TelemetryBatchResponse>, ApiError> {
     let body = body_of(body, MAX_BATCH_BODY_BYTES)?;
-    let media = media_type(&headers);
-    if media != "application/json" {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("content type {media:?} is not accepted here; use application/json"),
-        ));
-    }
+    super::require_json(&headers)?;
     let request: TelemetryBatchRequest = super::parse_json(&body)?;
     if request.windows.is_empty() || request.windows.len() > MAX_BATCH_WINDOWS {
         return Err(ApiError::bad_request(format!(
@@ -577,21 +572,8 @@ fn body_of(
     })
 }
 
-/// The media type of the body (lowercase, without parameters; empty when absent).
-fn media_type(headers: &HeaderMap) -> String {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
-}
-
 fn extract_jws(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
-    let media = media_type(headers);
+    let media = super::media_type(headers);
     let jws = match media.as_str() {
         "application/json" => super::parse_json::<TelemetryRequest>(body)?.jws,
         "application/jose" | "text/plain" | "" => String::from_utf8(body.to_vec())

@@ -7,6 +7,7 @@ use clap::Parser;
 use serde::Serialize;
 use std::io::Read;
 use std::process::ExitCode;
+use wattest_shared::certificate::CertificateError;
 use wattest_shared::checkpoint::LogVerifier;
 use wattest_shared::transparency::{
     ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion,
@@ -16,8 +17,9 @@ use wattest_shared::{CertificateClaims, Jwks, verify_certificate};
 /// Verify a Wattest energy certificate offline.
 ///
 /// Checks, in order:
-///  1. signature: the JWS header (PS256 only, typ wattest-cert+jwt, no header-supplied keys,
-///     no crit), the signing key in the JWKS (by RFC 7638 thumbprint), the signature;
+///  1. signature: the JWS header (alg PS256 or ES256, fitting the key's type; typ
+///     wattest-cert+jwt; no header-supplied keys; no crit), the signing key in the JWKS (by
+///     RFC 7638 thumbprint), the signature;
 ///  2. claims: eat_profile, the validity period (nbf, iat, exp — all required), and that every
 ///     total reconciles exactly with its itemised figures;
 ///  3. status: not revoked (from --status, or the status inside a certificate bundle);
@@ -242,7 +244,7 @@ fn run(args: &Args) -> Result<Report> {
             checks.push(Check {
                 check: "signature",
                 ok: true,
-                detail: format!("PS256 by oracle key {}", checked.kid),
+                detail: format!("signed by oracle key {}", checked.kid),
             });
             checks.push(Check {
                 check: "claims",
@@ -256,9 +258,28 @@ fn run(args: &Args) -> Result<Report> {
             });
             Some(checked.claims)
         }
+        // The signature is checked first: a claims failure means the signature held.
+        Err(err @ (CertificateError::Jws(_) | CertificateError::UnknownKid(_))) => {
+            checks.push(Check {
+                check: "signature",
+                ok: false,
+                detail: err.to_string(),
+            });
+            checks.push(Check {
+                check: "claims",
+                ok: false,
+                detail: "not checked: the signature failed".into(),
+            });
+            None
+        }
         Err(err) => {
             checks.push(Check {
-                check: "signature and claims",
+                check: "signature",
+                ok: true,
+                detail: "the signature holds".into(),
+            });
+            checks.push(Check {
+                check: "claims",
                 ok: false,
                 detail: err.to_string(),
             });
