@@ -94,7 +94,10 @@ impl ExportQuery {
 #[utoipa::path(get, path = "/v1/exports/{file}", tag = "exports", security(("bearer" = [])),
     params(("file" = String, Path, description = "`compliance.csv`, `codecarbon.csv` or `sci.csv`"), ExportQuery),
     responses(
-        (status = 200, description = "CSV (RFC 4180), header row first", content_type = "text/csv", body = String),
+        (status = 200, description = "CSV (RFC 4180), header row first", content_type = "text/csv", body = String, headers(
+            ("Wattest-Export-Version" = String, description = "Version of the profile's column list: it changes whenever a column is added, removed, renamed or reordered"),
+            ("Content-Disposition" = String, description = "attachment; filename=\"<profile>.csv\""),
+        )),
         (status = 400, description = "bad filter", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 401, description = "no or unknown token", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "token lacks the compliance role", body = super::problem::Problem, content_type = "application/problem+json"),
