@@ -1126,10 +1126,6 @@ mod tests {
         }
     }
 
-    /// The chain head moves only from the very window a new one chains to: a window whose
-    /// `prev` names another window of the same seq (a node that signed two histories, the two
-    /// racing) is refused like one whose seq was taken, and nothing of it is stored.
-
     /// The checkpointer flushes the very file SQLite writes; an in-memory database has none.
     #[tokio::test]
     async fn the_checkpointer_flushes_the_main_database_file() {
@@ -1149,6 +1145,10 @@ mod tests {
             .expect("memory");
         assert!(main_database_file(&memory).await.is_none());
     }
+
+    /// The chain head moves only from the very window a new one chains to: a window whose
+    /// `prev` names another window of the same seq (a node that signed two histories, the two
+    /// racing) is refused like one whose seq was taken, and nothing of it is stored.
     #[tokio::test]
     async fn the_chain_head_moves_only_from_the_window_the_first_row_chains_to() {
         let dir = tempfile::tempdir().expect("dir");
