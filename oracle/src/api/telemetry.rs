@@ -477,9 +477,14 @@ async fn hold(
 
 /// Appends the held windows of `node_id` that now follow its chain head, in seq order. Each is
 /// verified again in full against the chain as it then stands; one that fails (it does not
-/// chain, or overlaps) is dropped and the node flagged `held_rejected:<seq>:<code>`, since its
-/// own signed history contradicts itself. Held rows at or below the head (left by a release
-/// interrupted between appending and removing) are removed first.
+/// chain, or overlaps, or its job is closed) is dropped and the node flagged
+/// `held_rejected:<seq>:<code>`, since its own signed history contradicts itself. One that
+/// cannot be stored for now (a 5xx: database, carbon or signing failure) stays held, and the
+/// error is returned. Held rows at or below the head (left by a release interrupted between
+/// appending and removing) are removed first.
+///
+/// # Errors
+/// Database failure, or the 5xx that stopped a held window's append.
 async fn release_held(state: &AppState, node_id: &str) -> Result<(), ApiError> {
     if !state.storage.has_held(node_id).await? {
         return Ok(());
@@ -528,6 +533,9 @@ async fn release_held(state: &AppState, node_id: &str) -> Result<(), ApiError> {
                 }
                 // A concurrent release (another request or replica) appended it first.
                 Err(err) if err.code() == "seq_replay" => {}
+                // Not a verdict on the window (a database, carbon or signing failure): it stays
+                // held, acknowledged, and the next request for this node retries the release.
+                Err(err) if err.status().is_server_error() => return Err(err),
                 Err(err) => return reject_held(state, node_id, next, err.code()).await,
             },
             Err(VerifyError::SeqReplay { .. }) => {}
@@ -549,11 +557,13 @@ async fn reject_held(
         code,
         "A held window failed verification once its gap was filled; dropped and the node flagged."
     );
-    state.storage.release_held(node_id, seq).await?;
+    // Flagged first: if the removal then fails, the window is still held, the next release
+    // judges it again, and the flag (first reason kept) is not lost either way.
     state
         .storage
         .flag_node(node_id, &format!("held_rejected:{seq}:{code}"))
         .await?;
+    state.storage.release_held(node_id, seq).await?;
     state.metrics.rejected(code);
     Ok(())
 }
@@ -898,5 +908,80 @@ mod tests {
             .unwrap_err();
             assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
         }
+    }
+
+    /// A held window whose append fails for a reason that is not a verdict on it (here the
+    /// database refuses its row) stays held and acknowledged, the node unflagged; once the
+    /// database takes it again, the window resent is appended.
+    #[tokio::test]
+    async fn a_held_window_that_cannot_be_stored_for_now_stays_held() {
+        use sea_orm::ConnectionTrait;
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::storage::database_url(dir.path(), None);
+        let state = AppState::open(dir.path(), &url, crate::ingest::tests::settings())
+            .await
+            .unwrap();
+        let key = SoftwareKey::generate(2048).unwrap();
+        let mut node = node_row(&key);
+        node.kid = key.public_jwk().thumbprint();
+        state.storage.insert_node(node).await.unwrap();
+        let w1 = first_window(&key);
+        let c2 = crate::verification::test_window_claims("node-1", 2, Some(jws_hash(&w1)), t0());
+        let w2 = sign_compact(&key, WINDOW_TYP, &serde_json::to_vec(&c2).unwrap()).unwrap();
+        let codes = |results: Vec<Result<Ingested, ApiError>>| {
+            results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(Ingested::Accepted(a)) => Ok(a.seq),
+                    Ok(Ingested::Held(h)) => Err(format!("held {}", h.seq)),
+                    Err(err) => Err(err.code().to_owned()),
+                })
+                .collect::<Vec<_>>()
+        };
+        let flag = |state: AppState| async move {
+            state
+                .storage
+                .node_by_id("node-1")
+                .await
+                .unwrap()
+                .unwrap()
+                .flag
+        };
+
+        assert_eq!(
+            codes(ingest(&state, vec![w2.clone()]).await),
+            [Err("held 2".to_owned())]
+        );
+        state
+            .storage
+            .db()
+            .execute_unprepared(
+                "CREATE TRIGGER refuse_2 BEFORE INSERT ON windows WHEN NEW.seq = 2 \
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+            )
+            .await
+            .unwrap();
+        // Window 1 is accepted; the release of window 2 fails, and it stays held.
+        assert_eq!(codes(ingest(&state, vec![w1]).await), [Ok(1)]);
+        assert!(
+            state
+                .storage
+                .held_window("node-1", 2)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(flag(state.clone()).await, None);
+
+        state
+            .storage
+            .db()
+            .execute_unprepared("DROP TRIGGER refuse_2")
+            .await
+            .unwrap();
+        assert_eq!(codes(ingest(&state, vec![w2]).await), [Ok(2)]);
+        assert_eq!(flag(state.clone()).await, None);
+        let head = state.storage.node_by_id("node-1").await.unwrap().unwrap();
+        assert_eq!(head.last_seq, 2);
     }
 }
