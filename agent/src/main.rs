@@ -576,6 +576,8 @@ async fn watch_cmd(args: WatchArgs) -> Result<()> {
     tokio::select! {
         _ = sigterm.recv() => {},
         _ = tokio::signal::ctrl_c() => {},
+        // `finish` below returns the signer's error: the agent exits non-zero.
+        () = measurement.failed() => {},
     }
     tracing::info!("Stopping: closing the last window.");
     let report = measurement.finish(Duration::from_secs(30)).await?;

@@ -158,7 +158,10 @@ pub fn sources(cfg: &DiscoveryConfig) -> Discovery {
 }
 
 /// Runs the signer thread: windows from the sampler are signed and spooled in order; the uploader
-/// is woken after each. Returns the chain when the sampler's channel closes.
+/// is woken after each. Returns the chain when the sampler's channel closes. A window that cannot
+/// be signed or spooled (the spool's disk budget reached, a full disk, a TPM error) ends the
+/// thread with that error, logged at once, and `failed` is notified; the windows before it stay
+/// spooled, and the sampler stops once its next window finds no signer.
 ///
 /// # Errors
 /// The operating system refuses a new thread.
@@ -169,6 +172,7 @@ pub fn spawn_signer(
     mut chain: Chain,
     windows: Receiver<MeasuredWindow>,
     wake: Arc<Notify>,
+    failed: Arc<Notify>,
     certify_every: Option<chrono::Duration>,
 ) -> std::io::Result<std::thread::JoinHandle<Result<Chain>>> {
     std::thread::Builder::new()
@@ -184,7 +188,14 @@ pub fn spawn_signer(
                 if is_final {
                     period_start = None;
                 }
-                chain.append(measured, is_final)?;
+                if let Err(err) = chain.append(measured, is_final) {
+                    tracing::error!(
+                        error = format!("{err:#}"),
+                        "A window could not be signed and spooled; measurement stops (the windows before it stay spooled)."
+                    );
+                    failed.notify_one();
+                    return Err(err);
+                }
                 wake.notify_one();
             }
             Ok(chain)
@@ -228,6 +239,8 @@ pub struct Measurement {
     signer_thread: std::thread::JoinHandle<Result<Chain>>,
     background: tokio::task::JoinHandle<Drained>,
     stop: Arc<Notify>,
+    /// Notified when the signer thread stopped on an error.
+    failed: Arc<Notify>,
     uploader: Uploader,
     spool: Spool,
 }
@@ -249,8 +262,10 @@ impl Measurement {
         let (sampler, windows) = Sampler::start(discovery.sources, cfg);
         let wake = Arc::new(Notify::new());
         let stop = Arc::new(Notify::new());
-        let signer_thread = spawn_signer(chain, windows, wake.clone(), certify_every)
-            .context("starting the signer thread")?;
+        let failed = Arc::new(Notify::new());
+        let signer_thread =
+            spawn_signer(chain, windows, wake.clone(), failed.clone(), certify_every)
+                .context("starting the signer thread")?;
         let background =
             spawn_background_upload(uploader.clone(), spool.clone(), wake, stop.clone());
         Ok(Self {
@@ -258,9 +273,16 @@ impl Measurement {
             signer_thread,
             background,
             stop,
+            failed,
             uploader,
             spool,
         })
+    }
+
+    /// Completes when the signer thread stopped on an error (never otherwise); [`Self::finish`]
+    /// then returns that error.
+    pub async fn failed(&self) {
+        self.failed.notified().await;
     }
 
     /// Closes the last window, marked final, then uploads until the spool is empty or

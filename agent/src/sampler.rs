@@ -234,8 +234,10 @@ impl State {
             if tick >= next_boundary {
                 let w = self.close_window(ms);
                 next_boundary = (tick / ticks_per_window + 1) * ticks_per_window;
-                // A receiver that went away no longer wants windows; keep sampling until finish.
-                let _ = tx.send(w);
+                // The signer stopped (it failed, and said so): nothing would take more windows.
+                if tx.send(w).is_err() {
+                    break;
+                }
             }
         }
         // Final sample: it must fall after the window start for the window to have a length.

@@ -199,3 +199,49 @@ fn log_json_writes_one_json_object_per_line() {
             .all(|e| e["level"].is_string() && e["timestamp"].is_string())
     );
 }
+
+/// At its spool's disk budget `watch` stops measuring loudly: the error is logged when it
+/// happens and the agent exits non-zero, instead of running on without signing anything.
+#[test]
+fn watch_stops_loudly_at_the_spool_budget() {
+    let mut oracle = Oracle::start();
+    let (state, _node_id) = oracle.enroll_agent("BE");
+    oracle.stop();
+    // The spool already holds 1 MiB the oracle never acknowledged (it is down): a file named
+    // as a spooled window at or below the chain head (the agent reads only its last window
+    // above the head when it starts).
+    let spool = state.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::write(spool.join(format!("{:020}.jws", 0)), vec![b'x'; 1 << 20]).unwrap();
+    let mut child = Command::new(bin("wattest-agent"))
+        .args(["watch", "--window", "1", "--interval", "0.1"])
+        .args(["--spool-budget-mb", "1", "--state-dir"])
+        .arg(state.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A hang guard, not a timing assertion: the first window closes after about a second.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "watch kept running at its spool budget: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("is full"), "the budget is named: {stderr}");
+    assert!(
+        stderr.contains("measurement stops"),
+        "logged when it happens: {stderr}"
+    );
+}
