@@ -47,9 +47,15 @@ struct Problem {
 /// # Errors
 /// The state dir is already enrolled (without `force`), the oracle refuses, or I/O fails.
 pub async fn enroll(dir: &StateDir, req: EnrollRequest<'_>) -> Result<NodeState> {
-    if dir.node().is_ok() && !req.force {
+    // A node.json that exists but does not read (damaged, unreadable) is an enrolled node too:
+    // enrolling over it without --force would replace its key and chain.
+    if !req.force && dir.path().join("node.json").exists() {
+        let why = match dir.node() {
+            Ok(_) => "is already enrolled".to_owned(),
+            Err(err) => format!("holds a node.json that cannot be read ({err})"),
+        };
         bail!(
-            "{} is already enrolled; pass --force to enroll again with a new key (the old node's chain ends there)",
+            "{} {why}; pass --force to enroll again with a new key (the old node's chain ends there)",
             dir.path().display()
         );
     }
@@ -277,4 +283,38 @@ async fn enroll_tpm(
         "TPM enrollment complete."
     );
     Ok((enrolled, kid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A damaged node.json is an enrollment all the same: without --force nothing is replaced,
+    /// and the oracle is not even asked.
+    #[tokio::test]
+    async fn a_damaged_node_json_is_not_enrolled_over_without_force() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = StateDir::create(tmp.path()).expect("state dir");
+        std::fs::write(tmp.path().join("node.json"), "{not json").expect("write");
+        let err = enroll(
+            &dir,
+            EnrollRequest {
+                oracle: "http://127.0.0.1:9",
+                token: "t",
+                name: "n",
+                zone: "BE",
+                signer: SignerKind::Software,
+                tcti: None,
+                force: false,
+            },
+        )
+        .await
+        .expect_err("refused");
+        assert!(err.to_string().contains("cannot be read"), "{err:#}");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("node.json")).expect("read"),
+            "{not json"
+        );
+        assert!(!tmp.path().join("node-key.der").exists());
+    }
 }

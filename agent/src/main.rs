@@ -127,12 +127,13 @@ struct RunArgs {
     /// Oracle base URL (default: the one enrolled with).
     #[arg(long, env = "WATTEST_ORACLE")]
     oracle: Option<String>,
-    /// Job id written into every window and the certificate (default: a new UUID).
-    #[arg(long)]
+    /// Job id written into every window and the certificate (default: a new UUID); 1–128
+    /// characters without control characters.
+    #[arg(long, value_parser = label)]
     job_id: Option<String>,
     /// Model id written into every window and the certificate (`wattest.model_id`), e.g. the
     /// model being trained; 1–128 characters without control characters.
-    #[arg(long, env = "WATTEST_MODEL_ID")]
+    #[arg(long, env = "WATTEST_MODEL_ID", value_parser = label)]
     model_id: Option<String>,
     /// Window length, seconds: a signed window is sent this often.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -141,8 +142,8 @@ struct RunArgs {
     /// energy × the job's process-tree share of CPU time (as Kepler and Scaphandre).
     #[arg(long, value_enum, default_value_t = AttributionArg::Machine)]
     attribution: AttributionArg,
-    /// How long to keep retrying the upload after the command exits, seconds.
-    #[arg(long, default_value_t = 120)]
+    /// How long to keep retrying the upload after the command exits, seconds (at most a week).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(0..=604_800))]
     upload_timeout: u64,
     /// Disk budget of the spool (signed windows the oracle has not acknowledged yet), MiB. A
     /// warning is logged with every window above 80 %; at the budget the agent stops measuring
@@ -194,8 +195,8 @@ struct FlushArgs {
     /// Oracle base URL (default: the one enrolled with).
     #[arg(long, env = "WATTEST_ORACLE")]
     oracle: Option<String>,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 60)]
+    /// Give up after this many seconds (at most a week).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=604_800))]
     timeout: u64,
     #[command(flatten)]
     state: StateArgs,
@@ -525,6 +526,19 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         eprintln!("wattest: window {seq} was rejected: {reason}");
     }
     Ok(exit_code(status))
+}
+
+/// A `--job-id` or `--model-id` as the oracle takes it (`docs/protocol.md` §3.1): refused here,
+/// before the job runs, rather than every window at the oracle.
+fn label(value: &str) -> Result<String, String> {
+    if wattest_shared::window::is_valid_label(value) {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "must be 1–{} characters without control characters",
+            wattest_shared::window::MAX_LABEL_CHARS
+        ))
+    }
 }
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {

@@ -65,7 +65,12 @@ impl Chain {
     /// # Errors
     /// Signing or disk failure.
     pub fn append(&mut self, measured: MeasuredWindow, is_final: bool) -> Result<u64> {
-        let seq = self.head.seq + 1;
+        let seq = self.head.seq.checked_add(1).with_context(|| {
+            format!(
+                "the chain head's seq {} has no successor: chain.json or the spool is damaged",
+                self.head.seq
+            )
+        })?;
         let claims = WindowClaims {
             v: PROTOCOL_VERSION,
             node_id: self.node.node_id.clone(),

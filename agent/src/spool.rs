@@ -93,7 +93,13 @@ impl Spool {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                let seq = name.strip_suffix(".jws")?.parse().ok()?;
+                let stem = name.strip_suffix(".jws")?;
+                // Only the names `put` writes: `ack` and `reject` find a window by that name.
+                if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+                    tracing::warn!(file = %e.path().display(), "Not a spooled window's name (20 digits and .jws); left alone.");
+                    return None;
+                }
+                let seq = stem.parse().ok()?;
                 Some((seq, e.path()))
             })
             .collect();
@@ -159,6 +165,16 @@ mod tests {
             .map(|(s, _)| s)
             .collect();
         assert_eq!(seqs, vec![2, 10, 33]);
+        // Files not named as `put` names them are not windows of this spool: ack and reject
+        // could not find them by seq, so they are left out (and alone).
+        for name in [
+            "7.jws",
+            "+0000000000000000007.jws",
+            "00000000000000000007.jws.tmp",
+        ] {
+            std::fs::write(tmp.path().join(name), "x").expect("write");
+        }
+        assert_eq!(spool.pending().expect("pending").len(), 3);
         spool.ack(2).expect("ack");
         let target = spool
             .reject(10, "{\"code\":\"implausible\"}")
@@ -167,6 +183,7 @@ mod tests {
         let left = spool.pending().expect("pending");
         assert_eq!(left.len(), 1);
         assert_eq!(Spool::read(&left[0].1).expect("read"), "jws-33");
+        assert!(tmp.path().join("7.jws").exists(), "left alone");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::carbon::{GridZone, Intensity};
 use crate::credits::CreditPolicy;
-use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Duration, TimeDelta, Utc};
 use std::collections::BTreeMap;
 use wattest_shared::certificate::{
     AvoidedEmissions, CALCULATION_VERSION, CertificateClaims, CertifiedNode, EAT_PROFILE,
@@ -75,7 +75,7 @@ pub fn hours_of(windows: &[WindowClaims]) -> Vec<DateTime<Utc>> {
 /// energy still lands somewhere (verification refuses such windows; this keeps the split total).
 #[must_use]
 pub fn hour_slots(start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(DateTime<Utc>, i64)> {
-    let truncate = |t: DateTime<Utc>| t.duration_trunc(TimeDelta::hours(1)).unwrap_or(t);
+    let truncate = crate::carbon::hour_start;
     let mut slots = Vec::new();
     let mut cursor = start;
     while cursor < end {

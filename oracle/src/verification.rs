@@ -213,9 +213,7 @@ pub fn verify_window_with(
     }
     for (name, label) in [("job_id", &claims.job_id), ("model_id", &claims.model_id)] {
         if let Some(label) = label
-            && (label.is_empty()
-                || label.chars().count() > 128
-                || label.chars().any(char::is_control))
+            && !wattest_shared::window::is_valid_label(label)
         {
             return Err(VerifyError::MalformedPayload(format!(
                 "{name} must be 1–128 characters without control characters"

@@ -317,6 +317,21 @@ async fn media_types_accept_auth_timeout_and_health_follow_the_protocol() {
         .unwrap();
     assert_eq!(code(r).await, problem(401, "missing_token"));
 
+    // A bound past the year 9999 (RFC 3339 parsers take `+10000-…`) would compare wrongly as
+    // text: refused.
+    for path in [
+        "/v1/balances?from=%2B10000-01-01T00:00:00Z",
+        "/v1/exports/compliance.csv?to=%2B10000-01-01T00:00:00Z",
+    ] {
+        let r = client
+            .get(format!("{}{path}", app.url))
+            .bearer_auth(&app.admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(code(r).await, problem(400, "invalid_request"), "{path}");
+    }
+
     // A request that outlives --request-timeout-secs (here a body that never finishes) is 503
     // `timeout`.
     let addr = app.url.trim_start_matches("http://").to_owned();

@@ -16,6 +16,18 @@ pub const WINDOW_TYP: &str = "wattest-window+jwt";
 pub const MAX_SOURCES: usize = 64;
 /// Longest window accepted, in seconds (one day).
 pub const MAX_WINDOW_SECONDS: i64 = 86_400;
+/// Longest `job_id` or `model_id`, in characters (`docs/protocol.md` §3.1).
+pub const MAX_LABEL_CHARS: usize = 128;
+
+/// Whether `label` may be a window's `job_id` or `model_id`: 1 to [`MAX_LABEL_CHARS`]
+/// characters, none of them a control character (`docs/protocol.md` §3.1). The oracle refuses
+/// other labels (`malformed_payload`); the agent refuses them on its command line.
+#[must_use]
+pub fn is_valid_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.chars().count() <= MAX_LABEL_CHARS
+        && !label.chars().any(char::is_control)
+}
 
 /// What a source measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]

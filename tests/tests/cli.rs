@@ -105,3 +105,37 @@ fn a_bad_settings_file_is_refused_with_its_reason() {
         "{stderr}"
     );
 }
+
+/// Arguments the agent would only fail on later (every window refused by the oracle, a panic
+/// after the job) are refused when parsed: clap's usage error, exit status 2, before anything
+/// runs.
+#[test]
+fn the_agent_refuses_bad_labels_and_timeouts_before_running_anything() {
+    let long = "j".repeat(129);
+    let marker = std::env::temp_dir().join(format!("wattest-cli-{}", std::process::id()));
+    let touch = format!("touch {}", marker.display());
+    for args in [
+        vec!["run", "--model-id", "", "--", "sh", "-c", &touch],
+        vec!["run", "--job-id", &long, "--", "sh", "-c", &touch],
+        vec!["run", "--job-id", "a\tb", "--", "sh", "-c", &touch],
+        vec![
+            "run",
+            "--upload-timeout",
+            "18446744073709551615",
+            "--",
+            "sh",
+            "-c",
+            &touch,
+        ],
+        vec!["flush", "--timeout", "18446744073709551615"],
+    ] {
+        let out = Command::new(bin("wattest-agent"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("invalid value"), "{args:?}: {stderr}");
+    }
+    assert!(!marker.exists(), "no command ran");
+}

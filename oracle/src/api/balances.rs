@@ -88,6 +88,8 @@ pub async fn balances(
 ) -> Result<Json<Balances>, ApiError> {
     crate::auth::require(&state.storage, &headers, super::BALANCE_READERS).await?;
     let Query(q) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
+    crate::export::check_time_bound("from", q.from).map_err(ApiError::bad_request)?;
+    crate::export::check_time_bound("to", q.to).map_err(ApiError::bad_request)?;
     if let (Some(from), Some(to)) = (q.from, q.to)
         && from >= to
     {

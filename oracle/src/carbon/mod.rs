@@ -16,7 +16,7 @@ pub mod neso;
 pub mod static_table;
 pub mod watttime;
 
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{DateTime, Duration, Utc};
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -203,10 +203,12 @@ pub trait IntensityProvider: Send + Sync {
     ) -> BoxFuture<'a, Result<Intensity, ProviderError>>;
 }
 
-/// Truncates `at` to the start of its UTC hour.
+/// Truncates `at` to the start of its UTC hour, for every date chrono represents (chrono's
+/// `duration_trunc` gives up outside the years 1677–2262, the range of an `i64` of
+/// nanoseconds).
 #[must_use]
 pub fn hour_start(at: DateTime<Utc>) -> DateTime<Utc> {
-    at.duration_trunc(Duration::hours(1)).unwrap_or(at)
+    DateTime::from_timestamp(at.timestamp().div_euclid(3600) * 3600, 0).unwrap_or(at)
 }
 
 /// One step of a chain as tried for a zone-hour.
@@ -604,6 +606,24 @@ mod tests {
     use super::mock::{Counts, test_info};
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn hour_start_truncates_every_representable_date() {
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("time")
+                .with_timezone(&Utc)
+        };
+        for (time, hour) in [
+            ("2026-11-24T10:20:30.5Z", "2026-11-24T10:00:00Z"),
+            ("2026-11-24T10:00:00Z", "2026-11-24T10:00:00Z"),
+            // Outside chrono's nanosecond range, where `duration_trunc` gives up.
+            ("1600-06-01T10:20:00Z", "1600-06-01T10:00:00Z"),
+            ("2300-01-01T00:59:59Z", "2300-01-01T00:00:00Z"),
+        ] {
+            assert_eq!(hour_start(at(time)), at(hour), "{time}");
+        }
+    }
 
     struct Fails(&'static str, ProviderError);
     impl IntensityProvider for Fails {

@@ -195,6 +195,8 @@ impl ExportFilter {
     /// # Errors
     /// A sentence for a 400: `from` after `to`, hourly rows asked of a profile without them.
     pub fn check(&self, profile: Profile) -> Result<(), String> {
+        check_time_bound("from", self.from)?;
+        check_time_bound("to", self.to)?;
         if let (Some(from), Some(to)) = (self.from, self.to)
             && from > to
         {
@@ -464,6 +466,25 @@ pub struct NodeExportSettings {
 
 /// Longest node owner accepted, characters.
 pub const MAX_OWNER_CHARS: usize = 200;
+
+/// Checks a `from` / `to` filter bound: a year from 0000 to 9999. Time columns are compared as
+/// RFC 3339 text on SQLite, where a signed five-digit year (`+10000-01-01T00:00:00Z`, which RFC
+/// 3339 parsers accept) would sort before every stored time.
+///
+/// # Errors
+/// The reason, naming the bound.
+pub fn check_time_bound(
+    name: &str,
+    bound: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), String> {
+    use chrono::Datelike;
+    match bound {
+        Some(t) if !(0..=9999).contains(&t.year()) => {
+            Err(format!("{name} ({t}) must fall in the years 0000 to 9999"))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Checks an owner name: 1 to [`MAX_OWNER_CHARS`] characters, no control characters.
 ///
