@@ -77,11 +77,27 @@ pub enum NodeSigner {
 }
 
 impl NodeSigner {
-    /// Loads the signer recorded in `state`.
+    /// Loads the signer recorded in `state`, and checks that it is the key `state` enrolled
+    /// (its RFC 7638 thumbprint is `state.kid`): a different key would sign windows the oracle
+    /// refuses, every one of them.
     ///
     /// # Errors
-    /// The key file is missing, unreadable or readable by others; the TPM is unreachable.
+    /// The key file is missing, unreadable or readable by others; the TPM is unreachable; the
+    /// key is not the enrolled one (a damaged state dir, e.g. an interrupted re-enrollment).
     pub fn load(dir: &StateDir, state: &NodeState) -> Result<Self, StateError> {
+        let signer = Self::load_key(dir, state)?;
+        if signer.kid() != state.kid {
+            return Err(StateError::Invalid(format!(
+                "the node key in {} (kid {}) is not the enrolled one (node.json: kid {}); the state dir is damaged: enroll again with --force",
+                dir.path().display(),
+                signer.kid(),
+                state.kid
+            )));
+        }
+        Ok(signer)
+    }
+
+    fn load_key(dir: &StateDir, state: &NodeState) -> Result<Self, StateError> {
         match state.signer {
             SignerKind::Software => {
                 let der = dir.read_secret(SOFTWARE_KEY_FILE)?;
@@ -121,6 +137,33 @@ mod tests {
     use super::*;
     use wattest_shared::SoftwareKey;
     use wattest_shared::jws::{SaltLength, SaltPolicy, decode_header, sign_compact};
+
+    /// The key file must be the enrolled key: another one (an interrupted re-enrollment) is
+    /// refused when loaded, not discovered window by window at the oracle.
+    #[test]
+    fn only_the_enrolled_key_loads() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = StateDir::create(tmp.path()).expect("state dir");
+        let key = SoftwareKey::generate(SOFTWARE_KEY_BITS).expect("keygen");
+        dir.write_secret(SOFTWARE_KEY_FILE, &key.to_pkcs8_der().expect("der"))
+            .expect("write");
+        let mut state = NodeState {
+            node_id: "n".into(),
+            oracle: "http://127.0.0.1:9".into(),
+            name: "n".into(),
+            zone: "BE".into(),
+            kid: key.kid().to_owned(),
+            signer: SignerKind::Software,
+            tcti: None,
+        };
+        assert_eq!(
+            NodeSigner::load(&dir, &state).expect("loads").kid(),
+            key.kid()
+        );
+        state.kid = "another-key".into();
+        let err = NodeSigner::load(&dir, &state).err().expect("refused");
+        assert!(err.to_string().contains("not the enrolled one"), "{err}");
+    }
 
     /// A key made by OpenSSL at enrollment loads in ring with the same kid, and ring's signatures
     /// verify as standard PS256 (salt 32) under the public key OpenSSL derived.

@@ -228,7 +228,10 @@ impl StateDir {
     }
 }
 
-/// Writes `path` via `path.tmp` (mode 0600), fsync and rename.
+/// Writes `path` via `path.tmp` (mode 0600), fsync, rename, then fsync of the directory: the
+/// rename itself is durable once this returns (a power loss cannot bring back the old name's
+/// content, or no file at all, after the caller went on, e.g. moved the chain head past a
+/// spooled window).
 ///
 /// # Errors
 /// File system errors.
@@ -247,7 +250,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    std::fs::rename(&tmp, path).map_err(io)?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StateError::Io {
+            path: dir.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]
