@@ -63,7 +63,7 @@ pub const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 /// frames, the checkpointer copies again while holding the writer lock: only the frames
 /// committed during its first pass, and the next write transaction rewinds the WAL. Commits
 /// wait for that pass. SQLite syncs the database file only in a checkpoint that copies every
-/// frame, so the locked pass would also flush every page the unlocked passes wrote (9–13 ms
+/// frame, so the locked pass would also flush every page the unlocked passes wrote (6–13 ms
 /// at 6 000 windows/s); the checkpointer flushes them first, outside the lock, and the locked
 /// pass takes 1.5–4 ms (`docs/performance.md`, which also compares other thresholds).
 pub const SQLITE_WAL_RESTART_FRAMES: i64 = 4_096;
