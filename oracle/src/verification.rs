@@ -4,7 +4,7 @@
 //! The steps are numbered as in `docs/protocol.md` §"Verification"; steps 1–3 (JWS shape, algorithm,
 //! header) run in [`wattest_shared::jws::decode_header`] before the node is looked up by `kid`.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 use tracing::debug;
 use wattest_shared::AttestationLevel;
 use wattest_shared::jws::{
@@ -237,7 +237,16 @@ pub fn verify_window_with(
     }
     debug!(node_id = %node.id, seq = claims.seq, gap, "Chain position verified.");
 
-    // Step 7: timing.
+    // Step 7: timing. RFC 3339 has four-digit years only (chrono also reads signed, longer
+    // ones), and stored times compare as text on SQLite.
+    if let Some(t) = [claims.start, claims.end]
+        .into_iter()
+        .find(|t| !(0..=9999).contains(&t.year()))
+    {
+        return Err(VerifyError::InvalidPeriod(format!(
+            "{t} is outside the years 0000–9999 of RFC 3339"
+        )));
+    }
     if claims.start >= claims.end {
         return Err(VerifyError::InvalidPeriod(format!(
             "start {} is not before end {}",
@@ -508,6 +517,12 @@ mod tests {
         assert_eq!(code(c, &chain), Some("overlapping_window"));
         let mut c = claims(&f, 2, Some(v1.hash.clone()));
         c.end = c.start;
+        assert_eq!(code(c, &chain), Some("invalid_period"));
+        // Years RFC 3339 cannot write (chrono parses `-5000-…` and `+10000-…`).
+        let mut c = claims(&f, 2, Some(v1.hash.clone()));
+        c.start = DateTime::parse_from_str("-5000-01-01T00:00:00+0000", "%Y-%m-%dT%H:%M:%S%z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(code(c, &chain), Some("invalid_period"));
         let mut c = claims(&f, 2, Some(v1.hash.clone()));
         c.end = f.t0 + Duration::hours(1) + Duration::seconds(61);
