@@ -521,7 +521,7 @@ mod tests {
         // Years RFC 3339 cannot write (chrono parses `-5000-…` and `+10000-…`).
         let mut c = claims(&f, 2, Some(v1.hash.clone()));
         c.start = DateTime::parse_from_str("-5000-01-01T00:00:00+0000", "%Y-%m-%dT%H:%M:%S%z")
-            .unwrap()
+            .expect("a signed year")
             .with_timezone(&Utc);
         assert_eq!(code(c, &chain), Some("invalid_period"));
         let mut c = claims(&f, 2, Some(v1.hash.clone()));
