@@ -207,6 +207,25 @@ fn job_round_trip(oracle: &Oracle) {
     };
     assert_eq!(check("signature")["ok"], false, "{report}");
     assert_eq!(check("claims")["ok"], false, "{report}");
+    // A reader gone before the report is written (`wattest-verify … | head -0`) changes
+    // nothing: the verdict is the exit status, never a panic.
+    let mut child = Command::new(bin("wattest-verify"))
+        .arg(&cert_file)
+        .arg("--jwks")
+        .arg(&jwks_file)
+        .arg("--no-log")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The CSV row reconciles with the certificate: same energy, same emissions.
     let row = compliance_row(oracle, &id);

@@ -5,7 +5,8 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use serde::Serialize;
-use std::io::Read;
+use std::fmt::Write as _;
+use std::io::{Read, Write as _};
 use std::process::ExitCode;
 use wattest_shared::certificate::CertificateError;
 use wattest_shared::checkpoint::LogVerifier;
@@ -179,13 +180,21 @@ fn main() -> ExitCode {
     wattest_shared::tls::install_crypto_provider();
     match run(&args) {
         Ok(report) => {
+            let mut text = String::new();
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print_human(&report);
+                text = serde_json::to_string_pretty(&report).unwrap_or_default();
+                text.push('\n');
+            } else if let Err(err) = render_human(&report, &mut text) {
+                eprintln!("error: rendering the report: {err}");
+                return ExitCode::from(2);
+            }
+            // A reader that went away (`| head`) does not change the verdict: the exit status
+            // still carries it.
+            if let Err(err) = std::io::stdout().lock().write_all(text.as_bytes())
+                && err.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                eprintln!("error: writing the report: {err}");
+                return ExitCode::from(2);
             }
             if report.valid {
                 ExitCode::SUCCESS
@@ -414,24 +423,28 @@ fn run(args: &Args) -> Result<Report> {
     })
 }
 
-fn print_human(report: &Report) {
+/// The report as people read it (`--json` gives the same as JSON).
+fn render_human(report: &Report, out: &mut String) -> std::fmt::Result {
     let verdict = if report.valid { "VALID" } else { "INVALID" };
-    println!(
+    writeln!(
+        out,
         "{verdict} certificate {}",
         report.certificate_id.as_deref().unwrap_or("(unreadable)")
-    );
+    )?;
     for c in &report.checks {
-        println!(
+        writeln!(
+            out,
             "  [{}] {:<14} {}",
             if c.ok { "ok" } else { "FAIL" },
             c.check,
             c.detail
-        );
+        )?;
     }
     if let Some(c) = &report.claims {
-        println!("  ---");
-        println!("  issuer        {}", c.iss);
-        println!(
+        writeln!(out, "  ---")?;
+        writeln!(out, "  issuer        {}", c.iss)?;
+        writeln!(
+            out,
             "  status        {:?}{}",
             c.status,
             if c.status_reasons.is_empty() {
@@ -439,36 +452,42 @@ fn print_human(report: &Report) {
             } else {
                 format!(" ({})", c.status_reasons.join(", "))
             }
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  node          {} ({}, zone {}, attestation {})",
             c.node.id,
             c.node.name,
             c.grid_zone,
             c.node.attestation_level.as_str()
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  job / model   {} / {}",
             c.job_id.as_deref().unwrap_or("-"),
             c.model_id.as_deref().unwrap_or("-")
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  period        {} .. {}",
             c.period.start.to_rfc3339(),
             c.period.end.to_rfc3339()
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  energy        {} Wh consumed, {} Wh grid, {} Wh solar",
             c.energy.consumed_wh, c.energy.grid_wh, c.energy.solar_wh
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  intensity     {} gCO2e/kWh mean over {} hour(s), {} factors",
             c.intensity.g_co2e_per_kwh,
             c.intensity.hourly.len(),
             c.intensity.factor_type
-        );
+        )?;
         for h in &c.intensity.hourly {
-            println!(
+            writeln!(
+                out,
                 "    {}  {} g/kWh  {} Wh grid  ({}: {}{})",
                 h.hour.format("%Y-%m-%dT%H:%MZ"),
                 h.g_co2e_per_kwh,
@@ -480,23 +499,28 @@ fn print_human(report: &Report) {
                 } else {
                     ""
                 }
-            );
+            )?;
         }
-        println!(
+        writeln!(
+            out,
             "  emissions     {} gCO2e (location-based)",
             c.emissions.location_based_g_co2e
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  avoided       {} gCO2e (reported apart, not netted)",
             c.avoided_emissions.g_co2e
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  reward        {} EUR = {} node owner + {} cooperative fund",
             c.reward.total, c.reward.node_owner, c.reward.cooperative_fund
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  telemetry     seq {}..{} ({} windows), chain head {}",
             c.windows.first_seq, c.windows.last_seq, c.windows.count, c.windows.chain_head
-        );
+        )?;
     }
+    Ok(())
 }
