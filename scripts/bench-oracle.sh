@@ -25,6 +25,8 @@
 # WATTEST_ORACLE_CPUS / WATTEST_LOADGEN_CPUS (taskset lists, e.g. 0 and 1) pin the oracle and the
 # load generator to separate cores; the oracle's CPU time during each run is printed either way
 # (CPU time / windows = the oracle's cost per window).
+# First, `openssl speed rsa2048` on each of the oracle's cores (WATTEST_ORACLE_CPUS, else every
+# core): the verify ceiling the issue's target is half of.
 # Every run gets a fresh oracle and a fresh database. wattest-loadgen's errors (refused windows
 # by status, transport errors) are shown; the script then exits 1 after all runs.
 #
@@ -79,6 +81,32 @@ bench() {
     echo "PostgreSQL at $PG unreachable: PostgreSQL figure not measured"
   fi
 }
+
+# The issue's yardstick, on the same machine: OpenSSL's RSA-2048 verifications per second on
+# the oracle's cores (`openssl speed`, one process per core), and half of that, the throughput
+# target. Printed before the runs, so each line above can be read against it.
+ceiling() {
+  local cpus=${WATTEST_ORACLE_CPUS:-} n per total=0 list
+  if [ -n "$cpus" ]; then
+    list=$(python3 -c 'import sys
+out=[]
+for part in sys.argv[1].split(","):
+    a,_,b=part.partition("-"); out+=range(int(a),int(b or a)+1)
+print(" ".join(map(str,out)))' "$cpus")
+  else
+    list=$(seq 0 $(($(nproc) - 1)))
+  fi
+  n=0
+  for cpu in $list; do
+    per=$(taskset -c "$cpu" openssl speed -seconds 2 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/ {print $NF}')
+    [ -n "$per" ] || { echo "openssl speed rsa2048: no figure (is openssl installed?)"; return; }
+    echo "openssl speed rsa2048 on CPU $cpu: $per verify/s"
+    total=$(awk -v a="$total" -v b="$per" 'BEGIN {print a + b}')
+    n=$((n + 1))
+  done
+  awk -v t="$total" -v n="$n" 'BEGIN {printf "verify ceiling of the oracle'"'"'s %d core(s): %.0f/s; target (0.5 x): %.0f windows/s\n", n, t, t / 2}'
+}
+ceiling
 
 if [ -z "$RATE" ]; then
   bench ""
