@@ -13,6 +13,22 @@ struct TestApp {
     _dir: tempfile::TempDir,
 }
 
+impl TestApp {
+    /// `GET path`, with `authorization` as the whole header value when given.
+    async fn get(&self, path: &str, authorization: Option<&str>) -> reqwest::Response {
+        let mut request = reqwest::Client::new().get(format!("{}{path}", self.url));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// The admin token's `Authorization` value.
+    fn admin_auth(&self) -> String {
+        format!("Bearer {}", self.admin)
+    }
+}
+
 async fn spawn_app() -> TestApp {
     spawn_app_with(api::Limits::default()).await.0
 }
@@ -72,37 +88,23 @@ async fn errors_are_problem_json() {
     let app = spawn_app().await;
     let client = reqwest::Client::new();
 
-    let r = client
-        .get(format!("{}/v1/nope", app.url))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/v1/nope", None).await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let body: serde_json::Value = r.json().await.unwrap();
     insta::with_settings!({ sort_maps => true }, { insta::assert_json_snapshot!("not_found_problem", body) });
 
-    let r = client
-        .get(format!("{}/v1/certificates/does-not-exist", app.url))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
+    let r = app
+        .get("/v1/certificates/does-not-exist", Some(&app.admin_auth()))
+        .await;
     assert_eq!(r.status(), 404);
 
-    let r = client
-        .get(format!("{}/v1/certificates?limit=0", app.url))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
+    let r = app
+        .get("/v1/certificates?limit=0", Some(&app.admin_auth()))
+        .await;
     assert_eq!(r.status(), 400);
     // Exports need a compliance token before anything else is looked at.
-    let r = client
-        .get(format!("{}/v1/exports/other.csv", app.url))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/v1/exports/other.csv", None).await;
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
 
@@ -302,19 +304,12 @@ async fn media_types_accept_auth_timeout_and_health_follow_the_protocol() {
     }
 
     // The scheme name is case-insensitive (RFC 9110 §11.1).
-    let r = client
-        .get(format!("{}/v1/certificates", app.url))
-        .header("authorization", format!("bearer {}", app.admin))
-        .send()
-        .await
-        .unwrap();
+    let r = app
+        .get("/v1/certificates", Some(&format!("bearer {}", app.admin)))
+        .await;
     assert_eq!(r.status(), 200);
     // Auth comes before the query: no token and no zone is 401, not 400.
-    let r = client
-        .get(format!("{}/v1/carbon/intensity", app.url))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/v1/carbon/intensity", None).await;
     assert_eq!(code(r).await, problem(401, "missing_token"));
 
     // A bound past the year 9999 (RFC 3339 parsers take `+10000-…`) would compare wrongly as
@@ -323,12 +318,7 @@ async fn media_types_accept_auth_timeout_and_health_follow_the_protocol() {
         "/v1/balances?from=%2B10000-01-01T00:00:00Z",
         "/v1/exports/compliance.csv?to=%2B10000-01-01T00:00:00Z",
     ] {
-        let r = client
-            .get(format!("{}{path}", app.url))
-            .bearer_auth(&app.admin)
-            .send()
-            .await
-            .unwrap();
+        let r = app.get(path, Some(&app.admin_auth())).await;
         assert_eq!(code(r).await, problem(400, "invalid_request"), "{path}");
     }
 
