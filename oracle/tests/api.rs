@@ -71,12 +71,7 @@ async fn spawn_app_with(limits: api::Limits) -> (TestApp, AppState) {
 #[tokio::test]
 async fn openapi_document_is_stable() {
     let app = spawn_app().await;
-    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", app.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: serde_json::Value = app.get("/openapi.json", None).await.json().await.unwrap();
     assert!(doc["paths"]["/v1/telemetry"]["post"].is_object());
     // Sorted maps: serde_json keeps insertion order when another crate of the build enables its
     // `preserve_order` feature, and the snapshot must not depend on which crates are built.
@@ -182,12 +177,7 @@ async fn health_jwks_and_guarded_export() {
 #[tokio::test]
 async fn openapi_puts_query_parameters_in_the_query() {
     let app = spawn_app().await;
-    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", app.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: serde_json::Value = app.get("/openapi.json", None).await.json().await.unwrap();
     let mut query_params = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
