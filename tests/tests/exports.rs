@@ -188,7 +188,13 @@ fn world(database_url: Option<String>) -> World {
     let hour = (Utc::now() - Duration::hours(2))
         .duration_trunc(Duration::hours(1))
         .unwrap();
-    let mut a = enroll(&oracle, "node-a", "BE", hour - Duration::seconds(25));
+    // Node a's windows also carry milliseconds, as the agent's do.
+    let mut a = enroll(
+        &oracle,
+        "node-a",
+        "BE",
+        hour - Duration::seconds(25) + Duration::milliseconds(250),
+    );
     let mut b = enroll(&oracle, "=HYPERLINK(\"http://x\")", "FR", hour);
     let ids = [
         job(&oracle, &mut a, "train-1", Some("llama-x"), 4, 0.25),
@@ -254,6 +260,10 @@ fn reconcile(w: &World) {
 
     // compliance: one row per certificate, every id, hash and kid as signed.
     let csv = export(&w.oracle, "compliance.csv");
+    assert!(
+        csv.rows.iter().any(|r| r["period_start"].contains('.')),
+        "some period has milliseconds"
+    );
     assert_eq!(csv.rows.len(), all.len());
     for c in &all {
         let row = csv
@@ -263,6 +273,10 @@ fn reconcile(w: &World) {
             .expect("row of every certificate");
         assert_eq!(row["certificate_sha256"], c.hash);
         assert_eq!(row["oracle_kid"], c.kid);
+        // The period as signed, milliseconds included.
+        let as_signed = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        assert_eq!(row["period_start"], as_signed(c.claims.period.start));
+        assert_eq!(row["period_end"], as_signed(c.claims.period.end));
         assert_eq!(row["calculation_version"], c.claims.calculation_version);
         assert_eq!(row["reward_eur"], c.claims.reward.total.to_string());
         assert_eq!(

@@ -60,21 +60,21 @@ fn optional_kwh(wh: Option<Decimal6>) -> String {
     wh.map(thousandth).unwrap_or_default()
 }
 
-/// Distinct values in first-seen order, joined with a space.
-fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> String {
+/// Distinct values in first-seen order, joined with `separator`.
+fn distinct<'a>(values: impl Iterator<Item = &'a str>, separator: &str) -> String {
     let mut seen: Vec<&str> = Vec::new();
     for v in values {
         if !seen.contains(&v) {
             seen.push(v);
         }
     }
-    seen.join(" ")
+    seen.join(separator)
 }
 
 /// Appends the rows of one certificate.
 pub fn records(row: &ExportRow, granularity: Granularity, out: &mut Vec<Vec<String>>) {
     let c = &row.claims;
-    let methods = distinct(c.energy.by_source.iter().map(|s| s.method.as_str()));
+    let methods = distinct(c.energy.by_source.iter().map(|s| s.method.as_str()), " ");
     let estimated: Decimal6 = c
         .energy
         .by_source
@@ -83,13 +83,19 @@ pub fn records(row: &ExportRow, granularity: Granularity, out: &mut Vec<Vec<Stri
         .map(|s| s.energy_wh)
         .sum();
     let hourly = &c.intensity.hourly;
-    let sources = distinct(hourly.iter().map(|h| h.provenance.provider.as_str()));
-    let datasets = distinct(hourly.iter().map(|h| h.provenance.dataset.as_str()));
+    let sources = distinct(hourly.iter().map(|h| h.provenance.provider.as_str()), " ");
+    // Dataset names hold spaces and commas (`Ember yearly electricity data, 2024`).
+    let datasets = distinct(hourly.iter().map(|h| h.provenance.dataset.as_str()), "; ");
+    // Every factor type the hours used: a fallback to another provider may mix them.
+    let factor_types = distinct(
+        hourly.iter().map(|h| h.provenance.factor_type.as_str()),
+        " ",
+    );
     let years: Vec<String> = hourly
         .iter()
         .map(|h| h.provenance.year.to_string())
         .collect();
-    let years = distinct(years.iter().map(String::as_str));
+    let years = distinct(years.iter().map(String::as_str), " ");
     let any_estimated = hourly.iter().any(|h| h.provenance.estimated);
     let issued_at = chrono::DateTime::from_timestamp(c.iat, 0)
         .map(rfc3339)
@@ -154,7 +160,11 @@ pub fn records(row: &ExportRow, granularity: Granularity, out: &mut Vec<Vec<Stri
                 c.attribution.as_str().to_owned(),
                 text(&c.grid_zone),
                 c.intensity.g_co2e_per_kwh.to_string(),
-                text(&c.intensity.factor_type),
+                text(if factor_types.is_empty() {
+                    &c.intensity.factor_type
+                } else {
+                    &factor_types
+                }),
                 text(&sources),
                 text(&datasets),
                 years,

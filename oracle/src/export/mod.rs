@@ -562,10 +562,12 @@ pub fn thousandth(value: Decimal6) -> String {
     }
 }
 
-/// RFC 3339 UTC with seconds, e.g. `2026-11-23T10:00:00Z`.
+/// RFC 3339 UTC, with the fraction of a second only when there is one, e.g.
+/// `2026-11-23T10:00:00Z`, `2026-11-23T10:00:07.250Z`: a period as signed (the agent's windows
+/// carry milliseconds), so the cell equals the certificate's claim.
 #[must_use]
 pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 /// Σ energy of the certificate's sources of `kind`, Wh; `None` when it has no such source.
