@@ -388,6 +388,9 @@ fn filters(w: &World) {
     assert_eq!(count("job=train-1"), 1);
     assert_eq!(count("model=llama-x"), 2);
     assert_eq!(count("zone=FR"), 2);
+    // The zone as enrollment reads it: case does not matter; one no table knows matches nothing.
+    assert_eq!(count("zone=fr"), 2);
+    assert_eq!(count("zone=Atlantis"), 0);
     assert_eq!(count("status=revoked"), 1);
     assert_eq!(count("status=valid"), 3);
     // Software keys: every certificate is at most `warning`.

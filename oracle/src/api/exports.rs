@@ -32,7 +32,7 @@ pub struct ExportQuery {
     pub job: Option<String>,
     /// Model id (`wattest.model_id`).
     pub model: Option<String>,
-    /// Grid zone, e.g. `BE`.
+    /// Grid zone, e.g. `BE`, case-insensitive as at enrollment.
     pub zone: Option<String>,
     /// `affirming`, `warning`, `contraindicated` (`ear.status`), `revoked` or `valid`.
     pub status: Option<String>,
@@ -125,7 +125,11 @@ pub async fn export(
             ))
         })?;
     let Query(q) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
-    let filter = q.into_filter(profile)?;
+    let mut filter = q.into_filter(profile)?;
+    // The zone as enrollment stores it (`be` is `BE`); a zone no table knows matches nothing.
+    filter.zone = filter
+        .zone
+        .map(|zone| state.carbon.zone(&zone).map_or(zone, |z| z.name));
     let rx = crate::export::spawn(state.storage.clone(), profile, filter);
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))
