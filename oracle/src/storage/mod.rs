@@ -625,8 +625,9 @@ async fn wal_checkpoint(db: &DatabaseConnection) -> Option<i64> {
 /// never closed. Closing any descriptor of an SQLite database file drops every POSIX advisory
 /// lock this process holds on that file, SQLite's included
 /// (<https://sqlite.org/howtocorrupt.html>, §2.2), so the descriptor lives as long as the
-/// process: one per [`Storage::spawn_wal_checkpointer`]. `None` (logged) for an in-memory
-/// database or a file that cannot be opened; the locked pass then syncs everything itself.
+/// process: one per [`Storage::spawn_wal_checkpointer`]. `None` for an in-memory database, and
+/// (logged) when the files cannot be listed or opened; the locked pass then syncs everything
+/// itself.
 async fn main_database_file(db: &DatabaseConnection) -> Option<&'static std::fs::File> {
     let statement = Statement::from_string(db.get_database_backend(), "PRAGMA database_list");
     let rows = db
