@@ -89,7 +89,7 @@ struct ExportArgs {
     /// Only this model id.
     #[arg(long)]
     model: Option<String>,
-    /// Only this grid zone.
+    /// Only this grid zone (case-insensitive, as at enrollment).
     #[arg(long)]
     zone: Option<String>,
     /// Only this status: affirming, warning, contraindicated (ear.status), revoked or valid.
@@ -490,7 +490,14 @@ async fn export(args: ExportArgs) -> Result<()> {
         owner: args.owner,
         job: args.job,
         model: args.model,
-        zone: args.zone,
+        // The zone as enrollment reads it (`fr` is `FR`), by the bundled table; a zone the
+        // table does not know is matched as given.
+        zone: args.zone.map(|zone| {
+            wattest_oracle::carbon::StaticTable::embedded()
+                .ok()
+                .and_then(|table| table.zone(&zone).ok())
+                .map_or(zone, |z| z.name)
+        }),
         status,
         granularity,
     };

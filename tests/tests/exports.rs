@@ -509,7 +509,8 @@ fn offline(w: &World) {
         let out_arg = format!("--output={}", out.display());
         let mut cmd = w.oracle_cmd(&["export", "--profile", profile, &out_arg]);
         match profile {
-            "compliance" => cmd.args(["--granularity", "hour", "--zone", "BE"]),
+            // The zone as enrollment reads it, as over HTTP.
+            "compliance" => cmd.args(["--granularity", "hour", "--zone", "be"]),
             "sci" => cmd.args(["--status", "valid"]),
             _ => &mut cmd,
         };
