@@ -29,7 +29,12 @@ pub struct CounterDelta {
     pub reset: bool,
 }
 
-/// Energy between two counter values `prev` and `cur` (J), with the wrap value when known.
+/// Energy between two counter values `prev` and `cur` (J), with the wrap value when known. A
+/// counter that went back is read as one wrap only when the corrected delta, `range − prev +
+/// cur`, is at most half the range: between two samples a counter cannot plausibly advance
+/// further (a RAPL range of ~262 kJ is ~500 s at 500 W; the sampling period is seconds).
+/// Anything else is a reset (a driver reload, a counter that stepped back), counted as zero,
+/// rather than a near-full wrap that would credit most of the range in one interval.
 #[must_use]
 pub fn counter_delta(prev: f64, cur: f64, wrap: Option<f64>) -> CounterDelta {
     if cur >= prev {
@@ -40,11 +45,13 @@ pub fn counter_delta(prev: f64, cur: f64, wrap: Option<f64>) -> CounterDelta {
         };
     }
     match wrap {
-        Some(range) if range > 0.0 && prev <= range => CounterDelta {
-            energy: Joules(range - prev + cur),
-            wrapped: true,
-            reset: false,
-        },
+        Some(range) if range > 0.0 && prev <= range && range - prev + cur <= range / 2.0 => {
+            CounterDelta {
+                energy: Joules(range - prev + cur),
+                wrapped: true,
+                reset: false,
+            }
+        }
         _ => CounterDelta {
             energy: Joules::ZERO,
             wrapped: false,
@@ -220,6 +227,11 @@ mod tests {
         let d = counter_delta(90.0, 5.0, None);
         assert_eq!(d.energy, Joules::ZERO);
         assert!(d.reset);
+        // A step back with the range known is no wrap either: one would credit nearly the
+        // whole range (262 kJ for a RAPL package) in one interval.
+        let d = counter_delta(10.0, 9.0, Some(262_143.0));
+        assert_eq!(d.energy, Joules::ZERO);
+        assert!(d.reset && !d.wrapped);
     }
 
     #[test]

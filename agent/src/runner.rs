@@ -264,7 +264,8 @@ impl Measurement {
         spool: Spool,
         certify_every: Option<chrono::Duration>,
     ) -> Result<Self> {
-        let (sampler, windows) = Sampler::start(discovery.sources, cfg);
+        let (sampler, windows) =
+            Sampler::start_with_procfs(discovery.sources, cfg, &discovery.procfs_root);
         let wake = Arc::new(Notify::new());
         let stop = Arc::new(Notify::new());
         let failed = Arc::new(Notify::new());

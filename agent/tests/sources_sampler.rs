@@ -141,14 +141,23 @@ fn windows_are_contiguous_and_conserve_counter_energy() {
         (solar_j - 90.0 * total_s).abs() < 1e-6 * solar_j,
         "{solar_j} vs {total_s} s"
     );
-    // Samples: every reading counted once, the boundary reading in the window it ends.
+    // Samples: every reading counted once, the boundary reading in the window it ends; the
+    // final read alone may go uncounted, when it lands in the last tick's millisecond (above).
     let samples: u32 = windows
         .iter()
         .flat_map(|w| &w.sources)
         .filter(|e| e.source == "gpu0")
         .map(|e| e.samples)
         .sum();
-    assert_eq!(samples as usize, rec.len());
+    let uncounted = rec
+        .len()
+        .checked_sub(samples as usize)
+        .expect("no more samples than readings");
+    assert!(
+        uncounted == 0 || (uncounted == 1 && truth - gpu_j <= last_ms_j + 1e-6 * truth),
+        "{samples} samples counted of {} readings",
+        rec.len()
+    );
 }
 
 #[test]

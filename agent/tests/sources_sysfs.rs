@@ -302,6 +302,16 @@ fn hwmon_selectors_pick_channels_and_solar_takes_its_own() {
     assert_eq!(solar.info().kind, SourceKind::Solar);
     assert_eq!(solar.info().method, Method::SolarPowerIntegration);
     assert_eq!(solar.read().unwrap(), Reading::Power(Watts(1.5)));
+    // A bidirectional meter reads negative when power flows back: it counts as 0, like the
+    // other solar inputs, and the source stays.
+    write(root, "sys/class/hwmon/hwmon1/power1_input", "-2000000\n");
+    assert_eq!(solar.read().unwrap(), Reading::Power(Watts(0.0)));
+    let mut d = run(&c);
+    assert_eq!(ids(&d), ["hwmon:ina226:VIN", "solar"]);
+    assert_eq!(
+        d.sources.last_mut().unwrap().read().unwrap(),
+        Reading::Power(Watts(0.0))
+    );
 }
 
 #[test]
@@ -546,6 +556,7 @@ fn real_nvml_when_present() {
             let mut d = Discovery {
                 sources: Vec::new(),
                 warnings: Vec::new(),
+                procfs_root: "/proc".into(),
             };
             nvml::discover(b, None, &mut d);
             assert!(!d.sources.is_empty(), "{:#?}", d.warnings);

@@ -174,6 +174,9 @@ pub struct Discovery {
     pub sources: Vec<Box<dyn PowerSource>>,
     /// Human-readable lines: skipped sources with the file and the fix, fallbacks taken.
     pub warnings: Vec<String>,
+    /// The procfs root the sources were found under (`DiscoveryConfig::procfs_root`): the
+    /// sampler's process attribution reads the same tree.
+    pub procfs_root: PathBuf,
 }
 
 /// Finds every power source this host offers. Never fails: problems become `warnings`.
@@ -196,6 +199,7 @@ pub fn discover_with(
     let mut d = Discovery {
         sources: Vec::new(),
         warnings: Vec::new(),
+        procfs_root: cfg.procfs_root.clone(),
     };
     match gpu {
         Ok(backend) => nvml::discover(backend, cfg.cuda_visible_devices.as_deref(), &mut d),
@@ -255,6 +259,23 @@ pub fn read_u64_file(path: &Path) -> Result<u64, SourceError> {
         what: path.display().to_string(),
         text: String::from_utf8_lossy(&buf[..n]).into_owned(),
     })
+}
+
+/// Reads a small sysfs file holding one signed integer (hwmon `power*_input` is signed: a
+/// bidirectional meter reads negative when current flows back).
+///
+/// # Errors
+/// [`SourceError::Io`] naming `path`, or [`SourceError::Parse`] when it is not an integer.
+pub fn read_i64_file(path: &Path) -> Result<i64, SourceError> {
+    let mut buf = [0u8; 64];
+    let n = read_small(path, &mut buf)?;
+    std::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| SourceError::Parse {
+            what: path.display().to_string(),
+            text: String::from_utf8_lossy(&buf[..n]).into_owned(),
+        })
 }
 
 /// Reads up to `buf.len()` bytes of `path` into `buf`, returning how many were read.

@@ -37,7 +37,8 @@ pub const POWER_UNCERTAINTY_PCT: f64 = 10.0;
 /// An error of the GPU backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GpuError {
-    /// The device does not support this query (for example the energy counter before Volta).
+    /// The device or the driver cannot answer this query (the energy counter before Volta, or a
+    /// driver without the function).
     NotSupported,
     /// Anything else, as text.
     Other(String),
@@ -55,7 +56,11 @@ impl std::fmt::Display for GpuError {
 impl From<NvmlError> for GpuError {
     fn from(e: NvmlError) -> Self {
         match e {
-            NvmlError::NotSupported => Self::NotSupported,
+            // An older driver without the query's symbol is as unable to answer it as a device
+            // without the feature: callers fall back the same way (energy counter → power).
+            NvmlError::NotSupported
+            | NvmlError::FunctionNotFound
+            | NvmlError::FailedToLoadSymbol(_) => Self::NotSupported,
             other => Self::Other(other.to_string()),
         }
     }

@@ -7,8 +7,8 @@
 
 use super::hwmon::{ChannelKind, find_channel};
 use super::{
-    Discovery, PowerSource, Reading, SolarConfig, SourceError, SourceInfo, parse_watts, read_small,
-    read_u64_file,
+    Discovery, PowerSource, Reading, SolarConfig, SourceError, SourceInfo, parse_watts,
+    read_i64_file, read_small, read_u64_file,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -115,9 +115,11 @@ impl PowerSource for Solar {
                         text: text.chars().take(200).collect(),
                     })
             }
-            Input::HwmonPower(path) => {
-                Ok(Reading::Power(Watts(read_u64_file(path)? as f64 * 1e-6)))
-            }
+            // Negative (power flowing back into the panel side) counts as 0, as for the other
+            // solar inputs.
+            Input::HwmonPower(path) => Ok(Reading::Power(non_negative(Watts(
+                read_i64_file(path)? as f64 * 1e-6,
+            )))),
             Input::HwmonEnergy(path) => Ok(Reading::Counter {
                 joules: read_u64_file(path)? as f64 * 1e-6,
                 wrap_joules: None,
