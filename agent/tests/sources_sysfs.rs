@@ -286,6 +286,49 @@ fn hwmon_channels_are_found_with_units_and_kinds() {
     assert_eq!(json[2]["kind"], "cpu");
 }
 
+/// CPU energy chips count the CPU once: their per-core channels are inside the socket channel,
+/// and beside a RAPL package zone (the same silicon) they are left out, with a warning.
+#[test]
+fn cpu_energy_chips_do_not_count_the_cpu_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    procfs(root, "AMD EPYC");
+    hwmon_tree(root);
+    write(root, "sys/class/hwmon/hwmon2/energy2_input", "7000000\n");
+    write(root, "sys/class/hwmon/hwmon2/energy2_label", "Ecore000\n");
+    let d = run(&cfg(root));
+    let cpu: Vec<String> = d
+        .sources
+        .iter()
+        .filter(|s| s.info().kind == SourceKind::Cpu)
+        .map(|s| s.info().id.clone())
+        .collect();
+    assert_eq!(cpu, ["hwmon:amd_energy:Esocket0"]);
+
+    rapl_zone(
+        root,
+        "intel-rapl:0",
+        "package-0",
+        5_000_000,
+        262_143_328_850,
+    );
+    let d = run(&cfg(root));
+    let cpu: Vec<String> = d
+        .sources
+        .iter()
+        .filter(|s| s.info().kind == SourceKind::Cpu)
+        .map(|s| s.info().id.clone())
+        .collect();
+    assert_eq!(cpu, ["rapl:package-0"]);
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w.contains("amd_energy:Esocket0") && w.contains("RAPL")),
+        "{:#?}",
+        d.warnings
+    );
+}
+
 #[test]
 fn hwmon_selectors_pick_channels_and_solar_takes_its_own() {
     let tmp = tempfile::tempdir().unwrap();

@@ -12,7 +12,8 @@
 //!
 //! Kind: `platform` (a shunt on the supply, the typical INA2xx case), except chips whose driver
 //! measures something narrower: `amdgpu`/`nouveau`/`i915`/`xe` → gpu, `amd_energy`/`zenergy`/
-//! `zenpower` → cpu.
+//! `zenpower` → cpu. CPU chips are left out beside a RAPL package zone, and their per-core
+//! `Ecore*` channels always (both would count the CPU twice).
 
 use super::{
     Discovery, PowerSource, Reading, SourceError, SourceInfo, read_text, read_u64_file, sanitize_id,
@@ -217,6 +218,14 @@ pub fn discover(
             ));
         }
     }
+    // CPU energy chips read the same silicon as RAPL (`amd_energy`, `zenergy`: the kernel's own
+    // RAPL MSRs; `zenpower`: the SVI2 rails of the package), and their per-core channels are
+    // parts of the per-socket one: counting them beside RAPL's package, or beside their socket,
+    // would count the CPU two or three times.
+    let rapl_package = d
+        .sources
+        .iter()
+        .any(|s| s.info().kind == SourceKind::Cpu && s.info().method == Method::RaplCounter);
     let mut used_ids: Vec<String> = Vec::new();
     for c in &channels {
         if solar_selector.is_some_and(|s| c.matches(s)) {
@@ -224,6 +233,18 @@ pub fn discover(
         }
         if !selectors.is_empty() && !selectors.iter().any(|s| c.matches(s)) {
             continue;
+        }
+        if chip_kind(&c.chip) == SourceKind::Cpu {
+            if rapl_package {
+                d.warnings.push(format!(
+                    "hwmon {}:{} left out: the RAPL package zone already measures this CPU.",
+                    c.chip, c.label
+                ));
+                continue;
+            }
+            if c.label.starts_with("Ecore") {
+                continue; // a part of the socket's `Esocket*` channel
+            }
         }
         let mut id = sanitize_id(&format!("hwmon:{}:{}", c.chip, c.label));
         if used_ids.contains(&id) {
