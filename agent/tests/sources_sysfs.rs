@@ -384,6 +384,50 @@ fn fake_vcgencmd(dir: &Path, body: &str) -> PathBuf {
     p
 }
 
+/// One board, one platform meter: an INA shunt beats RAPL's psys, which beats the Pi PMIC; the
+/// ones left out are named in a warning. Several hwmon shunts (several supplies) stay together.
+#[test]
+fn a_board_is_measured_by_one_kind_of_platform_meter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    procfs(root, "Cortex-A76");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pi5_pmic_read_adc.txt");
+    let bin = fake_vcgencmd(
+        root,
+        &format!(
+            "[ \"$1\" = pmic_read_adc ] || exit 2\ncat '{}'",
+            fixture.display()
+        ),
+    );
+    let platform = |d: &Discovery| -> Vec<String> {
+        d.sources
+            .iter()
+            .filter(|s| s.info().kind == SourceKind::Platform)
+            .map(|s| s.info().id.clone())
+            .collect()
+    };
+    rapl_zone(root, "intel-rapl:1", "psys", 9_000_000, 262_143_328_850);
+    let d = discover_with(&cfg(root), no_gpu(), &bin);
+    assert_eq!(platform(&d), ["rapl:psys"]);
+    assert!(
+        d.warnings.iter().any(|w| w.starts_with("pi-pmic left out")),
+        "{:#?}",
+        d.warnings
+    );
+
+    hwmon_tree(root);
+    let d = discover_with(&cfg(root), no_gpu(), &bin);
+    assert_eq!(platform(&d), ["hwmon:ina226:VIN", "hwmon:ina219:power1"]);
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w.starts_with("rapl:psys left out")),
+        "{:#?}",
+        d.warnings
+    );
+}
+
 #[test]
 fn pi5_pmic_rails_are_summed_from_vcgencmd() {
     let tmp = tempfile::tempdir().unwrap();

@@ -214,6 +214,7 @@ pub fn discover_with(
     };
     hwmon::discover(&cfg.sysfs_root, &cfg.hwmon_channels, solar_selector, &mut d);
     pi_pmic::discover(vcgencmd, &mut d);
+    keep_one_platform_meter(&mut d);
     let cpu_covered = d
         .sources
         .iter()
@@ -223,6 +224,36 @@ pub fn discover_with(
     }
     solar::discover(&cfg.solar, &cfg.sysfs_root, &mut d);
     d
+}
+
+/// Platform meters of different kinds (hwmon shunts on the supply, RAPL's `psys`, the Pi PMIC)
+/// measure the same board, and the consumption rule adds every platform entry up
+/// (`docs/protocol.md` §3.1): only the best kind found stays, hwmon (several hwmon channels are
+/// several supplies, and stay together), then `psys`, then the PMIC. The others are left out
+/// with a warning.
+fn keep_one_platform_meter(d: &mut Discovery) {
+    let rank = |s: &dyn PowerSource| match (s.info().kind, s.info().method) {
+        (SourceKind::Platform, Method::HwmonEnergyCounter | Method::HwmonPowerIntegration) => {
+            Some(0)
+        }
+        (SourceKind::Platform, Method::RaplCounter) => Some(1),
+        (SourceKind::Platform, _) => Some(2),
+        _ => None,
+    };
+    let Some(best) = d.sources.iter().filter_map(|s| rank(s.as_ref())).min() else {
+        return;
+    };
+    let mut kept = Vec::with_capacity(d.sources.len());
+    for s in d.sources.drain(..) {
+        match rank(s.as_ref()) {
+            Some(r) if r > best => d.warnings.push(format!(
+                "{} left out: another platform meter of this board is measured (counting both would count the board twice).",
+                s.info().id
+            )),
+            _ => kept.push(s),
+        }
+    }
+    d.sources = kept;
 }
 
 /// What the `wattest-agent sources [--json]` command prints: one [`SourceInfo`] per source.
