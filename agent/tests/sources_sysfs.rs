@@ -58,6 +58,15 @@ fn ids(d: &Discovery) -> Vec<String> {
     d.sources.iter().map(|s| s.info().id.clone()).collect()
 }
 
+/// The ids of the sources of `kind`, in discovery order.
+fn ids_of(d: &Discovery, kind: SourceKind) -> Vec<String> {
+    d.sources
+        .iter()
+        .filter(|s| s.info().kind == kind)
+        .map(|s| s.info().id.clone())
+        .collect()
+}
+
 fn rapl_zone(root: &Path, dir: &str, name: &str, uj: u64, range: u64) {
     let base = format!("sys/class/powercap/{dir}");
     write(root, &format!("{base}/name"), name);
@@ -297,13 +306,7 @@ fn cpu_energy_chips_do_not_count_the_cpu_twice() {
     write(root, "sys/class/hwmon/hwmon2/energy2_input", "7000000\n");
     write(root, "sys/class/hwmon/hwmon2/energy2_label", "Ecore000\n");
     let d = run(&cfg(root));
-    let cpu: Vec<String> = d
-        .sources
-        .iter()
-        .filter(|s| s.info().kind == SourceKind::Cpu)
-        .map(|s| s.info().id.clone())
-        .collect();
-    assert_eq!(cpu, ["hwmon:amd_energy:Esocket0"]);
+    assert_eq!(ids_of(&d, SourceKind::Cpu), ["hwmon:amd_energy:Esocket0"]);
 
     rapl_zone(
         root,
@@ -313,13 +316,7 @@ fn cpu_energy_chips_do_not_count_the_cpu_twice() {
         262_143_328_850,
     );
     let d = run(&cfg(root));
-    let cpu: Vec<String> = d
-        .sources
-        .iter()
-        .filter(|s| s.info().kind == SourceKind::Cpu)
-        .map(|s| s.info().id.clone())
-        .collect();
-    assert_eq!(cpu, ["rapl:package-0"]);
+    assert_eq!(ids_of(&d, SourceKind::Cpu), ["rapl:package-0"]);
     assert!(
         d.warnings
             .iter()
@@ -384,6 +381,19 @@ fn fake_vcgencmd(dir: &Path, body: &str) -> PathBuf {
     p
 }
 
+/// A `vcgencmd` that prints a real Pi 5's `pmic_read_adc` (the fixture).
+fn pi5_vcgencmd(dir: &Path) -> PathBuf {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pi5_pmic_read_adc.txt");
+    fake_vcgencmd(
+        dir,
+        &format!(
+            "[ \"$1\" = pmic_read_adc ] || exit 2\ncat '{}'",
+            fixture.display()
+        ),
+    )
+}
+
 /// One board, one platform meter: an INA shunt beats RAPL's psys, which beats the Pi PMIC; the
 /// ones left out are named in a warning. Several hwmon shunts (several supplies) stay together.
 #[test]
@@ -391,25 +401,10 @@ fn a_board_is_measured_by_one_kind_of_platform_meter() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     procfs(root, "Cortex-A76");
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pi5_pmic_read_adc.txt");
-    let bin = fake_vcgencmd(
-        root,
-        &format!(
-            "[ \"$1\" = pmic_read_adc ] || exit 2\ncat '{}'",
-            fixture.display()
-        ),
-    );
-    let platform = |d: &Discovery| -> Vec<String> {
-        d.sources
-            .iter()
-            .filter(|s| s.info().kind == SourceKind::Platform)
-            .map(|s| s.info().id.clone())
-            .collect()
-    };
+    let bin = pi5_vcgencmd(root);
     rapl_zone(root, "intel-rapl:1", "psys", 9_000_000, 262_143_328_850);
     let d = discover_with(&cfg(root), no_gpu(), &bin);
-    assert_eq!(platform(&d), ["rapl:psys"]);
+    assert_eq!(ids_of(&d, SourceKind::Platform), ["rapl:psys"]);
     assert!(
         d.warnings.iter().any(|w| w.starts_with("pi-pmic left out")),
         "{:#?}",
@@ -418,7 +413,10 @@ fn a_board_is_measured_by_one_kind_of_platform_meter() {
 
     hwmon_tree(root);
     let d = discover_with(&cfg(root), no_gpu(), &bin);
-    assert_eq!(platform(&d), ["hwmon:ina226:VIN", "hwmon:ina219:power1"]);
+    assert_eq!(
+        ids_of(&d, SourceKind::Platform),
+        ["hwmon:ina226:VIN", "hwmon:ina219:power1"]
+    );
     assert!(
         d.warnings
             .iter()
@@ -433,15 +431,7 @@ fn pi5_pmic_rails_are_summed_from_vcgencmd() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     procfs(root, "Cortex-A76");
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pi5_pmic_read_adc.txt");
-    let bin = fake_vcgencmd(
-        root,
-        &format!(
-            "[ \"$1\" = pmic_read_adc ] || exit 2\ncat '{}'",
-            fixture.display()
-        ),
-    );
+    let bin = pi5_vcgencmd(root);
     let mut d = discover_with(&cfg(root), no_gpu(), &bin);
     // A platform meter covers the CPU: no estimate on a Pi with a PMIC.
     assert_eq!(ids(&d), ["pi-pmic"]);
