@@ -58,6 +58,11 @@ fn ids(d: &Discovery) -> Vec<String> {
     d.sources.iter().map(|s| s.info().id.clone()).collect()
 }
 
+/// Asserts that some discovery warning satisfies `pred`, showing them all when none does.
+fn assert_warned(d: &Discovery, pred: impl Fn(&str) -> bool) {
+    assert!(d.warnings.iter().any(|w| pred(w)), "{:#?}", d.warnings);
+}
+
 /// The ids of the sources of `kind`, in discovery order.
 fn ids_of(d: &Discovery, kind: SourceKind) -> Vec<String> {
     d.sources
@@ -151,13 +156,7 @@ fn unreadable_rapl_counter_is_skipped_with_a_warning_naming_the_file() {
         ids(&d)
     );
     let file = dir.join("energy_uj").display().to_string();
-    assert!(
-        d.warnings
-            .iter()
-            .any(|w| w.contains(&file) && w.contains("RAPL zone skipped")),
-        "{:#?}",
-        d.warnings
-    );
+    assert_warned(&d, |w| w.contains(&file) && w.contains("RAPL zone skipped"));
     // With no sensor on the CPU, the estimate takes over, labelled as such.
     let est = d
         .sources
@@ -193,13 +192,9 @@ fn permission_denied_rapl_counter_names_file_and_fix() {
     }
     let d = run(&cfg(root));
     assert!(!ids(&d).contains(&"rapl:package-0".to_string()));
-    assert!(
-        d.warnings
-            .iter()
-            .any(|w| w.contains(&file.display().to_string()) && w.contains("CVE-2020-8694")),
-        "{:#?}",
-        d.warnings
-    );
+    assert_warned(&d, |w| {
+        w.contains(&file.display().to_string()) && w.contains("CVE-2020-8694")
+    });
 }
 
 #[test]
@@ -209,13 +204,7 @@ fn bare_amd_epyc_falls_back_to_85_w_with_a_warning() {
     procfs(root, "AMD EPYC");
     let mut d = run(&cfg(root));
     assert_eq!(ids(&d), ["cpu-estimate"]);
-    assert!(
-        d.warnings
-            .iter()
-            .any(|w| w.contains("\"AMD EPYC\"") && w.contains("85 W")),
-        "{:#?}",
-        d.warnings
-    );
+    assert_warned(&d, |w| w.contains("\"AMD EPYC\"") && w.contains("85 W"));
     // 1500 busy ticks = 15 CPU-s, on 4 logical CPUs of one 85 W socket: 85 × 15 / 4 J.
     match d.sources[0].read().unwrap() {
         Reading::Counter { joules, .. } => assert!((joules - 85.0 * 15.0 / 4.0).abs() < 1e-9),
@@ -317,13 +306,9 @@ fn cpu_energy_chips_do_not_count_the_cpu_twice() {
     );
     let d = run(&cfg(root));
     assert_eq!(ids_of(&d, SourceKind::Cpu), ["rapl:package-0"]);
-    assert!(
-        d.warnings
-            .iter()
-            .any(|w| w.contains("amd_energy:Esocket0") && w.contains("RAPL")),
-        "{:#?}",
-        d.warnings
-    );
+    assert_warned(&d, |w| {
+        w.contains("amd_energy:Esocket0") && w.contains("RAPL")
+    });
 }
 
 #[test]
@@ -337,7 +322,7 @@ fn hwmon_selectors_pick_channels_and_solar_takes_its_own() {
     c.solar = SolarConfig::Hwmon("ina219:power1".into());
     let mut d = run(&c);
     assert_eq!(ids(&d), ["hwmon:ina226:VIN", "solar"]);
-    assert!(d.warnings.iter().any(|w| w.contains("ina999:nothing")));
+    assert_warned(&d, |w| w.contains("ina999:nothing"));
     let solar = d.sources.last_mut().unwrap();
     assert_eq!(solar.info().kind, SourceKind::Solar);
     assert_eq!(solar.info().method, Method::SolarPowerIntegration);
@@ -355,6 +340,89 @@ fn hwmon_selectors_pick_channels_and_solar_takes_its_own() {
 }
 
 #[test]
+fn solar_selector_naming_a_power_channel_takes_its_energy_twin_out_of_consumption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    procfs(root, "AMD EPYC");
+    hwmon_tree(root);
+    // The panel's monitor offers an energy counter beside the power channel the operator names.
+    write(root, "sys/class/hwmon/hwmon1/energy1_input", "9000000\n");
+    let mut c = cfg(root);
+    c.solar = SolarConfig::Hwmon("ina219:power1".into());
+    let mut d = run(&c);
+    assert_eq!(ids_of(&d, SourceKind::Platform), ["hwmon:ina226:VIN"]);
+    let solar = d.sources.last_mut().unwrap();
+    assert_eq!(solar.info().id, "solar");
+    assert_eq!(
+        solar.read().unwrap(),
+        Reading::Counter {
+            joules: 9.0,
+            wrap_joules: None
+        }
+    );
+    // Without a solar selector the same rail is a consumption source, named by either label.
+    let mut c = cfg(root);
+    c.hwmon_channels = vec!["ina219:power1".into()];
+    assert_eq!(ids(&run(&c)), ["hwmon:ina219:energy1"]);
+}
+
+#[test]
+fn ina3221_channels_are_bus_voltage_times_current() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    procfs(root, "AMD EPYC");
+    // A Jetson's INA3221 (Linux Documentation/hwmon/ina3221.rst): bus mV, current mA, labels.
+    let chip = "sys/class/hwmon/hwmon0";
+    write(root, &format!("{chip}/name"), "ina3221\n");
+    for (k, label, mv, ma) in [(1, "VDD_IN", 5000, 1200), (2, "VDD_CPU", 5000, -40)] {
+        write(root, &format!("{chip}/in{k}_label"), &format!("{label}\n"));
+        write(root, &format!("{chip}/in{k}_input"), &format!("{mv}\n"));
+        write(root, &format!("{chip}/curr{k}_input"), &format!("{ma}\n"));
+    }
+    // Channel 3 is not wired (no current file); in4 is a shunt voltage, not a rail.
+    write(root, &format!("{chip}/in3_input"), "0\n");
+    write(root, &format!("{chip}/in4_input"), "880\n");
+    let mut d = run(&cfg(root));
+    assert_eq!(
+        ids_of(&d, SourceKind::Platform),
+        ["hwmon:ina3221:VDD_IN", "hwmon:ina3221:VDD_CPU"]
+    );
+    let [vdd_in, vdd_cpu] = &mut d.sources[..2] else {
+        panic!("two sources expected")
+    };
+    assert_eq!(vdd_in.info().method, Method::HwmonPowerIntegration);
+    assert_eq!(
+        vdd_in.read().unwrap(),
+        Reading::Power(Watts(5000.0 * 1200.0 * 1e-6))
+    );
+    // A negative current (power flowing back) counts as 0 W.
+    assert_eq!(vdd_cpu.read().unwrap(), Reading::Power(Watts(0.0)));
+}
+
+#[test]
+fn hwmon_uncertainty_follows_what_the_chip_measures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    procfs(root, "AMD EPYC");
+    hwmon_tree(root);
+    let d = run(&cfg(root));
+    let pct = |id: &str| {
+        d.sources
+            .iter()
+            .find(|s| s.info().id == id)
+            .map(|s| s.info().uncertainty_pct)
+    };
+    assert_eq!(
+        pct("hwmon:ina226:VIN"),
+        Some(sources::hwmon::HWMON_UNCERTAINTY_PCT)
+    );
+    assert_eq!(
+        pct("hwmon:amd_energy:Esocket0"),
+        Some(rapl::RAPL_UNCERTAINTY_PCT)
+    );
+}
+
+#[test]
 fn unreadable_hwmon_channel_is_skipped_with_its_file_named() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -367,11 +435,7 @@ fn unreadable_hwmon_channel_is_skipped_with_its_file_named() {
         .join("sys/class/hwmon/hwmon0/power1_input")
         .display()
         .to_string();
-    assert!(
-        d.warnings.iter().any(|w| w.contains(&file)),
-        "{:#?}",
-        d.warnings
-    );
+    assert_warned(&d, |w| w.contains(&file));
 }
 
 fn fake_vcgencmd(dir: &Path, body: &str) -> PathBuf {
@@ -405,11 +469,7 @@ fn a_board_is_measured_by_one_kind_of_platform_meter() {
     rapl_zone(root, "intel-rapl:1", "psys", 9_000_000, 262_143_328_850);
     let d = discover_with(&cfg(root), no_gpu(), &bin);
     assert_eq!(ids_of(&d, SourceKind::Platform), ["rapl:psys"]);
-    assert!(
-        d.warnings.iter().any(|w| w.starts_with("pi-pmic left out")),
-        "{:#?}",
-        d.warnings
-    );
+    assert_warned(&d, |w| w.starts_with("pi-pmic left out"));
 
     hwmon_tree(root);
     let d = discover_with(&cfg(root), no_gpu(), &bin);
@@ -417,13 +477,7 @@ fn a_board_is_measured_by_one_kind_of_platform_meter() {
         ids_of(&d, SourceKind::Platform),
         ["hwmon:ina226:VIN", "hwmon:ina219:power1"]
     );
-    assert!(
-        d.warnings
-            .iter()
-            .any(|w| w.starts_with("rapl:psys left out")),
-        "{:#?}",
-        d.warnings
-    );
+    assert_warned(&d, |w| w.starts_with("rapl:psys left out"));
 }
 
 #[test]
@@ -498,11 +552,7 @@ fn solar_constant_file_and_command() {
     let d = run(&c);
     assert!(!ids(&d).contains(&"solar".to_string()));
     let missing = root.join("missing").display().to_string();
-    assert!(
-        d.warnings.iter().any(|w| w.contains(&missing)),
-        "{:#?}",
-        d.warnings
-    );
+    assert_warned(&d, |w| w.contains(&missing));
 }
 
 /// A fake NVML: per GPU, (uuid, energy counter supported, MIG mode, MIG instance uuids).

@@ -4,11 +4,16 @@
 //! `energyK_input` (cumulative µJ), `powerK_input` and `powerK_average` (µW), each with an optional
 //! `energyK_label` / `powerK_label` (Linux `Documentation/hwmon/sysfs-interface.rst`). When a chip
 //! offers both `energyK_input` and `powerK_*` for the same K, the energy counter is taken and the
-//! power channel left out, so the rail is not counted twice.
+//! power channel left out, so the rail is not counted twice; a selector naming the power channel
+//! then names the energy counter (for the solar source too, so its rail is not also counted as
+//! consumption).
 //!
 //! Channels are chosen with `"name:label"` selectors, where `label` is the channel's `_label` text
 //! or, when it has none, the channel's own name (`power1`). With no selector, every power and
 //! energy channel is taken.
+//!
+//! The INA3221 driver has no power files: its channels are bus voltage × current (`inK_input`
+//! × `currK_input`, labelled by `inK_label`).
 //!
 //! Kind: `platform` (a shunt on the supply, the typical INA2xx case), except chips whose driver
 //! measures something narrower: `amdgpu`/`nouveau`/`i915`/`xe` → gpu, `amd_energy`/`zenergy`/
@@ -16,7 +21,8 @@
 //! `Ecore*` channels always (both would count the CPU twice).
 
 use super::{
-    Discovery, PowerSource, Reading, SourceError, SourceInfo, read_text, read_u64_file, sanitize_id,
+    Discovery, PowerSource, Reading, SourceError, SourceInfo, read_i64_file, read_text,
+    read_u64_file, sanitize_id,
 };
 use std::path::{Path, PathBuf};
 use wattest_shared::Watts;
@@ -34,6 +40,9 @@ pub enum ChannelKind {
     Energy,
     /// `powerK_input` or `powerK_average`, µW.
     Power,
+    /// An INA3221 channel, which has no power file: `inK_input` (bus voltage, mV) ×
+    /// `currK_input` (mA), K = 1…3 (Linux `Documentation/hwmon/ina3221.rst`).
+    VoltageCurrent,
 }
 
 /// One discovered channel (before it becomes a source).
@@ -45,18 +54,47 @@ pub struct Channel {
     pub chip: String,
     /// Channel label (its `_label` text, or e.g. `power1`).
     pub label: String,
-    /// The value file.
+    /// The value file (for [`ChannelKind::VoltageCurrent`], the voltage's).
     pub path: PathBuf,
+    /// For [`ChannelKind::VoltageCurrent`], the current's file.
+    pub current: Option<PathBuf>,
     /// Energy counter or power.
     pub kind: ChannelKind,
+    /// For an energy counter with a power channel of the same number (left out in its favour),
+    /// that power channel's label: a selector may name the rail by either.
+    pub power_label: Option<String>,
 }
 
 impl Channel {
-    /// True when `selector` (`"name:label"`) names this channel.
+    /// Reads the channel: a joule counter, or a power in W. A negative power (hwmon power and
+    /// current are signed: a bidirectional monitor reads negative when power flows back) counts
+    /// as 0 W.
+    ///
+    /// # Errors
+    /// [`SourceError::Io`] naming the file, or [`SourceError::Parse`] when it is not an integer.
+    pub fn read(&self) -> Result<Reading, SourceError> {
+        let watts = |w: f64| Reading::Power(Watts(w.max(0.0)));
+        Ok(match (self.kind, &self.current) {
+            // hwmon energy counters are 64-bit µJ; their wrap is not published, so a wrap reads
+            // as a reset (the integrator counts zero for that interval and says so).
+            (ChannelKind::Energy, _) => Reading::Counter {
+                joules: read_u64_file(&self.path)? as f64 * 1e-6,
+                wrap_joules: None,
+            },
+            (ChannelKind::VoltageCurrent, Some(current)) => {
+                let (mv, ma) = (read_i64_file(&self.path)?, read_i64_file(current)?);
+                watts(mv as f64 * ma as f64 * 1e-6)
+            }
+            _ => watts(read_i64_file(&self.path)? as f64 * 1e-6),
+        })
+    }
+
+    /// True when `selector` (`"name:label"`) names this channel, by its label or, for an energy
+    /// counter, by the label of the power channel it stands for.
     #[must_use]
     pub fn matches(&self, selector: &str) -> bool {
         let (name, label) = selector.split_once(':').unwrap_or((selector, ""));
-        name == self.chip && label == self.label
+        name == self.chip && (label == self.label || self.power_label.as_deref() == Some(label))
     }
 }
 
@@ -122,9 +160,16 @@ pub fn list_channels(sysfs_root: &Path, warnings: &mut Vec<String>) -> Vec<Chann
             {
                 continue;
             }
-            let label = read_text(&dir.join(format!("{base_name}{k}_label")))
-                .filter(|l| !l.is_empty())
-                .unwrap_or_else(|| format!("{base_name}{k}"));
+            let label_of = |base_name: &str| {
+                read_text(&dir.join(format!("{base_name}{k}_label")))
+                    .filter(|l| !l.is_empty())
+                    .unwrap_or_else(|| format!("{base_name}{k}"))
+            };
+            let label = label_of(base_name);
+            let has_power = |suffix: &str| names.contains(&format!("power{k}_{suffix}"));
+            let power_label = (kind == ChannelKind::Energy
+                && (has_power("input") || has_power("average")))
+            .then(|| label_of("power"));
             let order = u8::from(kind == ChannelKind::Power);
             chans.push((
                 num,
@@ -134,9 +179,34 @@ pub fn list_channels(sysfs_root: &Path, warnings: &mut Vec<String>) -> Vec<Chann
                     chip: chip.clone(),
                     label,
                     path: dir.join(n),
+                    current: None,
                     kind,
+                    power_label,
                 },
             ));
+        }
+        if chip == "ina3221" {
+            for k in 1..=3u32 {
+                let (volts, amps) = (format!("in{k}_input"), format!("curr{k}_input"));
+                if names.contains(&volts) && names.contains(&amps) {
+                    let label = read_text(&dir.join(format!("in{k}_label")))
+                        .filter(|l| !l.is_empty())
+                        .unwrap_or_else(|| format!("in{k}"));
+                    chans.push((
+                        k,
+                        1,
+                        Channel {
+                            chip_dir: dir.clone(),
+                            chip: chip.clone(),
+                            label,
+                            path: dir.join(volts),
+                            current: Some(dir.join(amps)),
+                            kind: ChannelKind::VoltageCurrent,
+                            power_label: None,
+                        },
+                    ));
+                }
+            }
         }
         chans.sort_by_key(|(num, order, _)| (*order, *num));
         out.extend(chans.into_iter().map(|(_, _, c)| c));
@@ -154,12 +224,26 @@ pub fn chip_kind(chip: &str) -> SourceKind {
     }
 }
 
+/// Relative uncertainty, percent, of a channel of a chip of source kind `kind`: a shunt monitor's
+/// [`HWMON_UNCERTAINTY_PCT`]; the CPU chips read RAPL's model-assisted estimate (or, `zenpower`,
+/// the voltage regulator's telemetry) and get [`super::rapl::RAPL_UNCERTAINTY_PCT`]; GPU drivers'
+/// on-die telemetry gets NVML's figures for a counter or a power reading
+/// ([`super::nvml::COUNTER_UNCERTAINTY_PCT`], [`super::nvml::POWER_UNCERTAINTY_PCT`]).
+#[must_use]
+pub fn uncertainty_pct(kind: SourceKind, channel: ChannelKind) -> f64 {
+    match (kind, channel) {
+        (SourceKind::Cpu, _) => super::rapl::RAPL_UNCERTAINTY_PCT,
+        (SourceKind::Gpu, ChannelKind::Energy) => super::nvml::COUNTER_UNCERTAINTY_PCT,
+        (SourceKind::Gpu, ChannelKind::Power) => super::nvml::POWER_UNCERTAINTY_PCT,
+        _ => HWMON_UNCERTAINTY_PCT,
+    }
+}
+
 /// An hwmon channel as a power source.
 #[derive(Debug)]
 pub struct HwmonChannel {
     info: SourceInfo,
-    path: PathBuf,
-    kind: ChannelKind,
+    channel: Channel,
 }
 
 impl HwmonChannel {
@@ -172,12 +256,11 @@ impl HwmonChannel {
                 kind,
                 method,
                 location: channel.path.display().to_string(),
-                uncertainty_pct: HWMON_UNCERTAINTY_PCT,
+                uncertainty_pct: uncertainty_pct(kind, channel.kind),
                 shared_device: false,
                 note: None,
             },
-            path: channel.path.clone(),
-            kind: channel.kind,
+            channel: channel.clone(),
         }
     }
 }
@@ -188,16 +271,7 @@ impl PowerSource for HwmonChannel {
     }
 
     fn read(&mut self) -> Result<Reading, SourceError> {
-        let v = read_u64_file(&self.path)? as f64;
-        Ok(match self.kind {
-            // hwmon energy counters are 64-bit µJ; their wrap is not published, so a wrap reads
-            // as a reset (the integrator counts zero for that interval and says so).
-            ChannelKind::Energy => Reading::Counter {
-                joules: v * 1e-6,
-                wrap_joules: None,
-            },
-            ChannelKind::Power => Reading::Power(Watts(v * 1e-6)),
-        })
+        self.channel.read()
     }
 }
 
@@ -258,7 +332,7 @@ pub fn discover(
         }
         let method = match c.kind {
             ChannelKind::Energy => Method::HwmonEnergyCounter,
-            ChannelKind::Power => Method::HwmonPowerIntegration,
+            ChannelKind::Power | ChannelKind::VoltageCurrent => Method::HwmonPowerIntegration,
         };
         let mut src = HwmonChannel::new(c, id.clone(), chip_kind(&c.chip), method);
         if let Err(e) = src.read() {

@@ -5,10 +5,9 @@
 //! `solar_power_integration`. A file or command must hold or print a decimal number of watts
 //! (optionally followed by `W`); negative values (an inverter's standby draw) are reported as 0.
 
-use super::hwmon::{ChannelKind, find_channel};
+use super::hwmon::{Channel, ChannelKind, find_channel};
 use super::{
-    Discovery, PowerSource, Reading, SolarConfig, SourceError, SourceInfo, parse_watts,
-    read_i64_file, read_small, read_u64_file,
+    Discovery, PowerSource, Reading, SolarConfig, SourceError, SourceInfo, parse_watts, read_small,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,8 +25,7 @@ enum Input {
     Constant(Watts),
     File { path: PathBuf, buf: [u8; 64] },
     Command(String),
-    HwmonPower(PathBuf),
-    HwmonEnergy(PathBuf),
+    Hwmon(Channel),
 }
 
 /// The solar source.
@@ -44,7 +42,10 @@ impl Solar {
                 DECLARED_UNCERTAINTY_PCT,
                 Some("Declared by the operator, not measured.".to_string()),
             ),
-            Input::HwmonEnergy(_) => (
+            Input::Hwmon(Channel {
+                kind: ChannelKind::Energy,
+                ..
+            }) => (
                 Method::SolarPowerIntegration,
                 MEASURED_UNCERTAINTY_PCT,
                 Some("hwmon energy counter: deltas, not a power integration.".to_string()),
@@ -117,13 +118,7 @@ impl PowerSource for Solar {
             }
             // Negative (power flowing back into the panel side) counts as 0, as for the other
             // solar inputs.
-            Input::HwmonPower(path) => Ok(Reading::Power(non_negative(Watts(
-                read_i64_file(path)? as f64 * 1e-6,
-            )))),
-            Input::HwmonEnergy(path) => Ok(Reading::Counter {
-                joules: read_u64_file(path)? as f64 * 1e-6,
-                wrap_joules: None,
-            }),
+            Input::Hwmon(channel) => channel.read(),
         }
     }
 }
@@ -161,11 +156,7 @@ pub fn discover(cfg: &SolarConfig, sysfs_root: &Path, d: &mut Discovery) {
                 return;
             };
             let location = ch.path.display().to_string();
-            let input = match ch.kind {
-                ChannelKind::Power => Input::HwmonPower(ch.path),
-                ChannelKind::Energy => Input::HwmonEnergy(ch.path),
-            };
-            Solar::new(input, location)
+            Solar::new(Input::Hwmon(ch), location)
         }
     };
     let mut src = src;
