@@ -461,6 +461,23 @@ mod tests {
         let mut forged = c.clone();
         forged.intensity.hourly[1].grid_wh = d("12.500001");
         assert!(forged.check_arithmetic().is_err());
+        // Signed, it verifies offline; a certificate of other calculation rules does not, as
+        // its figures cannot be judged by these.
+        let key = wattest_shared::SoftwareKey::generate(2048).expect("key");
+        let jwks = wattest_shared::Jwks {
+            keys: vec![wattest_shared::Jwk::Rsa(key.public_jwk().clone()).for_jwks()],
+        };
+        let sign = |claims: &CertificateClaims| {
+            let payload = serde_json::to_vec(claims).expect("json");
+            wattest_shared::jws::sign_compact(&key, wattest_shared::CERTIFICATE_TYP, &payload)
+                .expect("sign")
+        };
+        wattest_shared::verify_certificate(&sign(&c), &jwks, now).expect("verifies");
+        let mut other_rules = c.clone();
+        other_rules.calculation_version = "1".into();
+        let err = wattest_shared::verify_certificate(&sign(&other_rules), &jwks, now)
+            .expect_err("other rules");
+        assert!(err.to_string().contains("calculation_version"), "{err}");
         assert!(
             build_claims(
                 Issue {

@@ -154,19 +154,46 @@ fn collect(cmd: &Command, m: &ArgMatches, table: &mut toml::Table) {
     }
 }
 
-/// `value` with secrets hidden: `<redacted>` for secret keys, the password of a URL replaced.
+/// Query parameters of a database URL that carry a secret (libpq's `password` and
+/// `sslpassword`, both honoured by sqlx-postgres).
+const SECRET_QUERY_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
+
+/// `value` with secrets hidden: `<redacted>` for secret keys; in a URL, the userinfo's password
+/// and the values of [`SECRET_QUERY_PARAMETERS`].
 #[must_use]
 pub fn redact(key: &str, value: &str) -> String {
     if SECRET_KEYS.contains(&key) {
         return "<redacted>".to_owned();
     }
-    if let Some((scheme, rest)) = value.split_once("://")
-        && let Some((userinfo, host)) = rest.split_once('@')
-        && let Some((user, _password)) = userinfo.split_once(':')
-    {
-        return format!("{scheme}://{user}:<redacted>@{host}");
-    }
-    value.to_owned()
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.to_owned();
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    let rest = match rest.split_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:<redacted>@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => rest.to_owned(),
+    };
+    let Some(query) = query else {
+        return format!("{scheme}://{rest}");
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _))
+                if SECRET_QUERY_PARAMETERS.contains(&name.to_ascii_lowercase().as_str()) =>
+            {
+                format!("{name}=<redacted>")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{scheme}://{rest}?{}", query.join("&"))
 }
 
 #[cfg(test)]
@@ -182,6 +209,17 @@ mod tests {
         assert_eq!(
             redact("database_url", "sqlite://x.db?mode=rwc"),
             "sqlite://x.db?mode=rwc"
+        );
+        assert_eq!(
+            redact(
+                "database_url",
+                "postgres://app@db/wattest?sslmode=require&password=hunter2"
+            ),
+            "postgres://app@db/wattest?sslmode=require&password=<redacted>"
+        );
+        assert_eq!(
+            redact("database_url", "postgres://app:pw@db/w?SSLPassword=k"),
+            "postgres://app:<redacted>@db/w?SSLPassword=<redacted>"
         );
         assert_eq!(redact("token", "wt_admin_abc"), "<redacted>");
         assert_eq!(redact("rate_limit_per_token", "20"), "20");

@@ -37,6 +37,14 @@ pub enum LedgerError {
         /// Current.
         size: u64,
     },
+    /// The certificate was logged after the requested tree size.
+    #[error("the certificate is leaf {index}, not in the tree of size {size}")]
+    LoggedAfter {
+        /// The certificate's leaf index.
+        index: u64,
+        /// The requested tree size.
+        size: u64,
+    },
 }
 
 /// The log's identity and signing key.
@@ -145,8 +153,9 @@ impl Ledger {
     /// current size), with the signed checkpoint of that size.
     ///
     /// # Errors
-    /// [`LedgerError::NotLogged`], [`LedgerError::BeyondHead`] (also when the certificate was
-    /// logged after `tree_size`), database or signing failure.
+    /// [`LedgerError::NotLogged`], [`LedgerError::BeyondHead`],
+    /// [`LedgerError::LoggedAfter`] (the certificate was logged after `tree_size`), database or
+    /// signing failure.
     pub async fn inclusion(
         &self,
         storage: &Storage,
@@ -160,8 +169,8 @@ impl Ledger {
             .ok_or_else(|| LedgerError::NotLogged(certificate_id.to_owned()))?;
         let head = self.head_at(storage, tree_size).await?;
         if index >= head.size {
-            return Err(LedgerError::BeyondHead {
-                asked: index + 1,
+            return Err(LedgerError::LoggedAfter {
+                index,
                 size: head.size,
             });
         }

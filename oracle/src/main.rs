@@ -119,9 +119,10 @@ enum NodeCommand {
         /// decimals).
         #[arg(long, value_parser = parse_kg)]
         embodied_kg: Option<wattest_shared::Decimal6>,
-        /// Expected lifespan of that hardware (SCI EL), years; with --embodied-kg.
-        #[arg(long, default_value_t = wattest_oracle::export::DEFAULT_LIFESPAN_YEARS, value_parser = clap::value_parser!(u32).range(1..=50))]
-        lifespan_years: u32,
+        /// Expected lifespan of that hardware (SCI EL), years, 1 to 50; only with --embodied-kg
+        /// [default with --embodied-kg: 4].
+        #[arg(long, requires = "embodied_kg", value_parser = clap::value_parser!(u32).range(1..=50))]
+        lifespan_years: Option<u32>,
         #[command(flatten)]
         data: DataArgs,
     },
@@ -354,7 +355,9 @@ async fn main() -> Result<()> {
                 owner,
                 embodied: embodied_kg.map(|total_kg| Embodied {
                     total_kg,
-                    lifespan_hours: i64::from(lifespan_years) * export::HOURS_PER_YEAR,
+                    lifespan_hours: i64::from(
+                        lifespan_years.unwrap_or(export::DEFAULT_LIFESPAN_YEARS),
+                    ) * export::HOURS_PER_YEAR,
                 }),
             };
             let storage = open_storage(&data).await?;
@@ -435,6 +438,14 @@ async fn main() -> Result<()> {
         Command::Keys {
             command: KeysCommand::List { json, data_dir },
         } => {
+            // Listing creates nothing: a wrong --data-dir must not mint a new oracle identity.
+            use wattest_oracle::keys::{KEY_FILE, KEYRING_FILE};
+            if !data_dir.join(KEYRING_FILE).exists() && !data_dir.join(KEY_FILE).exists() {
+                anyhow::bail!(
+                    "no oracle keys in {} (neither {KEYRING_FILE} nor {KEY_FILE}): is --data-dir right? `serve` or `keys rotate` creates them",
+                    data_dir.display()
+                );
+            }
             let ring = wattest_oracle::keys::Keyring::load_or_create(&data_dir)?;
             let keys = ring.list(chrono::Utc::now());
             if json {

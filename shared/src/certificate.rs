@@ -364,6 +364,14 @@ pub fn verify_certificate(
             claims.eat_profile
         )));
     }
+    // The arithmetic checks below are version 2's rules: figures computed under other rules
+    // cannot be judged by them.
+    if claims.calculation_version != CALCULATION_VERSION {
+        return Err(CertificateError::Claims(format!(
+            "wattest.calculation_version {:?}: this verifier checks version {CALCULATION_VERSION:?}",
+            claims.calculation_version
+        )));
+    }
     let t = now.timestamp();
     if claims.nbf > t + CLOCK_SKEW_SECONDS || claims.iat > t + CLOCK_SKEW_SECONDS {
         return Err(CertificateError::Time(format!(

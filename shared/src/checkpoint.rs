@@ -311,11 +311,13 @@ impl LogVerifier {
         &self.name
     }
 
-    /// Verifies a signed note by this key and parses its checkpoint. Signature lines of other
+    /// Verifies a signed note by this key and parses its checkpoint, whose origin must be the
+    /// key's name (C2SP tlog-checkpoint: "the key name is the origin"). Signature lines of other
     /// keys (witnesses, say) are ignored.
     ///
     /// # Errors
-    /// [`CheckpointError`]: malformed note, no signature by this key, or a bad signature.
+    /// [`CheckpointError`]: malformed note, no signature by this key, a bad signature, or
+    /// [`CheckpointError::WrongOrigin`] for a checkpoint of another log.
     pub fn verify(&self, note: &str) -> Result<Checkpoint, CheckpointError> {
         let bad = |why: &str| CheckpointError::Malformed(why.to_owned());
         let split = note
@@ -358,6 +360,12 @@ impl LogVerifier {
         if !found {
             return Err(CheckpointError::NotSignedByKey(self.name.clone()));
         }
+        if checkpoint.origin != self.name {
+            return Err(CheckpointError::WrongOrigin {
+                expected: self.name.clone(),
+                found: checkpoint.origin,
+            });
+        }
         Ok(checkpoint)
     }
 }
@@ -396,6 +404,20 @@ mod tests {
             verifier.verify(&foreign),
             Err(CheckpointError::NotSignedByKey(_))
         ));
+        // Signed by the log's key, but for another origin: the key name is the origin.
+        let elsewhere = signer
+            .sign(&Checkpoint {
+                origin: "other.example/log".into(),
+                ..checkpoint()
+            })
+            .expect("sign");
+        assert_eq!(
+            verifier.verify(&elsewhere),
+            Err(CheckpointError::WrongOrigin {
+                expected: "oracle.example/wattest-log".into(),
+                found: "other.example/log".into()
+            })
+        );
         let unsigned = checkpoint().body() + "\n";
         assert!(verifier.verify(&unsigned).is_err());
         assert!(verifier.verify("garbage").is_err());

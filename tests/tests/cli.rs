@@ -1,5 +1,6 @@
-//! The agent's command line as users type it: `sources --json` with a settings file over a
-//! synthetic sysfs tree, flags overriding the file, and a clear error for a bad file.
+//! The command lines as users type them: the agent's `sources --json` with a settings file over
+//! a synthetic sysfs tree, flags overriding the file, and a clear error for a bad file; the
+//! oracle's commands that must refuse rather than guess.
 
 #![allow(clippy::unwrap_used)]
 
@@ -138,4 +139,36 @@ fn the_agent_refuses_bad_labels_and_timeouts_before_running_anything() {
         assert!(stderr.contains("invalid value"), "{args:?}: {stderr}");
     }
     assert!(!marker.exists(), "no command ran");
+}
+
+#[test]
+fn oracle_keys_list_creates_no_key_in_a_wrong_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("wattest-oracle"))
+        .args(["keys", "list", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no oracle keys"), "{stderr}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
+
+#[test]
+fn oracle_node_set_refuses_a_lifespan_without_embodied_emissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("wattest-oracle"))
+        .args(["node", "set", "6f1c0000-0000-0000-0000-000000000000"])
+        .args(["--lifespan-years", "5", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--embodied-kg"), "{stderr}");
 }

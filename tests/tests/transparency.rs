@@ -348,9 +348,90 @@ fn every_certificate_is_logged_and_provable_offline() {
     ]);
     assert_eq!(code, Some(1));
     assert!(failed_check(&report).contains("REVOKED"), "{report}");
+    // A status names its certificate: another certificate's valid status does not hide the
+    // revocation.
+    assert_eq!(status["certificate_id"], ids[1].as_str());
+    let other_status = get_json(
+        &oracle.url,
+        &format!("/v1/certificates/{}/status", ids[0]),
+        &auditor,
+    );
+    assert_eq!(other_status["state"], "valid");
+    let other_status_file = write("other-status.json", &other_status.to_string());
+    let (code, report) = verify(&[
+        revoked_file.as_os_str(),
+        "--jwks".as_ref(),
+        jwks_file.as_os_str(),
+        "--log-key".as_ref(),
+        vkey_file.as_os_str(),
+        "--status".as_ref(),
+        other_status_file.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        failed_check(&report).contains(&format!("the status is for certificate {}", ids[0])),
+        "{report}"
+    );
     // The log is append-only: the revoked certificate is still in it.
     let still = get_json(&oracle.url, "/v1/log/entries/1", &auditor);
     assert_eq!(still["certificate_id"], ids[1].as_str());
+}
+
+/// Serves `body` to every request on a loopback port; returns its URL and the `Authorization`
+/// headers of the requests it answered.
+fn recording_server(body: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut line = String::new();
+            let mut auth = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                if line.to_ascii_lowercase().starts_with("authorization:") {
+                    auth = line.trim().to_owned();
+                }
+                line.clear();
+            }
+            record.lock().unwrap().push(auth);
+            let _ = write!(
+                &stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn the_token_goes_to_the_oracle_only() {
+    let oracle = Oracle::start();
+    let auditor = oracle.token("auditor");
+    let mut node = enroll(&oracle, &oracle.token("node"));
+    let id = certify(&oracle.url, &mut node, "token-origin");
+    // The JWKS comes from another origin (a mirror): it must not see the auditor's token.
+    let (mirror, seen) = recording_server(oracle.get_text("/.well-known/jwks.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let vkey = dir.path().join("log.vkey");
+    std::fs::write(&vkey, oracle.get_text("/v1/log/key")).unwrap();
+    let cert_url = format!("{}/v1/certificates/{id}", oracle.url);
+    let jwks_url = format!("{mirror}/.well-known/jwks.json");
+    let (code, report) = verify(&[
+        cert_url.as_ref(),
+        "--jwks".as_ref(),
+        jwks_url.as_ref(),
+        "--log-key".as_ref(),
+        vkey.as_os_str(),
+        "--token".as_ref(),
+        auditor.as_ref(),
+    ]);
+    // The certificate needs the token (the oracle answered), the mirror was asked without it.
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(*seen.lock().unwrap(), [String::new()]);
 }
 
 #[test]

@@ -71,6 +71,8 @@ pub struct CertificateResponse {
 /// Whether a certificate has been revoked.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct CertificateStatus {
+    /// The certificate this status is for (its `jti`).
+    pub certificate_id: String,
     /// `valid` or `revoked`.
     pub state: String,
     /// When it was revoked.
@@ -82,14 +84,17 @@ pub struct CertificateStatus {
 }
 
 impl CertificateStatus {
-    fn of(revocation: Option<revocation::Model>) -> Self {
+    fn of(certificate_id: &str, revocation: Option<revocation::Model>) -> Self {
+        let certificate_id = certificate_id.to_owned();
         match revocation {
             Some(r) => Self {
+                certificate_id,
                 state: "revoked".into(),
                 revoked_at: Some(r.revoked_at),
                 reason: Some(r.reason),
             },
             None => Self {
+                certificate_id,
                 state: "valid".into(),
                 revoked_at: None,
                 reason: None,
@@ -215,7 +220,7 @@ pub async fn get_one(
         .ledger
         .inclusion(&state.storage, &row.id, &row.jws, None)
         .await?;
-    let status = CertificateStatus::of(state.storage.revocation(&row.id).await?);
+    let status = CertificateStatus::of(&row.id, state.storage.revocation(&row.id).await?);
     Ok(Json(CertificateResponse {
         id: row.id,
         jws: row.jws,
@@ -261,6 +266,7 @@ pub async fn status(
         return Err(ApiError::not_found(format!("no certificate {id}")));
     }
     Ok(Json(CertificateStatus::of(
+        &id,
         state.storage.revocation(&id).await?,
     )))
 }
@@ -301,5 +307,5 @@ pub async fn revoke(
         .revoke_certificate(&id, &request.reason, chrono::Utc::now())
         .await?;
     tracing::info!(certificate_id = %id, reason = %row.reason, "Certificate revoked.");
-    Ok(Json(CertificateStatus::of(Some(row))))
+    Ok(Json(CertificateStatus::of(&id, Some(row))))
 }

@@ -11,20 +11,22 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use wattest_shared::merkle::ProofError;
 use wattest_shared::transparency::{ConsistencyProof, InclusionProof};
 
-/// Maps log failures to problems: unknown certificate 404, sizes out of range 400.
+/// Maps log failures to problems: unknown certificate 404, sizes out of range 400; a store that
+/// cannot build the proof (a missing subtree hash) is the oracle's failure, 500.
 impl From<LedgerError> for ApiError {
     fn from(err: LedgerError) -> Self {
         match err {
             LedgerError::NotLogged(_) => Self::not_found(err.to_string()),
-            LedgerError::BeyondHead { .. } | LedgerError::Storage(StorageError::Proof(_)) => {
-                Self::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_tree_size",
-                    err.to_string(),
-                )
-            }
+            LedgerError::BeyondHead { .. }
+            | LedgerError::LoggedAfter { .. }
+            | LedgerError::Storage(StorageError::Proof(ProofError::InvalidRange(_))) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_tree_size",
+                err.to_string(),
+            ),
             LedgerError::Storage(err) => err.into(),
             LedgerError::Checkpoint(err) => Self::internal(&err),
         }

@@ -51,7 +51,8 @@ pub const BALANCE_READERS: &[Role] = &[Role::Auditor];
 /// Roles that may ask what carbon intensity the oracle would apply (besides admin).
 pub const CARBON_READERS: &[Role] = &[Role::Auditor];
 
-/// Request limits of the HTTP API (config keys under `[limits]`, see docs/operations.md).
+/// Request limits of the HTTP API (top-level keys of the settings file, named as the fields
+/// below, and their `serve` flags; see docs/operations.md).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {

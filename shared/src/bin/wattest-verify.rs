@@ -70,14 +70,21 @@ struct Args {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// Bearer token sent when CERT or --status is an oracle URL: reading certificates needs an
-    /// `auditor` or `compliance` token (`wattest-oracle token create --role auditor`).
+    /// Bearer token for the oracle: reading certificates needs an `auditor` or `compliance`
+    /// token (`wattest-oracle token create --role auditor`). Sent only to the origins (scheme,
+    /// host and port) of CERT and --status when they are URLs, never to other hosts (a JWKS
+    /// mirror, a witness).
     #[arg(long, env = "WATTEST_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
 
-/// The `--token` given, for [`read_source`]'s URL fetches.
-static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+/// The `--token` given and the origins it may be sent to, for [`read_source`]'s URL fetches.
+static TOKEN: std::sync::OnceLock<(String, Vec<reqwest::Url>)> = std::sync::OnceLock::new();
+
+/// Whether `a` and `b` are URLs of one origin (RFC 6454: scheme, host and port).
+fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.origin() == b.origin()
+}
 
 fn read_source(source: &str) -> Result<String> {
     if source == "-" {
@@ -88,8 +95,11 @@ fn read_source(source: &str) -> Result<String> {
         return Ok(text);
     }
     if source.starts_with("http://") || source.starts_with("https://") {
-        let mut request = reqwest::blocking::Client::new().get(source);
-        if let Some(Some(token)) = TOKEN.get() {
+        let url = reqwest::Url::parse(source).with_context(|| format!("{source} is not a URL"))?;
+        let mut request = reqwest::blocking::Client::new().get(url.clone());
+        if let Some((token, origins)) = TOKEN.get()
+            && origins.iter().any(|o| same_origin(o, &url))
+        {
             request = request.bearer_auth(token);
         }
         let response = request
@@ -176,7 +186,15 @@ struct Report {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let _ = TOKEN.set(args.token.clone());
+    if let Some(token) = &args.token {
+        let origins = [Some(&args.cert), args.status.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| reqwest::Url::parse(s).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .collect();
+        let _ = TOKEN.set((token.clone(), origins));
+    }
     wattest_shared::tls::install_crypto_provider();
     match run(&args) {
         Ok(report) => {
@@ -214,11 +232,18 @@ fn run(args: &Args) -> Result<Report> {
     let jwks: Jwks = serde_json::from_str(&read_source(&args.jwks)?)
         .context("the JWKS is not a JSON Web Key Set")?;
     let status = match &args.status {
-        Some(s) => Some(
+        Some(s) => Some((
             serde_json::from_str::<serde_json::Value>(&read_source(s)?)
                 .context("the status is not JSON")?,
-        ),
-        None => cert.status.clone(),
+            format!("--status {s}"),
+        )),
+        None => cert.status.clone().map(|s| {
+            (
+                s,
+                "the bundle's status, unsigned: fetch --status from the oracle to rely on it"
+                    .to_owned(),
+            )
+        }),
     };
     let proof = match &args.inclusion {
         Some(p) => Some(
@@ -297,20 +322,26 @@ fn run(args: &Args) -> Result<Report> {
     };
 
     match status {
-        Some(s) => {
+        Some((s, source)) => {
             let state = s.get("state").and_then(|v| v.as_str()).unwrap_or("unknown");
-            let detail = match state {
-                "valid" => "not revoked".to_owned(),
-                "revoked" => format!(
-                    "REVOKED at {} (reason: {})",
+            let named = s.get("certificate_id").and_then(|v| v.as_str());
+            let jti = claims.as_ref().map(|c| c.jti.as_str());
+            let detail = match (state, named, jti) {
+                (_, Some(named), Some(jti)) if named != jti => {
+                    format!("the status is for certificate {named}, not {jti} ({source})")
+                }
+                ("valid", ..) => format!("not revoked ({source})"),
+                ("revoked", ..) => format!(
+                    "REVOKED at {} (reason: {}; {source})",
                     s.get("revoked_at").and_then(|v| v.as_str()).unwrap_or("?"),
                     s.get("reason").and_then(|v| v.as_str()).unwrap_or("?")
                 ),
-                other => format!("unknown status {other:?}"),
+                (other, ..) => format!("unknown status {other:?}"),
             };
+            let for_another = matches!((named, jti), (Some(n), Some(j)) if n != j);
             checks.push(Check {
                 check: "status",
-                ok: state == "valid",
+                ok: state == "valid" && !for_another,
                 detail,
             });
         }
@@ -360,6 +391,11 @@ fn run(args: &Args) -> Result<Report> {
             let result = log.verify(trusted).map_err(|e| e.to_string()).and_then(|t| {
                 if t.size == cp.size && t.root == cp.root && t.origin == cp.origin {
                     Ok(format!("the proof is against the given checkpoint (size {})", t.size))
+                } else if t.size == cp.size {
+                    Err(format!(
+                        "SPLIT VIEW: the given checkpoint and the inclusion proof's are both signed for tree size {} but their roots differ: the log showed two different trees",
+                        t.size
+                    ))
                 } else {
                     Err(format!(
                         "the inclusion proof is for tree size {} but the given checkpoint has size {}; fetch GET /v1/log/proofs/inclusion?certificate_id=…&tree_size={}",
