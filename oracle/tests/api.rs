@@ -344,3 +344,30 @@ async fn media_types_accept_auth_timeout_and_health_follow_the_protocol() {
     assert_eq!(health["status"], "degraded");
     assert_eq!(health["database"], "unreachable");
 }
+
+/// Ember's two-letter regions (`EU`, `G7`) are zones, as protocol.md §2 offers, and an alpha-3
+/// zone answers under its alpha-2 name.
+#[tokio::test]
+async fn carbon_intensity_accepts_two_letter_regions_and_canonicalises_alpha3() {
+    let (app, state) = spawn_app_with(api::Limits::default()).await;
+    let auditor =
+        wattest_oracle::auth::create_token(&state.storage, wattest_oracle::auth::Role::Auditor)
+            .await
+            .unwrap();
+    for (zone, name, figure) in [
+        ("EU", "EU", "213.020000"),
+        ("g7", "G7", "343.300000"),
+        ("BEL", "BE", "117.580000"),
+    ] {
+        let r = app
+            .get(
+                &format!("/v1/carbon/intensity?zone={zone}&at=2025-06-01T10:20:00Z"),
+                Some(&format!("Bearer {auditor}")),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "{zone}");
+        let answer: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(answer["zone"], name, "{answer}");
+        assert_eq!(answer["g_co2e_per_kwh"], figure, "{answer}");
+    }
+}

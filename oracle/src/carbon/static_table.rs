@@ -5,7 +5,8 @@
 //! A yearly mean applies to every hour of the year, so its figures are marked `estimated`.
 //! Zones follow Electricity Maps' naming: an ISO 3166-1 alpha-2 country (`BE`), optionally with a
 //! sub-zone (`US-CAL-CISO`, `SE-SE3`) for which the country's figure is used and said so; ISO
-//! alpha-3 codes (`BEL`) and Ember's regions (`EU`, `World`) are accepted as well.
+//! alpha-3 codes (`BEL`, canonically `BE`) and Ember's regions (`EU`, `G7`, `World`) are
+//! accepted as well.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -37,7 +38,9 @@ pub enum CarbonError {
 /// A grid zone checked against the table: its canonical name and the table key it maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GridZone {
-    /// Canonical zone name as given (upper-cased for codes), e.g. `BE` or `US-CAL-CISO`.
+    /// Canonical zone name: an alpha-2 country or sub-zone upper-cased as given (`BE`,
+    /// `US-CAL-CISO`), an alpha-3 country as its alpha-2 code (`BEL` → `BE`), an Ember region as
+    /// the table spells it (`EU`, `World`).
     pub name: String,
     key: String,
     note: Option<String>,
@@ -92,11 +95,15 @@ pub struct StaticDataset {
     pub zones: usize,
 }
 
-/// The static yearly table (Ember) with the alpha-2 → alpha-3 map.
+/// The static yearly table (Ember) with the alpha-2 ↔ alpha-3 maps.
 #[derive(Debug)]
 pub struct StaticTable {
+    /// Ember key (alpha-3 country or region name) → latest figure.
     entries: HashMap<String, EmberEntry>,
+    /// Alpha-2 → alpha-3 (`oracle/data/country_codes.csv`).
     alpha2: HashMap<String, String>,
+    /// Alpha-3 → alpha-2, the inverse of `alpha2`.
+    alpha3: HashMap<String, String>,
 }
 
 impl StaticTable {
@@ -107,46 +114,70 @@ impl StaticTable {
     pub fn embedded() -> Result<Self, String> {
         let entries: HashMap<String, EmberEntry> = serde_json::from_str(EMBER_JSON)
             .map_err(|err| format!("embedded Ember table: {err}"))?;
-        let alpha2 = COUNTRY_CODES
+        let alpha2: HashMap<String, String> = COUNTRY_CODES
             .lines()
             .skip(1)
             .filter_map(|line| line.split_once(','))
-            .map(|(a2, a3)| (a2.to_owned(), a3.to_owned()))
+            .map(|(a2, a3)| (a2.trim().to_owned(), a3.trim().to_owned()))
             .collect();
-        Ok(Self { entries, alpha2 })
+        let alpha3 = alpha2
+            .iter()
+            .map(|(a2, a3)| (a3.clone(), a2.clone()))
+            .collect();
+        Ok(Self {
+            entries,
+            alpha2,
+            alpha3,
+        })
     }
 
-    /// Checks `zone` and returns its canonical form.
+    /// Checks `zone` and returns its canonical form, trying in turn (case-insensitively):
+    ///
+    /// 1. an ISO 3166-1 alpha-2 country, optionally with a sub-zone after a `-` (`BE`,
+    ///    `US-CAL-CISO`): canonical name upper-cased as given, the country's Ember key;
+    /// 2. an ISO alpha-3 country (`BEL`): canonical name its alpha-2 code (`BE`), so chains,
+    ///    provider region maps and the cache see one name per country;
+    /// 3. an Ember region (`EU`, `G7`, `World`): canonical name the table's key.
+    ///
+    /// Alpha-2 codes come first; no Ember region key is an alpha-2 code (a unit test checks
+    /// it), so a two-letter region such as `EU` or `G7` is never shadowed.
     ///
     /// # Errors
-    /// [`CarbonError::UnknownZone`].
+    /// [`CarbonError::UnknownZone`]: empty, longer than 64 bytes, or none of the above.
     pub fn zone(&self, zone: &str) -> Result<GridZone, CarbonError> {
         let trimmed = zone.trim();
         let unknown = || CarbonError::UnknownZone(zone.to_owned());
         if trimmed.is_empty() || trimmed.len() > 64 {
             return Err(unknown());
         }
-        // Regions such as "EU" or "World" are keyed by name; match them case-insensitively.
-        if let Some(key) = self
-            .entries
-            .keys()
-            .find(|k| k.eq_ignore_ascii_case(trimmed) && k.len() != 2)
-        {
+        let upper = trimmed.to_ascii_uppercase();
+        let country = upper.split('-').next().unwrap_or_default();
+        if let Some(key) = self.alpha2.get(country) {
+            let note = (upper != country)
+                .then(|| format!("national figure for {country} applied to sub-zone {upper}"));
             return Ok(GridZone {
-                name: key.clone(),
+                name: upper.clone(),
                 key: key.clone(),
+                note,
+            });
+        }
+        if let Some(a2) = self.alpha3.get(&upper) {
+            return Ok(GridZone {
+                name: a2.clone(),
+                key: upper,
                 note: None,
             });
         }
-        let upper = trimmed.to_ascii_uppercase();
-        let country = upper.split('-').next().unwrap_or_default();
-        let key = self.alpha2.get(country).ok_or_else(unknown)?;
-        let note = (upper != country)
-            .then(|| format!("national figure for {country} applied to sub-zone {upper}"));
+        // Regions such as "EU" or "World" are keyed by name; match them case-insensitively.
+        let key = self
+            .entries
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(trimmed) && !self.alpha3.contains_key(*k))
+            .ok_or_else(unknown)?;
         Ok(GridZone {
-            name: upper,
+            name: key.clone(),
             key: key.clone(),
-            note,
+            note: None,
         })
     }
 
@@ -258,8 +289,43 @@ mod tests {
         let i = table.intensity(&sub, now).expect("intensity");
         assert!((i.value.0 - 383.55).abs() < 1e-9);
         assert!(i.provenance.dataset.contains("sub-zone US-CAL-CISO"));
-        for bad in ["", "ZZ", "Atlantis", "B"] {
+        for bad in ["", "ZZ", "Atlantis", "B", "BEL-X"] {
             assert!(table.zone(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn two_letter_regions_resolve_and_alpha3_is_canonically_alpha2() {
+        let table = StaticTable::embedded().expect("table");
+        let now = Utc::now();
+        // No Ember region key is an alpha-2 code, so alpha-2 first never shadows a region.
+        for key in table.entries.keys() {
+            assert!(!table.alpha2.contains_key(key), "{key} is an alpha-2 code");
+        }
+        // Figures from oracle/data/ember_yearly_intensity.json (Ember 2024), as protocol.md §2
+        // and CarbonError's message offer `EU`.
+        for (zone, name, key, expected) in [
+            ("EU", "EU", "EU", 213.02),
+            ("eu", "EU", "EU", 213.02),
+            ("G7", "G7", "G7", 343.3),
+            ("g7", "G7", "G7", 343.3),
+            ("world", "World", "World", 472.94),
+            ("BEL", "BE", "BEL", 117.58),
+            ("bel", "BE", "BEL", 117.58),
+            (" be ", "BE", "BEL", 117.58),
+            ("GBR", "GB", "GBR", 215.79),
+        ] {
+            let z = table.zone(zone).expect(zone);
+            assert_eq!((z.name.as_str(), z.key.as_str()), (name, key), "{zone}");
+            assert_eq!(z.note, None, "{zone}");
+            let i = table.intensity(&z, now).expect("intensity");
+            assert!((i.value.0 - expected).abs() < 1e-9, "{zone}: {}", i.value.0);
+            assert!(
+                i.provenance.dataset.contains(&format!(", {key} 2024")),
+                "{zone}"
+            );
+        }
+        // An alpha-3 zone and its alpha-2 code are one zone.
+        assert_eq!(table.zone("BEL"), table.zone("BE"));
     }
 }
