@@ -134,12 +134,44 @@ fn secret(what: &str, env: Option<&str>, file: Option<&Path>) -> Result<String, 
     Err(format!("{what}: give an _env or a _file setting"))
 }
 
+/// A provider's `regions` map keyed by canonical zone name (see [`StaticTable::zone`]), as the
+/// `[zones]` keys are: providers look a zone up by its canonical name, so a raw key such as
+/// `gb-nscot` or `GBR` would never match and the provider would silently use its default.
+///
+/// # Errors
+/// A key that is not a known zone, or two keys naming the same zone (`gb-nscot` and
+/// `GB-NSCOT`), as a message starting with `what`.
+fn canonical_regions<V>(
+    table: &StaticTable,
+    what: &str,
+    regions: BTreeMap<String, V>,
+) -> Result<BTreeMap<String, V>, String> {
+    let mut canonical: BTreeMap<String, (String, V)> = BTreeMap::new();
+    for (zone, region) in regions {
+        let name = table
+            .zone(&zone)
+            .map_err(|err| format!("{what}: regions: {err}"))?
+            .name;
+        if let Some((first, _)) = canonical.get(&name) {
+            return Err(format!(
+                "{what}: regions: {first:?} and {zone:?} are the same grid zone {name}"
+            ));
+        }
+        canonical.insert(name, (zone, region));
+    }
+    Ok(canonical
+        .into_iter()
+        .map(|(name, (_, region))| (name, region))
+        .collect())
+}
+
 impl Carbon {
     /// Loads the config file and builds every provider.
     ///
     /// # Errors
-    /// Unreadable or invalid TOML, an unknown provider in a chain, a missing secret, a bad CSV
-    /// series; the message never contains a secret.
+    /// Unreadable or invalid TOML, an unknown provider in a chain, an unknown grid zone (a
+    /// `[zones]` key, a `regions` key of `neso` or `watttime`, a CSV row's zone), two keys naming
+    /// the same zone, a missing secret, a bad CSV series; the message never contains a secret.
     pub fn from_config_file(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|err| format!("carbon config {}: {err}", path.display()))?;
@@ -183,7 +215,7 @@ impl Carbon {
                 ProviderConfig::Neso { base_url, regions } => Arc::new(neso::Neso::new(
                     name,
                     base_url.unwrap_or_else(|| neso::DEFAULT_BASE_URL.into()),
-                    regions,
+                    canonical_regions(&table, &what, regions)?,
                     client.clone(),
                 )),
                 ProviderConfig::Watttime {
@@ -200,7 +232,7 @@ impl Carbon {
                         base_url.unwrap_or_else(|| watttime::DEFAULT_BASE_URL.into()),
                         username,
                         password,
-                        regions,
+                        canonical_regions(&table, &what, regions)?,
                         client.clone(),
                     ))
                 }
@@ -208,7 +240,7 @@ impl Carbon {
                     let text = std::fs::read_to_string(&path)
                         .map_err(|err| format!("{what}: {}: {err}", path.display()))?;
                     Arc::new(
-                        CsvSeries::parse(name, &text)
+                        CsvSeries::parse(name, &text, &table)
                             .map_err(|err| format!("{what}: {}: {err}", path.display()))?,
                     )
                 }
@@ -232,11 +264,17 @@ impl Carbon {
                 .collect()
         };
         let mut chains = BTreeMap::new();
+        let mut keys: BTreeMap<String, String> = BTreeMap::new();
         for (zone, chain) in config.zones {
             let canonical = table
                 .zone(&zone)
                 .map_err(|err| format!("carbon config: {err}"))?
                 .name;
+            if let Some(first) = keys.insert(canonical.clone(), zone.clone()) {
+                return Err(format!(
+                    "carbon config: [zones] {first:?} and {zone:?} are the same grid zone {canonical}"
+                ));
+            }
             chains.insert(canonical, steps(chain, &zone)?);
         }
         let default_chain = steps(config.default_chain, "default_chain")?;
@@ -301,5 +339,78 @@ mod tests {
             assert!(err.contains(want), "{bad}: {err}");
         }
         assert!(toml::from_str::<CarbonConfig>("colour = 1\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn region_keys_are_canonical_zones_and_unknown_ones_are_refused() {
+        // NESO's regional endpoint only: a national request (the fallback of an unmapped zone)
+        // is a 404 and fails the chain.
+        let base = crate::carbon::mock::serve(axum::Router::new().route(
+            "/regional/intensity/{from}/{to}/regionid/{id}",
+            axum::routing::get(
+                |axum::extract::Path((from, _to, id)): axum::extract::Path<(
+                    String,
+                    String,
+                    u32,
+                )>| async move {
+                    assert_eq!(id, 1);
+                    let half = |f: &str, v: u32| {
+                        format!(r#"{{"from":"{f}","to":"x","intensity":{{"forecast":{v}}}}}"#)
+                    };
+                    format!(
+                        r#"{{"data":{{"regionid":1,"data":[{},{}]}}}}"#,
+                        half(&from, 20),
+                        half(&from.replace(":00Z", ":30Z"), 30)
+                    )
+                },
+            ),
+        ))
+        .await;
+        let carbon = Carbon::from_config(
+            toml::from_str(&format!(
+                "[providers.neso]\nkind = \"neso\"\nbase_url = \"{base}\"\n\
+                 regions = {{ \"gb-nscot\" = 1 }}\n\
+                 [zones]\ngbr = [\"neso\"]\nbel = [\"static\"]\n"
+            ))
+            .expect("toml"),
+        )
+        .expect("config");
+        let scot = carbon.zone("GB-NSCOT").expect("zone");
+        // The chain of `gbr` is the chain of `GB` and its sub-zones (alpha-3 is canonically
+        // alpha-2), and the lower-case region key maps `GB-NSCOT` to NESO region 1.
+        assert_eq!(carbon.chain(&scot), [Step::Provider("neso".into())]);
+        let r = carbon
+            .resolve(
+                None::<&sea_orm::DatabaseConnection>,
+                &scot,
+                "2025-06-01T10:20:00Z".parse().expect("at"),
+                "2025-06-02T00:00:00Z".parse().expect("now"),
+            )
+            .await;
+        let i = r.intensity.expect("regional figure");
+        assert_eq!(i.value.0, 25.0);
+        assert!(i.provenance.dataset.contains("region 1"), "{i:?}");
+        assert!(carbon.zone_chains().contains_key("BE"));
+        for (bad, want) in [
+            (
+                "[providers.neso]\nkind = \"neso\"\nregions = { \"GB-NSCOT\" = 1, \"ATLANTIS\" = 2 }\n",
+                "carbon provider neso: regions: unknown grid zone \"ATLANTIS\"",
+            ),
+            (
+                "[providers.neso]\nkind = \"neso\"\nregions = { \"GB-NSCOT\" = 1, \"gb-nscot\" = 2 }\n",
+                "are the same grid zone GB-NSCOT",
+            ),
+            (
+                "[providers.wt]\nkind = \"watttime\"\nusername = \"a\"\npassword_env = \"PATH\"\nregions = { \"\" = \"X\" }\n",
+                "carbon provider wt: regions: unknown grid zone",
+            ),
+            (
+                "[zones]\nBE = [\"static\"]\nBEL = [\"static\"]\n",
+                "same grid zone BE",
+            ),
+        ] {
+            let err = Carbon::from_config(toml::from_str(bad).expect("toml")).expect_err(bad);
+            assert!(err.contains(want), "{bad}: {err}");
+        }
     }
 }

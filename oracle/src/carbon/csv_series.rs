@@ -1,7 +1,8 @@
 //! An operator's CSV time series of carbon intensity: `zone,start,end,g_co2e_per_kwh,factor_type,source`
-//! (RFC 3339 times, half-open `[start, end)`), loaded once at start-up.
+//! (RFC 3339 times, half-open `[start, end)`, spans of one zone disjoint), loaded once at
+//! start-up. An hour's figure is that of the span containing the hour's start.
 
-use super::{FactorType, GridZone, Intensity, IntensityProvider, ProviderError};
+use super::{FactorType, GridZone, Intensity, IntensityProvider, ProviderError, StaticTable};
 use chrono::{DateTime, Datelike, Utc};
 use futures::future::BoxFuture;
 use serde::Deserialize;
@@ -25,22 +26,32 @@ struct Span {
     value: f64,
     factor_type: FactorType,
     source: String,
+    /// Line of the file it came from (the header is line 1), for error messages.
+    line: usize,
 }
 
-/// The CSV provider: per zone, spans keyed by start.
+/// The CSV provider: per canonical zone name, spans keyed by start, none overlapping.
 #[derive(Debug)]
 pub struct CsvSeries {
     name: String,
     spans: BTreeMap<String, BTreeMap<DateTime<Utc>, Span>>,
 }
 
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 impl CsvSeries {
-    /// Parses `text` (with its header line).
+    /// Parses `text` (with its header line). Each row's zone is checked against `table` and
+    /// stored under its canonical name ([`StaticTable::zone`]: `bel`, `BEL` and `BE` are one
+    /// zone), the name the chain looks it up by.
     ///
     /// # Errors
-    /// The first bad row, by line number: a parse error, `end <= start`, or a negative or
-    /// non-finite value.
-    pub fn parse(name: String, text: &str) -> Result<Self, String> {
+    /// The first bad row, by line number: a parse error, an unknown zone, `end <= start`, a
+    /// negative or non-finite value, or a span that repeats the start of, or overlaps, an
+    /// earlier row's span of the same zone (the message names both lines): an hour must have
+    /// one figure, never whichever row came last.
+    pub fn parse(name: String, text: &str, table: &StaticTable) -> Result<Self, String> {
         let mut spans: BTreeMap<String, BTreeMap<DateTime<Utc>, Span>> = BTreeMap::new();
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
@@ -48,23 +59,51 @@ impl CsvSeries {
         for (i, row) in reader.deserialize::<Row>().enumerate() {
             let line = i + 2;
             let row = row.map_err(|err| format!("line {line}: {err}"))?;
+            let zone = table
+                .zone(&row.zone)
+                .map_err(|err| format!("line {line}: {err}"))?
+                .name;
             if row.end <= row.start {
                 return Err(format!("line {line}: end is not after start"));
             }
             super::checked_value(row.g_co2e_per_kwh)
                 .map_err(|err| format!("line {line}: {err}"))?;
-            spans
-                .entry(row.zone.to_ascii_uppercase())
-                .or_default()
-                .insert(
-                    row.start,
-                    Span {
-                        end: row.end,
-                        value: row.g_co2e_per_kwh,
-                        factor_type: row.factor_type,
-                        source: row.source,
-                    },
-                );
+            let zone_spans = spans.entry(zone.clone()).or_default();
+            // Spans are disjoint, so only the last one starting at or before this start and the
+            // first one starting after it can overlap [start, end).
+            let before = zone_spans
+                .range(..=row.start)
+                .next_back()
+                .filter(|(_, s)| s.end > row.start);
+            let after = zone_spans
+                .range(row.start..)
+                .find(|(start, _)| **start > row.start)
+                .filter(|(start, _)| **start < row.end);
+            if let Some((start, other)) = before.or(after) {
+                let what = if *start == row.start {
+                    "repeats the start of"
+                } else {
+                    "overlaps"
+                };
+                return Err(format!(
+                    "line {line}: span [{}, {}) of zone {zone} {what} line {}'s [{}, {})",
+                    rfc3339(row.start),
+                    rfc3339(row.end),
+                    other.line,
+                    rfc3339(*start),
+                    rfc3339(other.end),
+                ));
+            }
+            zone_spans.insert(
+                row.start,
+                Span {
+                    end: row.end,
+                    value: row.g_co2e_per_kwh,
+                    factor_type: row.factor_type,
+                    source: row.source,
+                    line,
+                },
+            );
         }
         Ok(Self { name, spans })
     }
@@ -102,7 +141,7 @@ impl IntensityProvider for CsvSeries {
     ) -> BoxFuture<'a, Result<Intensity, ProviderError>> {
         let found = self
             .spans
-            .get(&zone.name.to_ascii_uppercase())
+            .get(&zone.name)
             .ok_or_else(|| ProviderError::ZoneNotCovered(zone.name.clone()))
             .and_then(|spans| {
                 spans
@@ -118,7 +157,7 @@ impl IntensityProvider for CsvSeries {
                 value: GramsCo2ePerKwh(s.value),
                 provenance: Provenance {
                     provider: self.name.clone(),
-                    dataset: format!("{} (operator CSV, span from {start})", s.source),
+                    dataset: format!("{} (operator CSV, span from {})", s.source, rfc3339(*start)),
                     year: hour.year(),
                     factor_type: s.factor_type.as_str().into(),
                     estimated: false,
@@ -133,18 +172,18 @@ impl IntensityProvider for CsvSeries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::carbon::StaticTable;
+
+    const HEADER: &str = "zone,start,end,g_co2e_per_kwh,factor_type,source\n";
 
     #[tokio::test]
     async fn spans_cover_their_hours_only_and_bad_rows_are_refused() {
-        let csv = "zone,start,end,g_co2e_per_kwh,factor_type,source\n\
-                   BE,2025-06-01T10:00:00Z,2025-06-01T12:00:00Z,99.5,direct,Elia 2025\n\
-                   be,2025-06-01T12:00:00Z,2025-06-01T13:00:00Z,0,lifecycle,Elia 2025\n";
-        let series = CsvSeries::parse("ops".into(), csv).expect("csv");
-        let zone = StaticTable::embedded()
-            .expect("t")
-            .zone("BE")
-            .expect("zone");
+        let table = StaticTable::embedded().expect("t");
+        let csv = format!(
+            "{HEADER}BE,2025-06-01T10:00:00Z,2025-06-01T12:00:00Z,99.5,direct,Elia 2025\n\
+             bel,2025-06-01T12:00:00Z,2025-06-01T13:00:00Z,0,lifecycle,Elia 2025\n"
+        );
+        let series = CsvSeries::parse("ops".into(), &csv, &table).expect("csv");
+        let zone = table.zone("BE").expect("zone");
         let now = Utc::now();
         let h = |s: &str| s.parse::<DateTime<Utc>>().expect("hour");
         let i = series
@@ -153,7 +192,12 @@ mod tests {
             .expect("in span");
         assert_eq!(i.value.0, 99.5);
         assert_eq!(i.provenance.factor_type, "direct");
-        assert!(i.provenance.dataset.starts_with("Elia 2025"));
+        // The span's start in RFC 3339, as every other time in provenance.
+        assert_eq!(
+            i.provenance.dataset,
+            "Elia 2025 (operator CSV, span from 2025-06-01T10:00:00Z)"
+        );
+        // A `bel` row is a row of zone `BE`.
         let zero = series
             .intensity(&zone, h("2025-06-01T12:00:00Z"), now)
             .await
@@ -166,13 +210,67 @@ mod tests {
             Err(ProviderError::MissingHour { .. })
         ));
         for bad in [
-            "zone,start,end,g_co2e_per_kwh,factor_type,source\nBE,2025-06-01T10:00:00Z,2025-06-01T10:00:00Z,1,direct,x\n",
-            "zone,start,end,g_co2e_per_kwh,factor_type,source\nBE,2025-06-01T10:00:00Z,2025-06-01T11:00:00Z,-1,direct,x\n",
-            "zone,start,end,g_co2e_per_kwh,factor_type,source\nBE,2025-06-01T10:00:00Z,2025-06-01T11:00:00Z,1,average,x\n",
-            "zone,start,end,g_co2e_per_kwh,factor_type,source\nBE,yesterday,2025-06-01T11:00:00Z,1,direct,x\n",
+            "BE,2025-06-01T10:00:00Z,2025-06-01T10:00:00Z,1,direct,x\n",
+            "BE,2025-06-01T10:00:00Z,2025-06-01T11:00:00Z,-1,direct,x\n",
+            "BE,2025-06-01T10:00:00Z,2025-06-01T11:00:00Z,1,average,x\n",
+            "BE,yesterday,2025-06-01T11:00:00Z,1,direct,x\n",
+            "Atlantis,2025-06-01T10:00:00Z,2025-06-01T11:00:00Z,1,direct,x\n",
         ] {
-            let err = CsvSeries::parse("ops".into(), bad).expect_err(bad);
+            let err =
+                CsvSeries::parse("ops".into(), &format!("{HEADER}{bad}"), &table).expect_err(bad);
             assert!(err.starts_with("line 2:"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn overlapping_or_repeated_spans_of_a_zone_are_refused_naming_both_lines() {
+        let table = StaticTable::embedded().expect("t");
+        let first = "BE,2025-06-01T10:00:00Z,2025-06-01T12:00:00Z,100,direct,x\n";
+        for (second, want) in [
+            (
+                "BE,2025-06-01T10:00:00Z,2025-06-01T11:00:00Z,50,direct,x\n",
+                "line 3: span [2025-06-01T10:00:00Z, 2025-06-01T11:00:00Z) of zone BE repeats the start of line 2's [2025-06-01T10:00:00Z, 2025-06-01T12:00:00Z)",
+            ),
+            // Starts inside the earlier span (a lookup of 11:00 would have found this one, then
+            // reported a covered hour as missing after it).
+            (
+                "BE,2025-06-01T09:00:00Z,2025-06-01T10:30:00Z,50,direct,x\n",
+                "line 3: span [2025-06-01T09:00:00Z, 2025-06-01T10:30:00Z) of zone BE overlaps line 2's",
+            ),
+            (
+                "BEL,2025-06-01T11:00:00Z,2025-06-01T11:30:00Z,50,direct,x\n",
+                "line 3: span [2025-06-01T11:00:00Z, 2025-06-01T11:30:00Z) of zone BE overlaps line 2's",
+            ),
+            (
+                "be,2025-06-01T09:00:00Z,2025-06-01T13:00:00Z,50,direct,x\n",
+                "line 3: span [2025-06-01T09:00:00Z, 2025-06-01T13:00:00Z) of zone BE overlaps line 2's",
+            ),
+        ] {
+            let err = CsvSeries::parse("ops".into(), &format!("{HEADER}{first}{second}"), &table)
+                .expect_err(second);
+            assert!(err.starts_with(want), "{err}");
+        }
+        // Adjacent spans (half-open) and other zones' spans do not overlap, in any row order.
+        let ok = format!(
+            "{HEADER}BE,2025-06-01T12:00:00Z,2025-06-01T13:00:00Z,3,direct,x\n\
+             FR,2025-06-01T10:00:00Z,2025-06-01T13:00:00Z,2,direct,x\n\
+             {first}\
+             BE,2025-06-01T09:00:00Z,2025-06-01T10:00:00Z,1,direct,x\n"
+        );
+        let series = CsvSeries::parse("ops".into(), &ok, &table).expect("disjoint");
+        let be = table.zone("BE").expect("zone");
+        let now = Utc::now();
+        for (hour, want) in [
+            ("2025-06-01T09:00:00Z", 1.0),
+            ("2025-06-01T10:00:00Z", 100.0),
+            ("2025-06-01T11:00:00Z", 100.0),
+            ("2025-06-01T12:00:00Z", 3.0),
+        ] {
+            let i = series
+                .intensity(&be, hour.parse().expect("hour"), now)
+                .await
+                .expect(hour);
+            assert_eq!(i.value.0, want, "{hour}");
         }
     }
 }
