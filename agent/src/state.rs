@@ -28,6 +28,15 @@ pub enum StateError {
     Invalid(String),
 }
 
+impl StateError {
+    /// True for a file whose content is not what it should be at all (e.g. not UTF-8), as
+    /// opposed to one that could not be read now.
+    #[must_use]
+    pub fn is_invalid_data(&self) -> bool {
+        matches!(self, Self::Io { source, .. } if source.kind() == std::io::ErrorKind::InvalidData)
+    }
+}
+
 /// Which signer the node enrolled with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]

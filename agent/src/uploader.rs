@@ -8,6 +8,7 @@
 //! that drain.
 
 use crate::spool::Spool;
+use crate::state::StateError;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,35 @@ pub const BACKOFF_START: Duration = Duration::from_millis(500);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Timeout of one HTTP request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest `Retry-After` (429, 503) honoured: a longer one waits this long, like the backoff.
+pub const RETRY_AFTER_CAP: Duration = BACKOFF_CAP;
+
+/// Problem codes of the oracle's verdicts on a window (`docs/protocol.md` §3.4): the oracle
+/// read these bytes and refused them, so sending them again cannot succeed. Any other 4xx (a
+/// reverse proxy's 404 or 408, the oracle's `not_found` for a wrong `--oracle` URL,
+/// `seq_replay`, an answer without a `code`) says nothing about the window: it is retried.
+pub const WINDOW_REJECTION_CODES: &[&str] = &[
+    "malformed_jws",
+    "unsupported_alg",
+    "wrong_typ",
+    "forbidden_header",
+    "missing_kid",
+    "unknown_kid",
+    "bad_signature",
+    "malformed_payload",
+    "unsupported_version",
+    "node_mismatch",
+    "seq_conflict",
+    "seq_gap",
+    "chain_broken",
+    "invalid_period",
+    "future_window",
+    "overlapping_window",
+    "implausible",
+    "job_closed",
+    "payload_too_large",
+    "unsupported_media_type",
+];
 
 /// Most windows [`Uploader::drain`] sends in one `POST /v1/telemetry/batch`: 100, not the
 /// protocol's [`MAX_BATCH_WINDOWS`] (500). A hundred windows already spread the HTTP cost of a
@@ -47,8 +77,15 @@ const BATCH_PER_WINDOW_BYTES: usize = 3;
 
 pub use wattest_shared::api::CertificateSummary;
 
+/// The 200 receipt (`docs/protocol.md` §3.3) or the 202 held answer (§3.4): both carry the
+/// window's `seq` and `hash`, which a page of another server answering 200 does not.
 #[derive(Debug, Deserialize)]
 struct Accepted {
+    #[serde(rename = "seq")]
+    _seq: u64,
+    #[serde(rename = "hash")]
+    _hash: String,
+    #[serde(default)]
     certificate: Option<CertificateSummary>,
 }
 
@@ -66,7 +103,8 @@ pub enum Outcome {
     Accepted(Option<CertificateSummary>),
     /// Accepted earlier (a retry after a lost acknowledgement).
     AlreadyAccepted,
-    /// Refused for good (4xx): retrying the same bytes cannot succeed.
+    /// Refused for good: a 4xx with one of the [`WINDOW_REJECTION_CODES`]; retrying the same
+    /// bytes cannot succeed.
     Rejected {
         /// HTTP status.
         status: u16,
@@ -75,8 +113,23 @@ pub enum Outcome {
         /// Problem detail.
         detail: String,
     },
-    /// Network error or 5xx: retry later.
-    Transient(String),
+    /// Network error, 5xx, 429, or a 4xx that is no verdict on the window (`seq_replay`, a
+    /// proxy's 404…): retry later.
+    Transient {
+        /// What failed, for the log.
+        reason: String,
+        /// The answer's `Retry-After` (429, 503): wait at least this long.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl Outcome {
+    fn transient(reason: String) -> Self {
+        Self::Transient {
+            reason,
+            retry_after: None,
+        }
+    }
 }
 
 /// Result of draining the spool.
@@ -88,8 +141,13 @@ pub struct Drained {
     pub acknowledged: usize,
     /// (seq, reason) of windows refused for good.
     pub rejected: Vec<(u64, String)>,
-    /// Windows still in the spool (the deadline passed).
+    /// Windows still in the spool when the drain returned (the deadline passed, or it stopped
+    /// on a local error), counted from the spool.
     pub remaining: usize,
+    /// Why the drain stopped before the spool was empty for a reason of this machine (the spool
+    /// cannot be read, a window cannot be removed or set aside), naming the file; `None` when
+    /// it emptied the spool or only the deadline stopped it.
+    pub stopped: Option<String>,
 }
 
 /// What the oracle said about a batch (`POST /v1/telemetry/batch`) as a whole.
@@ -107,8 +165,13 @@ pub enum BatchOutcome {
         detail: String,
     },
     /// Network error, 5xx, 429, or an answer that cannot be read: nothing is known about any
-    /// window; retry later.
-    Transient(String),
+    /// window; retry later (at least `retry_after`, the answer's `Retry-After`, when given).
+    Transient {
+        /// What failed, for the log.
+        reason: String,
+        /// The answer's `Retry-After` (429, 503).
+        retry_after: Option<Duration>,
+    },
 }
 
 /// HTTP client of the oracle's telemetry endpoints.
@@ -150,7 +213,9 @@ impl Uploader {
         &self.base
     }
 
-    /// Posts one window as `application/jose`.
+    /// Posts one window as `application/jose`. A 2xx counts only with a readable receipt (or
+    /// held answer): a body that cannot be read or is not one (another server's page) is
+    /// transient, since the window may not have reached the oracle.
     pub async fn post(&self, jws: &str) -> Outcome {
         let response = self
             .client
@@ -161,27 +226,46 @@ impl Uploader {
             .await;
         let response = match response {
             Ok(r) => r,
-            Err(err) => return Outcome::Transient(format!("{err}")),
+            Err(err) => return Outcome::transient(format!("{err}")),
         };
         let status = response.status();
-        let body = response.bytes().await.unwrap_or_default();
-        if status == reqwest::StatusCode::ACCEPTED {
-            // Held by the oracle after a gap in the chain: durable there, appended and credited
-            // once the missing windows arrive.
-            tracing::warn!("The oracle holds this window until earlier missing windows arrive.");
+        let retry_after = retry_after(response.headers());
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(err) => {
+                return Outcome::Transient {
+                    reason: format!("reading the HTTP {status} answer: {err}"),
+                    retry_after,
+                };
+            }
+        };
+        if status.is_success() {
+            let accepted = match serde_json::from_slice::<Accepted>(&body) {
+                Ok(a) => a,
+                Err(err) => {
+                    return Outcome::transient(format!(
+                        "the HTTP {status} answer is not a receipt ({err}): {}",
+                        String::from_utf8_lossy(&body)
+                            .chars()
+                            .take(200)
+                            .collect::<String>()
+                    ));
+                }
+            };
+            if status == reqwest::StatusCode::ACCEPTED {
+                // Held by the oracle after a gap in the chain: durable there, appended and
+                // credited once the missing windows arrive.
+                tracing::warn!(
+                    "The oracle holds this window until earlier missing windows arrive."
+                );
+            }
+            return classify(status.as_u16(), accepted.certificate, None, None);
         }
-        let certificate = status
-            .is_success()
-            .then(|| serde_json::from_slice::<Accepted>(&body).ok())
-            .flatten()
-            .and_then(|a| a.certificate);
-        let problem = (!status.is_success()).then(|| {
-            serde_json::from_slice(&body).unwrap_or_else(|_| Problem {
-                detail: Some(String::from_utf8_lossy(&body).into_owned()),
-                ..Problem::default()
-            })
+        let problem = serde_json::from_slice(&body).unwrap_or_else(|_| Problem {
+            detail: Some(String::from_utf8_lossy(&body).chars().take(300).collect()),
+            ..Problem::default()
         });
-        classify(status.as_u16(), certificate, problem)
+        classify(status.as_u16(), None, Some(problem), retry_after)
     }
 
     /// Posts `windows` (compact JWS, one node's in ascending seq) in one
@@ -199,17 +283,29 @@ impl Uploader {
             .await;
         let response = match response {
             Ok(r) => r,
-            Err(err) => return BatchOutcome::Transient(format!("{err}")),
+            Err(err) => {
+                return BatchOutcome::Transient {
+                    reason: format!("{err}"),
+                    retry_after: None,
+                };
+            }
         };
         let status = response.status();
+        let retry_after = retry_after(response.headers());
         let body = match response.bytes().await {
             Ok(body) => body,
             Err(err) => {
-                return BatchOutcome::Transient(format!("reading the HTTP {status} answer: {err}"));
+                return BatchOutcome::Transient {
+                    reason: format!("reading the HTTP {status} answer: {err}"),
+                    retry_after,
+                };
             }
         };
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return BatchOutcome::Transient(format!("HTTP {status}"));
+            return BatchOutcome::Transient {
+                reason: format!("HTTP {status}"),
+                retry_after,
+            };
         }
         if !status.is_success() {
             let detail = serde_json::from_slice::<Problem>(&body)
@@ -227,12 +323,18 @@ impl Uploader {
             }
             // Which window a result belongs to is unknown: nothing is acknowledged, and a window
             // the oracle did accept gets its original receipt when sent again.
-            Ok(answer) => BatchOutcome::Transient(format!(
-                "the oracle answered {} results for {} windows",
-                answer.results.len(),
-                windows.len()
-            )),
-            Err(err) => BatchOutcome::Transient(format!("unreadable batch answer: {err}")),
+            Ok(answer) => BatchOutcome::Transient {
+                reason: format!(
+                    "the oracle answered {} results for {} windows",
+                    answer.results.len(),
+                    windows.len()
+                ),
+                retry_after: None,
+            },
+            Err(err) => BatchOutcome::Transient {
+                reason: format!("unreadable batch answer: {err}"),
+                retry_after: None,
+            },
         }
     }
 
@@ -241,46 +343,105 @@ impl Uploader {
     ///
     /// Each window's result is handled in seq order as the answer to that window alone: 200,
     /// 202 (held by the oracle) and a duplicate (`already_accepted`) remove it from the spool,
-    /// another 4xx moves it to `spool/rejected/`. The first transient result (5xx, 429), or a
-    /// request that fails as a whole (network error, 5xx, 429, unreadable answer), stops the
-    /// batch there: that window and every later one stay in the spool and are sent again after
-    /// exponential backoff (×2 from [`BACKOFF_START`] to [`BACKOFF_CAP`]) with jitter. A window
-    /// leaves the spool only after its acknowledgement, in seq order.
+    /// a 4xx with one of the [`WINDOW_REJECTION_CODES`] moves it to `spool/rejected/`. The
+    /// first transient result (5xx, 429, any other 4xx), or a request that fails as a whole
+    /// (network error, 5xx, 429, unreadable answer), stops the batch there: that window and
+    /// every later one stay in the spool and are sent again after exponential backoff (×2 from
+    /// [`BACKOFF_START`] to [`BACKOFF_CAP`]) with jitter, and at least the answer's
+    /// `Retry-After` (at most [`RETRY_AFTER_CAP`]). A window leaves the spool only after its
+    /// acknowledgement, in seq order.
+    ///
+    /// A spooled file that is not text (not UTF-8) can never be sent: it is moved to
+    /// `spool/rejected/` with a reason (code `unreadable_spool_file`), logged with its path
+    /// and reported in `rejected`, and the windows after it go on. Another local failure
+    /// (the spool or a file cannot be read, a window cannot be removed or set aside) stops the
+    /// drain, logged with the path and reported in [`Drained::stopped`]. `remaining` is
+    /// counted from the spool on every return.
     ///
     /// An oracle that does not take the batch (404 or 405: no batch route yet; another 4xx but
     /// 429) gets the windows one at a time ([`Uploader::post`]) for the rest of this drain;
     /// the first such fall-back of the process is logged at warn level.
     pub async fn drain(&self, spool: &Spool, deadline: Option<Instant>) -> Drained {
-        let metrics = crate::metrics::global();
         let mut report = Drained::default();
+        if let Err(stopped) = self.drain_rounds(spool, deadline, &mut report).await {
+            report.stopped = Some(stopped);
+        }
+        match spool.pending() {
+            Ok(pending) => {
+                report.remaining = pending.len();
+                crate::metrics::global()
+                    .spool_windows
+                    .set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "Cannot read the spool.");
+                report
+                    .stopped
+                    .get_or_insert(format!("cannot read the spool: {err}"));
+            }
+        }
+        report
+    }
+
+    /// The rounds of [`Uploader::drain`], recording into `report` (all but `remaining`);
+    /// `Ok` when the spool is empty or the deadline passed.
+    ///
+    /// # Errors
+    /// Why it stopped on a local failure (logged already).
+    async fn drain_rounds(
+        &self,
+        spool: &Spool,
+        deadline: Option<Instant>,
+        report: &mut Drained,
+    ) -> Result<(), String> {
+        let metrics = crate::metrics::global();
         let mut delay = BACKOFF_START;
         let mut batches = true;
         loop {
-            let pending = match spool.pending() {
-                Ok(p) => {
-                    metrics
-                        .spool_windows
-                        .set(i64::try_from(p.len()).unwrap_or(i64::MAX));
-                    p
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "Cannot read the spool.");
-                    return report;
-                }
-            };
+            let pending = spool.pending().map_err(|err| {
+                tracing::error!(error = %err, "Cannot read the spool.");
+                format!("cannot read the spool: {err}")
+            })?;
+            metrics
+                .spool_windows
+                .set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
             if pending.is_empty() {
-                return report;
+                return Ok(());
             }
             let limit = if batches { DRAIN_BATCH_WINDOWS } else { 1 };
             let mut seqs = Vec::with_capacity(limit.min(pending.len()));
             let mut windows = Vec::with_capacity(limit.min(pending.len()));
             let mut bytes = BATCH_ENVELOPE_BYTES;
+            let mut set_aside = false;
             for (seq, path) in pending.iter().take(limit) {
                 let jws = match Spool::read(path) {
                     Ok(j) => j,
+                    // Not UTF-8: no JWS, and it never becomes one. Set aside (not deleted), so
+                    // that the windows after it are not held back for ever.
+                    Err(err @ StateError::Io { .. }) if err.is_invalid_data() => {
+                        tracing::error!(seq, file = %path.display(), error = %err, "A spooled window is not text and can never be sent; it is moved to spool/rejected/.");
+                        let detail = format!("{}: {err}", path.display());
+                        let reason = serde_json::json!({
+                            "status": null, "code": "unreadable_spool_file", "detail": detail,
+                        })
+                        .to_string();
+                        spool.reject(*seq, &reason).map_err(|err| {
+                            tracing::error!(seq, file = %path.display(), error = %err, "Cannot move an unreadable spooled window to spool/rejected/.");
+                            format!("cannot set aside the unreadable window {}: {err}", path.display())
+                        })?;
+                        metrics.windows_rejected.inc();
+                        report
+                            .rejected
+                            .push((*seq, format!("unreadable_spool_file: {detail}")));
+                        set_aside = true;
+                        break;
+                    }
                     Err(err) => {
-                        tracing::error!(seq, error = %err, "Cannot read a spooled window.");
-                        return report;
+                        tracing::error!(seq, file = %path.display(), error = %err, "Cannot read a spooled window.");
+                        return Err(format!(
+                            "cannot read the spooled window {}: {err}",
+                            path.display()
+                        ));
                     }
                 };
                 bytes += jws.len() + BATCH_PER_WINDOW_BYTES;
@@ -290,10 +451,19 @@ impl Uploader {
                 seqs.push(*seq);
                 windows.push(jws);
             }
+            if windows.is_empty() && set_aside {
+                continue;
+            }
             let outcomes = if batches {
                 match self.post_batch(&windows).await {
                     BatchOutcome::Results(outcomes) => outcomes,
-                    BatchOutcome::Transient(reason) => vec![Outcome::Transient(reason)],
+                    BatchOutcome::Transient {
+                        reason,
+                        retry_after,
+                    } => vec![Outcome::Transient {
+                        reason,
+                        retry_after,
+                    }],
                     BatchOutcome::Unsupported { status, detail } => {
                         self.log_fallback(status, &detail);
                         batches = false;
@@ -303,25 +473,21 @@ impl Uploader {
             } else {
                 vec![self.post(&windows[0]).await]
             };
-            // Results in seq order; `done` windows of this batch have left the spool before each.
-            for (done, (&seq, outcome)) in seqs.iter().zip(outcomes).enumerate() {
+            // Results in seq order; each window of this batch before it has left the spool.
+            for (&seq, outcome) in seqs.iter().zip(outcomes) {
                 match outcome {
                     Outcome::Accepted(certificate) => {
                         tracing::debug!(seq, "Window acknowledged.");
                         delay = BACKOFF_START;
                         report.certificates.extend(certificate);
-                        if !acknowledge(spool, seq, &mut report) {
-                            return report;
-                        }
+                        acknowledge(spool, seq, report)?;
                     }
                     Outcome::AlreadyAccepted => {
                         tracing::info!(
                             seq,
                             "Window was already accepted; removing it from the spool."
                         );
-                        if !acknowledge(spool, seq, &mut report) {
-                            return report;
-                        }
+                        acknowledge(spool, seq, report)?;
                     }
                     Outcome::Rejected {
                         status,
@@ -335,23 +501,27 @@ impl Uploader {
                                 .to_string();
                         if let Err(err) = spool.reject(seq, &reason) {
                             tracing::error!(seq, error = %err, "Cannot move a rejected window.");
-                            return report;
+                            return Err(format!(
+                                "cannot move the rejected window {seq} to spool/rejected/: {err}"
+                            ));
                         }
                         metrics.spool_windows.dec();
                         report.rejected.push((seq, format!("{code}: {detail}")));
                     }
-                    Outcome::Transient(reason) => {
+                    Outcome::Transient {
+                        reason,
+                        retry_after,
+                    } => {
                         metrics.upload_errors.inc();
-                        let left = pending.len() - done;
-                        let now = Instant::now();
-                        if deadline.is_some_and(|d| now + delay > d) {
-                            report.remaining = left;
-                            tracing::warn!(pending = left, reason = %reason, "Oracle unreachable; windows stay in the spool for the next run.");
-                            return report;
+                        let wait = delay
+                            .mul_f64(rand_unit())
+                            .max(retry_after.unwrap_or_default().min(RETRY_AFTER_CAP));
+                        if deadline.is_some_and(|d| Instant::now() + wait > d) {
+                            tracing::warn!(reason = %reason, "Oracle unreachable; windows stay in the spool for the next run.");
+                            return Ok(());
                         }
-                        let jittered = delay.mul_f64(rand_unit());
-                        tracing::warn!(seq, reason = %reason, retry_in_ms = jittered.as_millis() as u64, "Oracle unreachable; retrying.");
-                        tokio::time::sleep(jittered).await;
+                        tracing::warn!(seq, reason = %reason, retry_in_ms = wait.as_millis() as u64, "Oracle unreachable; retrying.");
+                        tokio::time::sleep(wait).await;
                         delay = (delay * 2).min(BACKOFF_CAP);
                         // This window and the rest of the batch are sent again, in order.
                         break;
@@ -386,18 +556,22 @@ impl Uploader {
     }
 }
 
-/// Removes acknowledged window `seq` from the spool and counts it; false (after logging) when
-/// it cannot be removed.
-fn acknowledge(spool: &Spool, seq: u64, report: &mut Drained) -> bool {
+/// Removes acknowledged window `seq` from the spool and counts it.
+///
+/// # Errors
+/// Why it cannot be removed (logged already).
+fn acknowledge(spool: &Spool, seq: u64, report: &mut Drained) -> Result<(), String> {
     let metrics = crate::metrics::global();
     metrics.windows_acknowledged.inc();
     report.acknowledged += 1;
     if let Err(err) = spool.ack(seq) {
         tracing::error!(seq, error = %err, "Cannot remove an acknowledged window from the spool.");
-        return false;
+        return Err(format!(
+            "cannot remove the acknowledged window {seq} from the spool: {err}"
+        ));
     }
     metrics.spool_windows.dec();
-    true
+    Ok(())
 }
 
 /// What one result of a batch means for its window: what [`Uploader::post`] makes of the same
@@ -419,16 +593,21 @@ fn outcome_of(result: TelemetryBatchResult) -> Outcome {
         result.status,
         result.accepted.and_then(|a| a.certificate),
         problem,
+        None,
     )
 }
 
 /// The outcome of one window's answer, the same for a single post and a batch result: 2xx
-/// accepted (202: held by the oracle, no certificate), 5xx and 429 transient, a duplicate's
-/// `already_accepted` acknowledged, any other status refused for good.
+/// accepted (202: held by the oracle, no certificate); a duplicate's `already_accepted: true`
+/// (older oracles; today a duplicate is a 200 with the original receipt) acknowledged; a 4xx
+/// with one of the [`WINDOW_REJECTION_CODES`] refused for good; anything else transient: 5xx,
+/// 429, `seq_replay` (nothing was stored, resend as is: `docs/protocol.md` §3.4), and a 4xx
+/// that is no verdict on the window (a proxy's or a wrong URL's 404, 405, 408; no `code`).
 fn classify(
     status: u16,
     certificate: Option<CertificateSummary>,
     problem: Option<Problem>,
+    retry_after: Option<Duration>,
 ) -> Outcome {
     if status == 202 {
         return Outcome::Accepted(None);
@@ -436,25 +615,52 @@ fn classify(
     if (200..300).contains(&status) {
         return Outcome::Accepted(certificate);
     }
-    if status >= 500 || status == 429 {
-        return Outcome::Transient(match problem {
-            Some(Problem {
-                code: Some(code),
-                detail,
-                ..
-            }) => format!("HTTP {status} {code}: {}", detail.unwrap_or_default()),
-            _ => format!("HTTP {status}"),
-        });
-    }
     let problem = problem.unwrap_or_default();
-    if problem.already_accepted == Some(true) {
+    if (400..500).contains(&status) && problem.already_accepted == Some(true) {
         return Outcome::AlreadyAccepted;
     }
-    Outcome::Rejected {
-        status,
-        code: problem.code.unwrap_or_else(|| "unknown".into()),
-        detail: problem.detail.unwrap_or_default(),
+    let code = problem.code.unwrap_or_default();
+    let detail = problem.detail.unwrap_or_default();
+    if (400..500).contains(&status) && WINDOW_REJECTION_CODES.contains(&code.as_str()) {
+        return Outcome::Rejected {
+            status,
+            code,
+            detail,
+        };
     }
+    let hint = if (400..500).contains(&status) && status != 429 && code != "seq_replay" {
+        " (not a verdict on the window: is the oracle URL right?)"
+    } else {
+        ""
+    };
+    let code = if code.is_empty() {
+        String::new()
+    } else {
+        format!(" {code}")
+    };
+    Outcome::Transient {
+        reason: format!("HTTP {status}{code}: {detail}{hint}"),
+        retry_after,
+    }
+}
+
+/// The `Retry-After` of an answer: delta-seconds, or an HTTP date (the time until it, 0 when
+/// past); `None` when absent or unreadable.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default(),
+    )
 }
 
 /// A uniform number in [0.5, 1.0) from the clock's sub-second noise: jitter needs spread, not
@@ -481,15 +687,22 @@ mod tests {
     use std::collections::{HashMap, VecDeque};
     use std::sync::Mutex;
 
-    /// A scripted answer to one window.
+    /// A scripted answer to one window, as the oracle answers it (`oracle/src/api/telemetry.rs`,
+    /// `oracle/src/api/problem.rs`, the plumbing in `oracle/src/api/mod.rs`).
     #[derive(Debug, Clone)]
     enum Answer {
         Ok,
         Certificate,
         Held,
+        /// A window accepted before (a lost acknowledgement): 200 with the original receipt.
         Duplicate,
+        /// 409 `seq_replay`, `already_accepted: false`: nothing stored, resend as is.
+        Replay,
         Refused,
         Unavailable,
+        /// 429 `rate_limited` with `Retry-After` (the oracle's rate limiter answers it for a
+        /// whole request, single or batch).
+        RateLimited,
     }
 
     #[derive(Default)]
@@ -498,8 +711,12 @@ mod tests {
         answers: HashMap<String, VecDeque<Answer>>,
         /// Whole-request answers of the batch route, used in turn before the per-window ones.
         batch_status: VecDeque<u16>,
+        /// `Retry-After` seconds of a 429 or 503 answered for a whole request.
+        retry_after: Option<u64>,
         /// Windows of each request: ("batch" | "single", windows).
         requests: Vec<(&'static str, Vec<String>)>,
+        /// When each request arrived.
+        arrivals: Vec<Instant>,
     }
 
     type Shared = Arc<Mutex<Script>>;
@@ -526,15 +743,36 @@ mod tests {
         }
     }
 
-    fn problem(status: u16, code: &str, already_accepted: Option<bool>) -> Value {
+    /// The oracle's RFC 9457 body (`ApiError` into `Problem`): title the status's reason,
+    /// `already_accepted` and `expected_seq` only where the oracle sets them.
+    fn problem(status: u16, code: &str, expected_seq: Option<u64>) -> Value {
+        let title = StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
         let mut p = json!({
-            "type": format!("https://wattest.dev/problems/{code}"), "title": "stub",
+            "type": format!("https://wattest.dev/problems/{code}"), "title": title,
             "status": status, "detail": format!("stub {code}"), "code": code,
         });
-        if let Some(a) = already_accepted {
-            p["already_accepted"] = json!(a);
+        if let Some(expected) = expected_seq {
+            p["already_accepted"] = json!(false);
+            p["expected_seq"] = json!(expected);
         }
         p
+    }
+
+    /// The code the oracle's plumbing gives a whole-request error (`ApiError::from_status`).
+    fn plumbing_code(status: u16) -> &'static str {
+        match status {
+            404 => "not_found",
+            405 => "method_not_allowed",
+            413 => "payload_too_large",
+            415 => "unsupported_media_type",
+            429 => "rate_limited",
+            503 => "unavailable",
+            s if s >= 500 => "internal",
+            _ => "invalid_request",
+        }
     }
 
     /// The status and body `/v1/telemetry` would answer for `jws`, and the next answer.
@@ -550,25 +788,38 @@ mod tests {
                     "salt_length": "digest", "certificate": certificate })
         };
         match next {
-            Answer::Ok => (200, receipt(None)),
+            Answer::Ok | Answer::Duplicate => (200, receipt(None)),
             Answer::Certificate => (200, receipt(Some(certificate()))),
             Answer::Held => (
                 202,
                 json!({ "node_id": "node", "seq": seq, "hash": format!("h{seq}"),
                         "status": "held", "expected_seq": 1 }),
             ),
-            Answer::Duplicate => (409, problem(409, "seq_replay", Some(true))),
+            Answer::Replay => (409, problem(409, "seq_replay", Some(seq))),
             Answer::Refused => (422, problem(422, "implausible", None)),
             Answer::Unavailable => (503, problem(503, "unavailable", None)),
+            Answer::RateLimited => (429, problem(429, "rate_limited", None)),
         }
     }
 
-    fn respond(status: u16, body: &Value) -> Response {
-        (
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            axum::Json(body.clone()),
-        )
-            .into_response()
+    /// The response: errors as `application/problem+json`, with `Retry-After` on a 429 or 503
+    /// when the script sets one.
+    fn respond(status: u16, body: &Value, retry_after: Option<u64>) -> Response {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (code, axum::Json(body.clone())).into_response();
+        if status >= 400 {
+            response.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/problem+json"),
+            );
+        }
+        if let Some(seconds) = retry_after.filter(|_| status == 429 || status == 503) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
+        response
     }
 
     async fn single(State(script): State<Shared>, body: String) -> Response {
@@ -576,8 +827,9 @@ mod tests {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         script.requests.push(("single", vec![body.clone()]));
+        script.arrivals.push(Instant::now());
         let (status, body) = answer(&mut script, &body);
-        respond(status, &body)
+        respond(status, &body, script.retry_after)
     }
 
     async fn batch(
@@ -588,8 +840,13 @@ mod tests {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         script.requests.push(("batch", request.windows.clone()));
+        script.arrivals.push(Instant::now());
         if let Some(status) = script.batch_status.pop_front() {
-            return respond(status, &problem(status, "stub", None));
+            return respond(
+                status,
+                &problem(status, plumbing_code(status), None),
+                script.retry_after,
+            );
         }
         let results: Vec<Value> = request
             .windows
@@ -604,25 +861,36 @@ mod tests {
                 json!({ "status": status, member: body })
             })
             .collect();
-        respond(200, &json!({ "results": results }))
+        respond(200, &json!({ "results": results }), None)
+    }
+
+    /// The oracle's answer to an unknown route: 404 `not_found` problem.
+    async fn no_route() -> Response {
+        respond(404, &problem(404, "not_found", None), None)
     }
 
     /// A stub oracle (with or without the batch route) and an uploader pointed at it.
     async fn stub(script: Script, with_batch: bool) -> (Uploader, Shared) {
         let shared: Shared = Arc::new(Mutex::new(script));
-        let mut app = axum::Router::new().route("/v1/telemetry", axum::routing::post(single));
+        let mut app = axum::Router::new()
+            .route("/v1/telemetry", axum::routing::post(single))
+            .fallback(no_route);
         if with_batch {
             app = app.route("/v1/telemetry/batch", axum::routing::post(batch));
         }
         let app = app.with_state(shared.clone());
+        (serve(app).await, shared)
+    }
+
+    /// Serves `app` on a loopback port; an uploader pointed at it.
+    async fn serve(app: axum::Router) -> Uploader {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
         wattest_shared::tls::install_crypto_provider();
-        let uploader = Uploader::new(&format!("http://{addr}")).expect("client");
-        (uploader, shared)
+        Uploader::new(&format!("http://{addr}")).expect("client")
     }
 
     fn spool_with(n: u64) -> (tempfile::TempDir, Spool) {
@@ -644,6 +912,14 @@ mod tests {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .requests
             .clone()
+    }
+
+    /// Time between the first two requests the stub received.
+    fn first_gap(shared: &Shared) -> Duration {
+        let script = shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        script.arrivals[1] - script.arrivals[0]
     }
 
     #[tokio::test]
@@ -807,5 +1083,240 @@ mod tests {
                 ("single", names([2]))
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_seq_replay_is_sent_again_as_is_not_set_aside() {
+        for with_batch in [true, false] {
+            let mut script = Script::default();
+            script
+                .answers
+                .insert("w2".into(), [Answer::Replay, Answer::Duplicate].into());
+            let (uploader, shared) = stub(script, with_batch).await;
+            let (tmp, spool) = spool_with(3);
+            let report = uploader.drain(&spool, None).await;
+            assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+            assert_eq!((report.acknowledged, report.remaining), (3, 0));
+            assert!(!tmp.path().join("rejected").exists());
+            let sent: Vec<String> = requests(&shared).into_iter().flat_map(|(_, w)| w).collect();
+            let expected = if with_batch {
+                names([1, 2, 3, 2, 3])
+            } else {
+                names([1, 2, 2, 3])
+            };
+            assert_eq!(sent, expected, "batch route: {with_batch}");
+        }
+    }
+
+    #[test]
+    fn only_a_window_verdict_of_the_oracle_is_final() {
+        let p = |code: &str, already_accepted: Option<bool>| Problem {
+            code: (!code.is_empty()).then(|| code.to_owned()),
+            detail: Some("d".into()),
+            already_accepted,
+        };
+        for (status, code) in [
+            (400, "malformed_jws"),
+            (401, "unknown_kid"),
+            (401, "bad_signature"),
+            (403, "node_mismatch"),
+            (409, "seq_conflict"),
+            (409, "seq_gap"),
+            (422, "implausible"),
+            (413, "payload_too_large"),
+        ] {
+            assert!(
+                matches!(
+                    classify(status, None, Some(p(code, None)), None),
+                    Outcome::Rejected { .. }
+                ),
+                "{status} {code}"
+            );
+        }
+        for (status, code, already) in [
+            (409, "seq_replay", Some(false)),
+            (404, "not_found", None),
+            (405, "method_not_allowed", None),
+            (401, "missing_token", None),
+            (403, "forbidden_role", None),
+            (400, "invalid_request", None),
+            (404, "", None),
+            (408, "", None),
+            (413, "", None),
+            (429, "rate_limited", None),
+            (503, "unavailable", None),
+        ] {
+            assert!(
+                matches!(
+                    classify(status, None, Some(p(code, already)), None),
+                    Outcome::Transient { .. }
+                ),
+                "{status} {code}"
+            );
+        }
+        assert!(matches!(
+            classify(409, None, None, None),
+            Outcome::Transient { .. }
+        ));
+        assert!(matches!(
+            classify(409, None, Some(p("seq_replay", Some(true))), None),
+            Outcome::AlreadyAccepted
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_oracle_url_keeps_every_window_in_the_spool() {
+        // A path prefix the oracle does not serve (its 404 `not_found` problem), and a reverse
+        // proxy's plain 404, 405 and 408 pages.
+        let oracle = {
+            let app = axum::Router::new().fallback(no_route);
+            let uploader = serve(app).await;
+            Uploader::new(&format!("{}/wrong/prefix", uploader.base())).expect("client")
+        };
+        let mut uploaders = vec![oracle];
+        for status in [404, 405, 408] {
+            let app = axum::Router::new().fallback(move || async move {
+                (
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND),
+                    [(axum::http::header::CONTENT_TYPE, "text/html")],
+                    "<html><body>nginx</body></html>",
+                )
+            });
+            uploaders.push(serve(app).await);
+        }
+        for uploader in uploaders {
+            let (tmp, spool) = spool_with(3);
+            let report = uploader
+                .drain(&spool, Some(Instant::now() + Duration::from_millis(600)))
+                .await;
+            assert!(
+                report.rejected.is_empty(),
+                "{}: {:?}",
+                uploader.base(),
+                report.rejected
+            );
+            assert_eq!((report.acknowledged, report.remaining), (0, 3));
+            assert_eq!(spool.pending().expect("pending").len(), 3);
+            assert!(!tmp.path().join("rejected").exists());
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_waited_for_in_batches_and_single_posts() {
+        // The first retry's backoff is 0.25–0.5 s: a second apart means Retry-After was heeded.
+        let script = Script {
+            batch_status: [429].into(),
+            retry_after: Some(1),
+            ..Script::default()
+        };
+        let (uploader, shared) = stub(script, true).await;
+        let (_tmp, spool) = spool_with(2);
+        let report = uploader.drain(&spool, None).await;
+        assert_eq!(report.acknowledged, 2);
+        assert!(
+            first_gap(&shared) >= Duration::from_secs(1),
+            "{:?}",
+            first_gap(&shared)
+        );
+
+        let mut script = Script {
+            retry_after: Some(1),
+            ..Script::default()
+        };
+        script
+            .answers
+            .insert("w1".into(), [Answer::RateLimited].into());
+        let (uploader, shared) = stub(script, false).await;
+        let (_tmp, spool) = spool_with(1);
+        let report = uploader.drain(&spool, None).await;
+        assert_eq!(report.acknowledged, 1);
+        assert!(
+            first_gap(&shared) >= Duration::from_secs(1),
+            "{:?}",
+            first_gap(&shared)
+        );
+
+        // A Retry-After beyond the deadline ends the drain at once.
+        let script = Script {
+            batch_status: [503].into(),
+            retry_after: Some(20),
+            ..Script::default()
+        };
+        let (uploader, _shared) = stub(script, true).await;
+        let (_tmp, spool) = spool_with(1);
+        let report = uploader
+            .drain(&spool, Some(Instant::now() + Duration::from_secs(5)))
+            .await;
+        assert_eq!((report.acknowledged, report.remaining), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn a_200_without_a_readable_receipt_is_not_an_acknowledgement() {
+        // Another server's page.
+        let app = axum::Router::new().fallback(|| async { "<html>welcome</html>" });
+        let uploader = serve(app).await;
+        assert!(matches!(
+            uploader.post("w1").await,
+            Outcome::Transient { .. }
+        ));
+
+        // A body cut short: Content-Length promises more than arrives.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"seq\":1,",
+                );
+            }
+        });
+        let uploader = Uploader::new(&format!("http://{addr}")).expect("client");
+        let outcome = uploader.post("w1").await;
+        assert!(matches!(outcome, Outcome::Transient { .. }), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_spool_file_is_set_aside_and_the_rest_goes_on() {
+        let (uploader, shared) = stub(Script::default(), true).await;
+        let (tmp, spool) = spool_with(3);
+        let file = tmp.path().join(format!("{:020}.jws", 2));
+        std::fs::write(&file, b"\xff\xfe not utf-8").expect("write");
+        let report = uploader.drain(&spool, None).await;
+        assert_eq!((report.acknowledged, report.remaining), (2, 0));
+        assert_eq!(report.stopped, None);
+        assert_eq!(report.rejected.len(), 1);
+        assert_eq!(report.rejected[0].0, 2);
+        assert!(report.rejected[0].1.starts_with("unreadable_spool_file"));
+        let kept = tmp.path().join("rejected").join(format!("{:020}.jws", 2));
+        assert_eq!(std::fs::read(&kept).expect("kept"), b"\xff\xfe not utf-8");
+        let reason: Value = serde_json::from_slice(
+            &std::fs::read(kept.with_extension("reason.json")).expect("reason"),
+        )
+        .expect("json");
+        assert_eq!(reason["code"], "unreadable_spool_file");
+        let sent: Vec<String> = requests(&shared).into_iter().flat_map(|(_, w)| w).collect();
+        assert_eq!(sent, names([1, 3]));
+    }
+
+    #[tokio::test]
+    async fn a_drain_stopped_by_a_local_error_counts_what_is_left() {
+        let mut script = Script::default();
+        script.answers.insert("w2".into(), [Answer::Refused].into());
+        let (uploader, _shared) = stub(script, true).await;
+        let (tmp, spool) = spool_with(3);
+        // `rejected` is a file: the refused window cannot be set aside.
+        std::fs::write(tmp.path().join("rejected"), "").expect("write");
+        let report = uploader.drain(&spool, None).await;
+        assert_eq!((report.acknowledged, report.remaining), (1, 2));
+        let stopped = report.stopped.expect("stopped");
+        assert!(stopped.contains("rejected window 2"), "{stopped}");
+
+        // An unreadable spool directory.
+        let gone = Spool::new(tmp.path().join("missing"));
+        let report = uploader.drain(&gone, None).await;
+        assert!(report.stopped.is_some());
     }
 }

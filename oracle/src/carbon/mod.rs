@@ -3,10 +3,11 @@
 //! Providers (one file each): [`static_table`] (Ember yearly table, the default), [`electricity_maps`]
 //! (Electricity Maps v3), [`neso`] (UK NESO Carbon Intensity), [`watttime`] (WattTime v3 MOER,
 //! marginal) and [`csv_series`] (an operator's CSV time series). [`config`] reads the chain per
-//! zone from a TOML file (`wattest-oracle serve --carbon-config FILE`); [`cache`] stores every
-//! figure a live provider returned for a past hour, so the oracle never asks twice for the same
-//! zone-hour. A live provider that fails leaves a fallback reason that goes into the per-hour
-//! provenance of the certificate.
+//! zone from a TOML file (`wattest-oracle serve --carbon-config FILE`); [`cache`] stores the
+//! figure a live provider returned for a past hour (an estimated one only once the hour ended
+//! [`ESTIMATE_GRACE_HOURS`] ago), so the oracle never asks twice for a settled zone-hour. A live
+//! provider that fails leaves a fallback reason that goes into the per-hour provenance of the
+//! certificate.
 
 pub mod cache;
 pub mod config;
@@ -27,6 +28,16 @@ pub use static_table::{CarbonError, EMBER_DATASET, GridZone, Intensity, StaticTa
 /// stuck provider delays an issuance by at most this much per hour of the job before the chain
 /// falls back.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+
+/// Hours after the end of an hour during which a live provider's figure marked `estimated` is
+/// applied but not cached, so that a later issuance can still get the measured one. NESO's
+/// national `actual` ("the estimated carbon intensity from metered generation",
+/// carbonintensity.org.uk) is null until it is computed from metered data, typically 30–60 min
+/// after the half-hour ends; in the meantime the `forecast` is used. Two hours is twice that
+/// lag, and bounds how long a provider that only ever estimates (NESO regions, Electricity Maps
+/// for a zone without measurements) is asked again for the same hour. After it, the estimate is
+/// cached like any figure and, the first stored figure being kept, is final.
+pub const ESTIMATE_GRACE_HOURS: i64 = 2;
 
 /// Why a provider gave no figure for a zone-hour. Messages never contain an API key, password or
 /// token: they name the provider, the HTTP status and what was wrong with the body only.
@@ -166,8 +177,8 @@ pub struct ProviderInfo {
     pub name: String,
     /// `static`, `electricitymaps`, `neso`, `watttime` or `csv`.
     pub kind: String,
-    /// True when figures come from a remote service: past zone-hours are cached, a failure is
-    /// recorded as a fallback reason.
+    /// True when figures come from a remote service: past zone-hours are cached (an estimated
+    /// figure only once its hour ended 2 hours ago), a failure is recorded as a fallback reason.
     pub live: bool,
     /// Who publishes the figures, as they ask to be cited (for `csv`: the `source` column values).
     pub attribution: String,
@@ -179,8 +190,10 @@ pub struct ProviderInfo {
     pub factor_types: Vec<FactorType>,
     /// True for marginal (MOER) rather than average figures.
     pub marginal: bool,
-    /// Time resolution of the source: `yearly`, `hourly`, `half-hourly`, `5-minute` or
-    /// `as in the series`; an hour's figure is the mean of the source's points in that hour.
+    /// Time resolution of the source, and so how an hour's figure is made: `yearly` (the year's
+    /// figure, for every hour of it), `hourly` (the point of that hour), `half-hourly` or
+    /// `5-minute` (the mean of the source's points in the hour), `as in the series` (an operator
+    /// CSV: the figure of the span containing the hour's start, whatever its length).
     pub granularity: String,
 }
 
@@ -363,7 +376,8 @@ impl Carbon {
 
     /// Resolves the intensity of `zone` for the hour containing `at`, walking the chain. A live
     /// provider is asked only when the cache has no figure from it for that zone-hour; a past
-    /// hour's answer is stored. Failures become the `fallback_reason` of the figure finally
+    /// hour's answer is stored, unless it is marked `estimated` and the hour ended less than
+    /// [`ESTIMATE_GRACE_HOURS`] before `now` (a measured figure may still come). Failures become the `fallback_reason` of the figure finally
     /// applied. `db` is the pool, or the transaction of an issuance (on SQLite only the
     /// connection holding the write lock can store into the cache; each store runs in a savepoint
     /// so a failed one leaves the transaction usable); `None` only in tests without a database.
@@ -375,7 +389,6 @@ impl Carbon {
         now: DateTime<Utc>,
     ) -> Resolution {
         let hour = hour_start(at);
-        let past = hour + Duration::hours(1) <= now;
         let mut attempts = Vec::new();
         let mut reasons: Vec<String> = Vec::new();
         for step in self.chain(zone) {
@@ -386,7 +399,7 @@ impl Carbon {
                         .map(|hit| hit.map(|i| (i, true))),
                     None => Err("no database".into()),
                 },
-                Step::Provider(name) => self.ask(db, name, zone, hour, now, past).await,
+                Step::Provider(name) => self.ask(db, name, zone, hour, now).await,
             };
             match found {
                 Ok(Some((mut intensity, from_cache))) => {
@@ -434,7 +447,6 @@ impl Carbon {
         zone: &GridZone,
         hour: DateTime<Utc>,
         now: DateTime<Utc>,
-        past: bool,
     ) -> Result<Option<(Intensity, bool)>, String> {
         let provider = self
             .providers
@@ -452,7 +464,7 @@ impl Carbon {
             .await
             .map_err(|err| err.to_string())?;
         if live
-            && past
+            && settled(&intensity, hour, now)
             && let Some(db) = db
             && let Err(err) = cache::store(db, &zone.name, hour, name, &intensity, now).await
         {
@@ -461,6 +473,19 @@ impl Carbon {
         }
         Ok(Some((intensity, false)))
     }
+}
+
+/// Whether a live provider's figure for the hour starting at `hour` is final and may be cached:
+/// the hour has ended, and an `estimated` figure's hour ended at least [`ESTIMATE_GRACE_HOURS`]
+/// before `now`.
+fn settled(intensity: &Intensity, hour: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    let end = hour + Duration::hours(1);
+    let grace = if intensity.provenance.estimated {
+        Duration::hours(ESTIMATE_GRACE_HOURS)
+    } else {
+        Duration::zero()
+    };
+    end + grace <= now
 }
 
 /// Shared HTTP client for live providers: `timeout` per request, no redirects to other hosts
@@ -722,6 +747,106 @@ mod tests {
                 .await;
         }
         assert_eq!(counted.0.load(Ordering::SeqCst), 3);
+    }
+
+    /// A live provider whose figure is estimated (a forecast) until `measured` is set; it
+    /// counts how often it was asked.
+    struct Forecasts {
+        asked: AtomicUsize,
+        measured: std::sync::atomic::AtomicBool,
+    }
+    impl IntensityProvider for Forecasts {
+        fn name(&self) -> &str {
+            "forecasts"
+        }
+        fn info(&self) -> ProviderInfo {
+            test_info("forecasts")
+        }
+        fn intensity<'a>(
+            &'a self,
+            _: &'a GridZone,
+            _: DateTime<Utc>,
+            _: DateTime<Utc>,
+        ) -> BoxFuture<'a, Result<Intensity, ProviderError>> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let measured = self.measured.load(Ordering::SeqCst);
+            Box::pin(async move {
+                Ok(Intensity {
+                    value: wattest_shared::GramsCo2ePerKwh(if measured { 150.0 } else { 140.0 }),
+                    provenance: wattest_shared::certificate::Provenance {
+                        provider: "forecasts".into(),
+                        dataset: "test".into(),
+                        year: 2025,
+                        factor_type: "direct".into(),
+                        estimated: !measured,
+                        marginal: false,
+                        fallback_reason: None,
+                    },
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_estimate_for_a_just_ended_hour_is_applied_but_not_cached() {
+        let storage = crate::storage::Storage::connect("sqlite::memory:")
+            .await
+            .expect("db");
+        let table = Arc::new(StaticTable::embedded().expect("table"));
+        let forecasts = Arc::new(Forecasts {
+            asked: AtomicUsize::new(0),
+            measured: false.into(),
+        });
+        let carbon = Carbon::new(
+            table,
+            vec![forecasts.clone()],
+            BTreeMap::new(),
+            vec![Step::Provider("forecasts".into()), Step::Cache],
+            FactorType::Direct,
+        );
+        let zone = carbon.zone("GB").expect("zone");
+        let hour = at("2025-06-01T10:00:00Z");
+        let resolve = |now: &str| carbon.resolve(Some(storage.db()), &zone, hour, at(now));
+        // Within the grace period after the hour: the forecast is applied each time, never
+        // stored, and the `cache` step has nothing to serve either.
+        for now in ["2025-06-01T11:00:00Z", "2025-06-01T12:59:59Z"] {
+            let r = resolve(now).await;
+            let i = r.intensity.expect("figure");
+            assert_eq!((i.value.0, i.provenance.estimated), (140.0, true), "{now}");
+            assert!(!r.from_cache, "{now}");
+        }
+        assert_eq!(forecasts.asked.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            cache::lookup_any(storage.db(), "GB", hour)
+                .await
+                .expect("db"),
+            None
+        );
+        // The measured figure arrives within the grace period: it is applied and stored at once.
+        forecasts.measured.store(true, Ordering::SeqCst);
+        let r = resolve("2025-06-01T12:30:00Z").await;
+        assert_eq!(r.intensity.expect("figure").value.0, 150.0);
+        forecasts.measured.store(false, Ordering::SeqCst);
+        let r = resolve("2025-06-01T12:40:00Z").await;
+        assert!(r.from_cache);
+        let i = r.intensity.expect("figure");
+        assert_eq!((i.value.0, i.provenance.estimated), (150.0, false));
+        assert_eq!(forecasts.asked.load(Ordering::SeqCst), 3);
+
+        // Another hour that stays estimated: cached once its hour ended the grace period ago,
+        // then final (the first stored figure is kept).
+        let hour = at("2025-06-01T11:00:00Z");
+        let r = carbon
+            .resolve(Some(storage.db()), &zone, hour, at("2025-06-01T14:00:00Z"))
+            .await;
+        assert!(!r.from_cache);
+        forecasts.measured.store(true, Ordering::SeqCst);
+        let r = carbon
+            .resolve(Some(storage.db()), &zone, hour, at("2025-06-02T00:00:00Z"))
+            .await;
+        assert!(r.from_cache);
+        assert_eq!(r.intensity.expect("figure").value.0, 140.0);
+        assert_eq!(forecasts.asked.load(Ordering::SeqCst), 4);
     }
 
     #[test]
