@@ -4,7 +4,9 @@
 //! current hour, `/v3/carbon-intensity/history?zone=` for the last 24 hours,
 //! `/v3/carbon-intensity/past-range?zone=&start=&end=` for older hours; every point is
 //! `{"zone","carbonIntensity","datetime","emissionFactorType","isEstimated",…}` in gCO2e/kWh.
-//! `emissionFactorType=direct|lifecycle` selects the factor type.
+//! `emissionFactorType=direct|lifecycle` selects the factor type; a point's own
+//! `emissionFactorType` is recorded in provenance, and a value other than those two is a
+//! malformed response.
 
 use super::{FactorType, GridZone, Intensity, IntensityProvider, ProviderError, hour_start};
 use chrono::{DateTime, Datelike, Duration, Utc};
@@ -28,7 +30,9 @@ pub const SOURCE_URL: &str = "https://www.electricitymaps.com";
 struct Point {
     carbon_intensity: Option<f64>,
     datetime: DateTime<Utc>,
-    emission_factor_type: Option<String>,
+    /// `direct` or `lifecycle` (the JSON Schema of provenance allows no other value); anything
+    /// else makes the body malformed.
+    emission_factor_type: Option<FactorType>,
     #[serde(default)]
     is_estimated: Option<bool>,
 }
@@ -142,7 +146,9 @@ impl ElectricityMaps {
         let value = super::checked_value(value)?;
         let factor_type = point
             .emission_factor_type
-            .unwrap_or_else(|| factor.to_owned());
+            .unwrap_or(self.factor_type)
+            .as_str()
+            .to_owned();
         Ok(Intensity {
             value: GramsCo2ePerKwh(value),
             provenance: Provenance {
@@ -244,6 +250,22 @@ mod tests {
                 point("2025-06-01T15:00:00.000Z", "null")
             )
             .into_response(),
+            "2025-06-01T16:00:00Z" => format!(
+                r#"{{"zone":"BE","data":[{}]}}"#,
+                point("2025-06-01T16:00:00.000Z", "160").replace(
+                    r#""emissionFactorType":"direct""#,
+                    r#""emissionFactorType":"average""#
+                )
+            )
+            .into_response(),
+            "2025-06-01T17:00:00Z" => format!(
+                r#"{{"zone":"BE","data":[{}]}}"#,
+                point("2025-06-01T17:00:00.000Z", "170").replace(
+                    r#""emissionFactorType":"direct""#,
+                    r#""emissionFactorType":"lifecycle""#
+                )
+            )
+            .into_response(),
             _ => (StatusCode::NOT_FOUND, "no").into_response(),
         }
     }
@@ -305,6 +327,18 @@ mod tests {
             let err = em.intensity(&zone, h(hour), now).await.expect_err(hour);
             assert!(matches!(err, ProviderError::MissingHour { .. }), "{err}");
         }
+        // A factor type outside direct/lifecycle never reaches provenance; the point's own type
+        // is recorded.
+        let other = em
+            .intensity(&zone, h("2025-06-01T16:00:00Z"), now)
+            .await
+            .expect_err("average");
+        assert!(matches!(other, ProviderError::Malformed(_)), "{other}");
+        let lifecycle = em
+            .intensity(&zone, h("2025-06-01T17:00:00Z"), now)
+            .await
+            .expect("lifecycle point");
+        assert_eq!(lifecycle.provenance.factor_type, "lifecycle");
         // The current hour uses "latest" and is marked estimated.
         let latest = em
             .intensity(&zone, h("2025-06-03T09:00:00Z"), now)
