@@ -506,6 +506,11 @@ pub fn make_credential(
     secret: &[u8],
 ) -> Result<(Vec<u8>, Vec<u8>), AttestationError> {
     let ek = RsaPublicArea::parse(ek_public)?;
+    if ek.key_bits < MIN_TPM_RSA_BITS {
+        // The TCG EK templates are RSA-2048 or larger; a small modulus could not even carry
+        // the OAEP-SHA-256 encrypted seed.
+        return Err(AttestationError::EkUnsuitable("modulus under 2048 bits"));
+    }
     if !ek.has(attr::RESTRICTED | attr::DECRYPT) {
         return Err(AttestationError::EkUnsuitable(
             "not a restricted decryption key",
@@ -782,7 +787,8 @@ const X509_V_ERR_UNHANDLED_CRITICAL_EXTENSION: i32 = 34;
 /// binding the EK public key to a TPM manufacturer, which the chain signatures establish.
 ///
 /// # Errors
-/// `ek_cert_malformed`, `ek_cert_untrusted` (with OpenSSL's reason), `ek_cert_key_mismatch`,
+/// `ek_cert_malformed`, `ek_cert_untrusted` (with OpenSSL's reason, or because the certificate
+/// is not an EK certificate: [`check_ek_profile`]), `ek_cert_key_mismatch`,
 /// `malformed_tpm_structure` for `ek_public`.
 pub fn verify_ek_certificate(
     ek_certificate_der: &[u8],
@@ -818,6 +824,8 @@ pub fn verify_ek_certificate(
         Err((_, why)) => return Err(AttestationError::EkCertUntrusted(why)),
     }
 
+    check_ek_profile(&cert)?;
+
     // Step 2: the certified key is this EK.
     let cert_key = cert
         .public_key()
@@ -830,6 +838,48 @@ pub fn verify_ek_certificate(
     } else {
         Err(AttestationError::EkCertKeyMismatch)
     }
+}
+
+/// Refuses a certificate that chains to a configured root but is not an end-entity EK
+/// certificate: a CA certificate (keyUsage keyCertSign, or a path length), an RSA certificate
+/// whose keyUsage lacks keyEncipherment, or one issued for another purpose (TLS, S/MIME, code,
+/// OCSP or time-stamp signing). The TCG EK Credential Profile 2.0 gives an RSA EK certificate
+/// basicConstraints CA:FALSE, keyUsage keyEncipherment and extendedKeyUsage
+/// tcg-kp-EKCertificate (2.23.133.8.1; OpenSSL reports no flag for it, so its presence is not
+/// required). Without this, the private key of any other certificate a configured CA issued
+/// could play the TPM in MakeCredential/ActivateCredential.
+///
+/// # Errors
+/// `ek_cert_untrusted` naming the reason.
+pub fn check_ek_profile(cert: &openssl::x509::X509Ref) -> Result<(), AttestationError> {
+    use openssl::x509::{X509ExtendedKeyUsage as Eku, X509KeyUsage as Ku};
+    let not_ek = |why: &str| {
+        Err(AttestationError::EkCertUntrusted(format!(
+            "not an EK certificate: {why}"
+        )))
+    };
+    let usage = cert.key_usage();
+    if cert.pathlen().is_some() || usage.is_some_and(|u| u.contains(Ku::KEY_CERT_SIGN)) {
+        return not_ek("it is a CA certificate");
+    }
+    if usage.is_some_and(|u| !u.contains(Ku::KEY_ENCIPHERMENT)) {
+        return not_ek("its keyUsage lacks keyEncipherment");
+    }
+    let other_purposes = Eku::SSL_SERVER
+        | Eku::SSL_CLIENT
+        | Eku::SMIME
+        | Eku::CODE_SIGN
+        | Eku::SGC
+        | Eku::OCSP_SIGN
+        | Eku::TIMESTAMP
+        | Eku::DVCS;
+    if cert
+        .extended_key_usage()
+        .is_some_and(|e| e.intersects(other_purposes))
+    {
+        return not_ek("its extendedKeyUsage is for another purpose");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1012,6 +1062,15 @@ mod tests {
         // A signing key is no EK.
         let err = make_credential(&rsa_public(AK_ATTRS, None, RSASSA, &ek), &ak.name, secret)
             .expect_err("not an EK");
+        assert_eq!(err.code(), "ek_unsuitable");
+        // Nor is a 1024-bit key (it would fail inside OAEP as a 500 otherwise).
+        let small = Rsa::generate(1024).expect("rsa");
+        let err = make_credential(
+            &rsa_public(ek_attrs, ek_template(), None, &small),
+            &ak.name,
+            secret,
+        )
+        .expect_err("too small");
         assert_eq!(err.code(), "ek_unsuitable");
     }
 
@@ -1209,7 +1268,45 @@ mod tests {
         let other = certificate("Another root", &other_key, None, vec![]);
         let err = verify_ek_certificate(&der, &ek_public, &[other]).expect_err("untrusted");
         assert_eq!(err.code(), "ek_cert_untrusted");
-        let err = verify_ek_certificate(b"not DER", &ek_public, &[ca]).expect_err("garbage");
+        let err =
+            verify_ek_certificate(b"not DER", &ek_public, &[ca.clone()]).expect_err("garbage");
         assert_eq!(err.code(), "ek_cert_malformed");
+        // The same root also issued a TLS server certificate and a sub-CA for this key: neither
+        // is an EK certificate, though both chain.
+        use openssl::x509::extension::{ExtendedKeyUsage, KeyUsage};
+        for ext in [
+            ExtendedKeyUsage::new().server_auth().build().expect("eku"),
+            KeyUsage::new().key_cert_sign().build().expect("ku"),
+            KeyUsage::new().digital_signature().build().expect("ku"),
+        ] {
+            let leaf = certificate("not an EK", &ek_key, Some((&ca, &ca_key)), vec![ext]);
+            let err = verify_ek_certificate(
+                &leaf.to_der().expect("der"),
+                &ek_public,
+                std::slice::from_ref(&ca),
+            )
+            .expect_err("not an EK certificate");
+            assert_eq!(err.code(), "ek_cert_untrusted");
+            assert!(err.to_string().contains("not an EK certificate"), "{err}");
+        }
+        // The EK profile's own extensions pass.
+        let leaf = certificate(
+            "EK",
+            &ek_key,
+            Some((&ca, &ca_key)),
+            vec![
+                KeyUsage::new()
+                    .critical()
+                    .key_encipherment()
+                    .build()
+                    .expect("ku"),
+            ],
+        );
+        verify_ek_certificate(
+            &leaf.to_der().expect("der"),
+            &ek_public,
+            std::slice::from_ref(&ca),
+        )
+        .expect("an EK certificate");
     }
 }
