@@ -1268,8 +1268,8 @@ mod tests {
         let other = certificate("Another root", &other_key, None, vec![]);
         let err = verify_ek_certificate(&der, &ek_public, &[other]).expect_err("untrusted");
         assert_eq!(err.code(), "ek_cert_untrusted");
-        let err =
-            verify_ek_certificate(b"not DER", &ek_public, &[ca.clone()]).expect_err("garbage");
+        let err = verify_ek_certificate(b"not DER", &ek_public, std::slice::from_ref(&ca))
+            .expect_err("garbage");
         assert_eq!(err.code(), "ek_cert_malformed");
         // The same root also issued a TLS server certificate and a sub-CA for this key: neither
         // is an EK certificate, though both chain.
