@@ -507,7 +507,8 @@ fn enroll_in(
         .execute_without_session(|ctx| ctx.read_public(ek))
         .map_err(tss("TPM2_ReadPublic EK"))?;
     // Absent on TPMs without a provisioned certificate (many firmware TPMs, swtpm without
-    // --create-ek-cert): the oracle then decides by policy whether an uncertified EK is enough.
+    // --create-ek-cert): the oracle then refuses the enrollment (`ek_cert_required`), as an EK
+    // without a manufacturer's certificate may be a software key.
     let ek_certificate = match ek::retrieve_ek_pubcert(
         ctx,
         AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
