@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use wattest_agent::config::{self, MeasureSettings, SolarSettings};
-use wattest_agent::runner::{Chain, Measurement, summary_line};
+use wattest_agent::runner::{Chain, Finished, Measurement, summary_line};
 use wattest_agent::sampler::SamplerConfig;
 use wattest_agent::signer::NodeSigner;
 use wattest_agent::spool::Spool;
@@ -147,15 +147,19 @@ struct RunArgs {
     upload_timeout: u64,
     /// Disk budget of the spool (signed windows the oracle has not acknowledged yet), MiB. A
     /// warning is logged with every window above 80 %; at the budget the agent stops measuring
-    /// (nothing signed is ever dropped) [default: 256].
+    /// (nothing signed is ever dropped).
     #[arg(long, env = "WATTEST_SPOOL_BUDGET_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     spool_budget_mb: u64,
     #[command(flatten)]
     measure: MeasureArgs,
     #[command(flatten)]
     state: StateArgs,
-    /// The command to run, after `--`.
-    #[arg(required = true, num_args = 1.., value_name = "CMD")]
+    /// The command to run, after `--` (not needed with --print-config).
+    #[arg(
+        required_unless_present = "print_config",
+        num_args = 1..,
+        value_name = "CMD"
+    )]
     command: Vec<String>,
 }
 
@@ -172,7 +176,7 @@ struct WatchArgs {
     certify_every: u64,
     /// Disk budget of the spool (signed windows the oracle has not acknowledged yet), MiB. A
     /// warning is logged with every window above 80 %; at the budget the agent stops measuring
-    /// (nothing signed is ever dropped) [default: 256].
+    /// (nothing signed is ever dropped).
     #[arg(long, env = "WATTEST_SPOOL_BUDGET_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     spool_budget_mb: u64,
     #[command(flatten)]
@@ -401,6 +405,12 @@ async fn flush_cmd(args: FlushArgs) -> Result<()> {
         report.rejected.len(),
         report.remaining
     );
+    for (seq, reason) in &report.rejected {
+        eprintln!("wattest: window {seq} was set aside in spool/rejected/: {reason}");
+    }
+    if let Some(stopped) = &report.stopped {
+        bail!("the spool was not emptied: {stopped}");
+    }
     if report.remaining > 0 || !report.rejected.is_empty() {
         bail!("the spool was not emptied");
     }
@@ -429,6 +439,27 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
 
+    // Everything that can fail is done before the command starts: a failure exits 70 with no
+    // command left running unmeasured. The chain head is recovered before the drain below
+    // removes acknowledged windows from the spool.
+    let settings = args.measure.resolve()?;
+    if let Some(addr) = settings.metrics_listen {
+        wattest_agent::metrics::spawn(addr)
+            .await
+            .with_context(|| format!("serving metrics on {addr}"))?;
+    }
+    let discovery = runner::sources(&settings.discovery);
+    let chain = Chain::open(
+        &dir,
+        signer,
+        Some(job_id.clone()),
+        args.model_id.clone(),
+        args.attribution.into(),
+    )?
+    .with_spool_budget(args.spool_budget_mb * 1024 * 1024);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+
     // Earlier windows first: the chain must reach the oracle in order.
     let earlier = uploader
         .drain(
@@ -445,87 +476,130 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
 
     let mut child = tokio::process::Command::new(&args.command[0])
         .args(&args.command[1..])
+        // A backstop: an error below kills and reaps it explicitly.
+        .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start {:?}", args.command[0]))?;
-    let pid = child
-        .id()
-        .context("the command exited before it could be measured")?;
+    let Some(pid) = child.id() else {
+        stop_child(&mut child).await;
+        bail!("the command exited before it could be measured");
+    };
     eprintln!(
         "wattest: measuring job {job_id} (pid {pid}, {} attribution, {} s windows)",
         Attribution::from(args.attribution).as_str(),
         args.window
     );
-
-    let settings = args.measure.resolve()?;
-    if let Some(addr) = settings.metrics_listen {
-        wattest_agent::metrics::spawn(addr)
-            .await
-            .with_context(|| format!("serving metrics on {addr}"))?;
-    }
-    let discovery = runner::sources(&settings.discovery);
     let sampler_cfg = SamplerConfig {
         period: Duration::from_secs_f64(settings.interval),
         window: Duration::from_secs(args.window),
         attribution: args.attribution.into(),
         job_pid: Some(pid),
     };
-    let chain = Chain::open(
-        &dir,
-        signer,
-        Some(job_id.clone()),
-        args.model_id.clone(),
-        args.attribution.into(),
-    )?
-    .with_spool_budget(args.spool_budget_mb * 1024 * 1024);
-    let measurement = Measurement::start(
+    let measurement = match Measurement::start(
         discovery,
         sampler_cfg,
         chain,
         uploader.clone(),
         spool.clone(),
         None,
-    )?;
+    ) {
+        Ok(m) => m,
+        Err(err) => {
+            stop_child(&mut child).await;
+            return Err(err);
+        }
+    };
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut measuring = true;
     let status = loop {
         tokio::select! {
-            status = child.wait() => break status?,
+            status = child.wait() => match status {
+                Ok(status) => break status,
+                Err(err) => {
+                    stop_child(&mut child).await;
+                    return Err(anyhow::Error::new(err).context("waiting for the command"));
+                }
+            },
             _ = sigterm.recv() => signal_child(pid, libc::SIGTERM),
             // The terminal delivers Ctrl-C to the whole process group; the agent stays alive to
             // close the final window once the command has exited.
             _ = sigint.recv() => tracing::info!("Interrupt received; waiting for the command to exit."),
+            // The command is the user's job: it keeps running, unmeasured from here on.
+            () = measurement.failed(), if measuring => {
+                measuring = false;
+                tracing::error!(job_id = %job_id, pid, "MEASUREMENT STOPPED: a window could not be signed and spooled (error above). The command keeps running, but its energy is no longer measured and the job gets no certificate.");
+            }
         }
     };
 
-    let mut report = measurement
+    let Finished { report, error } = measurement
         .finish(Duration::from_secs(args.upload_timeout))
-        .await?;
-
-    // A final window whose acknowledgement was lost is answered, when re-sent, with its
-    // original receipt (certificate included), so the certificate is always in the report.
-    let certificate = report.certificates.pop();
-    match &certificate {
-        Some(c) => {
-            eprintln!("wattest: certificate {}", c.id);
-            eprintln!("wattest: {}", summary_line(c));
+        .await;
+    if let Some(err) = &error {
+        eprintln!("wattest: error: the measurement failed: {err:#}");
+    }
+    // This job's certificate (a final window whose acknowledgement was lost is answered, when
+    // re-sent, with its original receipt); the drains may also have sent an earlier job's
+    // windows left in the spool, and got its certificate.
+    let (ours, others): (Vec<_>, Vec<_>) = report
+        .certificates
+        .iter()
+        .partition(|c| c.job_id.as_deref() == Some(job_id.as_str()));
+    for c in earlier.certificates.iter().chain(others) {
+        // Not "wattest: certificate …": scripts take that line as this run's certificate.
+        eprintln!(
+            "wattest: earlier job {}: certificate {}: {}",
+            c.job_id.as_deref().unwrap_or("-"),
+            c.id,
+            summary_line(c)
+        );
+    }
+    for c in &ours {
+        eprintln!("wattest: certificate {}", c.id);
+        eprintln!("wattest: {}", summary_line(c));
+        eprintln!(
+            "wattest: fetch it at {}/v1/certificates/{}",
+            uploader.base(),
+            c.id
+        );
+    }
+    if ours.is_empty() {
+        if error.is_some() {
             eprintln!(
-                "wattest: fetch it at {}/v1/certificates/{}",
-                uploader.base(),
-                c.id
+                "wattest: no certificate for job {job_id}: the measurement failed before its final window"
             );
+        } else if report.remaining > 0 {
+            eprintln!(
+                "wattest: no certificate for job {job_id} yet: the oracle could not be reached or has not acknowledged its final window"
+            );
+        } else {
+            eprintln!("wattest: no certificate was issued; see the errors above");
         }
-        None if report.remaining > 0 => eprintln!(
-            "wattest: the oracle could not be reached; {} windows stay in {} and will be sent by the next run or `wattest-agent flush`",
+    }
+    if report.remaining > 0 {
+        eprintln!(
+            "wattest: {} windows stay in {} and will be sent by the next run or `wattest-agent flush`",
             report.remaining,
             dir.spool().display()
-        ),
-        None => eprintln!("wattest: no certificate was issued; see the errors above"),
+        );
     }
-    for (seq, reason) in &report.rejected {
+    if let Some(stopped) = &report.stopped {
+        eprintln!("wattest: error: the upload stopped: {stopped}");
+    }
+    for (seq, reason) in earlier.rejected.iter().chain(&report.rejected) {
         eprintln!("wattest: window {seq} was rejected: {reason}");
     }
+    // The command's status, whatever happened to the measurement.
     Ok(exit_code(status))
+}
+
+/// Kills the command and reaps it (an error path after it started: it must not run on,
+/// unmeasured, after the agent exits).
+async fn stop_child(child: &mut tokio::process::Child) {
+    if let Err(err) = child.start_kill() {
+        tracing::debug!(error = %err, "The command had already exited.");
+    }
+    let _ = child.wait().await;
 }
 
 /// A `--job-id` or `--model-id` as the oracle takes it (`docs/protocol.md` §3.1): refused here,
@@ -594,12 +668,18 @@ async fn watch_cmd(args: WatchArgs) -> Result<()> {
         () = measurement.failed() => {},
     }
     tracing::info!("Stopping: closing the last window.");
-    let report = measurement.finish(Duration::from_secs(30)).await?;
+    let Finished { report, error } = measurement.finish(Duration::from_secs(30)).await;
     for c in &report.certificates {
         eprintln!("wattest: certificate {}: {}", c.id, summary_line(c));
     }
     if report.remaining > 0 {
         eprintln!("wattest: {} windows stay in the spool", report.remaining);
     }
-    Ok(())
+    if let Some(stopped) = &report.stopped {
+        eprintln!("wattest: error: the upload stopped: {stopped}");
+    }
+    match error {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
 }

@@ -285,28 +285,47 @@ impl Measurement {
         })
     }
 
-    /// Completes when the signer thread stopped on an error (never otherwise); [`Self::finish`]
-    /// then returns that error.
+    /// Completes when the signer thread stopped on an error (never otherwise; once);
+    /// [`Self::finish`] then reports that error.
     pub async fn failed(&self) {
         self.failed.notified().await;
     }
 
     /// Closes the last window, marked final, then uploads until the spool is empty or
     /// `upload_timeout` passes. The report merges the background rounds and the last one;
-    /// `remaining` is the last round's.
-    ///
-    /// # Errors
-    /// The signer thread failed (signing or disk), or a task panicked.
-    pub async fn finish(self, upload_timeout: std::time::Duration) -> Result<Drained> {
+    /// `remaining` and `stopped` are the last round's. When measuring failed (the signer thread
+    /// stopped on an error, or a task panicked) there is no last window, but the windows signed
+    /// before the failure are still sent, and [`Finished::error`] says why.
+    pub async fn finish(self, upload_timeout: std::time::Duration) -> Finished {
+        let mut error = None;
         let sampler = self.sampler;
-        let last = tokio::task::spawn_blocking(move || sampler.finish()).await?;
-        let mut chain = self
-            .signer_thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("the signer thread panicked"))??;
-        chain.append(last, true)?;
+        let last = match tokio::task::spawn_blocking(move || sampler.finish()).await {
+            Ok(last) => Some(last),
+            Err(err) => {
+                error = Some(anyhow::Error::new(err).context("the sampler thread failed"));
+                None
+            }
+        };
+        match self.signer_thread.join() {
+            Ok(Ok(mut chain)) => {
+                if let Some(last) = last
+                    && let Err(err) = chain.append(last, true)
+                {
+                    error.get_or_insert(err.context("closing the final window"));
+                }
+            }
+            // The signer's error is the cause: it comes first.
+            Ok(Err(err)) => error = Some(err),
+            Err(_) => error = Some(anyhow::anyhow!("the signer thread panicked")),
+        }
         self.stop.notify_one();
-        let mut report = self.background.await?;
+        let mut report = match self.background.await {
+            Ok(report) => report,
+            Err(err) => {
+                error.get_or_insert(anyhow::Error::new(err).context("the background upload"));
+                Drained::default()
+            }
+        };
         let last_round = self
             .uploader
             .drain(
@@ -318,8 +337,19 @@ impl Measurement {
         report.certificates.extend(last_round.certificates);
         report.rejected.extend(last_round.rejected);
         report.remaining = last_round.remaining;
-        Ok(report)
+        report.stopped = last_round.stopped;
+        Finished { report, error }
     }
+}
+
+/// What [`Measurement::finish`] leaves.
+#[derive(Debug)]
+pub struct Finished {
+    /// The uploads of the whole measurement.
+    pub report: Drained,
+    /// Why measuring failed (signing, the spool's budget, the disk, a TPM; a panicked task),
+    /// or `None`: the measurement then ended early, and the last window is missing.
+    pub error: Option<anyhow::Error>,
 }
 
 /// One-line human summary of a certificate, for stderr.

@@ -64,7 +64,7 @@ impl Spool {
         if after > self.budget {
             return Err(StateError::Invalid(format!(
                 "the spool {} is full: {used} bytes of windows the oracle has not acknowledged, budget {} bytes; \
-                 window {seq} is not signed. Bring the oracle back (`wattest-agent flush` sends the spool) or raise --spool-budget-mb",
+                 window {seq} was signed but is not spooled, and measurement stops. Bring the oracle back (`wattest-agent flush` sends the spool) or raise --spool-budget-mb",
                 self.dir.display(),
                 self.budget
             )));
@@ -196,6 +196,11 @@ mod tests {
             .expect("second fills the budget exactly");
         let err = spool.put(3, "1").expect_err("over budget");
         assert!(err.to_string().contains("is full"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("window 3 was signed but is not spooled"),
+            "{err}"
+        );
         assert_eq!(spool.used_bytes().expect("used"), 10);
         let seqs: Vec<u64> = spool
             .pending()

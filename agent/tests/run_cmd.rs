@@ -1,0 +1,311 @@
+//! `wattest-agent run -- CMD` as a process, against a stub oracle on loopback that answers
+//! `POST /v1/telemetry/batch` as the oracle does (receipts, certificates of final windows,
+//! RFC 9457 problems, `Retry-After`): the exit status is the command's, no command is left
+//! running after a failed start, and the certificate printed is this job's.
+
+#![allow(clippy::unwrap_used)]
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wattest_agent::signer::{SOFTWARE_KEY_BITS, SOFTWARE_KEY_FILE};
+use wattest_agent::state::{ChainHead, NodeState, SignerKind, StateDir};
+use wattest_shared::SoftwareKey;
+use wattest_shared::api::CertificateSummary;
+use wattest_shared::jws::JwsSigner as _;
+
+/// How the stub oracle answers.
+#[derive(Debug, Clone, Copy)]
+enum Oracle {
+    /// Every request: 429 `rate_limited`, `Retry-After: 30`.
+    RateLimited,
+    /// The first request 429 (`Retry-After: 30`); then the windows of job `earlier` are
+    /// accepted (a final one with its certificate) and every other window gets a 503.
+    OnlyEarlierJob,
+    /// Every window accepted; a final one with its job's certificate `cert-<job>`.
+    AcceptAll,
+}
+
+struct Stub {
+    oracle: Oracle,
+    requests: usize,
+}
+
+fn certificate(job: &str) -> CertificateSummary {
+    let t = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    CertificateSummary {
+        id: format!("cert-{job}"),
+        job_id: Some(job.to_owned()),
+        node_id: "node".into(),
+        zone: "BE".into(),
+        issued_at: t,
+        period_start: t,
+        period_end: t,
+        energy_wh: 1.0,
+        grid_wh: 1.0,
+        solar_wh: 0.0,
+        emissions_kg_co2e: 0.0001,
+        intensity_g_co2e_per_kwh: 100.0,
+        intensity_dataset: "test".into(),
+        avoided_kg_co2e: 0.0,
+        attestation_level: "software".into(),
+        window_count: 1,
+    }
+}
+
+fn problem(status: u16, code: &str) -> Value {
+    json!({
+        "type": format!("https://wattest.dev/problems/{code}"),
+        "title": StatusCode::from_u16(status).unwrap().canonical_reason().unwrap(),
+        "status": status, "detail": format!("stub {code}"), "code": code,
+    })
+}
+
+/// The oracle's answer to one window, as a batch result.
+fn result(oracle: Oracle, jws: &str) -> Value {
+    let payload: Value = jws
+        .split('.')
+        .nth(1)
+        .and_then(|p| B64.decode(p).ok())
+        .and_then(|p| serde_json::from_slice(&p).ok())
+        .unwrap_or(Value::Null);
+    let seq = payload["seq"].as_u64().unwrap_or(0);
+    let job = payload["job_id"].as_str().unwrap_or("-");
+    let accept = matches!(oracle, Oracle::AcceptAll) || job == "earlier";
+    if !accept {
+        return json!({ "status": 503, "problem": problem(503, "unavailable") });
+    }
+    let certificate = (payload["final"] == json!(true)).then(|| certificate(job));
+    json!({ "status": 200, "accepted": {
+        "node_id": "node", "seq": seq, "hash": format!("h{seq}"), "salt_length": "digest",
+        "certificate": certificate,
+    }})
+}
+
+async fn batch(State(stub): State<Arc<Mutex<Stub>>>, body: axum::body::Bytes) -> Response {
+    let mut stub = stub.lock().unwrap();
+    stub.requests += 1;
+    let limited = match stub.oracle {
+        Oracle::RateLimited => true,
+        Oracle::OnlyEarlierJob => stub.requests == 1,
+        Oracle::AcceptAll => false,
+    };
+    if limited {
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(problem(429, "rate_limited")),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(30));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        return response;
+    }
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    let results: Vec<Value> = request["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| result(stub.oracle, w.as_str().unwrap()))
+        .collect();
+    axum::Json(json!({ "results": results })).into_response()
+}
+
+/// Starts the stub oracle on a loopback port, in a thread of its own; its base URL.
+fn start_oracle(oracle: Oracle) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let stub = Arc::new(Mutex::new(Stub {
+                oracle,
+                requests: 0,
+            }));
+            let app = axum::Router::new()
+                .route("/v1/telemetry/batch", axum::routing::post(batch))
+                .layer(axum::extract::DefaultBodyLimit::max(16 * 1024 * 1024))
+                .with_state(stub);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
+/// A state dir enrolled (software key) with the oracle at `oracle`, its chain head at `head`.
+fn state_dir(oracle: &str, head: u64) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = StateDir::create(tmp.path()).unwrap();
+    let key = SoftwareKey::generate(SOFTWARE_KEY_BITS).unwrap();
+    dir.write_secret(SOFTWARE_KEY_FILE, &key.to_pkcs8_der().unwrap())
+        .unwrap();
+    dir.write_node(&NodeState {
+        node_id: "node".into(),
+        oracle: oracle.to_owned(),
+        name: "test".into(),
+        zone: "BE".into(),
+        kid: key.kid().to_owned(),
+        signer: SignerKind::Software,
+        tcti: None,
+    })
+    .unwrap();
+    dir.write_chain(&ChainHead {
+        seq: head,
+        hash: (head > 0).then(|| format!("h{head}")),
+        end: None,
+    })
+    .unwrap();
+    tmp
+}
+
+/// `wattest-agent run` with 1 s windows on the CPU estimate, then `extra`, then `-- cmd`.
+fn run(state: &Path, extra: &[&str], cmd: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wattest-agent"))
+        .args(["run", "--window", "1", "--interval", "0.1"])
+        .args(["--tdp-watts", "100", "--state-dir"])
+        .arg(state)
+        .args(extra)
+        .arg("--")
+        .args(cmd)
+        .env_remove("WATTEST_CONFIG")
+        .env_remove("WATTEST_ORACLE")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn run_exits_with_the_commands_status_when_measuring_fails() {
+    // A 1 MiB spool already full of an earlier window the oracle does not take now: the first
+    // window of this job exceeds the budget, and the signer stops.
+    let tmp = state_dir(&start_oracle(Oracle::RateLimited), 1);
+    std::fs::write(
+        tmp.path().join("spool").join(format!("{:020}.jws", 1)),
+        "x".repeat(1024 * 1024),
+    )
+    .unwrap();
+    let out = run(
+        tmp.path(),
+        &["--spool-budget-mb", "1", "--upload-timeout", "0"],
+        &["sh", "-c", "sleep 3; exit 3"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("MEASUREMENT STOPPED"), "{stderr}");
+    assert!(stderr.contains("the measurement failed"), "{stderr}");
+    assert!(stderr.contains("1 windows stay in"), "{stderr}");
+}
+
+#[test]
+fn a_failed_start_leaves_no_command_running() {
+    // The metrics address is taken: run fails before the command starts (it used to start it
+    // first and leave it running, unmeasured).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tmp = state_dir("http://127.0.0.1:9", 0);
+    let marker = tmp.path().join("ran");
+    let script = format!("sleep 1; touch {}", marker.display());
+    let out = run(
+        tmp.path(),
+        &["--metrics-listen", &taken.local_addr().unwrap().to_string()],
+        &["sh", "-c", &script],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(70), "{stderr}");
+    assert!(stderr.contains("serving metrics"), "{stderr}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!marker.exists(), "the command ran: {stderr}");
+}
+
+#[test]
+fn run_prints_this_jobs_certificate_and_names_an_earlier_jobs() {
+    // An earlier job's final window is still spooled, and the oracle takes it only once this
+    // run measures (the first drain is rate limited); this job's windows get 503s.
+    let tmp = state_dir(&start_oracle(Oracle::OnlyEarlierJob), 1);
+    let payload = B64.encode(br#"{"seq":1,"job_id":"earlier","final":true}"#);
+    std::fs::write(
+        tmp.path().join("spool").join(format!("{:020}.jws", 1)),
+        format!("eyJhbGciOiJQUzI1NiJ9.{payload}.c2ln"),
+    )
+    .unwrap();
+    let out = run(
+        tmp.path(),
+        &["--job-id", "this", "--upload-timeout", "1"],
+        &["sh", "-c", "sleep 1.5"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.starts_with("wattest: certificate ")),
+        "an earlier job's certificate shown as this run's: {stderr}"
+    );
+    assert!(
+        stderr.contains("wattest: earlier job earlier: certificate cert-earlier: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("no certificate for job this yet"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("windows stay in"), "{stderr}");
+
+    // All accepted: this job's certificate, and the command's status.
+    let tmp = state_dir(&start_oracle(Oracle::AcceptAll), 0);
+    let out = run(tmp.path(), &["--job-id", "mine"], &["sh", "-c", "exit 5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("wattest: certificate cert-mine\n"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("stay in"), "{stderr}");
+}
+
+#[test]
+fn print_config_needs_no_command_and_help_shows_each_default_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wattest-agent"))
+        .args(["run", "--interval", "2", "--print-config", "--state-dir"])
+        .arg(tmp.path())
+        .env_remove("WATTEST_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("interval = 2"), "{stdout}");
+
+    // Without --print-config the command is still required.
+    let out = Command::new(env!("CARGO_BIN_EXE_wattest-agent"))
+        .args(["run", "--state-dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    for sub in ["run", "watch"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_wattest-agent"))
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(help.matches("[default: 256]").count(), 1, "{help}");
+    }
+}
