@@ -7,6 +7,26 @@ use serde::Deserialize;
 use wattest_shared::jws::JwsSigner;
 use wattest_shared::{RsaJwk, SoftwareKey};
 
+/// Longest wait for the oracle to accept the connection.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest wait for one enrollment request's answer (a TPM enrollment makes two): enrollment
+/// is one insert at the oracle, so an oracle that takes longer is stuck, and `enroll` should
+/// say so rather than hang.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The HTTP client of enrollment: connection within [`CONNECT_TIMEOUT`], each request within
+/// `timeout`.
+///
+/// # Errors
+/// The TLS backend cannot be initialised.
+fn client(timeout: std::time::Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+        .timeout(timeout)
+        .user_agent(concat!("wattest-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// What enrollment needs.
 #[derive(Debug)]
 pub struct EnrollRequest<'a> {
@@ -66,7 +86,7 @@ pub async fn enroll(dir: &StateDir, req: EnrollRequest<'_>) -> Result<NodeState>
         );
     }
     let base = req.oracle.trim_end_matches('/');
-    let client = reqwest::Client::new();
+    let client = client(REQUEST_TIMEOUT).context("building the HTTP client")?;
     #[cfg(feature = "tpm")]
     if req.signer == SignerKind::Tpm {
         let tcti = req
@@ -316,5 +336,25 @@ mod tests {
             "{not json"
         );
         assert!(!tmp.path().join("node-key.der").exists());
+    }
+
+    /// An oracle that accepts the connection and never answers fails the request after its
+    /// timeout instead of hanging `enroll` for ever.
+    #[tokio::test]
+    async fn a_silent_oracle_times_out() {
+        wattest_shared::tls::install_crypto_provider();
+        // Connections complete in the kernel's backlog; nothing ever answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/v1/nodes", silent.local_addr().expect("addr"));
+        let client = client(std::time::Duration::from_millis(300)).expect("client");
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            post(&client, &url, "t", &serde_json::json!({})),
+        )
+        .await
+        .expect("the client's own timeout ends the request");
+        let err = answer.expect_err("no answer");
+        assert!(err.to_string().contains("contacting the oracle"), "{err:#}");
+        const { assert!(REQUEST_TIMEOUT.as_secs() >= 30 && CONNECT_TIMEOUT.as_secs() >= 5) };
     }
 }
