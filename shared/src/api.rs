@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 pub struct CertificateSummary {
     /// Certificate id (`jti`).
     pub id: String,
-    /// Job id.
+    /// Job id; null when the windows belonged to no job.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub job_id: Option<String>,
     /// Node id.
     pub node_id: String,
@@ -38,7 +39,11 @@ pub struct CertificateSummary {
     pub intensity_dataset: String,
     /// Avoided emissions, kgCO2e.
     pub avoided_kg_co2e: f64,
-    /// Node key protection.
+    /// Node key protection: `tpm` or `software`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = crate::certificate::AttestationLevel)
+    )]
     pub attestation_level: String,
     /// Number of windows.
     pub window_count: i64,
@@ -57,6 +62,7 @@ pub struct TelemetryHeld {
     /// base64url SHA-256 of the held window's JWS.
     pub hash: String,
     /// Always `held`.
+    #[cfg_attr(feature = "openapi", schema(value_type = HeldStatus))]
     pub status: String,
     /// The node's next expected seq: the first missing window.
     pub expected_seq: u64,
@@ -74,7 +80,8 @@ pub struct TelemetryAccepted {
     pub hash: String,
     /// Salt length of the signature (`digest`, or `maximum` for some TPMs).
     pub salt_length: SaltLength,
-    /// The certificate issued, when this was a final window.
+    /// The certificate issued, when this was a final window; null otherwise.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub certificate: Option<CertificateSummary>,
 }
 
@@ -97,12 +104,17 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable error code (snake_case).
     pub code: String,
-    /// For `seq_replay`: true when the very same window was already accepted (a retry), so the
-    /// sender may treat it as acknowledged.
+    /// Present (and always `false`) on the chain verdicts `seq_replay`, `seq_conflict` and
+    /// `seq_gap`: the window was not accepted. The oracle never sends `true`: a window identical
+    /// to one already accepted (a retry) gets `200` with its original receipt, not a problem.
+    /// Absent on every other problem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub already_accepted: Option<bool>,
-    /// For `seq_replay` / `seq_gap`: the seq the oracle expects next.
+    /// Present on `seq_replay`, `seq_conflict` and `seq_gap`: the seq the oracle expects next
+    /// for this node. Absent on every other problem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub expected_seq: Option<u64>,
 }
 
@@ -140,11 +152,52 @@ pub struct TelemetryBatchResult {
     pub status: u16,
     /// The receipt (status 200), as from `POST /v1/telemetry`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub accepted: Option<TelemetryAccepted>,
     /// The held answer (status 202).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub held: Option<TelemetryHeld>,
     /// Why the window was refused (any other status); a 5xx is worth retrying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub problem: Option<Problem>,
+}
+
+/// The status of a held window: always `held`.
+// Schema only: `TelemetryHeld::status` is a string with this one value.
+#[cfg(feature = "openapi")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldStatus {
+    /// The window is held until the gap before it is filled.
+    Held,
+}
+
+/// The values of a provenance's `factor_type` (the oracle's `FactorType`): the schema of
+/// [`crate::certificate::Provenance::factor_type`].
+#[cfg(feature = "openapi")]
+#[must_use]
+pub fn provenance_factor_type_schema() -> utoipa::openapi::Object {
+    factor_type_schema("`lifecycle` or `direct`.")
+}
+
+/// The schema of [`crate::certificate::IntensityUsed::factor_type`].
+#[cfg(feature = "openapi")]
+#[must_use]
+pub fn intensity_factor_type_schema() -> utoipa::openapi::Object {
+    factor_type_schema(
+        "`lifecycle` or `direct`: the factor type applied (location-based Scope 2 uses `direct` \
+         where the provider offers it; see `docs/methodology.md`).",
+    )
+}
+
+#[cfg(feature = "openapi")]
+fn factor_type_schema(description: &str) -> utoipa::openapi::Object {
+    use utoipa::openapi::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["direct", "lifecycle"]))
+        .description(Some(description))
+        .build()
 }

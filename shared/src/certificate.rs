@@ -114,6 +114,10 @@ pub struct Provenance {
     /// Data year.
     pub year: i32,
     /// `lifecycle` or `direct`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(schema_with = crate::api::provenance_factor_type_schema)
+    )]
     pub factor_type: String,
     /// True when the figure is not a measurement for that hour (a yearly mean, a forecast).
     pub estimated: bool,
@@ -122,6 +126,7 @@ pub struct Provenance {
     pub marginal: bool,
     /// Why a preferred provider was not used for this hour, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub fallback_reason: Option<String>,
 }
 
@@ -153,6 +158,10 @@ pub struct IntensityUsed {
     pub zone: String,
     /// `lifecycle` or `direct`: the factor type applied (location-based Scope 2 uses `direct`
     /// where the provider offers it; see `docs/methodology.md`).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(schema_with = crate::api::intensity_factor_type_schema)
+    )]
     pub factor_type: String,
     /// Effective mean: emissions ÷ grid energy, gCO2e/kWh, rounded to 10⁻⁶ (the plain mean of
     /// the hours when there is no grid energy). Informative; the hourly figures are authoritative.
@@ -252,15 +261,18 @@ pub struct CertificateClaims {
     /// Why the status is not `affirming`: `software_key`, `estimated_energy`,
     /// `plausibility:<flag>`, `node_flagged:<reason>`.
     #[serde(rename = "wattest.status_reasons", default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub status_reasons: Vec<String>,
     /// [`CALCULATION_VERSION`].
     #[serde(rename = "wattest.calculation_version")]
     pub calculation_version: String,
     /// Job id, when the windows belonged to a job.
     #[serde(rename = "wattest.job_id", default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub job_id: Option<String>,
     /// Model id, when the agent was told one.
     #[serde(rename = "wattest.model_id", default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub model_id: Option<String>,
     /// The node.
     #[serde(rename = "wattest.node")]

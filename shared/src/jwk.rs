@@ -53,12 +53,15 @@ pub struct RsaJwk {
     pub e: String,
     /// Key id: the RFC 7638 thumbprint (set in JWKS documents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub kid: Option<String>,
     /// Algorithm the key is for (`"PS256"` in JWKS documents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub alg: Option<String>,
     /// Intended use (`"sig"` in JWKS documents).
     #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub use_: Option<String>,
 }
 
@@ -150,12 +153,15 @@ pub struct EcJwk {
     pub y: String,
     /// Key id: the RFC 7638 thumbprint (set in JWKS documents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub kid: Option<String>,
     /// Algorithm the key is for (`"ES256"` in JWKS documents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub alg: Option<String>,
     /// Intended use (`"sig"` in JWKS documents).
     #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub use_: Option<String>,
 }
 

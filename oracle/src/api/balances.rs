@@ -33,6 +33,7 @@ pub struct BalanceQuery {
 pub struct OwnerBalance {
     /// Node owner as set by `wattest-oracle node set --owner`; `null` groups the nodes that have
     /// no owner yet (their part is still owed to whoever runs them).
+    #[schema(required = true)]
     pub owner: Option<String>,
     /// Nodes of this owner with certificates counted.
     pub nodes: u64,
@@ -63,9 +64,11 @@ pub struct FundBalance {
 pub struct Balances {
     /// ISO 4217 currency of every amount: `EUR`.
     pub currency: String,
-    /// The `from` filter applied, if any.
+    /// The `from` filter applied; null when none.
+    #[schema(required = true)]
     pub from: Option<DateTime<Utc>>,
-    /// The `to` filter applied, if any.
+    /// The `to` filter applied; null when none.
+    #[schema(required = true)]
     pub to: Option<DateTime<Utc>>,
     /// One entry per owner, by owner name; the owner-less group last.
     pub owners: Vec<OwnerBalance>,

@@ -29,8 +29,21 @@ pub struct IntensityQuery {
     /// An instant, RFC 3339 (`2025-06-01T10:20:00Z`; percent-encode a `+` offset as `%2B`);
     /// the answer is for the UTC hour containing it. Default: now. At most the oracle's
     /// `--max-clock-skew-secs` (default 60 s) in the future.
-    #[param(example = "2025-06-01T10:20:00Z")]
+    #[param(example = "2025-06-01T10:20:00Z", format = DateTime)]
     pub at: Option<String>,
+}
+
+/// What became of one step of a zone's chain (an attempt's `outcome`).
+// Schema only: `Attempt::outcome` is a string with these values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// This step gave the figure.
+    Applied,
+    /// This step failed (`reason` says why); the next one was tried.
+    Failed,
+    /// This step had nothing (a cache miss); the next one was tried.
+    Skipped,
 }
 
 /// What the oracle would apply to one zone-hour, and why.
@@ -62,10 +75,12 @@ pub struct IntensityAnswer {
     /// The figure a certificate would apply to this hour, gCO2e/kWh, exactly as its hourly
     /// entry would carry it (six decimals); null when every step of the chain failed (a
     /// certificate covering this hour would be refused now).
+    #[schema(required = true)]
     pub g_co2e_per_kwh: Option<Decimal6>,
     /// Provenance of that figure: the very object a certificate's hourly entry carries
     /// (`provider`, `dataset`, `year`, `factor_type`, `estimated`, `marginal` when true,
     /// `fallback_reason` when an earlier step failed); null when every step failed.
+    #[schema(required = true)]
     pub provenance: Option<Provenance>,
     /// True when the figure was read from the cache table (fetched earlier from a live
     /// provider) rather than asked of a provider for this answer.
@@ -81,7 +96,7 @@ pub struct IntensityAnswer {
 
 /// The intensity the oracle would apply to the zone-hour containing `at`, with its provenance,
 /// whether it came from the cache, and every step of the zone's chain that was tried (with the
-/// reason each live provider failed). Auditor.
+/// reason each live provider failed) (role auditor; admin passes).
 ///
 /// Resolving walks the chain exactly as issuance does, so it may ask a live provider and store
 /// a past hour's figure in the cache; it never writes a certificate.

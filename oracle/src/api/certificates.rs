@@ -40,6 +40,7 @@ pub struct ListQuery {
     /// Only certificates of this node id.
     pub node: Option<String>,
     /// At most this many, newest first (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     pub limit: Option<u64>,
 }
 
@@ -74,12 +75,15 @@ pub struct CertificateStatus {
     /// The certificate this status is for (its `jti`).
     pub certificate_id: String,
     /// `valid` or `revoked`.
+    #[schema(value_type = CertificateState)]
     pub state: String,
-    /// When it was revoked.
+    /// When it was revoked (only when `revoked`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Why (a documented reason code).
+    /// Why (only when `revoked`): one of the revocation reasons.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, value_type = Option<RevocationReason>)]
     pub reason: Option<String>,
 }
 
@@ -103,6 +107,37 @@ impl CertificateStatus {
     }
 }
 
+/// Whether a certificate is `valid` or `revoked`.
+// Schema only: `CertificateStatus::state` is a string with these values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateState {
+    /// Not revoked.
+    Valid,
+    /// Revoked: `revoked_at` and `reason` say when and why.
+    Revoked,
+}
+
+/// Why a certificate was revoked.
+// Schema only: `RevocationRequest::reason` is a string checked against `REVOCATION_REASONS`,
+// which these variants name in the same order (a test in oracle/tests/api.rs compares them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationReason {
+    /// The measurements were wrong.
+    MeasurementError,
+    /// The node was compromised.
+    NodeCompromise,
+    /// The node's key was compromised.
+    KeyCompromise,
+    /// Replaced by another certificate.
+    Superseded,
+    /// Should not have been issued.
+    IssuedInError,
+    /// Any other reason.
+    Other,
+}
+
 /// Reasons a certificate may be revoked for.
 pub const REVOCATION_REASONS: [&str; 6] = [
     "measurement_error",
@@ -119,10 +154,11 @@ pub const REVOCATION_REASONS: [&str; 6] = [
 pub struct RevocationRequest {
     /// One of `measurement_error`, `node_compromise`, `key_compromise`, `superseded`,
     /// `issued_in_error`, `other`.
+    #[schema(value_type = RevocationReason)]
     pub reason: String,
 }
 
-/// Lists certificates, newest first.
+/// Lists certificates, newest first (role auditor or compliance; admin passes).
 #[utoipa::path(get, path = "/v1/certificates", tag = "certificates", params(ListQuery), security(("bearer" = [])), responses(
     (status = 200, description = "Certificates", body = CertificateList),
     (status = 400, description = "invalid_request", body = super::problem::Problem, content_type = "application/problem+json"),
@@ -147,7 +183,8 @@ pub async fn list(
     }))
 }
 
-/// One certificate: the bundle (JWS, decoded claims, revocation status, inclusion proof). With
+/// One certificate (role auditor or compliance; admin passes): the bundle (JWS, decoded
+/// claims, revocation status, inclusion proof). With
 /// `Accept: application/jose` the body is the bare compact JWS; with `Accept:
 /// application/vc+jwt` it is the certificate as a W3C Verifiable Credential (VC-JOSE-COSE, `typ`
 /// `vc+jwt`, signed by the same oracle key), whose subject follows
@@ -250,7 +287,7 @@ fn accepts_a_certificate(accept: &str) -> bool {
     })
 }
 
-/// Revocation status of one certificate.
+/// Revocation status of one certificate (role auditor or compliance; admin passes).
 #[utoipa::path(get, path = "/v1/certificates/{id}/status", tag = "certificates",
     params(("id" = String, Path, description = "Certificate id")), security(("bearer" = [])), responses(
     (status = 200, description = "Status", body = CertificateStatus),

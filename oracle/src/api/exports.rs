@@ -9,8 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 /// Longest accepted text filter value, characters (ids are UUIDs; names are short).
 pub const MAX_FILTER_CHARS: usize = 256;
@@ -25,19 +25,69 @@ pub struct ExportQuery {
     /// Only certificates whose period starts before this time (RFC 3339).
     pub to: Option<DateTime<Utc>>,
     /// Node id.
+    #[param(min_length = 1, max_length = 256)]
     pub node: Option<String>,
     /// Node owner (`wattest-oracle node set --owner`).
+    #[param(min_length = 1, max_length = 256)]
     pub owner: Option<String>,
     /// Job id (`wattest.job_id`).
+    #[param(min_length = 1, max_length = 256)]
     pub job: Option<String>,
     /// Model id (`wattest.model_id`).
+    #[param(min_length = 1, max_length = 256)]
     pub model: Option<String>,
     /// Grid zone, e.g. `BE`, case-insensitive as at enrollment.
+    #[param(min_length = 1, max_length = 256)]
     pub zone: Option<String>,
     /// `affirming`, `warning`, `contraindicated` (`ear.status`), `revoked` or `valid`.
+    #[param(value_type = Option<ExportStatus>, inline)]
     pub status: Option<String>,
     /// `certificate` (default) or `hour` (compliance profile only: one row per certificate-hour).
+    #[param(value_type = Option<ExportGranularity>, inline)]
     pub granularity: Option<String>,
+}
+
+/// Export filter on the certificate's status: an `ear.status`, or the revocation state.
+// Schema only: the parameter is a string parsed by `StatusFilter::parse`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportStatus {
+    /// `ear.status` affirming.
+    Affirming,
+    /// `ear.status` warning.
+    Warning,
+    /// `ear.status` contraindicated.
+    Contraindicated,
+    /// Revoked certificates.
+    Revoked,
+    /// Certificates not revoked.
+    Valid,
+}
+
+/// Rows of an export: one per certificate, or one per certificate-hour.
+// Schema only: the parameter is a string parsed by `Granularity::parse`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportGranularity {
+    /// One row per certificate (the default).
+    Certificate,
+    /// One row per certificate-hour (compliance profile only).
+    Hour,
+}
+
+/// An export file, `<profile>.csv`; any other name is 404.
+// Schema only: the path segment is parsed by `Profile::parse`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub enum ExportFile {
+    /// The compliance profile.
+    #[serde(rename = "compliance.csv")]
+    Compliance,
+    /// The CodeCarbon profile.
+    #[serde(rename = "codecarbon.csv")]
+    Codecarbon,
+    /// The SCI profile.
+    #[serde(rename = "sci.csv")]
+    Sci,
 }
 
 impl ExportQuery {
@@ -92,7 +142,7 @@ impl ExportQuery {
 /// (issued_at, id) order; the `Wattest-Export-Version` header names the column list's version.
 /// Columns and units: docs/compliance.md.
 #[utoipa::path(get, path = "/v1/exports/{file}", tag = "exports", security(("bearer" = [])),
-    params(("file" = String, Path, description = "`compliance.csv`, `codecarbon.csv` or `sci.csv`"), ExportQuery),
+    params(("file" = inline(ExportFile), Path, description = "`compliance.csv`, `codecarbon.csv` or `sci.csv`"), ExportQuery),
     responses(
         (status = 200, description = "CSV (RFC 4180), header row first", content_type = "text/csv", body = String, headers(
             ("Wattest-Export-Version" = String, description = "Version of the profile's column list: it changes whenever a column is added, removed, renamed or reordered"),

@@ -66,12 +66,13 @@ pub async fn key(State(state): State<AppState>) -> Result<Response, ApiError> {
 pub struct InclusionQuery {
     /// Certificate id.
     pub certificate_id: String,
-    /// Tree size to prove against (default: the current size).
+    /// Tree size to prove against, ≥ 1 (default: the current size).
+    #[param(minimum = 1)]
     pub tree_size: Option<u64>,
 }
 
 /// Inclusion proof of a certificate (RFC 9162 §2.1.3), with the signed checkpoint it is
-/// proven against.
+/// proven against (role auditor; admin passes).
 #[utoipa::path(get, path = "/v1/log/proofs/inclusion", tag = "log", params(InclusionQuery),
     security(("bearer" = [])), responses(
     (status = 200, description = "Inclusion proof", body = InclusionProof),
@@ -104,13 +105,15 @@ pub async fn inclusion(
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyQuery {
     /// The older tree size (≥ 1).
+    #[param(minimum = 1)]
     pub first: u64,
-    /// The newer tree size (default: the current size).
+    /// The newer tree size, ≥ `first` (default: the current size).
+    #[param(minimum = 1)]
     pub second: Option<u64>,
 }
 
 /// Consistency proof between two tree sizes (RFC 9162 §2.1.4), with the signed checkpoint of
-/// the newer one.
+/// the newer one (role auditor; admin passes).
 #[utoipa::path(get, path = "/v1/log/proofs/consistency", tag = "log", params(ConsistencyQuery),
     security(("bearer" = [])), responses(
     (status = 200, description = "Consistency proof", body = ConsistencyProof),
@@ -142,7 +145,7 @@ pub struct LogEntry {
     pub jws: String,
 }
 
-/// The entry at a leaf index (for monitors replaying the log).
+/// The entry at a leaf index, for monitors replaying the log (role auditor; admin passes).
 #[utoipa::path(get, path = "/v1/log/entries/{index}", tag = "log",
     params(("index" = u64, Path, description = "Leaf index, 0-based")),
     security(("bearer" = [])), responses(

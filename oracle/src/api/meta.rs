@@ -14,18 +14,46 @@ use wattest_shared::Jwks;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     /// `ok` or `degraded`.
+    #[schema(value_type = HealthStatus)]
     pub status: &'static str,
     /// `ok`, or `unreachable` (the database error itself goes to the oracle's log only).
+    #[schema(value_type = DatabaseStatus)]
     pub database: String,
     /// Oracle version.
     pub version: &'static str,
 }
 
-/// Liveness and database reachability. The 503 carries the same `Health` body (not a
-/// problem), so that probes read one shape.
+/// Overall health: `ok`, or `degraded` when the database is unreachable.
+// Schema only: `Health::status` is a string with these values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Healthy.
+    Ok,
+    /// The database is unreachable.
+    Degraded,
+}
+
+/// Whether the database answered: `ok` or `unreachable`.
+// Schema only: `Health::database` is a string with these values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseStatus {
+    /// The database answered a ping.
+    Ok,
+    /// The ping failed.
+    Unreachable,
+}
+
+/// Liveness and database reachability. A 503 for an unreachable database carries the same
+/// `Health` body (not a problem), so that probes read one shape; a 503 for a request that timed
+/// out is a `timeout` problem, as on every route.
 #[utoipa::path(get, path = "/healthz", tag = "meta", responses(
     (status = 200, description = "Healthy", body = Health),
-    (status = 503, description = "Database unreachable (`status` `degraded`)", body = Health),
+    (status = 503, description = "Database unreachable: a `Health` body (`status` `degraded`, `application/json`); or the request timed out: a `timeout` problem (`application/problem+json`)", content(
+        (Health = "application/json"),
+        (super::problem::Problem = "application/problem+json"),
+    )),
 ))]
 pub async fn healthz(State(state): State<AppState>) -> Response {
     let version = env!("CARGO_PKG_VERSION");

@@ -200,12 +200,26 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// Adds the responses every operation can give: 401/403 where a token is needed, 413/415 where
-/// a body is read, 429 (rate limit), 500 and 503 (timeout) everywhere.
+/// a body is read, 429 (rate limit, with its `Retry-After` header), 500 and 503 (timeout)
+/// everywhere.
 struct CommonResponses;
 
 impl utoipa::Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, ResponseBuilder, Type};
+        let retry_after = || {
+            HeaderBuilder::new()
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(1)),
+                ))
+                .description(Some(
+                    "Seconds to wait before retrying (an integer, RFC 9110 §10.2.3)",
+                ))
+                .build()
+        };
         let problem = |description: &str| {
             ResponseBuilder::new()
                 .description(description)
@@ -247,6 +261,12 @@ impl utoipa::Modify for CommonResponses {
                 );
                 add("500", "internal");
                 add("503", "timeout / unavailable");
+                if let Some(RefOr::T(limited)) = responses.get_mut("429") {
+                    limited
+                        .headers
+                        .entry("Retry-After".to_owned())
+                        .or_insert_with(|| retry_after().into());
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
-use wattest_shared::Eur;
+use wattest_shared::{AttestationLevel, Eur};
 
 /// A node is healthy when its last window ended at most this long ago, seconds: twice the
 /// longest window the agent accepts (`--window` ≤ 3600 s in agent/src/main.rs), so one late or
@@ -75,22 +75,39 @@ pub struct NodeInfo {
     /// Grid zone.
     pub zone: String,
     /// `software` or `tpm`.
+    #[schema(value_type = AttestationLevel)]
     pub attestation_level: String,
     /// Enrollment time.
     pub enrolled_at: DateTime<Utc>,
     /// Seq of the last accepted window (0: none yet).
     pub last_seq: i64,
-    /// End of the last accepted window (the heartbeat), if any.
+    /// End of the last accepted window (the heartbeat); null when none yet.
+    #[schema(required = true)]
     pub last_window_end: Option<DateTime<Utc>>,
     /// `healthy` (last window ended within `HEALTHY_WITHIN_SECS` = 7200 s), `stale`, or
     /// `never_reported`.
+    #[schema(value_type = NodeHealth)]
     pub health: &'static str,
     /// Windows held after a gap in this node's chain (valid, not yet appended nor credited;
     /// docs/protocol.md §3.4).
     pub held_windows: u64,
     /// Why the node is flagged (e.g. `seq_conflict:7`, `held_rejected:9:chain_broken`), if it
-    /// is: its certificates are then `contraindicated`.
+    /// is (null otherwise): its certificates are then `contraindicated`.
+    #[schema(required = true)]
     pub flag: Option<String>,
+}
+
+/// A node's health, from its heartbeat (the end of its last accepted window).
+// Schema only: `NodeInfo::health` is a string with these values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeHealth {
+    /// The last window ended within `HEALTHY_WITHIN_SECS` (7200 s).
+    Healthy,
+    /// The last window ended longer ago.
+    Stale,
+    /// No window accepted yet.
+    NeverReported,
 }
 
 /// Enrolled nodes.
@@ -100,7 +117,8 @@ pub struct NodeList {
     pub nodes: Vec<NodeInfo>,
 }
 
-/// Enrolled nodes with their heartbeat (last window, last seq) and health. Auditor.
+/// Enrolled nodes with their heartbeat (last window, last seq) and health (role auditor; admin
+/// passes).
 #[utoipa::path(get, path = "/v1/nodes", tag = "nodes", security(("bearer" = [])), responses(
     (status = 200, description = "Nodes", body = NodeList),
 ))]

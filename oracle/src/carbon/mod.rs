@@ -185,6 +185,7 @@ pub struct ProviderInfo {
     /// Licence or terms of use of the figures.
     pub licence: String,
     /// Where the source is described; null for an operator's CSV series.
+    #[schema(required = true)]
     pub url: Option<String>,
     /// Factor types this provider gives (`direct`, `lifecycle`), ascending.
     pub factor_types: Vec<FactorType>,
@@ -230,9 +231,11 @@ pub struct Attempt {
     /// Provider name, or `cache`.
     pub provider: String,
     /// `applied`, `failed` or `skipped` (cache miss).
+    #[schema(value_type = crate::api::carbon::AttemptOutcome)]
     pub outcome: String,
-    /// Why it failed or was skipped.
+    /// Why it failed or was skipped (absent when applied).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub reason: Option<String>,
 }
 
