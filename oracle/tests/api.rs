@@ -371,3 +371,261 @@ async fn carbon_intensity_accepts_two_letter_regions_and_canonicalises_alpha3() 
         assert_eq!(answer["g_co2e_per_kwh"], figure, "{answer}");
     }
 }
+
+/// Errors of `value` against `schema` of `doc` (OpenAPI 3.1): the subset of JSON Schema the
+/// document uses (`$ref`, `oneOf`, `allOf`, `type`, `enum`, `minimum`, `maximum`, `required`,
+/// `properties`, `additionalProperties: false`, `items`), enough to catch a field the server
+/// sends as null or leaves out against the schema, or a value outside a declared enum.
+fn schema_errors(
+    doc: &serde_json::Value,
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    at: &str,
+) -> Vec<String> {
+    use serde_json::Value;
+    let mut errors = Vec::new();
+    if let Some(Value::String(target)) = schema.get("$ref") {
+        let name = target.strip_prefix("#/components/schemas/").unwrap();
+        let resolved = &doc["components"]["schemas"][name];
+        assert!(resolved.is_object(), "{at}: dangling {target}");
+        return schema_errors(doc, resolved, value, at);
+    }
+    if let Some(Value::Array(items)) = schema.get("oneOf") {
+        let matching = items
+            .iter()
+            .filter(|s| schema_errors(doc, s, value, at).is_empty())
+            .count();
+        if matching != 1 {
+            errors.push(format!("{at}: {value} matches {matching} of oneOf"));
+        }
+    }
+    for s in schema
+        .get("allOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        errors.extend(schema_errors(doc, s, value, at));
+    }
+    if let Some(types) = schema.get("type") {
+        let types: Vec<&str> = match types {
+            Value::Array(t) => t.iter().filter_map(Value::as_str).collect(),
+            t => vec![t.as_str().unwrap()],
+        };
+        let fits = types.iter().any(|t| match *t {
+            "null" => value.is_null(),
+            "boolean" => value.is_boolean(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "string" => value.is_string(),
+            "array" => value.is_array(),
+            "object" => value.is_object(),
+            other => panic!("{at}: type {other}"),
+        });
+        if !fits {
+            errors.push(format!("{at}: {value} is not {types:?}"));
+            return errors;
+        }
+    }
+    if let Some(Value::Array(allowed)) = schema.get("enum")
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{at}: {value} not in {allowed:?}"));
+    }
+    if let (Some(min), Some(n)) = (
+        schema.get("minimum").and_then(Value::as_f64),
+        value.as_f64(),
+    ) && n < min
+    {
+        errors.push(format!("{at}: {n} < {min}"));
+    }
+    if let (Some(max), Some(n)) = (
+        schema.get("maximum").and_then(Value::as_f64),
+        value.as_f64(),
+    ) && n > max
+    {
+        errors.push(format!("{at}: {n} > {max}"));
+    }
+    if let Value::Object(members) = value {
+        for name in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if !members.contains_key(name.as_str().unwrap()) {
+                errors.push(format!("{at}: required {name} missing"));
+            }
+        }
+        let properties = schema.get("properties").and_then(Value::as_object);
+        for (name, member) in members {
+            match properties.and_then(|p| p.get(name)) {
+                Some(s) => errors.extend(schema_errors(doc, s, member, &format!("{at}.{name}"))),
+                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                    errors.push(format!("{at}: unknown member {name}"));
+                }
+                None => {
+                    if let Some(s) = schema.get("additionalProperties").filter(|s| s.is_object()) {
+                        errors.extend(schema_errors(doc, s, member, &format!("{at}.{name}")));
+                    }
+                }
+            }
+        }
+    }
+    if let (Value::Array(elements), Some(items)) = (value, schema.get("items")) {
+        for (i, element) in elements.iter().enumerate() {
+            errors.extend(schema_errors(doc, items, element, &format!("{at}[{i}]")));
+        }
+    }
+    errors
+}
+
+/// The document describes the answers the server really sends (what schema-driven client suites
+/// check responses against): absent members are not required, members always sent (null or
+/// not) are, enums hold the values sent; and its parameters carry the bounds the handlers
+/// enforce, every 429 its `Retry-After`, and the authenticated reads their roles.
+#[tokio::test]
+async fn openapi_schemas_match_the_answers_and_bounds() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let admin = app.admin_auth();
+    for (path, status, auth) in [
+        ("/healthz", 200, None),
+        ("/v1/stats", 200, None),
+        ("/.well-known/jwks.json", 200, None),
+        ("/v1/carbon/sources", 200, None),
+        (
+            "/v1/carbon/intensity?zone=BE&at=2025-06-01T10:20:00Z",
+            200,
+            Some(&admin),
+        ),
+        ("/v1/balances", 200, Some(&admin)),
+        ("/v1/nodes", 200, Some(&admin)),
+        ("/v1/certificates?limit=1000", 200, Some(&admin)),
+        ("/v1/certificates?limit=0", 400, Some(&admin)),
+        ("/v1/certificates?limit=1001", 400, Some(&admin)),
+        ("/v1/certificates/nope/status", 404, Some(&admin)),
+        ("/v1/log/proofs/consistency?first=0", 400, Some(&admin)),
+        ("/v1/exports/compliance.csv?node=", 400, Some(&admin)),
+        ("/v1/exports/compliance.csv?status=bogus", 400, Some(&admin)),
+        ("/v1/exports/other.csv", 404, Some(&admin)),
+    ] {
+        let r = app.get(path, auth.map(String::as_str)).await;
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        let route = path.split('?').next().unwrap();
+        let template = if route.starts_with("/v1/certificates/") {
+            "/v1/certificates/{id}/status"
+        } else if route.starts_with("/v1/exports/") {
+            "/v1/exports/{file}"
+        } else {
+            route
+        };
+        let media = r.headers()["content-type"].to_str().unwrap().to_owned();
+        let response = &doc["paths"][template]["get"]["responses"][status.to_string()];
+        let schema = &response["content"][media.as_str()]["schema"];
+        assert!(schema.is_object(), "{path}: {status} {media} undocumented");
+        let body: serde_json::Value = r.json().await.unwrap();
+        let errors = schema_errors(&doc, schema, &body, path);
+        assert!(errors.is_empty(), "{errors:#?}");
+    }
+
+    // Problems: the seq members are absent or a number / false, never null.
+    let schemas = &doc["components"]["schemas"];
+    let problem = serde_json::json!({"type": "https://wattest.dev/problems/seq_gap",
+        "title": "Conflict", "status": 409, "detail": "d", "code": "seq_gap",
+        "already_accepted": false, "expected_seq": 3});
+    assert!(schema_errors(&doc, &schemas["Problem"], &problem, "problem").is_empty());
+    let null_seq = serde_json::json!({"type": "t", "title": "t", "status": 400, "detail": "d",
+        "code": "c", "expected_seq": null});
+    assert!(!schema_errors(&doc, &schemas["Problem"], &null_seq, "problem").is_empty());
+    for (schema, member) in [
+        ("TelemetryBatchResult", "accepted"),
+        ("TelemetryBatchResult", "held"),
+        ("TelemetryBatchResult", "problem"),
+        ("CertificateStatus", "revoked_at"),
+        ("CertificateStatus", "reason"),
+        ("Attempt", "reason"),
+        ("Provenance", "fallback_reason"),
+        ("RsaJwk", "kid"),
+        ("EcJwk", "use"),
+    ] {
+        let required = schemas[schema]["required"].as_array().unwrap();
+        assert!(!required.contains(&member.into()), "{schema}.{member}");
+        let text = schemas[schema]["properties"][member].to_string();
+        assert!(!text.contains("null"), "{schema}.{member}: {text}");
+    }
+    for (schema, member) in [
+        ("TelemetryAccepted", "certificate"),
+        ("CertificateSummary", "job_id"),
+        ("NodeInfo", "last_window_end"),
+        ("NodeInfo", "flag"),
+        ("Balances", "from"),
+        ("OwnerBalance", "owner"),
+        ("IntensityAnswer", "provenance"),
+        ("ProviderInfo", "url"),
+        ("CertificateClaims", "wattest.job_id"),
+        ("CertificateClaims", "wattest.status_reasons"),
+    ] {
+        let required = schemas[schema]["required"].as_array().unwrap();
+        assert!(required.contains(&member.into()), "{schema}.{member}");
+    }
+
+    // Input enums hold exactly what the handlers accept.
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&schemas["RevocationReason"]),
+        api::certificates::REVOCATION_REASONS
+    );
+    let export = &doc["paths"]["/v1/exports/{file}"]["get"]["parameters"];
+    let param = |name: &str| {
+        export
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["schema"]
+            .clone()
+    };
+    assert_eq!(
+        names(&param("status")).join(", "),
+        wattest_oracle::export::StatusFilter::NAMES
+    );
+    assert_eq!(names(&param("granularity")), ["certificate", "hour"]);
+    let files: Vec<String> = wattest_oracle::export::Profile::ALL
+        .iter()
+        .map(|p| format!("{}.csv", p.name()))
+        .collect();
+    assert_eq!(names(&param("file")), files);
+    for text in ["node", "owner", "job", "model", "zone"] {
+        assert_eq!(param(text)["minLength"], 1, "{text}");
+        assert_eq!(
+            param(text)["maxLength"],
+            api::exports::MAX_FILTER_CHARS,
+            "{text}"
+        );
+    }
+
+    // Every 429 names its Retry-After; the authenticated reads name their roles.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let header = &op["responses"]["429"]["headers"]["Retry-After"];
+            assert_eq!(header["schema"]["type"], "integer", "{method} {path}");
+            if op["security"].is_array() {
+                let text = format!("{}{}", op["summary"], op["description"]);
+                assert!(
+                    text.contains("role")
+                        || text.contains("`node` token")
+                        || text.contains("(admin)"),
+                    "{method} {path}: no role in {text}"
+                );
+            }
+        }
+    }
+}
