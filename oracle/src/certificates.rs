@@ -236,6 +236,14 @@ pub fn build_claims(
     if by_source.iter().any(|s| s.method == Method::EstimateCpuTdp) {
         reasons.push("estimated_energy".to_owned());
     }
+    // Solar declared by the operator (a constant, not a measurement) earns a reward only as far
+    // as the declaration is believed: the certificate says so.
+    if by_source
+        .iter()
+        .any(|s| s.method == Method::SolarDeclaredConstant)
+    {
+        reasons.push("declared_solar".to_owned());
+    }
     reasons.extend(
         issue
             .plausibility
@@ -449,7 +457,11 @@ mod tests {
         // 9 Wh × 117.58 g/kWh = 1.05822 g.
         assert_eq!(c.avoided_emissions.g_co2e, d("1.05822"));
         assert_eq!(c.status, EarStatus::Warning);
-        assert_eq!(c.status_reasons, ["software_key", "estimated_energy"]);
+        // The windows' solar is a declared constant: the certificate says so.
+        assert_eq!(
+            c.status_reasons,
+            ["software_key", "estimated_energy", "declared_solar"]
+        );
         assert_eq!(
             (c.windows.first_seq, c.windows.last_seq, c.windows.count),
             (1, 2, 2)

@@ -15,18 +15,35 @@ pub const GPU_MAX_TDP_W: f64 = 1200.0;
 /// Highest CPU TDP, W: 500 W, the maximum of `cpu_tdp_watts.csv` (CodeCarbon 3.3.2, from Intel
 /// and AMD specifications: AMD EPYC 9755 and 9965, Intel Xeon 6960P).
 pub const CPU_MAX_TDP_W: f64 = 500.0;
-/// Margin over TDP for short boosts: Intel's PL2 allows about 1.25 × TDP (PL1) for bursts, AMD's
-/// PPT is 1.35 × TDP on desktop parts; averaged over a window, 1.35 × TDP is an upper bound.
+/// Margin over the highest TDP for the peak (`max_w`) of a source: AMD's socket power limit (PPT)
+/// is 1.35 × TDP on desktop parts (AMD, "AMD Ryzen processors: PPT, TDC, EDC"). Intel's PL2 can
+/// reach about 2 × TDP on desktop parts (i9-13900K: 253 W over 125 W), but the limits here are
+/// the highest server TDPs, whose boost limits sit close to TDP; a peak beyond 1.35 × the
+/// highest TDP of any part shipped is implausible for one device. The agent's judgement,
+/// documented in `docs/protocol.md` §3.4.
 pub const TDP_MARGIN: f64 = 1.35;
+
+/// Relative tolerance of the solar check: a window's solar energy may exceed its consumption by
+/// this share before it is flagged (readings of different meters are not simultaneous).
+pub const SOLAR_TOLERANCE: f64 = 0.01;
 
 /// Flags raised by `windows`, each once, in first-seen order: `gpu_above_tdp:<source>` when a
 /// GPU source's `max_w` exceeds [`GPU_MAX_TDP_W`] × [`TDP_MARGIN`], `cpu_above_tdp:<source>` when
 /// a CPU source's exceeds [`CPU_MAX_TDP_W`] × [`TDP_MARGIN`] (a CPU source per socket; a source
-/// summing several sockets is flagged too, which is the conservative reading).
+/// summing several sockets is flagged too, which is the conservative reading), and
+/// `solar_above_consumption` when a window's solar energy exceeds what the node consumed in it
+/// ([`WindowClaims::consumed`]) by more than [`SOLAR_TOLERANCE`]: avoided emissions are then
+/// claimed for energy the node did not use.
 #[must_use]
 pub fn flags(windows: &[WindowClaims]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for w in windows {
+        if w.solar_wh.0 > w.consumed().0 * (1.0 + SOLAR_TOLERANCE) + 1e-9 {
+            let flag = "solar_above_consumption".to_owned();
+            if !out.contains(&flag) {
+                out.push(flag);
+            }
+        }
         for s in &w.sources {
             let (limit, name) = match s.kind {
                 SourceKind::Gpu => (GPU_MAX_TDP_W, "gpu_above_tdp"),
@@ -97,5 +114,20 @@ mod tests {
             ]
         );
         assert!(flags(&windows[..1]).is_empty());
+    }
+
+    #[test]
+    fn solar_above_consumption_is_flagged_once() {
+        // 1000 W of GPU for 10 s: 2.78 Wh consumed.
+        let mut w = window(SourceKind::Gpu, "gpu0", 1000.0);
+        w.solar_wh = WattHours(w.consumed().0);
+        assert!(flags(std::slice::from_ref(&w)).is_empty(), "all of it used");
+        w.solar_wh = WattHours(w.consumed().0 * 1.005);
+        assert!(
+            flags(std::slice::from_ref(&w)).is_empty(),
+            "within the tolerance"
+        );
+        w.solar_wh = WattHours(w.consumed().0 * 1.5);
+        assert_eq!(flags(&[w.clone(), w]), ["solar_above_consumption"]);
     }
 }

@@ -253,6 +253,14 @@ pub fn verify_window_with(
             claims.start, claims.end
         )));
     }
+    // Energy is checked against the duration in milliseconds (step 8): a shorter window would
+    // measure 0 s, where any energy passes with mean_w = max_w = 0.
+    if claims.end - claims.start < Duration::milliseconds(1) {
+        return Err(VerifyError::InvalidPeriod(format!(
+            "window shorter than 1 ms ({} to {})",
+            claims.start, claims.end
+        )));
+    }
     if claims.end - claims.start > Duration::seconds(MAX_WINDOW_SECONDS) {
         return Err(VerifyError::InvalidPeriod(format!(
             "window longer than {MAX_WINDOW_SECONDS} s"
@@ -517,6 +525,14 @@ mod tests {
         assert_eq!(code(c, &chain), Some("overlapping_window"));
         let mut c = claims(&f, 2, Some(v1.hash.clone()));
         c.end = c.start;
+        assert_eq!(code(c, &chain), Some("invalid_period"));
+        // Half a millisecond measures 0 s: a gigawatt-hour with mean_w = max_w = 0 is refused
+        // for the window's length, not credited.
+        let mut c = claims(&f, 2, Some(v1.hash.clone()));
+        c.end = c.start + Duration::microseconds(500);
+        c.sources[0].energy_wh = WattHours(1e9);
+        c.sources[0].mean_w = Watts(0.0);
+        c.sources[0].max_w = Watts(0.0);
         assert_eq!(code(c, &chain), Some("invalid_period"));
         // Years RFC 3339 cannot write (chrono parses `-5000-…` and `+10000-…`).
         let mut c = claims(&f, 2, Some(v1.hash.clone()));

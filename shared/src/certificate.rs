@@ -258,7 +258,7 @@ pub struct CertificateClaims {
     /// Overall appraisal.
     #[serde(rename = "ear.status")]
     pub status: EarStatus,
-    /// Why the status is not `affirming`: `software_key`, `estimated_energy`,
+    /// Why the status is not `affirming`: `software_key`, `estimated_energy`, `declared_solar`,
     /// `plausibility:<flag>`, `node_flagged:<reason>`.
     #[serde(rename = "wattest.status_reasons", default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]

@@ -108,6 +108,13 @@ fn balances_sum_unrevoked_reward_parts_per_owner_and_for_the_fund() {
         micros(&after["total_reward_eur"]),
         total - part(&a2, "total")
     );
+    // The public totals leave it out too: the same fund, two certificates.
+    let stats = oracle.get_json("/v1/stats");
+    assert_eq!(stats["certificates"], 2);
+    assert_eq!(
+        micros(&stats["cooperative_fund_eur"]),
+        micros(&after["cooperative_fund"]["reward_eur"])
+    );
 
     // Time filters, and their errors.
     let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();

@@ -28,7 +28,8 @@ pub struct Stats {
     pub active_nodes: u64,
     /// Telemetry windows accepted.
     pub windows: u64,
-    /// Certificates issued.
+    /// Certificates issued and not revoked (the figures below are theirs: a revoked
+    /// certificate's figures and reward are void).
     pub certificates: u64,
     /// Energy covered by certificates, Wh.
     pub energy_wh: f64,

@@ -97,12 +97,17 @@ impl Storage {
         Ok(window::Entity::find().count(&self.db).await?)
     }
 
-    /// Sums over every issued certificate.
+    /// Sums over every issued certificate that is not revoked (a revoked certificate's figures
+    /// and reward are void, as in [`Storage::balances`]).
     ///
     /// # Errors
     /// Database failure.
     pub async fn certificate_totals(&self) -> Result<CertificateTotals, StorageError> {
         let row = certificate::Entity::find()
+            .filter(Expr::cust(
+                "NOT EXISTS (SELECT 1 FROM certificate_revocations r \
+                 WHERE r.certificate_id = certificates.id)",
+            ))
             .select_only()
             .column_as(certificate::Column::Id.count(), "certificates")
             .column_as(certificate::Column::ConsumedWh.sum(), "consumed_wh")
