@@ -182,7 +182,8 @@ struct ServeArgs {
     #[command(flatten)]
     data: DataArgs,
     /// Public base URL of this oracle, written as `iss` in certificates and used in export links
-    /// (default: http://LISTEN).
+    /// (default: http://LISTEN; required when LISTEN is an unspecified address such as 0.0.0.0,
+    /// which names no host).
     #[arg(long, env = "WATTEST_PUBLIC_URL")]
     public_url: Option<String>,
     /// Price per tonne of avoided CO2e for the avoided-emissions reward, EUR (decimal).
@@ -549,6 +550,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     prepare_data_dir(&args.data.data_dir)?;
     let url = storage::database_url(&args.data.data_dir, args.data.database_url);
+    // The issuer is signed into every certificate and names the log (its origin): an address
+    // that names no host would give every certificate and checkpoint a meaningless identity,
+    // and changing it later forks the log's identity for auditors.
+    if args.public_url.is_none() && args.listen.ip().is_unspecified() {
+        anyhow::bail!(
+            "--public-url (WATTEST_PUBLIC_URL) is required when listening on {}: it is the issuer of every certificate and the transparency log's origin, e.g. --public-url https://oracle.example.org",
+            args.listen
+        );
+    }
     let issuer = args
         .public_url
         .unwrap_or_else(|| format!("http://{}", args.listen));

@@ -26,4 +26,16 @@ wattest_install_packages() {
       export PATH="$HOME/.cargo/bin:$PATH"
     fi
   fi
+  # The workspace's rust-version (Cargo.toml): sqlx 0.9 and sea-orm 2 need Rust 1.94.
+  local have
+  have=$(rustc --version | awk '{print $2}')
+  if [ "$(printf '%s\n' 1.94.0 "$have" | sort -V | head -n1)" != 1.94.0 ]; then
+    if command -v rustup >/dev/null 2>&1; then
+      echo "==> Rust $have is older than 1.94: rustup update stable"
+      rustup update stable
+    else
+      echo "error: Rust $have is older than the 1.94 this workspace needs, and there is no rustup to update it" >&2
+      return 1
+    fi
+  fi
 }

@@ -172,3 +172,17 @@ fn oracle_node_set_refuses_a_lifespan_without_embodied_emissions() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--embodied-kg"), "{stderr}");
 }
+
+#[test]
+fn oracle_serve_on_an_unspecified_address_needs_a_public_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("wattest-oracle"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("WATTEST_PUBLIC_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--public-url"), "{stderr}");
+}
