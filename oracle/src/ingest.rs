@@ -406,8 +406,10 @@ async fn append_window(
 
 /// How many windows from the start of `batch` one compare-and-set can append
 /// ([`crate::storage::Storage::append_windows`]): a run of non-final windows of one node and
-/// one job with consecutive seqs (a node's windows are adjacent in a batch, in arrival order).
-/// At least 1 for a non-empty batch.
+/// one job with consecutive seqs, each naming the one before it as `prev` (a node's windows are
+/// adjacent in a batch, in arrival order). The compare-and-set checks only the run's first
+/// `prev`: windows of two requests that a node signed for two histories (6 then 7′ whose `prev`
+/// is another 6′) must not join into one run. At least 1 for a non-empty batch.
 fn run_len(batch: &[Pending]) -> usize {
     let Some(first) = batch.first() else {
         return 0;
@@ -423,6 +425,7 @@ fn run_len(batch: &[Pending]) -> usize {
                 && !b.is_final
                 && b.job_id == a.job_id
                 && b.seq == a.seq + 1
+                && b.prev.as_deref() == Some(pair[0].window.hash.as_str())
         })
         .count()
 }
@@ -547,6 +550,40 @@ pub(crate) mod tests {
                 (pending, answer)
             })
             .collect()
+    }
+
+    /// Windows of one node that do not name each other as `prev` (a node that signed two
+    /// histories, its windows queued by two requests) never join one run: the chain head moves
+    /// only along hashes, and the window of the other history is not stored.
+    #[tokio::test]
+    async fn a_run_follows_prev_hashes_not_only_seqs() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::storage::database_url(dir.path(), None);
+        let state = AppState::open(dir.path(), &url, settings()).await.unwrap();
+        let t0 = Utc::now() - chrono::Duration::hours(1);
+        let a = node_row("node-a", t0);
+        state.storage.insert_node(a.clone()).await.unwrap();
+        let a = std::sync::Arc::new(a);
+        let (mut batch, answers): (Vec<_>, Vec<_>) = queued(&state, &a, t0).into_iter().unzip();
+        batch[2].window.claims.prev = Some("another-h2".into());
+        assert_eq!(run_len(&batch), 2);
+        commit_batch(batch).await;
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await.unwrap().map(|_| ()).map_err(|e| e.code()));
+        }
+        assert_eq!(outcomes[..2], [Ok(()), Ok(())]);
+        assert!(outcomes[2].is_err(), "{outcomes:?}");
+        let head = node::Entity::find()
+            .filter(node::Column::Id.eq("node-a"))
+            .one(state.storage.db())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (head.last_seq, head.last_hash.as_deref()),
+            (2, Some("node-a-h2"))
+        );
     }
 
     /// A batch whose transaction fails as a whole (here: the database refuses one window's row,
