@@ -587,6 +587,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!(config = %path.display(), "Carbon provider chain loaded.");
     }
     state.storage.spawn_wal_checkpointer();
+    wattest_oracle::api::telemetry::spawn_held_sweeper(
+        state.clone(),
+        wattest_oracle::api::telemetry::HELD_SWEEP_INTERVAL,
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -381,11 +381,15 @@ async fn ingest_node(
         tracing::error!(node_id = %node.id, code = err.code(), "Releasing held windows failed; they stay held.");
     }
     let mut gaps = Vec::new();
+    let mut replayed_any = false;
     for (i, jws, err) in deferred {
         let answer = match err {
-            VerifyError::SeqReplay { seq, last } => replayed(state, &node.id, seq, last, &jws)
-                .await
-                .map(|Json(a)| Ingested::Accepted(Box::new(a))),
+            VerifyError::SeqReplay { seq, last } => {
+                replayed_any = true;
+                replayed(state, &node.id, seq, last, &jws)
+                    .await
+                    .map(|Json(a)| Ingested::Accepted(Box::new(a)))
+            }
             // The chain may have moved past the gap since: this call appended windows, and
             // the release may have appended held ones.
             VerifyError::SeqGap { .. } if recheck_gaps && appended_any => {
@@ -399,10 +403,50 @@ async fn ingest_node(
         };
         results.push((i, answer));
     }
+    // A window sent again after its acknowledgement was lost may be the one whose first
+    // answer never came because the release after it was cut short (a timeout, a crash): held
+    // windows waiting behind it are released now rather than when the node next sends.
+    if replayed_any
+        && !node_has_held
+        && let Err(err) = release_held(state, &node.id).await
+    {
+        tracing::error!(node_id = %node.id, code = err.code(), "Releasing held windows failed; they stay held.");
+    }
     if !gaps.is_empty() {
         results.extend(Box::pin(ingest_node(state, kid, gaps, false)).await);
     }
     results
+}
+
+/// How often [`spawn_held_sweeper`] looks for held windows whose gap is filled.
+pub const HELD_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Releases, every `interval` ([`HELD_SWEEP_INTERVAL`] in `serve`), the held windows of every node that has some: a
+/// release cut short (a request timeout, a crash, a database error) is otherwise retried only
+/// when the node next sends, and an idle node never does — its acknowledged windows (and the
+/// certificate of a held final window) would wait forever. Each release is the one requests
+/// run ([`release_held`]): verified again in full, appended by compare-and-set, so sweepers of
+/// several replicas and requests never append a window twice.
+pub fn spawn_held_sweeper(state: AppState, interval: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let nodes = match state.storage.held_counts().await {
+                Ok(counts) => counts,
+                Err(err) => {
+                    tracing::warn!(%err, "Listing nodes with held windows failed.");
+                    continue;
+                }
+            };
+            for node_id in nodes.keys() {
+                if let Err(err) = release_held(&state, node_id).await {
+                    tracing::warn!(node_id = %node_id, code = err.code(), "Sweeping held windows failed; they stay held.");
+                }
+            }
+        }
+    });
 }
 
 /// Holds a valid window that arrived ahead of the chain (`expected` is the node's next seq).
@@ -494,6 +538,26 @@ async fn release_held(state: &AppState, node_id: &str) -> Result<(), ApiError> {
             return Ok(());
         };
         let head = u64::try_from(node.last_seq).unwrap_or(0);
+        // The chain passed these seqs with other requests' windows: a held window that is not
+        // the one accepted there is a second history the node signed (§3.4: a different window
+        // for a held seq is a seq_conflict), not something to drop silently.
+        for (seq, held) in state.storage.held_through(node_id, head).await? {
+            let accepted = state.storage.window_at(node_id, seq).await?;
+            if let Some(accepted) = accepted
+                && accepted.hash != jws_hash(&held)
+                && !same_payload(&accepted.jws, &held)
+            {
+                state
+                    .storage
+                    .flag_node(node_id, &format!("seq_conflict:{seq}"))
+                    .await?;
+                tracing::warn!(
+                    node_id,
+                    seq,
+                    "A held window differs from the window accepted at its seq; node flagged."
+                );
+            }
+        }
         state.storage.drop_held_through(node_id, head).await?;
         let next = head + 1;
         let Some(jws) = state.storage.held_window(node_id, next).await? else {
@@ -910,46 +974,62 @@ mod tests {
         }
     }
 
-    /// A held window whose append fails for a reason that is not a verdict on it (here the
-    /// database refuses its row) stays held and acknowledged, the node unflagged; once the
-    /// database takes it again, the window resent is appended.
-    #[tokio::test]
-    async fn a_held_window_that_cannot_be_stored_for_now_stays_held() {
-        use sea_orm::ConnectionTrait;
-        let dir = tempfile::tempdir().unwrap();
-        let url = crate::storage::database_url(dir.path(), None);
-        let state = AppState::open(dir.path(), &url, crate::ingest::tests::settings())
+    /// Each answer as the accepted seq, `held N`, or the error code.
+    fn answers(results: Vec<Result<Ingested, ApiError>>) -> Vec<Result<u64, String>> {
+        results
+            .into_iter()
+            .map(|r| match r {
+                Ok(Ingested::Accepted(a)) => Ok(a.seq),
+                Ok(Ingested::Held(h)) => Err(format!("held {}", h.seq)),
+                Err(err) => Err(err.code().to_owned()),
+            })
+            .collect()
+    }
+
+    /// An oracle on SQLite in `dir` with node `node-1` enrolled under a fresh software key.
+    async fn one_node(dir: &std::path::Path) -> (AppState, SoftwareKey) {
+        let url = crate::storage::database_url(dir, None);
+        let state = AppState::open(dir, &url, crate::ingest::tests::settings())
             .await
             .unwrap();
         let key = SoftwareKey::generate(2048).unwrap();
         let mut node = node_row(&key);
         node.kid = key.public_jwk().thumbprint();
         state.storage.insert_node(node).await.unwrap();
+        (state, key)
+    }
+
+    /// Window `seq` of `node-1` after `prev`, drawing `watts` for its 10 s, signed.
+    fn window(key: &SoftwareKey, seq: u64, prev: &str, watts: f64) -> String {
+        let mut c =
+            crate::verification::test_window_claims("node-1", seq, Some(jws_hash(prev)), t0());
+        let seconds = c.duration_seconds();
+        for s in &mut c.sources {
+            s.energy_wh = wattest_shared::WattHours(watts * seconds / 3600.0);
+            s.mean_w = wattest_shared::Watts(watts);
+            s.max_w = wattest_shared::Watts(watts);
+        }
+        sign_compact(key, WINDOW_TYP, &serde_json::to_vec(&c).unwrap()).unwrap()
+    }
+
+    async fn node_state(state: &AppState) -> node::Model {
+        state.storage.node_by_id("node-1").await.unwrap().unwrap()
+    }
+
+    /// A held window whose append fails for a reason that is not a verdict on it (here the
+    /// database refuses its row) stays held and acknowledged, the node unflagged. Once the
+    /// database takes it again, it is appended when the node sends anything — even only a
+    /// window sent again after a lost answer — and the window resent is a duplicate.
+    #[tokio::test]
+    async fn a_held_window_that_cannot_be_stored_for_now_stays_held() {
+        use sea_orm::ConnectionTrait;
+        let dir = tempfile::tempdir().unwrap();
+        let (state, key) = one_node(dir.path()).await;
         let w1 = first_window(&key);
-        let c2 = crate::verification::test_window_claims("node-1", 2, Some(jws_hash(&w1)), t0());
-        let w2 = sign_compact(&key, WINDOW_TYP, &serde_json::to_vec(&c2).unwrap()).unwrap();
-        let codes = |results: Vec<Result<Ingested, ApiError>>| {
-            results
-                .into_iter()
-                .map(|r| match r {
-                    Ok(Ingested::Accepted(a)) => Ok(a.seq),
-                    Ok(Ingested::Held(h)) => Err(format!("held {}", h.seq)),
-                    Err(err) => Err(err.code().to_owned()),
-                })
-                .collect::<Vec<_>>()
-        };
-        let flag = |state: AppState| async move {
-            state
-                .storage
-                .node_by_id("node-1")
-                .await
-                .unwrap()
-                .unwrap()
-                .flag
-        };
+        let w2 = window(&key, 2, &w1, 50.0);
 
         assert_eq!(
-            codes(ingest(&state, vec![w2.clone()]).await),
+            answers(ingest(&state, vec![w2.clone()]).await),
             [Err("held 2".to_owned())]
         );
         state
@@ -962,7 +1042,7 @@ mod tests {
             .await
             .unwrap();
         // Window 1 is accepted; the release of window 2 fails, and it stays held.
-        assert_eq!(codes(ingest(&state, vec![w1]).await), [Ok(1)]);
+        assert_eq!(answers(ingest(&state, vec![w1.clone()]).await), [Ok(1)]);
         assert!(
             state
                 .storage
@@ -971,7 +1051,7 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
-        assert_eq!(flag(state.clone()).await, None);
+        assert_eq!(node_state(&state).await.flag, None);
 
         state
             .storage
@@ -979,9 +1059,84 @@ mod tests {
             .execute_unprepared("DROP TRIGGER refuse_2")
             .await
             .unwrap();
-        assert_eq!(codes(ingest(&state, vec![w2]).await), [Ok(2)]);
-        assert_eq!(flag(state.clone()).await, None);
-        let head = state.storage.node_by_id("node-1").await.unwrap().unwrap();
-        assert_eq!(head.last_seq, 2);
+        // Window 1 again (its answer lost): a duplicate, and window 2 is appended with it.
+        assert_eq!(answers(ingest(&state, vec![w1]).await), [Ok(1)]);
+        assert_eq!(node_state(&state).await.last_seq, 2);
+        assert_eq!(answers(ingest(&state, vec![w2]).await), [Ok(2)]);
+        assert_eq!(node_state(&state).await.flag, None);
+    }
+
+    /// The sweeper appends a held window whose release was cut short, with no request from
+    /// the node (an idle node sends none).
+    #[tokio::test]
+    async fn the_sweeper_releases_what_no_request_will() {
+        use sea_orm::ConnectionTrait;
+        let dir = tempfile::tempdir().unwrap();
+        let (state, key) = one_node(dir.path()).await;
+        let w1 = first_window(&key);
+        let w2 = window(&key, 2, &w1, 50.0);
+        assert_eq!(
+            answers(ingest(&state, vec![w2]).await),
+            [Err("held 2".to_owned())]
+        );
+        let db = state.storage.db();
+        db.execute_unprepared(
+            "CREATE TRIGGER refuse_2 BEFORE INSERT ON windows WHEN NEW.seq = 2 \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .await
+        .unwrap();
+        assert_eq!(answers(ingest(&state, vec![w1]).await), [Ok(1)]);
+        db.execute_unprepared("DROP TRIGGER refuse_2")
+            .await
+            .unwrap();
+        spawn_held_sweeper(state.clone(), std::time::Duration::from_millis(50));
+        for _ in 0..100 {
+            if node_state(&state).await.last_seq == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(node_state(&state).await.last_seq, 2);
+        assert!(
+            state
+                .storage
+                .held_window("node-1", 2)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// A held window that the chain passes with a different window at its seq (the node signed
+    /// two histories) flags the node instead of being dropped silently.
+    #[tokio::test]
+    async fn a_held_window_passed_by_another_flags_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, key) = one_node(dir.path()).await;
+        let w1 = first_window(&key);
+        let held = window(&key, 2, &w1, 50.0);
+        let other = window(&key, 2, &w1, 60.0);
+        assert_eq!(
+            answers(ingest(&state, vec![held]).await),
+            [Err("held 2".to_owned())]
+        );
+        assert_eq!(
+            answers(ingest(&state, vec![w1, other]).await),
+            [Ok(1), Ok(2)]
+        );
+        let node = node_state(&state).await;
+        assert_eq!(
+            (node.last_seq, node.flag.as_deref()),
+            (2, Some("seq_conflict:2"))
+        );
+        assert!(
+            state
+                .storage
+                .held_window("node-1", 2)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -183,6 +183,35 @@ impl Storage {
         Ok(())
     }
 
+    /// The windows held for `node_id` at or below `seq` (the chain head has passed them), as
+    /// `(seq, compact JWS)` in seq order.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn held_through(
+        &self,
+        node_id: &str,
+        seq: u64,
+    ) -> Result<Vec<(u64, String)>, StorageError> {
+        let select = Query::select()
+            .from(table())
+            .columns([Alias::new("seq"), Alias::new("jws")])
+            .and_where(col("node_id").eq(node_id))
+            .and_where(col("seq").lte(seq_i64(seq)))
+            .order_by(Alias::new("seq"), sea_orm::Order::Asc)
+            .to_owned();
+        let backend = self.db.get_database_backend();
+        self.db
+            .query_all_raw(backend.build(&select))
+            .await?
+            .iter()
+            .map(|row| {
+                let seq: i64 = row.try_get("", "seq")?;
+                Ok((u64::try_from(seq).unwrap_or(0), row.try_get("", "jws")?))
+            })
+            .collect()
+    }
+
     /// Removes the windows held for `node_id` at or below `seq` (the chain head has passed them).
     ///
     /// # Errors
