@@ -234,6 +234,22 @@ fn default_state_dir() -> PathBuf {
 }
 
 impl MeasureArgs {
+    /// What `run` and `watch` do before measuring: [`MeasureArgs::resolve`], the metrics
+    /// endpoint when one is asked for, and source discovery (its warnings logged).
+    ///
+    /// # Errors
+    /// Bad settings, or the metrics address cannot be bound.
+    async fn start(&self) -> Result<(config::Resolved, wattest_agent::sources::Discovery)> {
+        let settings = self.resolve()?;
+        if let Some(addr) = settings.metrics_listen {
+            wattest_agent::metrics::spawn(addr)
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?;
+        }
+        let discovery = runner::sources(&settings.discovery);
+        Ok((settings, discovery))
+    }
+
     /// Flags and environment over the config file over the defaults.
     fn resolve(&self) -> Result<config::Resolved> {
         let file = match &self.config {
@@ -442,13 +458,7 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
     // Everything that can fail is done before the command starts: a failure exits 70 with no
     // command left running unmeasured. The chain head is recovered before the drain below
     // removes acknowledged windows from the spool.
-    let settings = args.measure.resolve()?;
-    if let Some(addr) = settings.metrics_listen {
-        wattest_agent::metrics::spawn(addr)
-            .await
-            .with_context(|| format!("serving metrics on {addr}"))?;
-    }
-    let discovery = runner::sources(&settings.discovery);
+    let (settings, discovery) = args.measure.start().await?;
     let chain = Chain::open(
         &dir,
         signer,
@@ -630,13 +640,7 @@ async fn watch_cmd(args: WatchArgs) -> Result<()> {
     let signer = NodeSigner::load(&dir, &node)?;
     let uploader = Uploader::new(args.oracle.as_deref().unwrap_or(&node.oracle))?;
     let spool = Spool::new(dir.spool());
-    let settings = args.measure.resolve()?;
-    if let Some(addr) = settings.metrics_listen {
-        wattest_agent::metrics::spawn(addr)
-            .await
-            .with_context(|| format!("serving metrics on {addr}"))?;
-    }
-    let discovery = runner::sources(&settings.discovery);
+    let (settings, discovery) = args.measure.start().await?;
     let sampler_cfg = SamplerConfig {
         period: Duration::from_secs_f64(settings.interval),
         window: Duration::from_secs(args.window),

@@ -915,11 +915,14 @@ mod tests {
     }
 
     /// Time between the first two requests the stub received.
-    fn first_gap(shared: &Shared) -> Duration {
+    /// The first retry came at least a second after the first request: a `Retry-After: 1` was
+    /// heeded (the first backoff alone is 0.25–0.5 s).
+    fn assert_waited_a_second(shared: &Shared) {
         let script = shared
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        script.arrivals[1] - script.arrivals[0]
+        let gap = script.arrivals[1] - script.arrivals[0];
+        assert!(gap >= Duration::from_secs(1), "{gap:?}");
     }
 
     #[tokio::test]
@@ -1213,11 +1216,7 @@ mod tests {
         let (_tmp, spool) = spool_with(2);
         let report = uploader.drain(&spool, None).await;
         assert_eq!(report.acknowledged, 2);
-        assert!(
-            first_gap(&shared) >= Duration::from_secs(1),
-            "{:?}",
-            first_gap(&shared)
-        );
+        assert_waited_a_second(&shared);
 
         let mut script = Script {
             retry_after: Some(1),
@@ -1230,11 +1229,7 @@ mod tests {
         let (_tmp, spool) = spool_with(1);
         let report = uploader.drain(&spool, None).await;
         assert_eq!(report.acknowledged, 1);
-        assert!(
-            first_gap(&shared) >= Duration::from_secs(1),
-            "{:?}",
-            first_gap(&shared)
-        );
+        assert_waited_a_second(&shared);
 
         // A Retry-After beyond the deadline ends the drain at once.
         let script = Script {
