@@ -203,18 +203,29 @@ impl Storage {
         &self.db
     }
 
-    /// Starts a write transaction (on SQLite, after the previous writer finished).
+    /// Starts a write transaction (on SQLite, after the previous writer finished, and as
+    /// `BEGIN IMMEDIATE`: the write lock is taken at the start, waiting under the busy timeout.
+    /// A deferred transaction that reads first fails at once with `SQLITE_BUSY_SNAPSHOT` when it
+    /// comes to write after another connection committed meanwhile — a held window's write or a
+    /// token's `last_used_at`, which do not go through this lock).
     ///
     /// # Errors
     /// Database failure.
     pub async fn begin(&self) -> Result<WriteTxn, StorageError> {
-        let writer = match &self.writer {
-            Some(lock) => Some(lock.clone().lock_owned().await),
-            None => None,
+        let Some(lock) = &self.writer else {
+            return Ok(WriteTxn {
+                txn: self.db.begin().await?,
+                _writer: None,
+            });
+        };
+        let writer = lock.clone().lock_owned().await;
+        let immediate = sea_orm::TransactionOptions {
+            sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+            ..sea_orm::TransactionOptions::default()
         };
         Ok(WriteTxn {
-            txn: self.db.begin().await?,
-            _writer: writer,
+            txn: self.db.begin_with_options(immediate).await?,
+            _writer: Some(writer),
         })
     }
 
@@ -1145,6 +1156,42 @@ mod tests {
             .await
             .expect("memory");
         assert!(main_database_file(&memory).await.is_none());
+    }
+
+    /// A write transaction that reads first still writes after another connection committed
+    /// meanwhile: it holds the write lock from its start (`BEGIN IMMEDIATE`), so the other write
+    /// waits for it instead of making its first write fail with `SQLITE_BUSY_SNAPSHOT`.
+    #[tokio::test]
+    async fn a_write_transaction_that_reads_first_is_not_overtaken() {
+        use sea_orm::ConnectionTrait;
+        let dir = tempfile::tempdir().expect("dir");
+        let storage = Storage::connect(&database_url(dir.path(), None))
+            .await
+            .expect("db");
+        let t0 = Utc::now();
+        storage
+            .insert_node(crate::ingest::tests::node_row("n", t0))
+            .await
+            .expect("node");
+        let txn = storage.begin().await.expect("begin");
+        txn.execute_unprepared("SELECT COUNT(*) FROM nodes")
+            .await
+            .expect("read");
+        let other = storage.clone();
+        let flag = tokio::spawn(async move { other.flag_node("n", "test").await });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        txn.execute_unprepared("UPDATE nodes SET name = 'renamed'")
+            .await
+            .expect("the transaction writes after its read");
+        txn.commit().await.expect("commit");
+        flag.await
+            .expect("task")
+            .expect("the other write waited, then went through");
+        let node = storage.node_by_id("n").await.expect("read").expect("node");
+        assert_eq!(
+            (node.name.as_str(), node.flag.as_deref()),
+            ("renamed", Some("test"))
+        );
     }
 
     /// The chain head moves only from the very window a new one chains to: a window whose
