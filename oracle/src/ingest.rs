@@ -244,6 +244,12 @@ async fn append_batch(
     batch: &mut [Pending],
 ) -> Result<Vec<Result<Option<certificate::Model>, ApiError>>, ApiError> {
     let txn = state.storage.begin().await?;
+    // Lock order across replicas: the log head (when a certificate will be issued), then node
+    // rows by id (the batch is sorted). Taking the log head only at the final window, with
+    // another node's row already locked, deadlocks against a replica holding that row.
+    if batch.iter().any(|p| p.window.claims.is_final) {
+        state.storage.lock_log_head(&txn).await?;
+    }
     // A window alone needs no savepoint: if its issuance fails, the transaction is dropped and
     // the window retried on its own (two statements fewer on the common, unloaded path).
     let isolate = batch.len() > 1;
@@ -290,6 +296,9 @@ pub async fn store(
     entry: Entry<'_>,
 ) -> Result<Option<certificate::Model>, ApiError> {
     let txn = state.storage.begin().await?;
+    if entry.window.claims.is_final {
+        state.storage.lock_log_head(&txn).await?;
+    }
     let certificate = append(state, &txn, entry, None, false).await??;
     txn.commit().await.map_err(|err| ApiError::internal(&err))?;
     log_issued(certificate.as_ref());

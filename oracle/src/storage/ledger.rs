@@ -211,6 +211,27 @@ impl Storage {
             .await
     }
 
+    /// Locks the log head inside `txn` until it ends (PostgreSQL `SELECT … FOR UPDATE`; SQLite
+    /// has one writer): a transaction that will issue a certificate takes it before any node
+    /// row, so transactions of replicas lock in one order (log head, then nodes by id) and
+    /// cannot deadlock on a node row against the log head ([`Storage::reserve_log`] locks it
+    /// again, which is then a no-op).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn lock_log_head(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+    ) -> Result<(), StorageError> {
+        if txn.get_database_backend() == DatabaseBackend::Postgres {
+            log_head::Entity::find_by_id(1)
+                .lock_exclusive()
+                .one(txn)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Takes the log's next leaf index inside `txn` and reads the stored subtrees an append
     /// there needs (the left siblings of the subtrees it completes and those of the new root).
     /// Neither depends on the entry, so issuance runs this while the certificate is signed. The
