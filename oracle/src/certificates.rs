@@ -116,8 +116,8 @@ pub fn split_by_hour(
 /// split across the clock hours it overlaps in proportion to time (constant power within a
 /// window; largest-remainder rounding, so the parts add up exactly), and each hour's energy is
 /// multiplied by that hour's intensity ([`emissions_g`]). The status is `affirming` unless a
-/// reason in `issue.flags`, a software key or a CPU-time × TDP estimate caps it at `warning`, or
-/// the node is flagged (`contraindicated`).
+/// plausibility flag (`issue.plausibility`), a software key, a CPU-time × TDP estimate or
+/// declared solar caps it at `warning`, or the node is flagged (`contraindicated`).
 ///
 /// # Errors
 /// [`CertificateBuildError`].
