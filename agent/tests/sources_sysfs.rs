@@ -249,12 +249,18 @@ fn hwmon_tree(root: &Path) {
     write(root, "sys/class/hwmon/hwmon3/temp1_input", "45000\n");
 }
 
+/// A host whose CPU is not in the TDP table, with [`hwmon_tree`]'s chips.
+fn epyc_with_hwmon() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    procfs(tmp.path(), "AMD EPYC");
+    hwmon_tree(tmp.path());
+    tmp
+}
+
 #[test]
 fn hwmon_channels_are_found_with_units_and_kinds() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = epyc_with_hwmon();
     let root = tmp.path();
-    procfs(root, "AMD EPYC");
-    hwmon_tree(root);
     let mut d = run(&cfg(root));
     assert_eq!(
         ids(&d),
@@ -288,10 +294,8 @@ fn hwmon_channels_are_found_with_units_and_kinds() {
 /// and beside a RAPL package zone (the same silicon) they are left out, with a warning.
 #[test]
 fn cpu_energy_chips_do_not_count_the_cpu_twice() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = epyc_with_hwmon();
     let root = tmp.path();
-    procfs(root, "AMD EPYC");
-    hwmon_tree(root);
     write(root, "sys/class/hwmon/hwmon2/energy2_input", "7000000\n");
     write(root, "sys/class/hwmon/hwmon2/energy2_label", "Ecore000\n");
     let d = run(&cfg(root));
@@ -313,10 +317,8 @@ fn cpu_energy_chips_do_not_count_the_cpu_twice() {
 
 #[test]
 fn hwmon_selectors_pick_channels_and_solar_takes_its_own() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = epyc_with_hwmon();
     let root = tmp.path();
-    procfs(root, "AMD EPYC");
-    hwmon_tree(root);
     let mut c = cfg(root);
     c.hwmon_channels = vec!["ina226:VIN".into(), "ina999:nothing".into()];
     c.solar = SolarConfig::Hwmon("ina219:power1".into());
@@ -341,10 +343,8 @@ fn hwmon_selectors_pick_channels_and_solar_takes_its_own() {
 
 #[test]
 fn solar_selector_naming_a_power_channel_takes_its_energy_twin_out_of_consumption() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = epyc_with_hwmon();
     let root = tmp.path();
-    procfs(root, "AMD EPYC");
-    hwmon_tree(root);
     // The panel's monitor offers an energy counter beside the power channel the operator names.
     write(root, "sys/class/hwmon/hwmon1/energy1_input", "9000000\n");
     let mut c = cfg(root);
@@ -401,10 +401,8 @@ fn ina3221_channels_are_bus_voltage_times_current() {
 
 #[test]
 fn hwmon_uncertainty_follows_what_the_chip_measures() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = epyc_with_hwmon();
     let root = tmp.path();
-    procfs(root, "AMD EPYC");
-    hwmon_tree(root);
     let d = run(&cfg(root));
     let pct = |id: &str| {
         d.sources

@@ -561,6 +561,28 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// Each queued window's outcome: committed, or the error code.
+    async fn outcomes(
+        answers: Vec<oneshot::Receiver<Result<Appended, ApiError>>>,
+    ) -> Vec<Result<(), &'static str>> {
+        let mut out = Vec::new();
+        for answer in answers {
+            out.push(answer.await.unwrap().map(|_| ()).map_err(|e| e.code()));
+        }
+        out
+    }
+
+    /// `node_id`'s chain head: last seq and hash.
+    async fn head(state: &AppState, node_id: &str) -> (i64, Option<String>) {
+        let node = node::Entity::find()
+            .filter(node::Column::Id.eq(node_id))
+            .one(state.storage.db())
+            .await
+            .unwrap()
+            .unwrap();
+        (node.last_seq, node.last_hash)
+    }
+
     /// Windows of one node that do not name each other as `prev` (a node that signed two
     /// histories, its windows queued by two requests) never join one run: the chain head moves
     /// only along hashes, and the window of the other history is not stored.
@@ -577,22 +599,10 @@ pub(crate) mod tests {
         batch[2].window.claims.prev = Some("another-h2".into());
         assert_eq!(run_len(&batch), 2);
         commit_batch(batch).await;
-        let mut outcomes = Vec::new();
-        for answer in answers {
-            outcomes.push(answer.await.unwrap().map(|_| ()).map_err(|e| e.code()));
-        }
+        let outcomes = outcomes(answers).await;
         assert_eq!(outcomes[..2], [Ok(()), Ok(())]);
         assert!(outcomes[2].is_err(), "{outcomes:?}");
-        let head = node::Entity::find()
-            .filter(node::Column::Id.eq("node-a"))
-            .one(state.storage.db())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (head.last_seq, head.last_hash.as_deref()),
-            (2, Some("node-a-h2"))
-        );
+        assert_eq!(head(&state, "node-a").await, (2, Some("node-a-h2".into())));
     }
 
     /// A batch whose transaction fails as a whole (here: the database refuses one window's row,
@@ -625,10 +635,7 @@ pub(crate) mod tests {
             .chain(queued(&state, &b, t0))
             .unzip();
         commit_batch(batch).await;
-        let mut outcomes = Vec::new();
-        for answer in answers {
-            outcomes.push(answer.await.unwrap().map(|_| ()).map_err(|e| e.code()));
-        }
+        let outcomes = outcomes(answers).await;
         assert_eq!(
             outcomes,
             [
@@ -653,15 +660,6 @@ pub(crate) mod tests {
         let expected = [("node-a", 1), ("node-a", 2), ("node-a", 3), ("node-b", 1)]
             .map(|(node, seq)| (node.to_owned(), seq));
         assert_eq!(stored, expected);
-        let head = node::Entity::find()
-            .filter(node::Column::Id.eq("node-b"))
-            .one(state.storage.db())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (head.last_seq, head.last_hash.as_deref()),
-            (1, Some("node-b-h1"))
-        );
+        assert_eq!(head(&state, "node-b").await, (1, Some("node-b-h1".into())));
     }
 }

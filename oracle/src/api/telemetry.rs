@@ -1016,33 +1016,41 @@ mod tests {
         state.storage.node_by_id("node-1").await.unwrap().unwrap()
     }
 
+    /// Node `node-1` with window 2 held and window 1 accepted while the database refused
+    /// window 2's row, so its release failed and it stays held; the database takes it again
+    /// on return. Returns the state and windows 1 and 2.
+    async fn held_behind_a_failed_release(dir: &std::path::Path) -> (AppState, String, String) {
+        use sea_orm::ConnectionTrait;
+        let (state, key) = one_node(dir).await;
+        let w1 = first_window(&key);
+        let w2 = window(&key, 2, &w1, 50.0);
+        assert_eq!(
+            answers(ingest(&state, vec![w2.clone()]).await),
+            [Err("held 2".to_owned())]
+        );
+        let db = state.storage.db();
+        db.execute_unprepared(
+            "CREATE TRIGGER refuse_2 BEFORE INSERT ON windows WHEN NEW.seq = 2 \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .await
+        .unwrap();
+        // Window 1 is accepted; the release of window 2 fails, and it stays held.
+        assert_eq!(answers(ingest(&state, vec![w1.clone()]).await), [Ok(1)]);
+        db.execute_unprepared("DROP TRIGGER refuse_2")
+            .await
+            .unwrap();
+        (state, w1, w2)
+    }
+
     /// A held window whose append fails for a reason that is not a verdict on it (here the
     /// database refuses its row) stays held and acknowledged, the node unflagged. Once the
     /// database takes it again, it is appended when the node sends anything — even only a
     /// window sent again after a lost answer — and the window resent is a duplicate.
     #[tokio::test]
     async fn a_held_window_that_cannot_be_stored_for_now_stays_held() {
-        use sea_orm::ConnectionTrait;
         let dir = tempfile::tempdir().unwrap();
-        let (state, key) = one_node(dir.path()).await;
-        let w1 = first_window(&key);
-        let w2 = window(&key, 2, &w1, 50.0);
-
-        assert_eq!(
-            answers(ingest(&state, vec![w2.clone()]).await),
-            [Err("held 2".to_owned())]
-        );
-        state
-            .storage
-            .db()
-            .execute_unprepared(
-                "CREATE TRIGGER refuse_2 BEFORE INSERT ON windows WHEN NEW.seq = 2 \
-                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-            )
-            .await
-            .unwrap();
-        // Window 1 is accepted; the release of window 2 fails, and it stays held.
-        assert_eq!(answers(ingest(&state, vec![w1.clone()]).await), [Ok(1)]);
+        let (state, w1, w2) = held_behind_a_failed_release(dir.path()).await;
         assert!(
             state
                 .storage
@@ -1052,13 +1060,6 @@ mod tests {
                 .is_some()
         );
         assert_eq!(node_state(&state).await.flag, None);
-
-        state
-            .storage
-            .db()
-            .execute_unprepared("DROP TRIGGER refuse_2")
-            .await
-            .unwrap();
         // Window 1 again (its answer lost): a duplicate, and window 2 is appended with it.
         assert_eq!(answers(ingest(&state, vec![w1]).await), [Ok(1)]);
         assert_eq!(node_state(&state).await.last_seq, 2);
@@ -1070,26 +1071,8 @@ mod tests {
     /// the node (an idle node sends none).
     #[tokio::test]
     async fn the_sweeper_releases_what_no_request_will() {
-        use sea_orm::ConnectionTrait;
         let dir = tempfile::tempdir().unwrap();
-        let (state, key) = one_node(dir.path()).await;
-        let w1 = first_window(&key);
-        let w2 = window(&key, 2, &w1, 50.0);
-        assert_eq!(
-            answers(ingest(&state, vec![w2]).await),
-            [Err("held 2".to_owned())]
-        );
-        let db = state.storage.db();
-        db.execute_unprepared(
-            "CREATE TRIGGER refuse_2 BEFORE INSERT ON windows WHEN NEW.seq = 2 \
-             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-        )
-        .await
-        .unwrap();
-        assert_eq!(answers(ingest(&state, vec![w1]).await), [Ok(1)]);
-        db.execute_unprepared("DROP TRIGGER refuse_2")
-            .await
-            .unwrap();
+        let (state, _, _) = held_behind_a_failed_release(dir.path()).await;
         spawn_held_sweeper(state.clone(), std::time::Duration::from_millis(50));
         for _ in 0..100 {
             if node_state(&state).await.last_seq == 2 {
