@@ -465,17 +465,23 @@ async fn hold(
             .with_already_accepted(false)
             .with_expected_seq(expected)
     };
-    if seq - expected >= MAX_HOLD_AHEAD
-        || state.storage.held_count(node_id).await? >= crate::storage::held::MAX_HELD_PER_NODE
-    {
-        return Err(gap());
-    }
     let hash = jws_hash(jws);
-    match state
-        .storage
-        .hold_window(node_id, seq, &hash, jws, now)
-        .await?
-    {
+    // At the limits nothing new is held, but a window already held at this seq is still
+    // judged as a resend (202) or a different window (seq_conflict), not refused as a gap.
+    let at_limit = seq - expected >= MAX_HOLD_AHEAD
+        || state.storage.held_count(node_id).await? >= crate::storage::held::MAX_HELD_PER_NODE;
+    let held = if at_limit {
+        match state.storage.held_window(node_id, seq).await? {
+            Some(existing) => crate::storage::held::Held::Existing(existing),
+            None => return Err(gap()),
+        }
+    } else {
+        state
+            .storage
+            .hold_window(node_id, seq, &hash, jws, now)
+            .await?
+    };
+    match held {
         crate::storage::held::Held::Stored => {}
         crate::storage::held::Held::Existing(held) if held == jws || same_payload(&held, jws) => {}
         crate::storage::held::Held::Existing(_) => {
@@ -1088,6 +1094,39 @@ mod tests {
                 .await
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    /// At the limit of held windows, a window already held is still answered 202 when sent
+    /// again (not `seq_gap`), and only new ones are refused.
+    #[tokio::test]
+    async fn a_held_window_sent_again_at_the_limit_is_still_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, key) = one_node(dir.path()).await;
+        let w1 = first_window(&key);
+        let w2 = window(&key, 2, &w1, 50.0);
+        let w3 = window(&key, 3, &w2, 50.0);
+        assert_eq!(
+            answers(ingest(&state, vec![w3.clone()]).await),
+            [Err("held 3".to_owned())]
+        );
+        let limit = crate::storage::held::MAX_HELD_PER_NODE;
+        for seq in 4..=limit + 2 {
+            let filler = format!("filler.{seq}.signature");
+            state
+                .storage
+                .hold_window("node-1", seq, &jws_hash(&filler), &filler, t0())
+                .await
+                .unwrap();
+        }
+        assert_eq!(state.storage.held_count("node-1").await.unwrap(), limit);
+        assert_eq!(
+            answers(ingest(&state, vec![w3]).await),
+            [Err("held 3".to_owned())]
+        );
+        assert_eq!(
+            answers(ingest(&state, vec![w2]).await),
+            [Err("seq_gap".to_owned())]
         );
     }
 
