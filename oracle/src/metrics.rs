@@ -48,6 +48,9 @@ pub struct Metrics {
     pub windows_accepted: Counter,
     /// Windows held after a gap in their node's chain.
     pub windows_held: Counter,
+    /// Windows sent again after they were accepted (answered 200 with the original receipt;
+    /// not counted in `windows_accepted`).
+    pub windows_duplicate: Counter,
     /// Windows rejected, by code.
     pub windows_rejected: Family<CodeLabel, Counter>,
     /// Certificates issued.
@@ -79,6 +82,7 @@ impl Default for Metrics {
         let windows_accepted = Counter::default();
         let windows_rejected = Family::<CodeLabel, Counter>::default();
         let windows_held = Counter::default();
+        let windows_duplicate = Counter::default();
         let certificates_issued = Counter::default();
         let presign_stale = Counter::default();
         let certified_energy_wh = Counter::<f64, AtomicU64>::default();
@@ -100,6 +104,11 @@ impl Default for Metrics {
             "windows_held",
             "Telemetry windows held after a gap in their node's chain (202)",
             windows_held.clone(),
+        );
+        registry.register(
+            "windows_duplicate",
+            "Telemetry windows sent again after they were accepted (200, the original receipt)",
+            windows_duplicate.clone(),
         );
         registry.register(
             "windows_rejected",
@@ -159,6 +168,7 @@ impl Default for Metrics {
             rate_limited,
             windows_accepted,
             windows_held,
+            windows_duplicate,
             windows_rejected,
             certificates_issued,
             presign_stale,

@@ -151,6 +151,29 @@ fn a_duplicate_gets_the_original_receipt_and_a_conflict_flags_the_node() {
         reasons.contains(&"node_flagged:seq_conflict:1"),
         "{reasons:?}"
     );
+    // The metrics count three windows accepted, three duplicates (two of seq 1, one of seq 3)
+    // apart, and one certificate.
+    let metrics = oracle.get_text("/metrics");
+    let value = |name: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    assert_eq!(
+        value("wattest_windows_accepted_total"),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("wattest_windows_duplicate_total"),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("wattest_certificates_issued_total"),
+        Some(1.0),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -155,7 +155,9 @@ pub async fn submit_batch(
 /// sent for it ([`Ingested`]'s `IntoResponse`, or the problem).
 fn batch_result(result: Result<Ingested, ApiError>) -> TelemetryBatchResult {
     let (status, accepted, held, problem) = match result {
-        Ok(Ingested::Accepted(accepted)) => (StatusCode::OK, Some(*accepted), None, None),
+        Ok(Ingested::Accepted(accepted) | Ingested::Duplicate(accepted)) => {
+            (StatusCode::OK, Some(*accepted), None, None)
+        }
         Ok(Ingested::Held(held)) => (StatusCode::ACCEPTED, None, Some(held), None),
         Err(err) => (err.status(), None, None, Some(err.into())),
     };
@@ -181,6 +183,9 @@ fn count(state: &AppState, result: &Result<Ingested, ApiError>) {
         Ok(Ingested::Held(_)) => {
             metrics.windows_held.inc();
         }
+        Ok(Ingested::Duplicate(_)) => {
+            metrics.windows_duplicate.inc();
+        }
         Err(err) => metrics.rejected(err.code()),
     }
 }
@@ -188,8 +193,10 @@ fn count(state: &AppState, result: &Result<Ingested, ApiError>) {
 /// The answer to a submitted window: accepted (200) or held after a gap (202).
 #[derive(Debug)]
 pub enum Ingested {
-    /// Appended to the node's chain (or a duplicate's original receipt).
+    /// Appended to the node's chain.
     Accepted(Box<TelemetryAccepted>),
+    /// Accepted earlier: the original receipt (200, as [`Ingested::Accepted`]), counted apart.
+    Duplicate(Box<TelemetryAccepted>),
     /// Held until the missing windows arrive.
     Held(TelemetryHeld),
 }
@@ -197,7 +204,7 @@ pub enum Ingested {
 impl IntoResponse for Ingested {
     fn into_response(self) -> Response {
         match self {
-            Self::Accepted(a) => Json(*a).into_response(),
+            Self::Accepted(a) | Self::Duplicate(a) => Json(*a).into_response(),
             Self::Held(h) => (StatusCode::ACCEPTED, Json(h)).into_response(),
         }
     }
@@ -368,7 +375,7 @@ async fn ingest_node(
             Err(err) if err.code() == "seq_replay" => {
                 replayed(state, &node.id, seq, seq.saturating_sub(1), &jws)
                     .await
-                    .map(|Json(a)| Ingested::Accepted(Box::new(a)))
+                    .map(|Json(a)| Ingested::Duplicate(Box::new(a)))
             }
             Err(err) => Err(err),
         };
@@ -388,7 +395,7 @@ async fn ingest_node(
                 replayed_any = true;
                 replayed(state, &node.id, seq, last, &jws)
                     .await
-                    .map(|Json(a)| Ingested::Accepted(Box::new(a)))
+                    .map(|Json(a)| Ingested::Duplicate(Box::new(a)))
             }
             // The chain may have moved past the gap since: this call appended windows, and
             // the release may have appended held ones.
@@ -985,7 +992,7 @@ mod tests {
         results
             .into_iter()
             .map(|r| match r {
-                Ok(Ingested::Accepted(a)) => Ok(a.seq),
+                Ok(Ingested::Accepted(a) | Ingested::Duplicate(a)) => Ok(a.seq),
                 Ok(Ingested::Held(h)) => Err(format!("held {}", h.seq)),
                 Err(err) => Err(err.code().to_owned()),
             })
