@@ -72,6 +72,10 @@ fn ids_of(d: &Discovery, kind: SourceKind) -> Vec<String> {
         .collect()
 }
 
+/// A typical Intel package zone's `max_energy_range_uj`, µJ (≈ 262 kJ; the figure
+/// `docs/measurement.md` and `sources::rapl` quote).
+const RAPL_RANGE_UJ: u64 = 262_143_328_850;
+
 fn rapl_zone(root: &Path, dir: &str, name: &str, uj: u64, range: u64) {
     let base = format!("sys/class/powercap/{dir}");
     write(root, &format!("{base}/name"), name);
@@ -88,16 +92,10 @@ fn rapl_zones_become_cpu_dram_and_platform_sources() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     procfs(root, "AMD EPYC");
-    rapl_zone(
-        root,
-        "intel-rapl:0",
-        "package-0",
-        5_000_000,
-        262_143_328_850,
-    );
-    rapl_zone(root, "intel-rapl:0:0", "core", 1_000_000, 262_143_328_850);
+    rapl_zone(root, "intel-rapl:0", "package-0", 5_000_000, RAPL_RANGE_UJ);
+    rapl_zone(root, "intel-rapl:0:0", "core", 1_000_000, RAPL_RANGE_UJ);
     rapl_zone(root, "intel-rapl:0:1", "dram", 2_000_000, 65_712_999_613);
-    rapl_zone(root, "intel-rapl:1", "psys", 9_000_000, 262_143_328_850);
+    rapl_zone(root, "intel-rapl:1", "psys", 9_000_000, RAPL_RANGE_UJ);
     let mut d = run(&cfg(root));
     assert_eq!(ids(&d), ["rapl:package-0", "rapl:dram-0", "rapl:psys"]);
     let kinds: Vec<SourceKind> = d.sources.iter().map(|s| s.info().kind).collect();
@@ -172,7 +170,7 @@ fn permission_denied_rapl_counter_names_file_and_fix() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     procfs(root, "AMD EPYC");
-    rapl_zone(root, "intel-rapl:0", "package-0", 1, 262_143_328_850);
+    rapl_zone(root, "intel-rapl:0", "package-0", 1, RAPL_RANGE_UJ);
     let file = root.join("sys/class/powercap/intel-rapl:0/energy_uj");
     fs::set_permissions(&file, fs::Permissions::from_mode(0o000)).unwrap();
     if fs::read(&file).is_ok() {
@@ -301,13 +299,7 @@ fn cpu_energy_chips_do_not_count_the_cpu_twice() {
     let d = run(&cfg(root));
     assert_eq!(ids_of(&d, SourceKind::Cpu), ["hwmon:amd_energy:Esocket0"]);
 
-    rapl_zone(
-        root,
-        "intel-rapl:0",
-        "package-0",
-        5_000_000,
-        262_143_328_850,
-    );
+    rapl_zone(root, "intel-rapl:0", "package-0", 5_000_000, RAPL_RANGE_UJ);
     let d = run(&cfg(root));
     assert_eq!(ids_of(&d, SourceKind::Cpu), ["rapl:package-0"]);
     assert_warned(&d, |w| {
@@ -464,7 +456,7 @@ fn a_board_is_measured_by_one_kind_of_platform_meter() {
     let root = tmp.path();
     procfs(root, "Cortex-A76");
     let bin = pi5_vcgencmd(root);
-    rapl_zone(root, "intel-rapl:1", "psys", 9_000_000, 262_143_328_850);
+    rapl_zone(root, "intel-rapl:1", "psys", 9_000_000, RAPL_RANGE_UJ);
     let d = discover_with(&cfg(root), no_gpu(), &bin);
     assert_eq!(ids_of(&d, SourceKind::Platform), ["rapl:psys"]);
     assert_warned(&d, |w| w.starts_with("pi-pmic left out"));

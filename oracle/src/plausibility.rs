@@ -23,8 +23,9 @@ pub const CPU_MAX_TDP_W: f64 = 500.0;
 /// documented in `docs/protocol.md` §3.4.
 pub const TDP_MARGIN: f64 = 1.35;
 
-/// Relative tolerance of the solar check: a window's solar energy may exceed its consumption by
-/// this share before it is flagged (readings of different meters are not simultaneous).
+/// Relative tolerance of the solar check, a share (0.01 = 1 %): a window's solar energy may
+/// exceed its consumption by this much before it is flagged, since the solar and consumption
+/// meters are not read at the same instants. The project's judgement, as for `TDP_MARGIN`.
 pub const SOLAR_TOLERANCE: f64 = 0.01;
 
 /// Flags raised by `windows`, each once, in first-seen order: `gpu_above_tdp:<source>` when a

@@ -999,6 +999,14 @@ mod tests {
             .collect()
     }
 
+    /// Ingests `jws` and checks it is answered 202, held as `seq`.
+    async fn assert_held(state: &AppState, jws: String, seq: u64) {
+        assert_eq!(
+            answers(ingest(state, vec![jws]).await),
+            [Err(format!("held {seq}"))]
+        );
+    }
+
     /// An oracle on SQLite in `dir` with node `node-1` enrolled under a fresh software key.
     async fn one_node(dir: &std::path::Path) -> (AppState, SoftwareKey) {
         let url = crate::storage::database_url(dir, None);
@@ -1037,10 +1045,7 @@ mod tests {
         let (state, key) = one_node(dir).await;
         let w1 = first_window(&key);
         let w2 = window(&key, 2, &w1, 50.0);
-        assert_eq!(
-            answers(ingest(&state, vec![w2.clone()]).await),
-            [Err("held 2".to_owned())]
-        );
+        assert_held(&state, w2.clone(), 2).await;
         let db = state.storage.db();
         db.execute_unprepared(
             "CREATE TRIGGER refuse_2 BEFORE INSERT ON windows WHEN NEW.seq = 2 \
@@ -1113,10 +1118,7 @@ mod tests {
         let w1 = first_window(&key);
         let w2 = window(&key, 2, &w1, 50.0);
         let w3 = window(&key, 3, &w2, 50.0);
-        assert_eq!(
-            answers(ingest(&state, vec![w3.clone()]).await),
-            [Err("held 3".to_owned())]
-        );
+        assert_held(&state, w3.clone(), 3).await;
         let limit = crate::storage::held::MAX_HELD_PER_NODE;
         for seq in 4..=limit + 2 {
             let filler = format!("filler.{seq}.signature");
@@ -1127,10 +1129,7 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(state.storage.held_count("node-1").await.unwrap(), limit);
-        assert_eq!(
-            answers(ingest(&state, vec![w3]).await),
-            [Err("held 3".to_owned())]
-        );
+        assert_held(&state, w3, 3).await;
         assert_eq!(
             answers(ingest(&state, vec![w2]).await),
             [Err("seq_gap".to_owned())]
@@ -1146,10 +1145,7 @@ mod tests {
         let w1 = first_window(&key);
         let held = window(&key, 2, &w1, 50.0);
         let other = window(&key, 2, &w1, 60.0);
-        assert_eq!(
-            answers(ingest(&state, vec![held]).await),
-            [Err("held 2".to_owned())]
-        );
+        assert_held(&state, held, 2).await;
         assert_eq!(
             answers(ingest(&state, vec![w1, other]).await),
             [Ok(1), Ok(2)]

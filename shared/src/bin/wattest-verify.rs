@@ -81,11 +81,6 @@ struct Args {
 /// The `--token` given and the origins it may be sent to, for [`read_source`]'s URL fetches.
 static TOKEN: std::sync::OnceLock<(String, Vec<reqwest::Url>)> = std::sync::OnceLock::new();
 
-/// Whether `a` and `b` are URLs of one origin (RFC 6454: scheme, host and port).
-fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
-    a.origin() == b.origin()
-}
-
 fn read_source(source: &str) -> Result<String> {
     if source == "-" {
         let mut text = String::new();
@@ -98,7 +93,8 @@ fn read_source(source: &str) -> Result<String> {
         let url = reqwest::Url::parse(source).with_context(|| format!("{source} is not a URL"))?;
         let mut request = reqwest::blocking::Client::new().get(url.clone());
         if let Some((token, origins)) = TOKEN.get()
-            && origins.iter().any(|o| same_origin(o, &url))
+            // One origin (RFC 6454): scheme, host and port.
+            && origins.iter().any(|o| o.origin() == url.origin())
         {
             request = request.bearer_auth(token);
         }
@@ -324,10 +320,14 @@ fn run(args: &Args) -> Result<Report> {
     match status {
         Some((s, source)) => {
             let state = s.get("state").and_then(|v| v.as_str()).unwrap_or("unknown");
-            let named = s.get("certificate_id").and_then(|v| v.as_str());
+            // The certificate another certificate's status names, when it names one.
             let jti = claims.as_ref().map(|c| c.jti.as_str());
-            let detail = match (state, named, jti) {
-                (_, Some(named), Some(jti)) if named != jti => {
+            let another = s
+                .get("certificate_id")
+                .and_then(|v| v.as_str())
+                .filter(|named| jti.is_some_and(|jti| jti != *named));
+            let detail = match (state, another, jti) {
+                (_, Some(named), Some(jti)) => {
                     format!("the status is for certificate {named}, not {jti} ({source})")
                 }
                 ("valid", ..) => format!("not revoked ({source})"),
@@ -338,10 +338,9 @@ fn run(args: &Args) -> Result<Report> {
                 ),
                 (other, ..) => format!("unknown status {other:?}"),
             };
-            let for_another = matches!((named, jti), (Some(n), Some(j)) if n != j);
             checks.push(Check {
                 check: "status",
-                ok: state == "valid" && !for_another,
+                ok: state == "valid" && another.is_none(),
                 detail,
             });
         }
