@@ -226,6 +226,19 @@ pub async fn ingest(state: &AppState, windows: Vec<String>) -> Vec<Result<Ingest
     let mut groups: Vec<(String, Vec<(usize, String)>)> = Vec::new();
     let mut group_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, jws) in windows.into_iter().enumerate() {
+        // A batch's windows get the limit a window posted alone gets (§3.6: as if posted alone).
+        if jws.len() > super::MAX_BODY_BYTES {
+            results[i] = Some(Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "window of {} bytes exceeds the limit of {} bytes",
+                    jws.len(),
+                    super::MAX_BODY_BYTES
+                ),
+            )));
+            continue;
+        }
         let kid = match decode_header(&jws, WINDOW_TYP) {
             Ok(unverified) => unverified.header.kid,
             Err(err) => {
@@ -372,11 +385,9 @@ async fn ingest_node(
             // Another request (or replica) took this seq between our read of the chain head
             // and our write: a concurrent duplicate gets the original receipt, a different
             // window is a seq conflict.
-            Err(err) if err.code() == "seq_replay" => {
-                replayed(state, &node.id, seq, seq.saturating_sub(1), &jws)
-                    .await
-                    .map(|Json(a)| Ingested::Duplicate(Box::new(a)))
-            }
+            Err(err) if err.code() == "seq_replay" => replayed(state, &node.id, seq, None, &jws)
+                .await
+                .map(|Json(a)| Ingested::Duplicate(Box::new(a))),
             Err(err) => Err(err),
         };
         results.push((i, answer));
@@ -393,7 +404,7 @@ async fn ingest_node(
         let answer = match err {
             VerifyError::SeqReplay { seq, last } => {
                 replayed_any = true;
-                replayed(state, &node.id, seq, last, &jws)
+                replayed(state, &node.id, seq, Some(last), &jws)
                     .await
                     .map(|Json(a)| Ingested::Duplicate(Box::new(a)))
             }
@@ -816,13 +827,26 @@ fn verify_error(err: &VerifyError) -> ApiError {
 /// with the original receipt (original hash, and the certificate when it was the final window).
 /// A different window for an accepted seq is a `seq_conflict` (409): the node signed two
 /// histories, so it is flagged (`seq_conflict:<seq>`), which marks its later certificates.
+///
+/// `last` is the chain head's seq the window was judged against; `None` when another request
+/// moved the head meanwhile (a lost race), and the answer's `expected_seq` is read afresh.
 async fn replayed(
     state: &AppState,
     node_id: &str,
     seq: u64,
-    last: u64,
+    last: Option<u64>,
     jws: &str,
 ) -> Result<Json<TelemetryAccepted>, ApiError> {
+    let last = match last {
+        Some(last) => last,
+        None => state
+            .storage
+            .node_by_id(node_id)
+            .await?
+            .map_or(seq, |node| {
+                u64::try_from(node.last_seq).unwrap_or(seq).max(seq)
+            }),
+    };
     let Some(stored) = state.storage.window_at(node_id, seq).await? else {
         return Err(verify_error(&VerifyError::SeqReplay { seq, last })
             .with_already_accepted(false)
@@ -1031,6 +1055,42 @@ mod tests {
             s.max_w = wattest_shared::Watts(watts);
         }
         sign_compact(key, WINDOW_TYP, &serde_json::to_vec(&c).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_window_over_the_size_limit_is_refused_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, key) = one_node(dir.path()).await;
+        let w1 = first_window(&key);
+        let w2 = window(&key, 2, &w1, 50.0);
+        // A header that decodes, and more than a window posted alone may carry.
+        let big = format!("{}{}", w2, "A".repeat(super::super::MAX_BODY_BYTES));
+        assert_eq!(
+            answers(ingest(&state, vec![w1, big, w2]).await),
+            [Ok(1), Err("payload_too_large".to_owned()), Ok(2)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_seq_lost_in_a_race_reports_the_seq_now_expected() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, key) = one_node(dir.path()).await;
+        let w1 = first_window(&key);
+        let w2 = window(&key, 2, &w1, 50.0);
+        let w3 = window(&key, 3, &w2, 50.0);
+        assert_eq!(
+            answers(ingest(&state, vec![w1.clone(), w2, w3]).await),
+            [Ok(1), Ok(2), Ok(3)]
+        );
+        // Another window 1, as if its request lost the race for seq 1 while the chain moved on
+        // to 3: the conflict names 4 as the seq expected next, not 1.
+        let other = window(&key, 1, &w1, 60.0);
+        let err = replayed(&state, "node-1", 1, None, &other)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "seq_conflict");
+        let body = super::super::problem::Problem::from(err);
+        assert_eq!(body.expected_seq, Some(4));
     }
 
     async fn node_state(state: &AppState) -> node::Model {
