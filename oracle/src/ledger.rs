@@ -11,7 +11,7 @@ use crate::storage::ledger::LogHead;
 use crate::storage::{Storage, StorageError};
 use std::path::Path;
 use wattest_shared::checkpoint::{Checkpoint, CheckpointError, LogSigner};
-use wattest_shared::merkle;
+use wattest_shared::merkle::{self, NodeId, ProofError};
 use wattest_shared::transparency::{ConsistencyProof, InclusionProof, encode_hash};
 
 /// File name of the log key (Ed25519, PKCS#8 DER, mode 0600) in the data dir.
@@ -154,8 +154,9 @@ impl Ledger {
     ///
     /// # Errors
     /// [`LedgerError::NotLogged`], [`LedgerError::BeyondHead`],
-    /// [`LedgerError::LoggedAfter`] (the certificate was logged after `tree_size`), database or
-    /// signing failure.
+    /// [`LedgerError::LoggedAfter`] (the certificate was logged after `tree_size`),
+    /// [`StorageError::Corrupt`] when the log's leaf is not the hash of `jws` (the log and the
+    /// certificates table disagree), database or signing failure.
     pub async fn inclusion(
         &self,
         storage: &Storage,
@@ -174,13 +175,33 @@ impl Ledger {
                 size: head.size,
             });
         }
-        let hashes = storage
-            .log_proof(|l| merkle::inclusion_proof(index, head.size, l))
+        // The proof, then the stored leaf: it must be this certificate's, or the log and the
+        // certificates table disagree (a damaged database or an edited row), and no proof is
+        // served that the client would only find failing.
+        let leaf = NodeId { level: 0, index };
+        let mut hashes = storage
+            .log_proof(|l| {
+                let mut proof = merkle::inclusion_proof(index, head.size, &mut *l)?;
+                proof.push(l(leaf).ok_or(ProofError::MissingNode(leaf))?);
+                Ok(proof)
+            })
             .await?;
+        let leaf_hash = merkle::leaf_hash(jws.as_bytes());
+        if hashes.pop() != Some(leaf_hash) {
+            tracing::error!(
+                certificate_id,
+                leaf_index = index,
+                "The log's leaf differs from the certificate's stored JWS: the log and the certificates table disagree."
+            );
+            return Err(StorageError::Corrupt(format!(
+                "log leaf {index} is not the hash of certificate {certificate_id}'s JWS"
+            ))
+            .into());
+        }
         Ok(InclusionProof {
             leaf_index: index,
             tree_size: head.size,
-            leaf_hash: encode_hash(&merkle::leaf_hash(jws.as_bytes())),
+            leaf_hash: encode_hash(&leaf_hash),
             hashes: hashes.iter().map(encode_hash).collect(),
             checkpoint: self.sign(head)?,
         })

@@ -656,17 +656,22 @@ async fn reject_held(
     Ok(())
 }
 
-/// The body, or 413 `payload_too_large` when it is over `limit` bytes.
+/// The body; 413 `payload_too_large` when it is over `limit` bytes, 400 `invalid_request` when
+/// it could not be read otherwise (the client stopped sending, a broken chunked encoding).
 fn body_of(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
     body.map_err(|err| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("{err} (limit {limit} bytes)"),
-        )
+        if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("{err} (limit {limit} bytes)"),
+            )
+        } else {
+            ApiError::bad_request(format!("the body could not be read: {err}"))
+        }
     })
 }
 
@@ -1091,6 +1096,52 @@ mod tests {
         assert_eq!(err.code(), "seq_conflict");
         let body = super::super::problem::Problem::from(err);
         assert_eq!(body.expected_seq, Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_log_leaf_that_is_not_the_certificates_jws_is_never_proven() {
+        use sea_orm::ConnectionTrait;
+        let dir = tempfile::tempdir().unwrap();
+        let (state, key) = one_node(dir.path()).await;
+        let mut claims = crate::verification::test_window_claims("node-1", 1, None, t0());
+        claims.is_final = true;
+        let w1 = sign_compact(&key, WINDOW_TYP, &serde_json::to_vec(&claims).unwrap()).unwrap();
+        let Ok(Ingested::Accepted(accepted)) = ingest(&state, vec![w1]).await.remove(0) else {
+            panic!("the final window was not accepted");
+        };
+        let id = accepted.certificate.unwrap().id;
+        let jws = state.storage.certificate(&id).await.unwrap().unwrap().jws;
+        assert!(
+            state
+                .ledger
+                .inclusion(&state.storage, &id, &jws, None)
+                .await
+                .is_ok()
+        );
+        // The certificates table edited behind the log's back: no proof, a 500.
+        let edited = format!("{jws}x");
+        state
+            .storage
+            .db()
+            .execute_unprepared(&format!("UPDATE certificates SET jws = '{edited}'"))
+            .await
+            .unwrap();
+        let err = state
+            .ledger
+            .inclusion(&state.storage, &id, &edited, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                crate::ledger::LedgerError::Storage(crate::storage::StorageError::Corrupt(_))
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            ApiError::from(err).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     async fn node_state(state: &AppState) -> node::Model {
