@@ -21,8 +21,9 @@ use wattest_shared::window::Attribution;
 #[derive(Debug, Parser)]
 #[command(name = "wattest-agent", version)]
 struct Cli {
-    /// Log as JSON lines instead of text.
-    #[arg(long, global = true, env = "WATTEST_LOG_JSON")]
+    /// Log as JSON lines instead of text. WATTEST_LOG_JSON takes 1/0, true/false, yes/no, on/off
+    /// (y/n, t/f; any case).
+    #[arg(long, global = true, env = "WATTEST_LOG_JSON", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     log_json: bool,
     #[command(subcommand)]
     command: Command,
@@ -32,8 +33,17 @@ struct Cli {
 enum Command {
     /// Create the node key and register this node with an oracle.
     Enroll(EnrollArgs),
-    /// Run a command and measure it until it exits; prints the certificate and exits with the
-    /// command's exit code.
+    /// Run a command and measure it until it exits; exits with the command's status.
+    ///
+    /// On stderr it prints this job's certificate id (`wattest: certificate <id>`), a one-line
+    /// summary (energy, emissions, intensity used and its source) and the URL to fetch the
+    /// certificate from (`wattest: fetch it at <oracle>/v1/certificates/<id>`); stdout is the
+    /// command's alone.
+    ///
+    /// Exit status: the command's (128 + signal number when a signal killed it); 127 when CMD is
+    /// not found, 126 when it is found but cannot be executed (no execute permission, not an
+    /// executable format); 70 when the agent fails (settings, state dir, metrics listener: all
+    /// checked before CMD starts, which then does not run).
     #[command(trailing_var_arg = true)]
     Run(RunArgs),
     /// Continuous node mode for edge nodes: windows forever, a certificate every period.
@@ -46,7 +56,10 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct StateArgs {
-    /// State directory: node identity, key (mode 0600), window chain and spool.
+    /// State directory: node identity, key (mode 0600), window chain and spool. Default:
+    /// /var/lib/wattest when run as root (effective uid 0); otherwise
+    /// $XDG_STATE_HOME/wattest when XDG_STATE_HOME is set to an absolute path, else
+    /// $HOME/.local/state/wattest (/var/lib/wattest when HOME is unset or empty).
     #[arg(long, env = "WATTEST_STATE_DIR", default_value_os_t = default_state_dir())]
     state_dir: PathBuf,
 }
@@ -221,15 +234,46 @@ impl From<AttributionArg> for Attribution {
     }
 }
 
+/// The default `--state-dir` for this process: [`state_dir_for`] with its effective uid and
+/// its `XDG_STATE_HOME` and `HOME`.
 fn default_state_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
-        return PathBuf::from(dir).join("wattest");
+    state_dir_for(
+        effective_uid(),
+        std::env::var_os("XDG_STATE_HOME"),
+        std::env::var_os("HOME"),
+    )
+}
+
+/// The process's effective uid (`geteuid(2)`, which has no safe std wrapper).
+#[allow(unsafe_code)]
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
+}
+
+/// The default state dir of a process with effective uid `euid`: `/var/lib/wattest` for root
+/// (uid 0, whatever its environment says: `sudo` keeps the caller's `HOME`); otherwise
+/// `$XDG_STATE_HOME/wattest` when `xdg_state_home` is an absolute path (the XDG Base Directory
+/// specification ignores relative ones), else `$HOME/.local/state/wattest`, else (no `HOME`)
+/// `/var/lib/wattest`.
+fn state_dir_for(
+    euid: u32,
+    xdg_state_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> PathBuf {
+    const SYSTEM: &str = "/var/lib/wattest";
+    if euid == 0 {
+        return PathBuf::from(SYSTEM);
     }
-    match std::env::var_os("HOME") {
-        Some(home) if home != "/root" && !home.is_empty() => {
-            PathBuf::from(home).join(".local/state/wattest")
-        }
-        _ => PathBuf::from("/var/lib/wattest"),
+    if let Some(dir) = xdg_state_home
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute())
+    {
+        return dir.join("wattest");
+    }
+    match home {
+        Some(home) if !home.is_empty() => PathBuf::from(home).join(".local/state/wattest"),
+        _ => PathBuf::from(SYSTEM),
     }
 }
 
@@ -484,12 +528,26 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         );
     }
 
-    let mut child = tokio::process::Command::new(&args.command[0])
+    let mut child = match tokio::process::Command::new(&args.command[0])
         .args(&args.command[1..])
         // A backstop: an error below kills and reaps it explicitly.
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("cannot start {:?}", args.command[0]))?;
+    {
+        Ok(child) => child,
+        Err(err) => {
+            let Some(code) = spawn_failure_status(&args.command[0], &err) else {
+                return Err(
+                    anyhow::Error::new(err).context(format!("cannot start {:?}", args.command[0]))
+                );
+            };
+            eprintln!(
+                "wattest-agent: error: cannot start {:?}: {err}",
+                args.command[0]
+            );
+            return Ok(ExitCode::from(code));
+        }
+    };
     let Some(pid) = child.id() else {
         stop_child(&mut child).await;
         bail!("the command exited before it could be measured");
@@ -625,6 +683,23 @@ fn label(value: &str) -> Result<String, String> {
     }
 }
 
+/// The shell's status for a command `program` that could not be started (POSIX `sh`, "Command
+/// Search and Execution"): 127 when it is not found (`ENOENT`, `ENOTDIR`: no such file, or a
+/// path through a non-directory), 126 when it is found but cannot be executed (`EACCES`,
+/// `EPERM`: no execute permission, a directory, a `noexec` mount; `ENOEXEC`: not an executable
+/// format; `EISDIR`; `ENOENT` for a path that exists: a script whose interpreter is missing).
+/// `None` for other failures (no memory, too many processes…): the agent's, exit 70.
+fn spawn_failure_status(program: &str, err: &std::io::Error) -> Option<u8> {
+    match err.raw_os_error()? {
+        libc::ENOENT if program.contains('/') && std::path::Path::new(program).exists() => {
+            Some(126)
+        }
+        libc::ENOENT | libc::ENOTDIR => Some(127),
+        libc::EACCES | libc::EPERM | libc::ENOEXEC | libc::EISDIR => Some(126),
+        _ => None,
+    }
+}
+
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
@@ -685,5 +760,74 @@ async fn watch_cmd(args: WatchArgs) -> Result<()> {
     match error {
         Some(err) => Err(err),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    #[test]
+    fn the_default_state_dir_follows_the_effective_uid_then_xdg_then_home() {
+        let some = |s: &str| Some(OsString::from(s));
+        // Root: the system dir, whatever HOME and XDG_STATE_HOME say (sudo keeps HOME).
+        assert_eq!(
+            state_dir_for(0, some("/tmp/xdg"), some("/home/alice")),
+            PathBuf::from("/var/lib/wattest")
+        );
+        assert_eq!(
+            state_dir_for(0, None, some("/root")),
+            PathBuf::from("/var/lib/wattest")
+        );
+        // Anyone else: XDG_STATE_HOME when absolute, else ~/.local/state.
+        assert_eq!(
+            state_dir_for(1000, some("/tmp/xdg"), some("/home/alice")),
+            PathBuf::from("/tmp/xdg/wattest")
+        );
+        assert_eq!(
+            state_dir_for(1000, some("relative"), some("/home/alice")),
+            PathBuf::from("/home/alice/.local/state/wattest")
+        );
+        assert_eq!(
+            state_dir_for(1000, None, some("/home/alice")),
+            PathBuf::from("/home/alice/.local/state/wattest")
+        );
+        // A non-root user whose HOME is /root is still not root.
+        assert_eq!(
+            state_dir_for(1000, None, some("/root")),
+            PathBuf::from("/root/.local/state/wattest")
+        );
+        assert_eq!(
+            state_dir_for(1000, None, some("")),
+            PathBuf::from("/var/lib/wattest")
+        );
+        assert_eq!(
+            state_dir_for(1000, None, None),
+            PathBuf::from("/var/lib/wattest")
+        );
+    }
+
+    #[test]
+    fn a_command_that_cannot_start_gets_the_shells_status() {
+        let os = std::io::Error::from_raw_os_error;
+        assert_eq!(spawn_failure_status("nope", &os(libc::ENOENT)), Some(127));
+        assert_eq!(
+            spawn_failure_status("/no/such/cmd", &os(libc::ENOENT)),
+            Some(127)
+        );
+        assert_eq!(
+            spawn_failure_status("/etc/passwd/x", &os(libc::ENOTDIR)),
+            Some(127)
+        );
+        // The path exists, so what is missing is its interpreter.
+        assert_eq!(spawn_failure_status("/", &os(libc::ENOENT)), Some(126));
+        assert_eq!(spawn_failure_status("x", &os(libc::EACCES)), Some(126));
+        assert_eq!(spawn_failure_status("x", &os(libc::ENOEXEC)), Some(126));
+        assert_eq!(spawn_failure_status("x", &os(libc::ENOMEM)), None);
+        assert_eq!(
+            spawn_failure_status("x", &std::io::Error::other("no errno")),
+            None
+        );
     }
 }

@@ -309,3 +309,83 @@ fn print_config_needs_no_command_and_help_shows_each_default_once() {
         assert_eq!(help.matches("[default: 256]").count(), 1, "{help}");
     }
 }
+
+#[test]
+fn a_command_that_cannot_start_exits_127_or_126_as_in_the_shell() {
+    let tmp = state_dir("http://127.0.0.1:9", 0);
+    let status = |cmd: &str| {
+        let out = run(tmp.path(), &[], &[cmd]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(stderr.contains("cannot start"), "{cmd}: {stderr}");
+        out.status.code()
+    };
+    // Not found: 127, by path and by name.
+    assert_eq!(status("/nonexistent/wattest-no-such-command"), Some(127));
+    assert_eq!(status("wattest-no-such-command-on-the-path"), Some(127));
+    // Found but not executable: 126 (no execute bit, not even for root; a directory).
+    let script = tmp.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    assert_eq!(status(script.to_str().unwrap()), Some(126));
+    assert_eq!(status(tmp.path().to_str().unwrap()), Some(126));
+}
+
+#[test]
+fn wattest_log_json_1_writes_json_lines() {
+    let tmp = state_dir(&start_oracle(Oracle::AcceptAll), 0);
+    let out = Command::new(env!("CARGO_BIN_EXE_wattest-agent"))
+        .args(["run", "--window", "1", "--interval", "0.1"])
+        .args(["--tdp-watts", "100", "--job-id", "json", "--state-dir"])
+        .arg(tmp.path())
+        .args(["--", "sh", "-c", "sleep 1.2"])
+        .env_remove("WATTEST_CONFIG")
+        .env_remove("WATTEST_ORACLE")
+        .env("WATTEST_LOG_JSON", "1")
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // Log events are JSON objects; the agent's own report lines start with "wattest:".
+    let events: Vec<Value> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("wattest:"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{stderr}")))
+        .collect();
+    assert!(!events.is_empty(), "{stderr}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["level"].is_string() && e["timestamp"].is_string()),
+        "{stderr}"
+    );
+}
+
+/// The effective uid of this test process, from /proc/self/status (`Uid: real effective …`).
+fn effective_uid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    uids.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_default_state_dir_is_decided_by_the_effective_uid() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wattest-agent"))
+        .args(["run", "--help"])
+        .env_remove("WATTEST_STATE_DIR")
+        .env("HOME", "/root")
+        .env("XDG_STATE_HOME", "/tmp/wattest-xdg-state")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    let expected = if effective_uid() == 0 {
+        "/var/lib/wattest"
+    } else {
+        "/tmp/wattest-xdg-state/wattest"
+    };
+    assert!(
+        help.contains(&format!("[default: {expected}]")),
+        "euid {}: {help}",
+        effective_uid()
+    );
+}

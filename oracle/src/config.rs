@@ -116,6 +116,12 @@ fn all_long_flags(command: &Command) -> Vec<String> {
 
 /// The effective settings of the running subcommand as TOML, secrets redacted: the password of
 /// a URL, and the values of the keys in `SECRET_KEYS`.
+///
+/// Each key is the long flag name with `_`; flags that are not set and have no default are left
+/// out. Switches are TOML booleans; integers (`request_timeout_secs = 30`) and floats
+/// (`rate_limit_per_ip = 100.0`) are TOML numbers; every other value, exact decimal amounts such
+/// as `price_eur_per_tonne` included, is a TOML string as given. The text is accepted back by
+/// [`merge_file`].
 #[must_use]
 pub fn effective(command: &Command, matches: &ArgMatches) -> String {
     let mut cmd = command.clone();
@@ -148,10 +154,34 @@ fn collect(cmd: &Command, m: &ArgMatches, table: &mut toml::Table) {
                 continue;
             };
             let text: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
-            toml::Value::String(redact(&key, &text.join(",")))
+            match number(m, id) {
+                Some(n) if text.len() == 1 && !SECRET_KEYS.contains(&key.as_str()) => n,
+                _ => toml::Value::String(redact(&key, &text.join(","))),
+            }
         };
         table.insert(key, value);
     }
+}
+
+/// The value of `id` as a TOML number when its parser yields an integer or a float type;
+/// `None` for any other type (strings, paths, addresses, decimal amounts) and for an integer
+/// beyond TOML's 64-bit signed range.
+fn number(m: &ArgMatches, id: &str) -> Option<toml::Value> {
+    fn typed<T: Copy + Send + Sync + 'static>(m: &ArgMatches, id: &str) -> Option<T> {
+        m.try_get_one::<T>(id).ok().flatten().copied()
+    }
+    let integer = |i: Option<i64>| i.map(toml::Value::Integer);
+    integer(typed::<i64>(m, id))
+        .or_else(|| integer(typed::<i32>(m, id).map(i64::from)))
+        .or_else(|| integer(typed::<i16>(m, id).map(i64::from)))
+        .or_else(|| integer(typed::<i8>(m, id).map(i64::from)))
+        .or_else(|| integer(typed::<u64>(m, id).and_then(|v| i64::try_from(v).ok())))
+        .or_else(|| integer(typed::<usize>(m, id).and_then(|v| i64::try_from(v).ok())))
+        .or_else(|| integer(typed::<u32>(m, id).map(i64::from)))
+        .or_else(|| integer(typed::<u16>(m, id).map(i64::from)))
+        .or_else(|| integer(typed::<u8>(m, id).map(i64::from)))
+        .or_else(|| typed::<f64>(m, id).map(toml::Value::Float))
+        .or_else(|| typed::<f32>(m, id).map(|v| toml::Value::Float(f64::from(v))))
 }
 
 /// Query parameters of a database URL that carry a secret (libpq's `password` and
@@ -198,7 +228,108 @@ pub fn redact(key: &str, value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+    use clap::Arg;
+    use wattest_shared::Eur;
+
+    /// A command shaped like the oracle's: a global switch, and a subcommand with an address,
+    /// an integer, a float, a signed integer, a decimal amount and a secret.
+    fn command() -> Command {
+        Command::new("demo")
+            .arg(
+                Arg::new("log_json")
+                    .long("log-json")
+                    .global(true)
+                    .action(ArgAction::SetTrue),
+            )
+            .subcommand(
+                Command::new("serve")
+                    .arg(
+                        Arg::new("listen")
+                            .long("listen")
+                            .default_value("127.0.0.1:8080"),
+                    )
+                    .arg(
+                        Arg::new("request_timeout_secs")
+                            .long("request-timeout-secs")
+                            .value_parser(clap::value_parser!(u64))
+                            .default_value("30"),
+                    )
+                    .arg(
+                        Arg::new("rate_limit_per_ip")
+                            .long("rate-limit-per-ip")
+                            .value_parser(clap::value_parser!(f64))
+                            .default_value("100"),
+                    )
+                    .arg(
+                        Arg::new("max_clock_skew_secs")
+                            .long("max-clock-skew-secs")
+                            .value_parser(clap::value_parser!(i64))
+                            .default_value("60"),
+                    )
+                    .arg(
+                        Arg::new("price_eur_per_tonne")
+                            .long("price-eur-per-tonne")
+                            .value_parser(|s: &str| Eur::parse(s).ok_or("not an amount"))
+                            .default_value("25"),
+                    )
+                    .arg(Arg::new("token").long("token")),
+            )
+    }
+
+    fn printed(argv: &[&str]) -> String {
+        let command = command();
+        let matches = command.clone().try_get_matches_from(argv).unwrap();
+        effective(&command, &matches)
+    }
+
+    #[test]
+    fn numbers_print_as_toml_numbers_and_read_back() {
+        let text = printed(&["demo", "serve", "--rate-limit-per-ip", "12.5"]);
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(
+            table["request_timeout_secs"],
+            toml::Value::Integer(30),
+            "{text}"
+        );
+        assert_eq!(
+            table["rate_limit_per_ip"],
+            toml::Value::Float(12.5),
+            "{text}"
+        );
+        assert_eq!(
+            table["max_clock_skew_secs"],
+            toml::Value::Integer(60),
+            "{text}"
+        );
+        assert_eq!(table["price_eur_per_tonne"].as_str(), Some("25"), "{text}");
+        assert_eq!(table["listen"].as_str(), Some("127.0.0.1:8080"), "{text}");
+        assert_eq!(table["log_json"], toml::Value::Boolean(false), "{text}");
+        assert!(!table.contains_key("token"), "unset, no default: {text}");
+        assert!(text.contains("request_timeout_secs = 30\n"), "{text}");
+
+        // The printed text is a config file: read back, it gives the same settings.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("printed.toml");
+        std::fs::write(&file, &text).unwrap();
+        let argv: Vec<OsString> = ["demo", "serve"].iter().map(OsString::from).collect();
+        let merged = merge_file(&command(), &argv, &file).unwrap();
+        let merged: Vec<String> = merged
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let merged: Vec<&str> = merged.iter().map(String::as_str).collect();
+        assert_eq!(printed(&merged), text);
+    }
+
+    #[test]
+    fn secrets_stay_redacted_whatever_their_type() {
+        let text = printed(&["demo", "serve", "--token", "12"]);
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(table["token"].as_str(), Some("<redacted>"), "{text}");
+    }
 
     #[test]
     fn url_passwords_and_secret_keys_are_redacted() {

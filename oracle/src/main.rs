@@ -24,8 +24,9 @@ use wattest_shared::jws::JwsSigner as _;
 #[derive(Debug, Parser)]
 #[command(name = "wattest-oracle", version)]
 struct Cli {
-    /// Log as JSON lines instead of text (same as --log-format json).
-    #[arg(long, global = true, env = "WATTEST_LOG_JSON")]
+    /// Log as JSON lines instead of text (same as --log-format json). WATTEST_LOG_JSON takes
+    /// 1/0, true/false, yes/no, on/off (y/n, t/f; any case).
+    #[arg(long, global = true, env = "WATTEST_LOG_JSON", action = clap::ArgAction::SetTrue, value_parser = clap::builder::BoolishValueParser::new())]
     log_json: bool,
     /// Log format: `text` or `json` (one JSON object per line, for log shippers).
     #[arg(long, global = true, env = "WATTEST_LOG_FORMAT", value_parser = ["text", "json"], default_value = "text")]
@@ -35,7 +36,9 @@ struct Cli {
     #[arg(long, global = true, env = "WATTEST_CONFIG")]
     config: Option<PathBuf>,
     /// Print the effective configuration (file, environment and flags merged; secrets redacted)
-    /// as TOML and exit.
+    /// as TOML and exit: numbers as TOML numbers, switches as booleans, other values as
+    /// strings; the output is accepted back by --config. Without a subcommand it prints the
+    /// settings of `serve`.
     #[arg(long, global = true)]
     print_config: bool,
     #[command(subcommand)]
@@ -300,6 +303,27 @@ fn init_tracing(json: bool) {
     }
 }
 
+/// `argv` with `serve` appended when it names no subcommand but asks for `--print-config`
+/// (`wattest-oracle --config f.toml --print-config` prints the serve settings). Any other
+/// command line is returned as it is: without a subcommand it stays a usage error, and help,
+/// version and parse errors are reported by the full parse against the unchanged `command`.
+fn with_default_subcommand(
+    command: &clap::Command,
+    mut argv: Vec<std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let lenient = command
+        .clone()
+        .subcommand_required(false)
+        .arg_required_else_help(false);
+    if let Ok(m) = lenient.try_get_matches_from(&argv)
+        && m.subcommand().is_none()
+        && m.get_flag("print_config")
+    {
+        argv.push("serve".into());
+    }
+    argv
+}
+
 fn prepare_data_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
     use std::os::unix::fs::PermissionsExt;
@@ -311,6 +335,7 @@ fn prepare_data_dir(dir: &Path) -> Result<()> {
 async fn main() -> Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let command = Cli::command();
+    let argv = with_default_subcommand(&command, argv);
     // The config file named by --config / WATTEST_CONFIG fills in what flags and env left unset.
     let probe = command.clone().get_matches_from(&argv);
     let argv = match probe.get_one::<PathBuf>("config") {

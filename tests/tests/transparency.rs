@@ -425,6 +425,93 @@ fn the_token_goes_to_the_oracle_only() {
     assert_eq!(*seen.lock().unwrap(), [String::new()]);
 }
 
+/// A saved JWKS carries no log key, and nothing else offline can vouch for one (a checkpoint
+/// names its key without carrying it; the bundle is what is being checked): the verifier exits
+/// 2 saying what to pass and naming the key the proof's checkpoint names. With --log-key it
+/// verifies; with --no-log too, and its report says what --no-log's help quotes.
+#[test]
+fn a_jwks_file_needs_the_log_key_and_the_error_says_which() {
+    let oracle = Oracle::start();
+    let auditor = oracle.token("auditor");
+    let mut node = enroll(&oracle, &oracle.token("node"));
+    let id = certify(&oracle.url, &mut node, "jwks-file");
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle.json");
+    let served = get_json(&oracle.url, &format!("/v1/certificates/{id}"), &auditor);
+    std::fs::write(&bundle, served.to_string()).unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, oracle.get_text("/.well-known/jwks.json")).unwrap();
+    let vkey = oracle.get_text("/v1/log/key");
+    // `<name>+<key id>+`: the start of the verifier key.
+    let key_prefix: String = vkey
+        .splitn(3, '+')
+        .take(2)
+        .map(|p| format!("{p}+"))
+        .collect();
+
+    let refused = |cert: &std::ffi::OsStr| {
+        let out = Command::new(bin("wattest-verify"))
+            .arg(cert)
+            .arg("--jwks")
+            .arg(&jwks)
+            .env("WATTEST_TOKEN", &auditor)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(out.stdout.is_empty(), "no verdict without the log key");
+        for needed in [
+            "--log-key",
+            "GET /v1/log/key",
+            "--no-log",
+            key_prefix.as_str(),
+        ] {
+            assert!(stderr.contains(needed), "{needed}: {stderr}");
+        }
+        stderr
+    };
+    refused(bundle.as_os_str());
+    // CERT fetched from the oracle: the message gives the key's URL there.
+    let cert_url = format!("{}/v1/certificates/{id}", oracle.url);
+    let stderr = refused(cert_url.as_ref());
+    assert!(
+        stderr.contains(&format!("--log-key {}/v1/log/key", oracle.url)),
+        "{stderr}"
+    );
+
+    let (code, report) = verify(&[
+        bundle.as_os_str(),
+        "--jwks".as_ref(),
+        jwks.as_os_str(),
+        "--log-key".as_ref(),
+        vkey.trim().as_ref(),
+    ]);
+    assert_eq!(code, Some(0), "{report}");
+
+    let (code, report) = verify(&[
+        bundle.as_os_str(),
+        "--jwks".as_ref(),
+        jwks.as_os_str(),
+        "--no-log".as_ref(),
+    ]);
+    assert_eq!(code, Some(0), "{report}");
+    let log = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "log inclusion")
+        .unwrap_or_else(|| panic!("no log inclusion check: {report}"));
+    let detail = log["detail"].as_str().unwrap();
+    assert_eq!(detail, "skipped (--no-log): log inclusion NOT checked");
+    let help = Command::new(bin("wattest-verify"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(help.contains(&format!("\"{detail}\"")), "{help}");
+}
+
 #[test]
 fn key_rotation_keeps_old_certificates_verifiable() {
     let oracle = Oracle::start();

@@ -30,18 +30,24 @@ use wattest_shared::{CertificateClaims, Jwks, verify_certificate};
 ///
 /// CERT, --jwks and the other inputs are files, http(s) URLs, or `-` (standard input, once).
 ///
-/// Exit status: 0 valid, 1 invalid (any check failed), 2 the inputs could not be read.
+/// Exit status: 0 valid, 1 invalid (any check failed), 2 an input could not be read or is
+/// missing (the log key: with a JWKS file, give --log-key or --no-log).
 #[derive(Debug, Parser)]
 #[command(name = "wattest-verify", version)]
 struct Args {
     /// The certificate: the compact JWS, or the JSON bundle returned by
     /// GET /v1/certificates/{id} (which carries the inclusion proof and the status).
     cert: String,
-    /// The oracle's JWK Set, e.g. https://oracle.example/.well-known/jwks.json.
+    /// The oracle's JWK Set: its URL, e.g. https://oracle.example/.well-known/jwks.json, or a
+    /// saved copy of it. A JWK Set does not carry the log key: with a file, give --log-key (or
+    /// --no-log).
     #[arg(long)]
     jwks: String,
-    /// The log's verifier key (`<origin>+<key id>+<base64 key>`, from GET /v1/log/key): the key
-    /// itself, a file or a URL. Default: fetched from the oracle when --jwks is its URL.
+    /// The log's verifier key (`<origin>+<key id>+<base64 key>`, served at GET /v1/log/key): the
+    /// key itself, a file or a URL. Default: fetched from BASE/v1/log/key when --jwks is the URL
+    /// BASE/.well-known/jwks.json. Required otherwise (a JWKS file, or a JWKS URL elsewhere),
+    /// unless --no-log: without it the verifier exits 2 and names the key the checkpoint is
+    /// signed by.
     #[arg(long)]
     log_key: Option<String>,
     /// Inclusion proof (JSON from GET /v1/log/proofs/inclusion); default: the one in the bundle.
@@ -61,7 +67,8 @@ struct Args {
     /// Revocation status (JSON from GET /v1/certificates/{id}/status); default: the bundle's.
     #[arg(long)]
     status: Option<String>,
-    /// Skip the transparency-log checks (the result then says the certificate is unlogged-checked).
+    /// Skip the transparency-log checks: the report's `log inclusion` check then reads
+    /// "skipped (--no-log): log inclusion NOT checked" and counts as passed.
     #[arg(long, conflicts_with_all = ["log_key", "inclusion", "checkpoint", "previous_checkpoint"])]
     no_log: bool,
     /// Verify as of this time (RFC 3339) instead of now.
@@ -146,22 +153,76 @@ fn parse_cert(text: &str) -> Result<CertInput> {
     })
 }
 
-/// The log key: literal, file or URL; else derived from a JWKS URL on the oracle.
-fn log_key(args: &Args) -> Result<LogVerifier> {
+/// The detail of the `log inclusion` check with `--no-log` (quoted by `--no-log`'s help).
+const NO_LOG_DETAIL: &str = "skipped (--no-log): log inclusion NOT checked";
+
+/// The log key: literal, file or URL; else fetched from `BASE/v1/log/key` when `--jwks` is the
+/// URL `BASE/.well-known/jwks.json`, the oracle the JWKS itself is trusted from.
+///
+/// Nothing offline can stand in for it: the oracle publishes the log key only at
+/// `GET /v1/log/key` (its JWK Set holds the certificate keys alone), a signed checkpoint names
+/// its key (name and 4-byte key id) without carrying it, and a key taken from the bundle would
+/// be vouched for by the very input it is to check. So with a JWKS file and no `--log-key` this
+/// fails with a message saying what to pass; `checkpoint` (the inclusion proof's, else the
+/// trusted one) lets it name the key expected.
+///
+/// # Errors
+/// No key to be had (the message names `--log-key` and `--no-log`), an unreadable source, or a
+/// text that is not a verifier key.
+fn log_key(args: &Args, checkpoint: Option<&str>) -> Result<LogVerifier> {
     let text = match &args.log_key {
         Some(k) if k.starts_with("http://") || k.starts_with("https://") => read_source(k)?,
         Some(k) if std::path::Path::new(k).is_file() || k == "-" => read_source(k)?,
         Some(k) => k.clone(),
         None => match args.jwks.strip_suffix("/.well-known/jwks.json") {
-            Some(base) if args.jwks.starts_with("http") => {
+            Some(base) if args.jwks.starts_with("http://") || args.jwks.starts_with("https://") => {
                 read_source(&format!("{base}/v1/log/key"))?
             }
-            _ => bail!(
-                "the log key is needed to check the transparency log: give --log-key (GET /v1/log/key), or --no-log"
-            ),
+            _ => bail!("{}", missing_log_key(args, checkpoint)),
         },
     };
     LogVerifier::parse(text.trim()).context("the log key is not a valid verifier key")
+}
+
+/// What to say when no log key can be had: which flag to pass, where the key is served, and
+/// the key that `checkpoint` names (unverified: a hint for finding the key, never trusted).
+fn missing_log_key(args: &Args, checkpoint: Option<&str>) -> String {
+    let mut message = format!(
+        "the log key is needed to check the transparency log, and --jwks {} is not an oracle URL ending in /.well-known/jwks.json to fetch it from (a JWK Set does not carry the log key): give --log-key with the oracle's log verifier key: the text served at GET /v1/log/key, a file holding it, or that URL",
+        args.jwks
+    );
+    if let Some((base, _)) = args
+        .cert
+        .split_once("/v1/certificates/")
+        .filter(|(base, _)| base.starts_with("http://") || base.starts_with("https://"))
+    {
+        let _ = write!(message, " (here --log-key {base}/v1/log/key)");
+    }
+    if let Some((name, id)) = checkpoint.and_then(log_signature) {
+        let _ = write!(
+            message,
+            "; the inclusion proof's checkpoint says it is signed by log key {name}, key id {id} (a verifier key starting {name}+{id}+)"
+        );
+    }
+    message.push_str(". Or give --no-log to skip the transparency-log checks.");
+    message
+}
+
+/// The key name and hex key id of the log's signature on a signed checkpoint (the signature
+/// line whose key name is the checkpoint's origin); `None` when there is none.
+fn log_signature(note: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let origin = note.lines().next()?;
+    let (_, signatures) = note.split_once("\n\n")?;
+    signatures.lines().find_map(|line| {
+        let (name, blob) = line.strip_prefix("\u{2014} ")?.split_once(' ')?;
+        let blob = base64::engine::general_purpose::STANDARD
+            .decode(blob.trim())
+            .ok()?;
+        let id = blob.get(..4)?;
+        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        (name == origin).then(|| (name.to_owned(), id))
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -264,7 +325,11 @@ fn run(args: &Args) -> Result<Report> {
     let log = if args.no_log {
         None
     } else {
-        Some(log_key(args)?)
+        let checkpoint = proof
+            .as_ref()
+            .map(|p| p.checkpoint.as_str())
+            .or(trusted.as_deref());
+        Some(log_key(args, checkpoint)?)
     };
 
     let mut checks = Vec::new();
@@ -446,7 +511,7 @@ fn run(args: &Args) -> Result<Report> {
         checks.push(Check {
             check: "log inclusion",
             ok: true,
-            detail: "skipped (--no-log): log inclusion NOT checked".into(),
+            detail: NO_LOG_DETAIL.into(),
         });
     }
 
