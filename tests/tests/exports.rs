@@ -1,6 +1,8 @@
 //! Compliance exports end to end: the real oracle issues certificates from signed windows, each
 //! CSV profile is read back with the `csv` crate and reconciled, exactly, against the signed
-//! certificates (verified offline); filters, roles, CSV injection and the offline `export` command.
+//! certificates (verified offline); reporting periods (consecutive exports partition the rows),
+//! the default leaving revoked certificates out, filters, roles, CSV injection and the offline
+//! `export` command.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, Duration, DurationRound as _, Utc};
@@ -172,7 +174,30 @@ struct World {
     node_b: String,
     certificates: Vec<CheckedCertificate>,
     formula_cert: String,
+    /// Job label `run;=cmd|' /C calc'!A0`: a formula after a `;` (Excel's separator in many
+    /// locales).
+    semicolon_cert: String,
     revoked: String,
+    /// The full hour the first job (`train-1`) straddles: a reporting-period boundary.
+    hour: DateTime<Utc>,
+}
+
+impl World {
+    /// The certificates not revoked: what an export holds by default.
+    fn valid(&self) -> Vec<&CheckedCertificate> {
+        self.certificates
+            .iter()
+            .filter(|c| c.claims.jti != self.revoked)
+            .collect()
+    }
+
+    /// The certificate with this id.
+    fn cert(&self, id: &str) -> &CheckedCertificate {
+        self.certificates
+            .iter()
+            .find(|c| c.claims.jti == id)
+            .unwrap()
+    }
 }
 
 impl World {
@@ -208,6 +233,7 @@ fn world(database_url: Option<String>) -> World {
             1,
             0.0,
         ),
+        job(&oracle, &mut b, "run;=cmd|' /C calc'!A0", None, 1, 0.0),
     ];
     let formula_cert = ids[3].clone();
     let (status, body) = oracle.post_json(
@@ -222,7 +248,9 @@ fn world(database_url: Option<String>) -> World {
         node_b: b.id,
         certificates,
         formula_cert,
+        semicolon_cert: ids[4].clone(),
         revoked: ids[1].clone(),
+        hour,
         oracle,
     };
     run_ok(&mut w.oracle_cmd(&[
@@ -250,7 +278,9 @@ fn claims_sum(
 }
 
 fn reconcile(w: &World) {
-    let all: Vec<&CheckedCertificate> = w.certificates.iter().collect();
+    // By default an export leaves the revoked certificate out.
+    let all: Vec<&CheckedCertificate> = w.valid();
+    assert_eq!(all.len() + 1, w.certificates.len());
     let consumed = claims_sum(&all, |c| c.claims.energy.consumed_wh);
     let grid = claims_sum(&all, |c| c.claims.energy.grid_wh);
     let solar = claims_sum(&all, |c| c.claims.energy.solar_wh);
@@ -301,9 +331,27 @@ fn reconcile(w: &World) {
         .filter(|r| r["node_id"] == w.node_a)
         .collect();
     assert!(owned.iter().all(|r| r["node_owner"] == "Acme Research"));
-    let revoked: Vec<_> = csv.rows.iter().filter(|r| r["revoked"] == "true").collect();
+    assert!(csv.rows.iter().all(|r| r["revoked"] == "false"));
+    assert!(csv.rows.iter().all(|r| r["certificate_id"] != w.revoked));
+
+    // `status=all`: every certificate, the revoked one marked; its sums are all the claims.
+    let every = export(&w.oracle, "compliance.csv?status=all");
+    assert_eq!(every.rows.len(), w.certificates.len());
+    let revoked: Vec<_> = every
+        .rows
+        .iter()
+        .filter(|r| r["revoked"] == "true")
+        .collect();
     assert_eq!(revoked.len(), 1);
     assert_eq!(revoked[0]["certificate_id"], w.revoked);
+    let everything: Vec<&CheckedCertificate> = w.certificates.iter().collect();
+    assert_eq!(
+        every.sum_nano("energy_consumed_kwh"),
+        claims_sum(&everything, |c| c.claims.energy.consumed_wh)
+    );
+    let only_revoked = export(&w.oracle, "compliance.csv?status=revoked");
+    assert_eq!(only_revoked.rows.len(), 1);
+    assert_eq!(only_revoked.rows[0]["certificate_id"], w.revoked);
 
     // compliance, hourly: the first job straddles an hour, so it has two rows; totals agree.
     let hourly = export(&w.oracle, "compliance.csv?granularity=hour");
@@ -321,9 +369,11 @@ fn reconcile(w: &World) {
             .all(|r| r["energy_consumed_kwh"].is_empty())
     );
 
-    // codecarbon: same energy and emissions, CodeCarbon's names.
+    // codecarbon: same energy and emissions, CodeCarbon's names; it has no revoked column, so
+    // the revoked certificate must not be there.
     let cc = export(&w.oracle, "codecarbon.csv");
     assert_eq!(cc.rows.len(), all.len());
+    assert!(cc.rows.iter().all(|r| r["run_id"] != w.revoked));
     assert_eq!(cc.sum_nano("energy_consumed"), consumed);
     assert_eq!(cc.sum_nano("gpu_energy"), consumed);
     assert_eq!(cc.sum_nano("emissions"), emissions);
@@ -349,6 +399,7 @@ fn reconcile(w: &World) {
     // sci: E and E × I reconcile; M only where embodied emissions were set.
     let sci = export(&w.oracle, "sci.csv");
     assert_eq!(sci.rows.len(), all.len());
+    assert!(sci.rows.iter().all(|r| r["revoked"] == "false"));
     assert_eq!(sci.sum_nano("e_kwh"), consumed);
     assert_eq!(sci.sum_nano("e_grid_kwh"), grid);
     assert_eq!(sci.sum_nano("operational_kg_co2e"), emissions);
@@ -381,19 +432,25 @@ fn reconcile(w: &World) {
 fn filters(w: &World) {
     let o = &w.oracle;
     let count = |q: &str| export(o, &format!("compliance.csv?{q}")).rows.len();
-    assert_eq!(count(&format!("node={}", w.node_a)), 2);
-    assert_eq!(count(&format!("node={}", w.node_b)), 2);
-    assert_eq!(count("owner=Acme%20Research"), 2);
+    // Node a's second certificate is revoked: left out unless `status` asks for it.
+    assert_eq!(count(&format!("node={}", w.node_a)), 1);
+    assert_eq!(count(&format!("node={}&status=all", w.node_a)), 2);
+    assert_eq!(count(&format!("node={}", w.node_b)), 3);
+    assert_eq!(count("owner=Acme%20Research"), 1);
     assert_eq!(count("owner=Nobody"), 0);
     assert_eq!(count("job=train-1"), 1);
+    assert_eq!(count("job=train-2"), 0);
+    assert_eq!(count("job=train-2&status=revoked"), 1);
     assert_eq!(count("model=llama-x"), 2);
-    assert_eq!(count("zone=FR"), 2);
+    assert_eq!(count("zone=FR"), 3);
     // The zone as enrollment reads it: case does not matter; one no table knows matches nothing.
-    assert_eq!(count("zone=fr"), 2);
+    assert_eq!(count("zone=fr"), 3);
     assert_eq!(count("zone=Atlantis"), 0);
     assert_eq!(count("status=revoked"), 1);
-    assert_eq!(count("status=valid"), 3);
-    // Software keys: every certificate is at most `warning`.
+    assert_eq!(count("status=valid"), 4);
+    assert_eq!(count(""), 4);
+    assert_eq!(count("status=all"), 5);
+    // Software keys: every certificate is at most `warning`; the revoked one is left out.
     assert_eq!(count("status=warning"), 4);
     assert_eq!(count("status=affirming"), 0);
     let last_end = w
@@ -417,6 +474,14 @@ fn filters(w: &World) {
     assert_eq!(
         count(&format!("from={}&to={}", enc(first_start), enc(last_end))),
         4
+    );
+    assert_eq!(
+        count(&format!(
+            "from={}&to={}&status=all",
+            enc(first_start),
+            enc(last_end)
+        )),
+        5
     );
     // A filtered export reconciles with the certificates it covers.
     let csv = export(o, &format!("sci.csv?node={}", w.node_b));
@@ -463,6 +528,13 @@ fn injection(w: &World) {
     assert_eq!(row["job_id"], "'+cmd|' /C calc'!A0");
     assert_eq!(row["model_id"], "'@SUM(A1)");
     assert_eq!(row["node_name"], "'=HYPERLINK(\"http://x\")");
+    // A formula after a `;`: neutralised too, and the cell quoted.
+    let row = csv
+        .rows
+        .iter()
+        .find(|r| r["certificate_id"] == w.semicolon_cert)
+        .unwrap();
+    assert_eq!(row["job_id"], "run;'=cmd|' /C calc'!A0");
     // Every free-text cell of every profile: nothing starts a formula.
     for profile in ["compliance.csv", "codecarbon.csv", "sci.csv"] {
         let csv = export(&w.oracle, profile);
@@ -479,6 +551,150 @@ fn injection(w: &World) {
     let raw = w.oracle.get_text("/v1/exports/compliance.csv");
     assert!(raw.contains("\"'=HYPERLINK(\"\"http://x\"\")\""), "{raw}");
     assert!(raw.ends_with("\r\n"));
+    // Where spreadsheets split cells at `;` (many locales), no piece starts a formula; every
+    // text cell is quoted and numbers are bare.
+    assert!(raw.contains(",\"run;'=cmd|' /C calc'!A0\","), "{raw}");
+    for profile in ["compliance.csv", "codecarbon.csv", "sci.csv"] {
+        let raw = w
+            .oracle
+            .get_text(&format!("/v1/exports/{profile}?status=all"));
+        assert!(raw.contains("run;'=cmd"), "{profile}");
+        for line in raw.lines() {
+            for piece in line.split(';').skip(1) {
+                assert!(
+                    !piece.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                    "{profile}: {piece:?} in {line:?}"
+                );
+            }
+        }
+    }
+    let first = raw.lines().nth(1).unwrap();
+    let c = w.cert(&Csv::parse(&raw).rows[0]["certificate_id"]);
+    assert!(
+        first.ends_with(&format!(",{}", c.claims.windows.count)),
+        "window_count, a number, is bare: {first}"
+    );
+}
+
+/// A certificate quantity (Wh, g), read from its claims.
+type Claim = fn(&CheckedCertificate) -> wattest_shared::Decimal6;
+
+/// Reporting periods: consecutive exports `[a, b)`, `[b, c)` partition the rows. Certificate
+/// rows go to the export holding the certificate's end (`from < period_end <= to`), hour rows
+/// to the one holding the hour's start (`from <= hour < to`); summed, the two exports give the
+/// certificates' totals exactly, with nothing counted twice.
+fn periods(w: &World) {
+    let o = &w.oracle;
+    let enc = |t: DateTime<Utc>| {
+        t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            .replace('+', "%2B")
+    };
+    let valid = w.valid();
+    let boundary = w.hour;
+    let (a, c) = (boundary - Duration::days(1), boundary + Duration::days(1));
+    // train-1 spans the boundary (25 s before it, 15.25 s after).
+    let spanning = w
+        .certificates
+        .iter()
+        .find(|c| c.claims.job_id.as_deref() == Some("train-1"))
+        .unwrap();
+    assert!(spanning.claims.period.start < boundary && boundary < spanning.claims.period.end);
+    let columns: [(&str, Claim); 4] = [
+        ("grid_energy_kwh", |c| c.claims.energy.grid_wh),
+        ("solar_energy_kwh", |c| c.claims.energy.solar_wh),
+        ("scope2_location_based_kg_co2e", |c| {
+            c.claims.emissions.location_based_g_co2e
+        }),
+        ("avoided_emissions_kg_co2e", |c| {
+            c.claims.avoided_emissions.g_co2e
+        }),
+    ];
+    for granularity in ["certificate", "hour"] {
+        let period = |from: DateTime<Utc>, to: DateTime<Utc>| {
+            export(
+                o,
+                &format!(
+                    "compliance.csv?granularity={granularity}&from={}&to={}",
+                    enc(from),
+                    enc(to)
+                ),
+            )
+        };
+        let (before, after) = (period(a, boundary), period(boundary, c));
+        for (column, claim) in columns {
+            assert_eq!(
+                before.sum_nano(column) + after.sum_nano(column),
+                claims_sum(&valid, claim),
+                "{granularity} {column}: the two periods sum to the certificates' totals"
+            );
+            // The spanning certificate's own rows, across both periods: its totals, once.
+            let own = |csv: &Csv| -> i128 {
+                csv.rows
+                    .iter()
+                    .filter(|r| r["certificate_id"] == spanning.claims.jti)
+                    .map(|r| nano(&r[column]))
+                    .sum()
+            };
+            assert_eq!(
+                own(&before) + own(&after),
+                i128::from(claim(spanning).millionths()),
+                "{granularity} {column}"
+            );
+        }
+        // No row is in both periods.
+        let keys = |csv: &Csv| -> Vec<(String, String)> {
+            csv.rows
+                .iter()
+                .map(|r| (r["certificate_id"].clone(), r["hour"].clone()))
+                .collect()
+        };
+        let (kb, ka) = (keys(&before), keys(&after));
+        assert!(
+            kb.iter().all(|k| !ka.contains(k)),
+            "{granularity}: {kb:?} {ka:?}"
+        );
+        let in_before = kb.iter().any(|(id, _)| *id == spanning.claims.jti);
+        let in_after = ka.iter().any(|(id, _)| *id == spanning.claims.jti);
+        if granularity == "certificate" {
+            // Whole, in the period in which it ends.
+            assert!(!in_before && in_after);
+            assert_eq!(before.rows.len() + after.rows.len(), valid.len());
+        } else {
+            // Split by hour: the hour before the boundary, and the hour starting at it.
+            assert!(in_before && in_after);
+            let hour = boundary.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            assert!(before.rows.iter().all(|r| r["hour"] < hour));
+            assert!(after.rows.iter().all(|r| r["hour"] == hour));
+            let hours: usize = valid.iter().map(|c| c.claims.intensity.hourly.len()).sum();
+            assert_eq!(before.rows.len() + after.rows.len(), hours);
+        }
+    }
+
+    // A certificate ending exactly at a boundary is in the earlier export only (its end is
+    // exclusive), with one bound or two; times with and without milliseconds.
+    for job in ["train-1", "infer-1"] {
+        let cert = w
+            .certificates
+            .iter()
+            .find(|c| c.claims.job_id.as_deref() == Some(job))
+            .unwrap();
+        let end = cert.claims.period.end;
+        let ids = |query: String| -> Vec<String> {
+            export(o, &format!("compliance.csv?{query}"))
+                .rows
+                .iter()
+                .map(|r| r["certificate_id"].clone())
+                .collect()
+        };
+        let earlier = ids(format!("to={}", enc(end)));
+        let later = ids(format!("from={}", enc(end)));
+        assert!(earlier.contains(&cert.claims.jti), "{job} ends at to");
+        assert!(!later.contains(&cert.claims.jti), "{job} ends at from");
+        assert_eq!(earlier.len() + later.len(), valid.len(), "{job}");
+        assert!(earlier.iter().all(|id| !later.contains(id)));
+        assert!(ids(format!("from={}&to={}", enc(a), enc(end))).contains(&cert.claims.jti));
+        assert!(!ids(format!("from={}&to={}", enc(end), enc(c))).contains(&cert.claims.jti));
+    }
 }
 
 fn roles(w: &World) {
@@ -548,6 +764,7 @@ fn codecarbon_header_is_codecarbon_3_3_2() {
 fn exports_reconcile_sqlite() {
     let w = world(None);
     reconcile(&w);
+    periods(&w);
     filters(&w);
     injection(&w);
     roles(&w);
@@ -561,6 +778,8 @@ fn exports_reconcile_postgres() {
     };
     let w = world(Some(url));
     reconcile(&w);
+    periods(&w);
     filters(&w);
+    injection(&w);
     offline(&w);
 }

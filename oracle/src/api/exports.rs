@@ -3,10 +3,10 @@
 use super::problem::ApiError;
 use crate::AppState;
 use crate::auth;
-use crate::export::{ExportFilter, Granularity, Profile, StatusFilter};
+use crate::export::{ExportFilter, Granularity, Profile, StatusFilter, StreamOptions};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -15,14 +15,26 @@ use utoipa::{IntoParams, ToSchema};
 /// Longest accepted text filter value, characters (ids are UUIDs; names are short).
 pub const MAX_FILTER_CHARS: usize = 256;
 
+/// How long a request waits for one of the export slots
+/// ([`crate::export::max_concurrent_exports`]) before it is answered 503: 2 s, which absorbs a
+/// client fetching several profiles at once.
+pub const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `Retry-After` of the 503 sent when every export slot stays taken, seconds.
+pub const BUSY_RETRY_AFTER_SECS: u32 = 10;
+
 /// Filters of an export; all optional, combined with AND.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
-    /// Only certificates whose period ends at or after this time (RFC 3339).
+    /// Start (inclusive) of the half-open interval [from, to) the export covers (RFC 3339):
+    /// certificate rows whose period ends after it (`period_end > from`), hour rows whose hour
+    /// starts at or after it. Consecutive exports never share a row.
     pub from: Option<DateTime<Utc>>,
-    /// Only certificates whose period starts before this time (RFC 3339).
+    /// End (exclusive) of the half-open interval [from, to) the export covers (RFC 3339):
+    /// certificate rows whose period ends at or before it (`period_end <= to`), hour rows whose
+    /// hour starts before it.
     pub to: Option<DateTime<Utc>>,
     /// Node id.
     #[param(min_length = 1, max_length = 256)]
@@ -39,7 +51,9 @@ pub struct ExportQuery {
     /// Grid zone, e.g. `BE`, case-insensitive as at enrollment.
     #[param(min_length = 1, max_length = 256)]
     pub zone: Option<String>,
-    /// `affirming`, `warning`, `contraindicated` (`ear.status`), `revoked` or `valid`.
+    /// `valid` (the default: certificates not revoked), `affirming`, `warning`,
+    /// `contraindicated` (`ear.status`, among certificates not revoked), `revoked` (revoked
+    /// certificates only) or `all` (revoked or not).
     #[param(value_type = Option<ExportStatus>, inline)]
     pub status: Option<String>,
     /// `certificate` (default) or `hour` (compliance profile only: one row per certificate-hour).
@@ -47,21 +61,24 @@ pub struct ExportQuery {
     pub granularity: Option<String>,
 }
 
-/// Export filter on the certificate's status: an `ear.status`, or the revocation state.
+/// Export filter on the certificate's status: the revocation state, or an `ear.status` among
+/// certificates not revoked. Without it, `valid`.
 // Schema only: the parameter is a string parsed by `StatusFilter::parse`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportStatus {
-    /// `ear.status` affirming.
+    /// Not revoked, `ear.status` affirming.
     Affirming,
-    /// `ear.status` warning.
+    /// Not revoked, `ear.status` warning.
     Warning,
-    /// `ear.status` contraindicated.
+    /// Not revoked, `ear.status` contraindicated.
     Contraindicated,
-    /// Revoked certificates.
+    /// Revoked certificates only.
     Revoked,
-    /// Certificates not revoked.
+    /// Certificates not revoked (the default).
     Valid,
+    /// Every certificate, revoked or not.
+    All,
 }
 
 /// Rows of an export: one per certificate, or one per certificate-hour.
@@ -140,7 +157,10 @@ impl ExportQuery {
 /// Downloads an export profile as CSV (role `compliance`; admin passes): `compliance.csv`,
 /// `codecarbon.csv` or `sci.csv`. RFC 4180, UTF-8, CRLF, header row first, streamed in
 /// (issued_at, id) order; the `Wattest-Export-Version` header names the column list's version.
-/// Columns and units: docs/compliance.md.
+/// Revoked certificates are left out unless `status` asks for them. A few exports stream at
+/// once (2 on SQLite, 8 on PostgreSQL): past that, 503 `unavailable` with `Retry-After`. A
+/// transfer whose client takes no data for 30 s is aborted. Columns and units:
+/// docs/compliance.md.
 #[utoipa::path(get, path = "/v1/exports/{file}", tag = "exports", security(("bearer" = [])),
     params(("file" = inline(ExportFile), Path, description = "`compliance.csv`, `codecarbon.csv` or `sci.csv`"), ExportQuery),
     responses(
@@ -152,6 +172,9 @@ impl ExportQuery {
         (status = 401, description = "no or unknown token", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 403, description = "token lacks the compliance role", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown export profile", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "unavailable: as many exports as the oracle streams at once are running; retry after the Retry-After header's seconds (or timeout)", body = super::problem::Problem, content_type = "application/problem+json", headers(
+            ("Retry-After" = u32, description = "Seconds to wait before retrying (an integer, RFC 9110 §10.2.3)"),
+        )),
 ))]
 #[tracing::instrument(skip(state, headers, query))]
 pub async fn export(
@@ -180,11 +203,38 @@ pub async fn export(
     filter.zone = filter
         .zone
         .map(|zone| state.carbon.zone(&zone).map_or(zone, |z| z.name));
-    let rx = crate::export::spawn(state.storage.clone(), profile, filter);
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
-    let mut response = Body::from_stream(body).into_response();
+    // A slot bounds the database connections exports hold; the stall timeout frees a stalled
+    // client's connection (and slot) instead of holding it for as long as the client lives.
+    let Some(slot) = crate::export::acquire_slot(&state.storage, SLOT_WAIT).await else {
+        tracing::warn!(
+            profile = profile.name(),
+            "Export refused: every export slot is taken."
+        );
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!(
+                "{} exports are already streaming, the most this oracle streams at once; retry in {BUSY_RETRY_AFTER_SECS} s",
+                crate::export::max_concurrent_exports(state.storage.db().get_database_backend())
+            ),
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(BUSY_RETRY_AFTER_SECS),
+        );
+        return Ok(response);
+    };
+    let export = crate::export::spawn_with(
+        state.storage.clone(),
+        profile,
+        filter,
+        StreamOptions {
+            stall_timeout: Some(crate::export::STALL_TIMEOUT),
+            slot: Some(slot),
+        },
+    );
+    let mut response = Body::from_stream(export.into_stream()).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

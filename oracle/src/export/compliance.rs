@@ -2,7 +2,7 @@
 //! auditor needs for GHG Protocol Scope 2 (location-based), ESRS E1-5/E1-6/E1-7 and EU AI Act
 //! Annex XI §1 2(d)/(e); `docs/compliance.md` maps each column to its unit and standard.
 
-use super::{ExportRow, Granularity, energy_of, rfc3339, text, thousandth};
+use super::{ExportFilter, ExportRow, Granularity, energy_of, rfc3339, text, thousandth};
 use wattest_shared::{Decimal6, SourceKind};
 
 /// Version of [`COLUMNS`]. `2`: the profile module (ids, owner, energy by kind, status).
@@ -71,8 +71,10 @@ fn distinct<'a>(values: impl Iterator<Item = &'a str>, separator: &str) -> Strin
     seen.join(separator)
 }
 
-/// Appends the rows of one certificate.
-pub fn records(row: &ExportRow, granularity: Granularity, out: &mut Vec<Vec<String>>) {
+/// Appends the rows of one certificate that `filter` kept: its certificate row, or (with
+/// `granularity=hour`) one row per hour of `wattest.intensity.hourly` whose start is in the
+/// filter's `[from, to)` ([`ExportFilter::covers_hour`]).
+pub fn records(row: &ExportRow, filter: &ExportFilter, out: &mut Vec<Vec<String>>) {
     let c = &row.claims;
     let methods = distinct(c.energy.by_source.iter().map(|s| s.method.as_str()), " ");
     let estimated: Decimal6 = c
@@ -144,7 +146,7 @@ pub fn records(row: &ExportRow, granularity: Granularity, out: &mut Vec<Vec<Stri
             c.windows.count.to_string(),
         ]
     };
-    match granularity {
+    match filter.granularity {
         Granularity::Certificate => {
             let mut r = common(
                 rfc3339(c.period.start),
@@ -176,7 +178,7 @@ pub fn records(row: &ExportRow, granularity: Granularity, out: &mut Vec<Vec<Stri
             out.push(r);
         }
         Granularity::Hour => {
-            for h in hourly {
+            for h in hourly.iter().filter(|h| filter.covers_hour(h.hour)) {
                 let hour_end = h.hour + chrono::Duration::hours(1);
                 let mut r = common(
                     rfc3339(h.hour.max(c.period.start)),

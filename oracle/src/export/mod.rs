@@ -2,13 +2,23 @@
 //! through a CSV writer into a bounded channel, so memory stays constant whatever the row count.
 //!
 //! Pipeline: one SQL query (certificates ⟕ nodes ⟕ revocations, filtered, in `(issued_at, id)`
-//! order) read as a row stream → each row's signed claims parsed ([`ExportRow`]) → the profile
-//! turns it into records (`compliance`, `codecarbon`, `sci`, one file each) → `csv` writes them
-//! (RFC 4180 quoting, UTF-8) into a buffer sent as [`CHUNK_BYTES`] chunks over a channel of
-//! [`CHANNEL_CHUNKS`]. The HTTP body and `wattest-oracle export` read the same channel.
+//! order) read as a row stream → each row's signed claims parsed ([`ExportRow`]) and filtered
+//! exactly ([`ExportFilter`]) → the profile turns it into records (`compliance`, `codecarbon`,
+//! `sci`, one file each) → `csv` writes them (RFC 4180, every non-numeric field quoted, UTF-8)
+//! into a buffer sent as [`CHUNK_BYTES`] chunks over a channel of [`CHANNEL_CHUNKS`]. The HTTP
+//! body and `wattest-oracle export` read the same [`Export`].
+//!
+//! Periods: an export covers the half-open interval `[from, to)`. A certificate row belongs to
+//! the export whose interval holds the certificate's end (`from < period_end <= to`), an hour row
+//! to the export whose interval holds the hour's start (`from <= hour < to`): consecutive exports
+//! partition certificates and hours, so nothing is counted twice across reporting periods.
 //!
 //! Quantities are the certificate's exact decimals rescaled by a power of ten (Wh → kWh,
 //! g → kg): no rounding, so column sums equal the sums of the certificates' claims exactly.
+//!
+//! Over HTTP an export holds an [`ExportSlot`] (at most [`max_concurrent_exports`] stream at once
+//! per database backend) and ends with an error when its reader takes no chunk for
+//! [`STALL_TIMEOUT`], so a slow or stalled client cannot keep database connections.
 
 pub mod codecarbon;
 pub mod compliance;
@@ -19,12 +29,15 @@ use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait as _, JoinType, Order, Query, SelectStatement};
-use sea_orm::{QueryResult, StreamTrait as _};
-use tokio::sync::mpsc;
+use sea_orm::{DatabaseBackend, QueryResult, StreamTrait as _};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 use wattest_shared::certificate::EarStatus;
 use wattest_shared::{CertificateClaims, Decimal6};
 
-/// One chunk of an export (a body frame over HTTP, a write to the file offline).
+/// One chunk of an export (a body frame over HTTP, a write to the file offline); an `Err` is the
+/// export's last item and means it did not finish (the file is incomplete).
 pub type Chunk = Result<Bytes, std::io::Error>;
 
 /// Bytes buffered before a chunk is sent: 64 KiB, a few hundred rows, large enough that the
@@ -34,6 +47,22 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// Chunks in flight between the database reader and the consumer: the reader waits when the
 /// consumer (a slow HTTP client) is this far behind, so at most ≈ 5 × [`CHUNK_BYTES`] are held.
 pub const CHANNEL_CHUNKS: usize = 4;
+
+/// How long an HTTP export waits for its reader to take a chunk (the channel being full) before
+/// it ends with an error: 30 s. The export's database connection and [`ExportSlot`] are then
+/// released; the reader, if it reads on, gets the chunks already queued and then an aborted
+/// transfer, never a short file that looks complete.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Exports streaming at once over HTTP from SQLite: 2 of the pool's 4 connections, so ingest and
+/// issuance keep the other two.
+pub const MAX_EXPORTS_SQLITE: usize = 2;
+
+/// Exports streaming at once over HTTP from PostgreSQL: 8 of the pool's 32 connections.
+pub const MAX_EXPORTS_POSTGRES: usize = 8;
+
+static SQLITE_SLOTS: Semaphore = Semaphore::const_new(MAX_EXPORTS_SQLITE);
+static POSTGRES_SLOTS: Semaphore = Semaphore::const_new(MAX_EXPORTS_POSTGRES);
 
 /// Characters of a JWS read to find its header's `kid`: the protected header of a certificate
 /// (`{"alg":"PS256","typ":"wattest-cert+jwt","kid":"<43-char thumbprint>"}`) is ≈ 120 base64url
@@ -92,9 +121,9 @@ impl Profile {
         }
     }
 
-    fn records(self, row: &ExportRow, granularity: Granularity, out: &mut Vec<Vec<String>>) {
+    fn records(self, row: &ExportRow, filter: &ExportFilter, out: &mut Vec<Vec<String>>) {
         match self {
-            Self::Compliance => compliance::records(row, granularity, out),
+            Self::Compliance => compliance::records(row, filter, out),
             Self::Codecarbon => out.push(codecarbon::record(row)),
             Self::Sci => out.push(sci::record(row)),
         }
@@ -123,24 +152,31 @@ impl Granularity {
     }
 }
 
-/// Status filter: an `ear.status` value, or the revocation state.
+/// Status filter: the revocation state, or an `ear.status` among certificates not revoked.
+/// Without one an export holds [`StatusFilter::DEFAULT`]: valid certificates only, so a revoked
+/// certificate and the one that replaced it are never both summed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusFilter {
-    /// `ear.status` = affirming.
+    /// Certificates not revoked whose `ear.status` is affirming.
     Affirming,
-    /// `ear.status` = warning.
+    /// Certificates not revoked whose `ear.status` is warning.
     Warning,
-    /// `ear.status` = contraindicated.
+    /// Certificates not revoked whose `ear.status` is contraindicated.
     Contraindicated,
-    /// Revoked certificates.
+    /// Revoked certificates only.
     Revoked,
-    /// Certificates not revoked.
+    /// Certificates not revoked (the default).
     Valid,
+    /// Every certificate, revoked or not (the `revoked` column tells them apart).
+    All,
 }
 
 impl StatusFilter {
     /// The accepted names.
-    pub const NAMES: &'static str = "affirming, warning, contraindicated, revoked, valid";
+    pub const NAMES: &'static str = "affirming, warning, contraindicated, revoked, valid, all";
+
+    /// The filter of an export that names none: [`StatusFilter::Valid`].
+    pub const DEFAULT: Self = Self::Valid;
 
     /// Parses one of [`Self::NAMES`].
     #[must_use]
@@ -151,27 +187,39 @@ impl StatusFilter {
             "contraindicated" => Some(Self::Contraindicated),
             "revoked" => Some(Self::Revoked),
             "valid" => Some(Self::Valid),
+            "all" => Some(Self::All),
             _ => None,
         }
     }
 
     fn keeps(self, row: &ExportRow) -> bool {
         match self {
-            Self::Affirming => row.claims.status == EarStatus::Affirming,
-            Self::Warning => row.claims.status == EarStatus::Warning,
-            Self::Contraindicated => row.claims.status == EarStatus::Contraindicated,
+            Self::Affirming => !row.revoked && row.claims.status == EarStatus::Affirming,
+            Self::Warning => !row.revoked && row.claims.status == EarStatus::Warning,
+            Self::Contraindicated => {
+                !row.revoked && row.claims.status == EarStatus::Contraindicated
+            }
             Self::Revoked => row.revoked,
             Self::Valid => !row.revoked,
+            Self::All => true,
         }
     }
 }
 
 /// Which certificates an export covers. Every filter is optional; they combine with AND.
+///
+/// `from` and `to` bound the half-open interval `[from, to)` the export covers. A certificate
+/// (measurement period `[period_start, period_end)`) belongs to the one export whose interval
+/// holds its last instant: `from < period_end <= to`. An hour row belongs to the export whose
+/// interval holds the hour's start: `from <= hour < to`. Consecutive exports (`[a, b)` then
+/// `[b, c)`) thus partition certificates, and hour rows, exactly. A bound not given is open.
 #[derive(Debug, Clone, Default)]
 pub struct ExportFilter {
-    /// Certificates whose period ends at or after this instant.
+    /// Start of the interval, inclusive: certificate rows whose period ends after it, hour rows
+    /// whose hour starts at or after it.
     pub from: Option<DateTime<Utc>>,
-    /// Certificates whose period starts before this instant.
+    /// End of the interval, exclusive: certificate rows whose period ends at or before it, hour
+    /// rows whose hour starts before it.
     pub to: Option<DateTime<Utc>>,
     /// Node id.
     pub node: Option<String>,
@@ -183,7 +231,7 @@ pub struct ExportFilter {
     pub model: Option<String>,
     /// Grid zone.
     pub zone: Option<String>,
-    /// `ear.status` or revocation state.
+    /// Revocation state or `ear.status`; `None` is [`StatusFilter::DEFAULT`] (not revoked).
     pub status: Option<StatusFilter>,
     /// Rows per certificate or per certificate-hour.
     pub granularity: Granularity,
@@ -211,11 +259,28 @@ impl ExportFilter {
         Ok(())
     }
 
+    /// Whether the certificate is in the export (the SQL query only narrows the rows down; this
+    /// decides, on the signed claims). With `granularity=hour` the interval is applied per hour
+    /// ([`ExportFilter::covers_hour`]) instead.
     fn keeps(&self, row: &ExportRow) -> bool {
         self.model
             .as_deref()
             .is_none_or(|m| row.claims.model_id.as_deref() == Some(m))
-            && self.status.is_none_or(|s| s.keeps(row))
+            && self.status.unwrap_or(StatusFilter::DEFAULT).keeps(row)
+            && (self.granularity == Granularity::Hour || self.covers_end(row.claims.period.end))
+    }
+
+    /// Whether a certificate ending at `period_end` (exclusive) is in `[from, to)`'s export:
+    /// `from < period_end <= to`.
+    #[must_use]
+    pub fn covers_end(&self, period_end: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|from| period_end > from) && self.to.is_none_or(|to| period_end <= to)
+    }
+
+    /// Whether the hour starting at `hour` is in the export: `from <= hour < to`.
+    #[must_use]
+    pub fn covers_hour(&self, hour: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|from| hour >= from) && self.to.is_none_or(|to| hour < to)
     }
 }
 
@@ -267,6 +332,9 @@ pub enum ExportError {
     /// The consumer went away (client disconnected).
     #[error("the export's reader went away")]
     Closed,
+    /// The consumer took no chunk for this long ([`StreamOptions::stall_timeout`]).
+    #[error("the export's reader took no data for {} s; the export was stopped", .0.as_secs())]
+    Stalled(Duration),
 }
 
 fn select(filter: &ExportFilter) -> SelectStatement {
@@ -300,11 +368,25 @@ fn select(filter: &ExportFilter) -> SelectStatement {
         ))
         .order_by((c.clone(), Alias::new("issued_at")), Order::Asc)
         .order_by((c.clone(), Alias::new("id")), Order::Asc);
+    // The interval narrows the rows down, a little wide (PostgreSQL keeps microseconds, the
+    // claims nanoseconds); `ExportFilter::keeps` and `covers_hour` decide exactly on the claims.
     if let Some(from) = filter.from {
         q.and_where(col(&c, "period_end").gte(from));
     }
     if let Some(to) = filter.to {
-        q.and_where(col(&c, "period_start").lt(to));
+        // A certificate's hours start at the hour of its start, so an hour row before `to`
+        // needs `period_start < to + 1 h`; a certificate row needs `period_end <= to`.
+        let (column, slack) = match filter.granularity {
+            Granularity::Certificate => ("period_end", chrono::Duration::seconds(1)),
+            Granularity::Hour => ("period_start", chrono::Duration::hours(1)),
+        };
+        // Past the year 9999 the bound is left to the exact filter (see `check_time_bound`).
+        if let Some(bound) = to
+            .checked_add_signed(slack)
+            .filter(|t| check_time_bound("to", Some(*t)).is_ok())
+        {
+            q.and_where(col(&c, column).lt(bound));
+        }
     }
     if let Some(node) = &filter.node {
         q.and_where(col(&c, "node_id").eq(node.as_str()));
@@ -370,38 +452,169 @@ fn header_kid(jws_prefix: &str) -> Option<String> {
     serde_json::from_slice::<Header>(&bytes).ok().map(|h| h.kid)
 }
 
-/// Starts an export: a task streams the rows and sends CSV chunks (header row first); the
-/// receiver yields them, then ends. A failure mid-way is sent as a final `Err` chunk (an HTTP
-/// body then aborts, so the client sees a truncated transfer, never a short file that looks
-/// complete). Dropping the receiver stops the task and releases its database connection.
+/// How an export is streamed.
+#[derive(Debug, Default)]
+pub struct StreamOptions {
+    /// End the export with an error ([`ExportError::Stalled`]) when its reader has taken no
+    /// chunk for this long, releasing its database connection: [`STALL_TIMEOUT`] over HTTP.
+    /// `None` waits for the reader for ever (the offline command, whose reader is a file).
+    pub stall_timeout: Option<Duration>,
+    /// Held until the export's task ends, after its database connection is released.
+    pub slot: Option<ExportSlot>,
+}
+
+/// Leave to stream one export over HTTP, one of [`max_concurrent_exports`] per database backend
+/// in this process ([`acquire_slot`]); given back when dropped.
+#[derive(Debug)]
+pub struct ExportSlot {
+    _permit: SemaphorePermit<'static>,
+}
+
+/// How many exports may stream at once from `backend`: [`MAX_EXPORTS_SQLITE`] or
+/// [`MAX_EXPORTS_POSTGRES`].
 #[must_use]
-pub fn spawn(storage: Storage, profile: Profile, filter: ExportFilter) -> mpsc::Receiver<Chunk> {
+pub fn max_concurrent_exports(backend: DatabaseBackend) -> usize {
+    if backend == DatabaseBackend::Sqlite {
+        MAX_EXPORTS_SQLITE
+    } else {
+        MAX_EXPORTS_POSTGRES
+    }
+}
+
+/// Leave to stream an export from `storage`'s database, waiting at most `wait` for one of the
+/// [`max_concurrent_exports`] slots; `None` when none came free in time (the caller answers
+/// 503). The slots are per process and per backend: one oracle serves one database.
+pub async fn acquire_slot(storage: &Storage, wait: Duration) -> Option<ExportSlot> {
+    let slots = if storage.db().get_database_backend() == DatabaseBackend::Sqlite {
+        &SQLITE_SLOTS
+    } else {
+        &POSTGRES_SLOTS
+    };
+    let permit = match slots.try_acquire() {
+        Ok(permit) => permit,
+        Err(_) => tokio::time::timeout(wait, slots.acquire())
+            .await
+            .ok()?
+            .ok()?,
+    };
+    Some(ExportSlot { _permit: permit })
+}
+
+/// A running export: its CSV chunks in order (header row first), then its end.
+///
+/// [`Export::recv`] yields `Ok` chunks and, when the export did not finish (a database failure,
+/// a stall, a crashed task), one final `Err`: an HTTP body then aborts, so the client sees a
+/// truncated transfer, never a short file that looks complete. Dropping it stops the export
+/// and releases its database connection.
+#[derive(Debug)]
+pub struct Export {
+    rx: mpsc::Receiver<Bytes>,
+    /// Set by the task before it lets go of the channel: `Ok` when every row was sent.
+    outcome: Arc<OnceLock<Result<(), String>>>,
+    ended: bool,
+}
+
+impl Export {
+    /// The next chunk; `None` once the export finished (after a final `Err` when it failed).
+    pub async fn recv(&mut self) -> Option<Chunk> {
+        if self.ended {
+            return None;
+        }
+        if let Some(bytes) = self.rx.recv().await {
+            return Some(Ok(bytes));
+        }
+        self.ended = true;
+        match self.outcome.get() {
+            Some(Ok(())) => None,
+            Some(Err(why)) => Some(Err(std::io::Error::other(why.clone()))),
+            None => Some(Err(std::io::Error::other(
+                "the export stopped before it finished",
+            ))),
+        }
+    }
+
+    /// The chunks as a stream (an HTTP body).
+    pub fn into_stream(self) -> impl futures::Stream<Item = Chunk> + Send + 'static {
+        futures::stream::unfold(self, |mut export| async move {
+            export.recv().await.map(|chunk| (chunk, export))
+        })
+    }
+}
+
+/// Starts an export that waits for its reader for ever and holds no slot (the offline command):
+/// [`spawn_with`] and default [`StreamOptions`].
+#[must_use]
+pub fn spawn(storage: Storage, profile: Profile, filter: ExportFilter) -> Export {
+    spawn_with(storage, profile, filter, StreamOptions::default())
+}
+
+/// Starts an export: a task streams the rows and sends CSV chunks (header row first) into a
+/// channel of [`CHANNEL_CHUNKS`], which the returned [`Export`] reads. The task holds one
+/// database connection while it runs, and `options.slot` until it ends.
+#[must_use]
+pub fn spawn_with(
+    storage: Storage,
+    profile: Profile,
+    filter: ExportFilter,
+    options: StreamOptions,
+) -> Export {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let outcome = Arc::new(OnceLock::new());
+    let result = Arc::clone(&outcome);
     tokio::spawn(async move {
-        match run(&storage, profile, &filter, &tx).await {
+        let StreamOptions {
+            stall_timeout,
+            slot,
+        } = options;
+        // `run` drops its row stream (the database connection) before it returns.
+        let finished = run(&storage, profile, &filter, &tx, stall_timeout).await;
+        drop(slot);
+        let _ = result.set(match finished {
             Ok(rows) => {
                 tracing::info!(profile = profile.name(), rows, "Export finished.");
+                Ok(())
             }
-            Err(ExportError::Closed) => {
+            Err(err @ ExportError::Closed) => {
                 tracing::info!(profile = profile.name(), "Export abandoned by its reader.");
+                Err(err.to_string())
+            }
+            Err(err @ ExportError::Stalled(_)) => {
+                tracing::warn!(profile = profile.name(), error = %err, "Export stopped: its reader stalled.");
+                Err(err.to_string())
             }
             Err(err) => {
                 tracing::error!(profile = profile.name(), error = %err, "Export failed mid-stream.");
-                let _ = tx.send(Err(std::io::Error::other(err.to_string()))).await;
+                Err(err.to_string())
             }
-        }
+        });
+        // The outcome is set before the channel closes, so the reader sees it.
+        drop(tx);
     });
-    rx
+    Export {
+        rx,
+        outcome,
+        ended: false,
+    }
 }
 
 async fn run(
     storage: &Storage,
     profile: Profile,
     filter: &ExportFilter,
-    tx: &mpsc::Sender<Chunk>,
+    tx: &mpsc::Sender<Bytes>,
+    stall: Option<Duration>,
 ) -> Result<u64, ExportError> {
-    let mut writer = csv_writer();
-    writer.write_record(profile.columns())?;
+    // The header row as RFC 4180 needs (plain names, unquoted); the records after it quote
+    // every non-numeric field.
+    let mut header = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 4));
+    header.write_record(profile.columns())?;
+    let mut writer = csv_writer(
+        header
+            .into_inner()
+            .map_err(|err| csv::Error::from(err.into_error()))?,
+    );
     let db = storage.db();
     let statement = db.get_database_backend().build(&select(filter));
     let mut rows = db.stream_raw(statement).await?;
@@ -413,39 +626,52 @@ async fn run(
             continue;
         }
         records.clear();
-        profile.records(&row, filter.granularity, &mut records);
+        profile.records(&row, filter, &mut records);
         for record in &records {
             writer.write_record(record)?;
             written += 1;
         }
         if writer.get_ref().len() >= CHUNK_BYTES {
-            send(&mut writer, tx).await?;
+            send(&mut writer, tx, stall).await?;
         }
     }
-    send(&mut writer, tx).await?;
+    drop(rows);
+    send(&mut writer, tx, stall).await?;
     Ok(written)
 }
 
-/// A CSV writer into a fresh buffer: RFC 4180 (quotes where needed, CRLF line ends).
-fn csv_writer() -> csv::Writer<Vec<u8>> {
+/// A CSV writer of records appending to `buffer`: RFC 4180 with CRLF line ends, every field
+/// that is not a number quoted (text, times, ids, booleans, empty cells), numbers bare so
+/// spreadsheets read them as numbers. Quoting every text field keeps a `;` inside it from
+/// splitting the cell where spreadsheets use `;` as the separator (see [`text`]).
+fn csv_writer(buffer: Vec<u8>) -> csv::Writer<Vec<u8>> {
     csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
-        .from_writer(Vec::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 4))
+        .quote_style(csv::QuoteStyle::NonNumeric)
+        .from_writer(buffer)
 }
 
+/// Sends what `writer` holds as one chunk, waiting at most `stall` for room in the channel.
 async fn send(
     writer: &mut csv::Writer<Vec<u8>>,
-    tx: &mpsc::Sender<Chunk>,
+    tx: &mpsc::Sender<Bytes>,
+    stall: Option<Duration>,
 ) -> Result<(), ExportError> {
-    let buffer = std::mem::replace(writer, csv_writer())
+    let fresh = csv_writer(Vec::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 4));
+    let buffer = std::mem::replace(writer, fresh)
         .into_inner()
         .map_err(|err| csv::Error::from(err.into_error()))?;
     if buffer.is_empty() {
         return Ok(());
     }
-    tx.send(Ok(Bytes::from(buffer)))
-        .await
-        .map_err(|_| ExportError::Closed)
+    let sent = tx.send(Bytes::from(buffer));
+    match stall {
+        None => sent.await.map_err(|_| ExportError::Closed),
+        Some(limit) => match tokio::time::timeout(limit, sent).await {
+            Ok(result) => result.map_err(|_| ExportError::Closed),
+            Err(_) => Err(ExportError::Stalled(limit)),
+        },
+    }
 }
 
 /// Default expected lifespan of a node's hardware for the SCI embodied share, years: 4, the
@@ -533,17 +759,30 @@ pub async fn set_node(
     Ok(result.rows_affected() == 1)
 }
 
-/// A free-text cell, guarded against CSV (formula) injection: a value starting with `=`, `+`,
-/// `-`, `@`, tab or carriage return gets a leading `'` so spreadsheets show it as text (OWASP,
-/// "CSV Injection"). Applied to text a client or operator chose (names, ids, labels), never to
-/// numbers.
+/// Characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+const FORMULA_TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A free-text cell, guarded against CSV (formula) injection (OWASP, "CSV Injection"): a
+/// formula trigger (`=`, `+`, `-`, `@`, tab, carriage return) at the start of the value, or right
+/// after a `;`, gets a `'` before it, so that neither the cell nor a piece of it split off at a
+/// `;` (the separator of spreadsheets in many locales) starts a formula: `run;=cmd` becomes
+/// `run;'=cmd`. The writer also quotes every text field. Applied to text a client or operator
+/// chose (names, ids, labels), never to numbers.
 #[must_use]
 pub fn text(value: &str) -> String {
-    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{value}")
-    } else {
-        value.to_owned()
+    if !value.starts_with(FORMULA_TRIGGERS) && !value.contains(';') {
+        return value.to_owned();
     }
+    let mut out = String::with_capacity(value.len() + 2);
+    let mut cell_start = true;
+    for ch in value.chars() {
+        if cell_start && FORMULA_TRIGGERS.contains(&ch) {
+            out.push('\'');
+        }
+        out.push(ch);
+        cell_start = ch == ';';
+    }
+    out
 }
 
 /// An exact decimal of millionths divided by 1000, written exactly (up to nine decimals, trailing
@@ -608,6 +847,81 @@ mod tests {
         }
         assert_eq!(text("job-1"), "job-1");
         assert_eq!(text(""), "");
+    }
+
+    #[test]
+    fn text_neutralises_formulas_after_semicolons() {
+        // Excel splits at `;` in many locales: no piece may start a formula.
+        assert_eq!(text("run;=cmd|' /C calc'!A0"), "run;'=cmd|' /C calc'!A0");
+        assert_eq!(text("=a;;+b;-c;@d"), "'=a;;'+b;'-c;'@d");
+        assert_eq!(text("a; =b"), "a; =b");
+        assert_eq!(text("a;b"), "a;b");
+        for cell in text("x;\t=y;=z").split(';') {
+            assert!(!cell.starts_with(FORMULA_TRIGGERS), "{cell:?}");
+        }
+    }
+
+    #[test]
+    fn text_fields_are_quoted_and_numbers_bare() {
+        let mut writer = csv_writer(Vec::new());
+        writer
+            .write_record([text("run;=cmd").as_str(), "-0.0015", "12", "", "true"])
+            .unwrap();
+        let line = String::from_utf8(writer.into_inner().unwrap()).unwrap();
+        assert_eq!(line, "\"run;'=cmd\",-0.0015,12,\"\",\"true\"\r\n");
+    }
+
+    #[test]
+    fn consecutive_intervals_partition_ends_and_hours() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let january = ExportFilter {
+            from: Some(t("2026-01-01T00:00:00Z")),
+            to: Some(t("2026-02-01T00:00:00Z")),
+            ..ExportFilter::default()
+        };
+        let february = ExportFilter {
+            from: january.to,
+            to: Some(t("2026-03-01T00:00:00Z")),
+            ..ExportFilter::default()
+        };
+        // A period ending exactly at the boundary is January's (its end is exclusive).
+        let boundary = t("2026-02-01T00:00:00Z");
+        assert!(january.covers_end(boundary) && !february.covers_end(boundary));
+        let after = t("2026-02-01T00:00:00.001Z");
+        assert!(!january.covers_end(after) && february.covers_end(after));
+        assert!(!january.covers_end(t("2026-01-01T00:00:00Z")));
+        // The hour starting at the boundary is February's; the one before, January's.
+        assert!(!january.covers_hour(boundary) && february.covers_hour(boundary));
+        let last = t("2026-01-31T23:00:00Z");
+        assert!(january.covers_hour(last) && !february.covers_hour(last));
+        // One bound only: the same rule on that bound.
+        let only_to = ExportFilter {
+            to: Some(boundary),
+            ..ExportFilter::default()
+        };
+        let only_from = ExportFilter {
+            from: Some(boundary),
+            ..ExportFilter::default()
+        };
+        for end in [boundary, after, last] {
+            assert!(
+                only_to.covers_end(end) != only_from.covers_end(end),
+                "{end}"
+            );
+            assert!(
+                only_to.covers_hour(end) != only_from.covers_hour(end),
+                "{end}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_names_parse_and_default_is_valid() {
+        for name in StatusFilter::NAMES.split(", ") {
+            assert!(StatusFilter::parse(name).is_some(), "{name}");
+        }
+        assert_eq!(StatusFilter::DEFAULT, StatusFilter::Valid);
+        assert_eq!(StatusFilter::parse("all"), Some(StatusFilter::All));
     }
 
     #[test]
