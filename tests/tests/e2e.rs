@@ -141,6 +141,20 @@ fn job_round_trip(oracle: &Oracle) {
     );
     let verified: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
     assert_eq!(verified["valid"], true, "{verified}");
+    // Its status is the bundle's, unsigned: the report says so.
+    let status = verified["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "status")
+        .unwrap_or_else(|| panic!("no status check: {verified}"));
+    assert!(
+        status["detail"]
+            .as_str()
+            .unwrap()
+            .contains("relied on the bundle's unsigned status (not authenticated)"),
+        "{verified}"
+    );
     let jwks_file = dir.path().join("jwks.json");
     std::fs::write(&jwks_file, oracle.get_text("/.well-known/jwks.json")).unwrap();
     let log_key_file = dir.path().join("log.vkey");
@@ -160,14 +174,35 @@ fn job_round_trip(oracle: &Oracle) {
             .arg(&jwks_file)
             .arg("--no-log"),
     );
-    // Straight from the oracle's URLs, as an auditor would.
+    // Straight from the oracle's URLs, as an auditor would: the status then comes
+    // authenticated, so --require-status is met.
     let out = run_ok(
         Command::new(bin("wattest-verify"))
             .arg(format!("{}/v1/certificates/{id}", oracle.url))
-            .args(["--jwks", &jwks_url])
+            .args(["--jwks", &jwks_url, "--require-status"])
             .env("WATTEST_TOKEN", oracle.token("auditor")),
     );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("VALID certificate {id}")));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("VALID certificate {id}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("not revoked (the bundle's status, fetched from"),
+        "{stdout}"
+    );
+    // A saved bundle does not meet --require-status.
+    let out = Command::new(bin("wattest-verify"))
+        .arg(&bundle_file)
+        .args(["--jwks", &jwks_url, "--require-status"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // A tampered certificate fails verification with exit status 1.
     let jws = cert["jws"].as_str().unwrap();

@@ -368,45 +368,81 @@ fn every_certificate_is_logged_and_provable_offline() {
     assert_eq!(still["certificate_id"], ids[1].as_str());
 }
 
-/// Serves `body` to every request on a loopback port; returns its URL and the `Authorization`
-/// headers of the requests it answered.
-fn recording_server(body: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+/// What [`recording_server`] answers on a path.
+enum Reply {
+    /// 200 with this JSON or text body.
+    Body(String),
+    /// 302 to this location.
+    Redirect(String),
+}
+
+/// One request a [`recording_server`] answered: its path (with the query) and its
+/// `Authorization` header line (empty when none).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// Serves `routes` (by path, the query ignored; 404 elsewhere) on a loopback port; returns its
+/// URL and the requests it answered.
+fn recording_server(routes: Vec<(&'static str, Reply)>) -> (String, Seen) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen: Seen = std::sync::Arc::default();
     let record = seen.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let mut reader = BufReader::new(&stream);
             let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
             let mut auth = String::new();
+            line.clear();
             while reader.read_line(&mut line).unwrap_or(0) > 2 {
                 if line.to_ascii_lowercase().starts_with("authorization:") {
                     auth = line.trim().to_owned();
                 }
                 line.clear();
             }
-            record.lock().unwrap().push(auth);
-            let _ = write!(
-                &stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
+            let route = path.split('?').next().unwrap_or_default();
+            let reply = routes.iter().find(|(p, _)| *p == route).map(|(_, r)| r);
+            record.lock().unwrap().push((path, auth));
+            let _ = match reply {
+                Some(Reply::Body(body)) => write!(
+                    &stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                ),
+                Some(Reply::Redirect(location)) => write!(
+                    &stream,
+                    "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                ),
+                None => write!(
+                    &stream,
+                    "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                ),
+            };
         }
     });
     (url, seen)
 }
 
+/// The token goes with the requests for CERT, --status, --inclusion and --consistency (the
+/// oracle's auditor endpoints, even when CERT is a file), never with those for the JWKS, the
+/// log key or a checkpoint, not even on the same host.
 #[test]
 fn the_token_goes_to_the_oracle_only() {
     let oracle = Oracle::start();
     let auditor = oracle.token("auditor");
     let mut node = enroll(&oracle, &oracle.token("node"));
-    let id = certify(&oracle.url, &mut node, "token-origin");
-    // The JWKS comes from another origin (a mirror): it must not see the auditor's token.
-    let (mirror, seen) = recording_server(oracle.get_text("/.well-known/jwks.json"));
+    let first = certify(&oracle.url, &mut node, "token-origin-1");
     let dir = tempfile::tempdir().unwrap();
+    let checkpoint1 = dir.path().join("checkpoint1.txt");
+    std::fs::write(&checkpoint1, oracle.get_text("/v1/log/checkpoint")).unwrap();
+    let id = certify(&oracle.url, &mut node, "token-origin-2");
+    // The JWKS comes from another origin (a mirror): it must not see the auditor's token.
+    let (mirror, seen) = recording_server(vec![(
+        "/.well-known/jwks.json",
+        Reply::Body(oracle.get_text("/.well-known/jwks.json")),
+    )]);
     let vkey = dir.path().join("log.vkey");
     std::fs::write(&vkey, oracle.get_text("/v1/log/key")).unwrap();
     let cert_url = format!("{}/v1/certificates/{id}", oracle.url);
@@ -422,7 +458,354 @@ fn the_token_goes_to_the_oracle_only() {
     ]);
     // The certificate needs the token (the oracle answered), the mirror was asked without it.
     assert_eq!(code, Some(0), "{report}");
-    assert_eq!(*seen.lock().unwrap(), [String::new()]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [("/.well-known/jwks.json".to_owned(), String::new())]
+    );
+    seen.lock().unwrap().clear();
+
+    // CERT a saved JWS: the auditor-only proofs given as the oracle's URLs get the token.
+    let bundle = get_json(&oracle.url, &format!("/v1/certificates/{id}"), &auditor);
+    let jws = dir.path().join("cert.jws");
+    std::fs::write(&jws, bundle["jws"].as_str().unwrap()).unwrap();
+    let inclusion_url = format!("{}/v1/log/proofs/inclusion?certificate_id={id}", oracle.url);
+    let consistency_url = format!("{}/v1/log/proofs/consistency?first=1", oracle.url);
+    let (code, report) = verify(&[
+        jws.as_os_str(),
+        "--jwks".as_ref(),
+        jwks_url.as_ref(),
+        "--log-key".as_ref(),
+        vkey.as_os_str(),
+        "--inclusion".as_ref(),
+        inclusion_url.as_ref(),
+        "--previous-checkpoint".as_ref(),
+        checkpoint1.as_os_str(),
+        "--consistency".as_ref(),
+        consistency_url.as_ref(),
+        "--token".as_ref(),
+        auditor.as_ref(),
+    ]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["check"] == "consistency" && c["ok"] == true),
+        "{report}"
+    );
+
+    // One origin serving the JWKS, the inclusion proof and the checkpoint: only the proof's
+    // request carries the token.
+    let proof = get_json(
+        &oracle.url,
+        &format!("/v1/log/proofs/inclusion?certificate_id={first}"),
+        &auditor,
+    );
+    let (server, seen) = recording_server(vec![
+        (
+            "/.well-known/jwks.json",
+            Reply::Body(oracle.get_text("/.well-known/jwks.json")),
+        ),
+        ("/inclusion", Reply::Body(proof.to_string())),
+        (
+            "/checkpoint",
+            Reply::Body(proof["checkpoint"].as_str().unwrap().to_owned()),
+        ),
+    ]);
+    let first_bundle = get_json(&oracle.url, &format!("/v1/certificates/{first}"), &auditor);
+    std::fs::write(&jws, first_bundle["jws"].as_str().unwrap()).unwrap();
+    let (code, report) = verify(&[
+        jws.as_os_str(),
+        "--jwks".as_ref(),
+        format!("{server}/.well-known/jwks.json").as_ref(),
+        "--log-key".as_ref(),
+        vkey.as_os_str(),
+        "--inclusion".as_ref(),
+        format!("{server}/inclusion").as_ref(),
+        "--checkpoint".as_ref(),
+        format!("{server}/checkpoint").as_ref(),
+        "--token".as_ref(),
+        auditor.as_ref(),
+    ]);
+    assert_eq!(code, Some(0), "{report}");
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("/.well-known/jwks.json".to_owned(), String::new()),
+            ("/checkpoint".to_owned(), String::new()),
+            (
+                "/inclusion".to_owned(),
+                format!("authorization: Bearer {auditor}")
+            ),
+        ]
+    );
+}
+
+/// The detail of `report`'s check named `name`, and whether it passed.
+fn check_of(report: &serde_json::Value, name: &str) -> (bool, String) {
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == name)
+        .unwrap_or_else(|| panic!("no {name} check: {report}"));
+    (
+        check["ok"].as_bool().unwrap(),
+        check["detail"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The status is unsigned: without any the report says revocation was NOT checked, with the
+/// bundle's that it relied on an unauthenticated status (a holder can edit "revoked" to
+/// "valid"), and --require-status fails both; only a status fetched from the oracle with the
+/// token counts then. A status must name its certificate.
+#[test]
+fn revocation_counts_only_when_authenticated_if_required() {
+    let oracle = Oracle::start();
+    let auditor = oracle.token("auditor");
+    let mut node = enroll(&oracle, &oracle.token("node"));
+    let id = certify(&oracle.url, &mut node, "status");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let jwks = write("jwks.json", &oracle.get_text("/.well-known/jwks.json"));
+    let vkey = write("log.vkey", &oracle.get_text("/v1/log/key"));
+    let bundle = get_json(&oracle.url, &format!("/v1/certificates/{id}"), &auditor);
+    let cert_url = format!("{}/v1/certificates/{id}", oracle.url);
+    let status_url = format!("{cert_url}/status");
+    let run = |cert: &std::ffi::OsStr, extra: &[&str]| {
+        let mut argv: Vec<&std::ffi::OsStr> = vec![
+            cert,
+            "--jwks".as_ref(),
+            jwks.as_os_str(),
+            "--log-key".as_ref(),
+            vkey.as_os_str(),
+        ];
+        argv.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        let (code, report) = verify(&argv);
+        let (ok, detail) = check_of(&report, "status");
+        (code, ok, detail)
+    };
+    let with_token = ["--token", auditor.as_str()];
+
+    // The bundle's status: passes, saying it was not authenticated; fails when required.
+    let bundle_file = write("bundle.json", &bundle.to_string());
+    let (code, ok, detail) = run(bundle_file.as_os_str(), &[]);
+    assert_eq!((code, ok), (Some(0), true), "{detail}");
+    assert!(
+        detail.contains("relied on the bundle's unsigned status (not authenticated)"),
+        "{detail}"
+    );
+    let (code, ok, detail) = run(bundle_file.as_os_str(), &["--require-status"]);
+    assert_eq!((code, ok), (Some(1), false), "{detail}");
+    assert!(detail.contains("--require-status"), "{detail}");
+    assert!(detail.contains("not authenticated"), "{detail}");
+    // A saved status file is no better.
+    let saved = write(
+        "status.json",
+        &get_json(
+            &oracle.url,
+            &format!("/v1/certificates/{id}/status"),
+            &auditor,
+        )
+        .to_string(),
+    );
+    let saved = saved.to_str().unwrap();
+    let (code, _, detail) = run(
+        bundle_file.as_os_str(),
+        &["--require-status", "--status", saved],
+    );
+    assert_eq!(code, Some(1), "{detail}");
+    // Fetched from the oracle with the token: --status URL, or CERT as the oracle's URL.
+    let mut argv = vec!["--require-status", "--status", status_url.as_str()];
+    argv.extend(with_token);
+    let (code, ok, detail) = run(bundle_file.as_os_str(), &argv);
+    assert_eq!((code, ok), (Some(0), true), "{detail}");
+    assert!(
+        detail.starts_with("not revoked (the status fetched from"),
+        "{detail}"
+    );
+    let mut argv = vec!["--require-status"];
+    argv.extend(with_token);
+    let (code, ok, detail) = run(cert_url.as_ref(), &argv);
+    assert_eq!((code, ok), (Some(0), true), "{detail}");
+
+    // No status at all: NOT checked, a failure when required.
+    let mut bare = bundle.clone();
+    bare.as_object_mut().unwrap().remove("status");
+    let bare_file = write("no-status.json", &bare.to_string());
+    let (code, ok, detail) = run(bare_file.as_os_str(), &[]);
+    assert_eq!((code, ok), (Some(0), true), "{detail}");
+    assert!(detail.starts_with("revocation NOT checked"), "{detail}");
+    let (code, ok, detail) = run(bare_file.as_os_str(), &["--require-status"]);
+    assert_eq!((code, ok), (Some(1), false), "{detail}");
+    assert!(detail.starts_with("revocation NOT checked"), "{detail}");
+
+    // A status that names no certificate is refused, from the bundle or from --status.
+    let mut anonymous = bundle.clone();
+    anonymous["status"]
+        .as_object_mut()
+        .unwrap()
+        .remove("certificate_id");
+    let anonymous_file = write("anonymous.json", &anonymous.to_string());
+    let (code, ok, detail) = run(anonymous_file.as_os_str(), &[]);
+    assert_eq!((code, ok), (Some(1), false), "{detail}");
+    assert!(detail.contains("no certificate_id"), "{detail}");
+    let anonymous_status = write("anonymous-status.json", r#"{"state":"valid"}"#);
+    let (code, ok, detail) = run(
+        bare_file.as_os_str(),
+        &["--status", anonymous_status.to_str().unwrap()],
+    );
+    assert_eq!((code, ok), (Some(1), false), "{detail}");
+    assert!(detail.contains("no certificate_id"), "{detail}");
+
+    // Revoked, and the holder edits the bundle's status back to valid: without
+    // --require-status that passes but says what it relied on; with it the oracle is asked.
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{cert_url}/revocation"))
+        .bearer_auth(oracle.token("admin"))
+        .json(&serde_json::json!({ "reason": "measurement_error" }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut edited = get_json(&oracle.url, &format!("/v1/certificates/{id}"), &auditor);
+    assert_eq!(edited["status"]["state"], "revoked");
+    edited["status"] = serde_json::json!({ "certificate_id": id, "state": "valid" });
+    let edited_file = write("edited.json", &edited.to_string());
+    let (code, _, detail) = run(edited_file.as_os_str(), &[]);
+    assert_eq!(code, Some(0), "{detail}");
+    assert!(detail.contains("(not authenticated)"), "{detail}");
+    let (code, _, detail) = run(edited_file.as_os_str(), &["--require-status"]);
+    assert_eq!(code, Some(1), "{detail}");
+    let mut argv = vec!["--require-status", "--status", status_url.as_str()];
+    argv.extend(with_token);
+    let (code, ok, detail) = run(edited_file.as_os_str(), &argv);
+    assert_eq!((code, ok), (Some(1), false), "{detail}");
+    assert!(detail.starts_with("REVOKED"), "{detail}");
+}
+
+/// Plain http:// to a host other than this machine is refused before any connection (exit 2,
+/// saying why and what to pass): an on-path attacker could substitute the keys. The token is
+/// never sent over it, even with --allow-http. Redirects to it are refused too; loopback hosts
+/// (the oracle here on 127.0.0.1, or `localhost`) are fine.
+#[test]
+fn plain_http_to_another_host_is_refused_before_any_connection() {
+    let oracle = Oracle::start();
+    let auditor = oracle.token("auditor");
+    let mut node = enroll(&oracle, &oracle.token("node"));
+    let id = certify(&oracle.url, &mut node, "plain-http");
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle.json");
+    let served = get_json(&oracle.url, &format!("/v1/certificates/{id}"), &auditor);
+    std::fs::write(&bundle, served.to_string()).unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, oracle.get_text("/.well-known/jwks.json")).unwrap();
+    let vkey = dir.path().join("log.vkey");
+    std::fs::write(&vkey, oracle.get_text("/v1/log/key")).unwrap();
+    let bundle = bundle.to_str().unwrap();
+    let jwks = jwks.to_str().unwrap();
+    let vkey = vkey.to_str().unwrap();
+
+    // TEST-NET-1 (RFC 5737): never to be contacted.
+    let far = "http://192.0.2.1";
+    let far_jwks = format!("{far}/.well-known/jwks.json");
+    let far_cert = format!("{far}/v1/certificates/{id}");
+    let far_inclusion = format!("{far}/v1/log/proofs/inclusion?certificate_id={id}");
+    let refused = |argv: &[&str], token: bool| {
+        let mut cmd = Command::new(bin("wattest-verify"));
+        cmd.args(argv).env_remove("WATTEST_TOKEN");
+        if token {
+            cmd.env("WATTEST_TOKEN", &auditor);
+        }
+        let started = std::time::Instant::now();
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{argv:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{argv:?}: no verdict");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{argv:?} took {:?}: was the host contacted?",
+            started.elapsed()
+        );
+        stderr
+    };
+    let stderr = refused(&[bundle, "--jwks", &far_jwks], false);
+    assert!(
+        stderr.contains(&format!(
+            "refusing --jwks {far_jwks}: it is plain http:// to 192.0.2.1, not this machine"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pass --allow-http"), "{stderr}");
+    let far_key = format!("{far}/v1/log/key");
+    let stderr = refused(&[bundle, "--jwks", jwks, "--log-key", &far_key], false);
+    assert!(stderr.contains("refusing --log-key"), "{stderr}");
+    // The token: refused even with --allow-http, for CERT and for --inclusion.
+    for argv in [
+        vec![
+            far_cert.as_str(),
+            "--jwks",
+            jwks,
+            "--log-key",
+            vkey,
+            "--allow-http",
+        ],
+        vec![
+            bundle,
+            "--jwks",
+            jwks,
+            "--log-key",
+            vkey,
+            "--inclusion",
+            &far_inclusion,
+            "--allow-http",
+        ],
+    ] {
+        let stderr = refused(&argv, true);
+        assert!(stderr.contains("bearer token"), "{stderr}");
+        assert!(stderr.contains("cleartext"), "{stderr}");
+        assert!(
+            stderr.contains("--allow-http does not lift this"),
+            "{stderr}"
+        );
+    }
+    // A loopback URL redirecting to plain HTTP elsewhere.
+    let (server, seen) = recording_server(vec![(
+        "/.well-known/jwks.json",
+        Reply::Redirect(far_jwks.clone()),
+    )]);
+    let stderr = refused(
+        &[
+            bundle,
+            "--jwks",
+            &format!("{server}/.well-known/jwks.json"),
+            "--log-key",
+            vkey,
+        ],
+        false,
+    );
+    assert!(stderr.contains("redirected to plain http://"), "{stderr}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+
+    // Loopback by name or address is plain HTTP this machine only: accepted.
+    let local_jwks = format!(
+        "{}/.well-known/jwks.json",
+        oracle.url.replace("127.0.0.1", "localhost")
+    );
+    let (code, report) = verify(&[
+        bundle.as_ref(),
+        "--jwks".as_ref(),
+        local_jwks.as_ref(),
+        "--log-key".as_ref(),
+        vkey.as_ref(),
+    ]);
+    assert_eq!(code, Some(0), "{report}");
 }
 
 /// A saved JWKS carries no log key, and nothing else offline can vouch for one (a checkpoint

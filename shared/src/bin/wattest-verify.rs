@@ -23,15 +23,22 @@ use wattest_shared::{CertificateClaims, Jwks, verify_certificate};
 ///     RFC 7638 thumbprint), the signature;
 ///  2. claims: eat_profile, the validity period (nbf, iat, exp — all required), and that every
 ///     total reconciles exactly with its itemised figures;
-///  3. status: not revoked (from --status, or the status inside a certificate bundle);
+///  3. status: not revoked, from --status or else the status inside a certificate bundle; the
+///     status must name this certificate (certificate_id). It is unsigned: only one fetched from
+///     the oracle with the token counts as authenticated. Without any status the report says
+///     "revocation NOT checked", with an unauthenticated one that it "relied on the bundle's
+///     unsigned status (not authenticated)"; both pass unless --require-status;
 ///  4. log: the inclusion proof (from --inclusion, or inside the bundle) leads to a checkpoint
 ///     signed by the log key; with --checkpoint, the proof must be against that checkpoint;
 ///  5. consistency (with --previous-checkpoint): the log grew append-only since that checkpoint.
 ///
 /// CERT, --jwks and the other inputs are files, http(s) URLs, or `-` (standard input, once).
+/// Plain http:// URLs are refused (exit 2) unless their host is this machine (127.0.0.0/8, ::1,
+/// localhost) or --allow-http is given; the token never goes over plain HTTP to another host.
 ///
-/// Exit status: 0 valid, 1 invalid (any check failed), 2 an input could not be read or is
-/// missing (the log key: with a JWKS file, give --log-key or --no-log).
+/// Exit status: 0 valid, 1 invalid (any check failed; with --require-status, also a missing or
+/// unauthenticated status), 2 an input could not be read or is missing (the log key: with a
+/// JWKS file, give --log-key or --no-log), or a plain-HTTP URL was refused.
 #[derive(Debug, Parser)]
 #[command(name = "wattest-verify", version)]
 struct Args {
@@ -65,8 +72,26 @@ struct Args {
     #[arg(long, requires = "previous_checkpoint")]
     consistency: Option<String>,
     /// Revocation status (JSON from GET /v1/certificates/{id}/status); default: the bundle's.
+    /// It must name the certificate (certificate_id). Only the oracle's status URL fetched with
+    /// the token (over https://, or http:// to this machine) authenticates it; a saved file is
+    /// only as trustworthy as where it came from.
     #[arg(long)]
     status: Option<String>,
+    /// Fail the status check (exit 1) unless the status was fetched from the oracle with the
+    /// token, over https:// or from a loopback host: --status URL, or the bundle when CERT is
+    /// the oracle's certificate URL. A missing status, a bundle file's status or a --status
+    /// file then fails. Without this flag they pass, and the report says "revocation NOT
+    /// checked" or that it "relied on the bundle's unsigned status (not authenticated)".
+    #[arg(long)]
+    require_status: bool,
+    /// Accept plain http:// URLs (and redirects to them) on hosts other than this machine for
+    /// CERT, --jwks, --log-key, --inclusion, --consistency, --checkpoint,
+    /// --previous-checkpoint and --status. Without it only loopback hosts (127.0.0.0/8, ::1,
+    /// localhost) may be reached over plain HTTP: elsewhere anyone on the path could substitute
+    /// the keys, proofs or status it serves. The token still never goes over plain HTTP to
+    /// another host: a URL that would carry it is refused even with this flag.
+    #[arg(long)]
+    allow_http: bool,
     /// Skip the transparency-log checks: the report's `log inclusion` check then reads
     /// "skipped (--no-log): log inclusion NOT checked" and counts as passed.
     #[arg(long, conflicts_with_all = ["log_key", "inclusion", "checkpoint", "previous_checkpoint"])]
@@ -77,18 +102,132 @@ struct Args {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// Bearer token for the oracle: reading certificates needs an `auditor` or `compliance`
-    /// token (`wattest-oracle token create --role auditor`). Sent only to the origins (scheme,
-    /// host and port) of CERT and --status when they are URLs, never to other hosts (a JWKS
-    /// mirror, a witness).
+    /// Bearer token for the oracle: reading certificates, their status and log proofs needs an
+    /// `auditor` or `compliance` token (`wattest-oracle token create --role auditor`). Sent only
+    /// with the requests for CERT, --status, --inclusion and --consistency when they are URLs
+    /// (and redirects within the same origin); never with the requests for --jwks, the log key,
+    /// --checkpoint or --previous-checkpoint, even on the same host, nor to URLs found inside
+    /// the certificate or bundle; never over plain http:// to a host other than this machine
+    /// (such a URL is refused, even with --allow-http).
     #[arg(long, env = "WATTEST_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
 
-/// The `--token` given and the origins it may be sent to, for [`read_source`]'s URL fetches.
-static TOKEN: std::sync::OnceLock<(String, Vec<reqwest::Url>)> = std::sync::OnceLock::new();
+/// Whether `url`'s host is this machine: 127.0.0.0/8, ::1 or `localhost`. Plain HTTP to it
+/// crosses no network an attacker could sit on.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
 
-fn read_source(source: &str) -> Result<String> {
+/// A plain `http://` URL to a host other than this machine.
+fn is_exposed(url: &reqwest::Url) -> bool {
+    url.scheme() == "http" && !is_loopback(url)
+}
+
+/// `source` as a URL when it is one (`http://` or `https://`), else `None` (a file, `-`, a
+/// literal key).
+fn web_url(source: &str) -> Result<Option<reqwest::Url>> {
+    if source.starts_with("http://") || source.starts_with("https://") {
+        reqwest::Url::parse(source)
+            .map(Some)
+            .with_context(|| format!("{source} is not a URL"))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The inputs that may be URLs: the flag naming each, its value, what it carries, and whether
+/// its request carries the token (CERT, --status, --inclusion and --consistency: the oracle's
+/// auditor endpoints; never the public keys and checkpoints).
+fn url_inputs(args: &Args) -> Vec<(&'static str, &str, &'static str, bool)> {
+    [
+        ("CERT", Some(&args.cert), "the certificate", true),
+        (
+            "--jwks",
+            Some(&args.jwks),
+            "the oracle's signing keys",
+            false,
+        ),
+        ("--log-key", args.log_key.as_ref(), "the log key", false),
+        (
+            "--inclusion",
+            args.inclusion.as_ref(),
+            "the inclusion proof",
+            true,
+        ),
+        (
+            "--consistency",
+            args.consistency.as_ref(),
+            "the consistency proof",
+            true,
+        ),
+        (
+            "--checkpoint",
+            args.checkpoint.as_ref(),
+            "the checkpoint",
+            false,
+        ),
+        (
+            "--previous-checkpoint",
+            args.previous_checkpoint.as_ref(),
+            "the checkpoint",
+            false,
+        ),
+        (
+            "--status",
+            args.status.as_ref(),
+            "the revocation status",
+            true,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(flag, source, what, token)| source.map(|s| (flag, s.as_str(), what, token)))
+    .collect()
+}
+
+/// Refuses, before anything is fetched, a plain `http://` URL to another host: without
+/// `--allow-http` for any input (an on-path attacker could substitute the keys, proofs or
+/// status), and even with it for a URL whose request would carry the token (it would travel
+/// in cleartext). The log key fetched by default shares `--jwks`'s origin, so it is covered.
+///
+/// # Errors
+/// The first such URL, with why and what to pass.
+fn check_transport(args: &Args) -> Result<()> {
+    for (flag, source, what, carries_token) in url_inputs(args) {
+        let Some(url) = web_url(source)? else {
+            continue;
+        };
+        if !is_exposed(&url) {
+            continue;
+        }
+        let host = url.host_str().unwrap_or("?");
+        if carries_token && args.token.is_some() {
+            bail!(
+                "refusing {flag} {source}: it is plain http:// to {host}, not this machine, and its request would carry the bearer token (WATTEST_TOKEN / --token) in cleartext for anyone on the path to read and reuse; use an https:// URL, or give no token. --allow-http does not lift this"
+            );
+        }
+        if !args.allow_http {
+            bail!(
+                "refusing {flag} {source}: it is plain http:// to {host}, not this machine (127.0.0.0/8, ::1, localhost), so anyone on the path could substitute {what}; use an https:// URL or a saved file, or pass --allow-http to accept plain HTTP anyway"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads a file, `-` (standard input) or URL. `with_token`: whether this request may carry
+/// `--token` (see [`url_inputs`]); it never does over plain HTTP to another host. Redirects
+/// are followed (at most 10) but not to plain HTTP on another host unless `--allow-http`;
+/// the token goes on only within the same origin (reqwest drops `Authorization` when the
+/// scheme, host or port changes).
+fn read_source(args: &Args, source: &str, with_token: bool) -> Result<String> {
     if source == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -96,13 +235,38 @@ fn read_source(source: &str) -> Result<String> {
             .context("reading standard input")?;
         return Ok(text);
     }
-    if source.starts_with("http://") || source.starts_with("https://") {
-        let url = reqwest::Url::parse(source).with_context(|| format!("{source} is not a URL"))?;
-        let mut request = reqwest::blocking::Client::new().get(url.clone());
-        if let Some((token, origins)) = TOKEN.get()
-            // One origin (RFC 6454): scheme, host and port.
-            && origins.iter().any(|o| o.origin() == url.origin())
-        {
+    if let Some(url) = web_url(source)? {
+        // check_transport has refused these already: a second guard where the request is made.
+        let exposed = is_exposed(&url);
+        if exposed && !args.allow_http {
+            bail!("refusing plain http:// to another host: {source} (pass --allow-http)");
+        }
+        let token = args.token.as_deref().filter(|_| with_token);
+        if exposed && token.is_some() {
+            bail!("refusing to send the token over plain http:// to {source}");
+        }
+        let allow_http = args.allow_http;
+        let client = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 10 {
+                    attempt.error("too many redirects")
+                } else if !matches!(attempt.url().scheme(), "http" | "https") {
+                    let refused = format!("redirected to {}, not an http(s) URL", attempt.url());
+                    attempt.error(refused)
+                } else if is_exposed(attempt.url()) && !allow_http {
+                    let refused = format!(
+                        "redirected to plain http:// on another host ({}): refused, anyone on the path could substitute what it serves (pass --allow-http to accept it)",
+                        attempt.url()
+                    );
+                    attempt.error(refused)
+                } else {
+                    attempt.follow()
+                }
+            }))
+            .build()
+            .context("building the HTTP client")?;
+        let mut request = client.get(url);
+        if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         let response = request
@@ -114,6 +278,17 @@ fn read_source(source: &str) -> Result<String> {
         return response.text().with_context(|| format!("reading {source}"));
     }
     std::fs::read_to_string(source).with_context(|| format!("reading {source}"))
+}
+
+/// Whether the status read from `source` (CERT or --status) came authenticated: fetched from a
+/// URL with the token, over https:// or from this machine, so from the oracle the token is for
+/// and unaltered on the way.
+fn fetched_with_token(args: &Args, source: &str) -> bool {
+    args.token.is_some()
+        && web_url(source)
+            .ok()
+            .flatten()
+            .is_some_and(|url| !is_exposed(&url))
 }
 
 /// What CERT held: the JWS, and from a bundle its inclusion proof and status.
@@ -171,12 +346,14 @@ const NO_LOG_DETAIL: &str = "skipped (--no-log): log inclusion NOT checked";
 /// text that is not a verifier key.
 fn log_key(args: &Args, checkpoint: Option<&str>) -> Result<LogVerifier> {
     let text = match &args.log_key {
-        Some(k) if k.starts_with("http://") || k.starts_with("https://") => read_source(k)?,
-        Some(k) if std::path::Path::new(k).is_file() || k == "-" => read_source(k)?,
+        Some(k) if k.starts_with("http://") || k.starts_with("https://") => {
+            read_source(args, k, false)?
+        }
+        Some(k) if std::path::Path::new(k).is_file() || k == "-" => read_source(args, k, false)?,
         Some(k) => k.clone(),
         None => match args.jwks.strip_suffix("/.well-known/jwks.json") {
             Some(base) if args.jwks.starts_with("http://") || args.jwks.starts_with("https://") => {
-                read_source(&format!("{base}/v1/log/key"))?
+                read_source(args, &format!("{base}/v1/log/key"), false)?
             }
             _ => bail!("{}", missing_log_key(args, checkpoint)),
         },
@@ -225,6 +402,97 @@ fn log_signature(note: &str) -> Option<(String, String)> {
     })
 }
 
+/// A revocation status read from --status or the bundle, and where it came from.
+struct StatusInput {
+    value: serde_json::Value,
+    /// Fetched from the oracle with the token (see [`fetched_with_token`]).
+    authenticated: bool,
+    /// Where it came from, for the report ("the bundle's unsigned status (not authenticated)").
+    source: String,
+}
+
+/// The `status` check of the certificate whose id is `jti` (`None`: its claims did not
+/// verify). A status must name its certificate (`certificate_id`, which the oracle always
+/// sends): without one, or naming another, it fails. Without any status, or with one not
+/// fetched from the oracle with the token, it passes saying so, or fails under
+/// `--require-status` (`require`).
+fn status_check(status: Option<&StatusInput>, jti: Option<&str>, require: bool) -> Check {
+    let fetch = format!(
+        "fetch --status https://ORACLE/v1/certificates/{}/status with an auditor token",
+        jti.unwrap_or("{id}")
+    );
+    let Some(status) = status else {
+        return if require {
+            Check {
+                check: "status",
+                ok: false,
+                detail: format!(
+                    "revocation NOT checked, and --require-status was given: no --status and no status in the certificate bundle; {fetch}, or give CERT as the oracle's certificate URL"
+                ),
+            }
+        } else {
+            Check {
+                check: "status",
+                ok: true,
+                detail: format!(
+                    "revocation NOT checked: no --status and no status in the certificate bundle ({fetch}; --require-status makes this a failure)"
+                ),
+            }
+        };
+    };
+    let source = &status.source;
+    let s = &status.value;
+    let state = s.get("state").and_then(|v| v.as_str()).unwrap_or("unknown");
+    let named = s.get("certificate_id").and_then(|v| v.as_str());
+    let (ok, detail) = match (named, jti) {
+        (None, _) => (
+            false,
+            format!(
+                "the status names no certificate (no certificate_id), so it may be another certificate's: refused ({source})"
+            ),
+        ),
+        (Some(_), None) => (
+            false,
+            format!(
+                "not checked: the certificate did not verify, so its id is unknown and the status (state {state:?}) cannot be matched to it ({source})"
+            ),
+        ),
+        (Some(named), Some(jti)) if named != jti => (
+            false,
+            format!("the status is for certificate {named}, not {jti} ({source})"),
+        ),
+        _ => match state {
+            "valid" if status.authenticated => (true, format!("not revoked ({source})")),
+            "valid" if require => (
+                false,
+                format!(
+                    "not authenticated, and --require-status was given: the status says not revoked, but it is {source}; {fetch}, or give CERT as the oracle's certificate URL"
+                ),
+            ),
+            "valid" => (
+                true,
+                format!(
+                    "not revoked, but this relied on {source}: anyone holding it could have edited it; {fetch} (--require-status makes this a failure)"
+                ),
+            ),
+            "revoked" => (
+                false,
+                format!(
+                    "REVOKED at {} (reason: {}; {source})",
+                    s.get("revoked_at").and_then(|v| v.as_str()).unwrap_or("?"),
+                    s.get("reason").and_then(|v| v.as_str()).unwrap_or("?")
+                ),
+            ),
+            other => (false, format!("unknown status {other:?} ({source})")),
+        },
+    };
+    Check {
+        check: "status",
+        ok,
+        detail,
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Check {
     check: &'static str,
@@ -243,14 +511,10 @@ struct Report {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(token) = &args.token {
-        let origins = [Some(&args.cert), args.status.as_ref()]
-            .into_iter()
-            .flatten()
-            .filter_map(|s| reqwest::Url::parse(s).ok())
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .collect();
-        let _ = TOKEN.set((token.clone(), origins));
+    // Before any connection: a refused URL is never contacted.
+    if let Err(err) = check_transport(&args) {
+        eprintln!("error: {err:#}");
+        return ExitCode::from(2);
     }
     wattest_shared::tls::install_crypto_provider();
     match run(&args) {
@@ -285,39 +549,57 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<Report> {
-    let cert = parse_cert(&read_source(&args.cert)?)?;
-    let jwks: Jwks = serde_json::from_str(&read_source(&args.jwks)?)
+    let cert = parse_cert(&read_source(args, &args.cert, true)?)?;
+    let jwks: Jwks = serde_json::from_str(&read_source(args, &args.jwks, false)?)
         .context("the JWKS is not a JSON Web Key Set")?;
     let status = match &args.status {
-        Some(s) => Some((
-            serde_json::from_str::<serde_json::Value>(&read_source(s)?)
+        Some(s) => Some(StatusInput {
+            value: serde_json::from_str(&read_source(args, s, true)?)
                 .context("the status is not JSON")?,
-            format!("--status {s}"),
-        )),
-        None => cert.status.clone().map(|s| {
-            (
-                s,
-                "the bundle's status, unsigned: fetch --status from the oracle to rely on it"
-                    .to_owned(),
-            )
+            authenticated: fetched_with_token(args, s),
+            source: if fetched_with_token(args, s) {
+                format!("the status fetched from {s} with the token")
+            } else if web_url(s).ok().flatten().is_some() {
+                format!(
+                    "the unsigned status from {s}, fetched without the token (not authenticated)"
+                )
+            } else {
+                format!("the unsigned status in --status {s} (not authenticated)")
+            },
+        }),
+        None => cert.status.clone().map(|value| StatusInput {
+            value,
+            authenticated: fetched_with_token(args, &args.cert),
+            source: if fetched_with_token(args, &args.cert) {
+                format!(
+                    "the bundle's status, fetched from {} with the token",
+                    args.cert
+                )
+            } else {
+                "the bundle's unsigned status (not authenticated)".to_owned()
+            },
         }),
     };
     let proof = match &args.inclusion {
         Some(p) => Some(
-            serde_json::from_str::<InclusionProof>(&read_source(p)?)
+            serde_json::from_str::<InclusionProof>(&read_source(args, p, true)?)
                 .context("the inclusion proof is malformed")?,
         ),
         None => cert.proof.clone(),
     };
-    let trusted = args.checkpoint.as_deref().map(read_source).transpose()?;
+    let trusted = args
+        .checkpoint
+        .as_deref()
+        .map(|c| read_source(args, c, false))
+        .transpose()?;
     let previous = args
         .previous_checkpoint
         .as_deref()
-        .map(read_source)
+        .map(|c| read_source(args, c, false))
         .transpose()?;
     let consistency = match &args.consistency {
         Some(c) => Some(
-            serde_json::from_str::<ConsistencyProof>(&read_source(c)?)
+            serde_json::from_str::<ConsistencyProof>(&read_source(args, c, true)?)
                 .context("the consistency proof is malformed")?,
         ),
         None => None,
@@ -382,39 +664,11 @@ fn run(args: &Args) -> Result<Report> {
         }
     };
 
-    match status {
-        Some((s, source)) => {
-            let state = s.get("state").and_then(|v| v.as_str()).unwrap_or("unknown");
-            // The certificate another certificate's status names, when it names one.
-            let jti = claims.as_ref().map(|c| c.jti.as_str());
-            let another = s
-                .get("certificate_id")
-                .and_then(|v| v.as_str())
-                .filter(|named| jti.is_some_and(|jti| jti != *named));
-            let detail = match (state, another, jti) {
-                (_, Some(named), Some(jti)) => {
-                    format!("the status is for certificate {named}, not {jti} ({source})")
-                }
-                ("valid", ..) => format!("not revoked ({source})"),
-                ("revoked", ..) => format!(
-                    "REVOKED at {} (reason: {}; {source})",
-                    s.get("revoked_at").and_then(|v| v.as_str()).unwrap_or("?"),
-                    s.get("reason").and_then(|v| v.as_str()).unwrap_or("?")
-                ),
-                (other, ..) => format!("unknown status {other:?}"),
-            };
-            checks.push(Check {
-                check: "status",
-                ok: state == "valid" && another.is_none(),
-                detail,
-            });
-        }
-        None => checks.push(Check {
-            check: "status",
-            ok: true,
-            detail: "not checked: no --status and no status in the certificate bundle".into(),
-        }),
-    }
+    checks.push(status_check(
+        status.as_ref(),
+        claims.as_ref().map(|c| c.jti.as_str()),
+        args.require_status,
+    ));
 
     if let Some(log) = &log {
         let proven = match &proof {
@@ -623,4 +877,164 @@ fn render_human(report: &Report, out: &mut String) -> std::fmt::Result {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn args(argv: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("wattest-verify").chain(argv.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn only_this_machine_counts_as_loopback() {
+        for url in [
+            "http://127.0.0.1:8080/x",
+            "http://127.1.2.3/x",
+            "http://[::1]:8080/x",
+            "http://localhost/x",
+            "http://LOCALHOST:1/x",
+        ] {
+            assert!(is_loopback(&reqwest::Url::parse(url).unwrap()), "{url}");
+        }
+        for url in [
+            "http://192.0.2.1/x",
+            "http://10.0.0.1/x",
+            "http://[::ffff:192.0.2.1]/x",
+            "http://localhost.example/x",
+            "http://127.0.0.1.example/x",
+            "http://oracle.example/x",
+        ] {
+            assert!(!is_loopback(&reqwest::Url::parse(url).unwrap()), "{url}");
+        }
+    }
+
+    #[test]
+    fn plain_http_to_another_host_is_refused_for_every_input() {
+        let far = "http://192.0.2.1/x";
+        let near = "http://127.0.0.1:9/x";
+        for flag in [
+            "--jwks",
+            "--log-key",
+            "--inclusion",
+            "--checkpoint",
+            "--status",
+        ] {
+            let mut argv = vec!["cert.json", "--jwks", "jwks.json", flag, far];
+            if flag == "--jwks" {
+                argv.drain(1..3);
+            }
+            let err = check_transport(&args(&argv)).unwrap_err().to_string();
+            assert!(err.contains(&format!("refusing {flag} {far}")), "{err}");
+            assert!(err.contains("--allow-http"), "{err}");
+            let mut allowed = argv.clone();
+            allowed.push("--allow-http");
+            check_transport(&args(&allowed)).unwrap();
+            let mut local = argv.clone();
+            *local.iter_mut().find(|a| **a == far).unwrap() = near;
+            check_transport(&args(&local)).unwrap();
+        }
+        for argv in [
+            vec![far, "--jwks", "jwks.json"],
+            vec![
+                "c.json",
+                "--jwks",
+                "j.json",
+                "--previous-checkpoint",
+                far,
+                "--consistency",
+                "c.json",
+            ],
+            vec![
+                "c.json",
+                "--jwks",
+                "j.json",
+                "--previous-checkpoint",
+                "p.txt",
+                "--consistency",
+                far,
+            ],
+        ] {
+            assert!(check_transport(&args(&argv)).is_err(), "{argv:?}");
+        }
+        check_transport(&args(&["https://oracle.example/c", "--jwks", "j.json"])).unwrap();
+    }
+
+    #[test]
+    fn the_token_never_goes_over_plain_http_to_another_host() {
+        let far = "http://192.0.2.1/x";
+        for argv in [
+            vec![far, "--jwks", "j.json"],
+            vec!["c.json", "--jwks", "j.json", "--status", far],
+            vec!["c.json", "--jwks", "j.json", "--inclusion", far],
+        ] {
+            let mut argv = argv.clone();
+            argv.extend(["--token", "secret", "--allow-http"]);
+            let err = check_transport(&args(&argv)).unwrap_err().to_string();
+            assert!(err.contains("token"), "{err}");
+            assert!(err.contains("--allow-http does not lift this"), "{err}");
+        }
+        // A URL whose request carries no token may be plain HTTP with --allow-http.
+        check_transport(&args(&[
+            "c.json",
+            "--jwks",
+            far,
+            "--token",
+            "secret",
+            "--allow-http",
+        ]))
+        .unwrap();
+    }
+
+    fn status(value: serde_json::Value, authenticated: bool) -> StatusInput {
+        StatusInput {
+            value,
+            authenticated,
+            source: if authenticated {
+                "the status fetched from https://o/s with the token".into()
+            } else {
+                "the bundle's unsigned status (not authenticated)".into()
+            },
+        }
+    }
+
+    #[test]
+    fn the_status_must_name_the_certificate_and_may_be_required() {
+        let valid = serde_json::json!({"certificate_id": "c1", "state": "valid"});
+        let jti = Some("c1");
+        // Missing: passes saying so, fails when required.
+        let c = status_check(None, jti, false);
+        assert!(c.ok && c.detail.contains("revocation NOT checked"), "{c:?}");
+        let c = status_check(None, jti, true);
+        assert!(!c.ok && c.detail.contains("--require-status"), "{c:?}");
+        // Unauthenticated: passes saying what it relied on, fails when required.
+        let c = status_check(Some(&status(valid.clone(), false)), jti, false);
+        assert!(
+            c.ok && c
+                .detail
+                .contains("relied on the bundle's unsigned status (not authenticated)"),
+            "{c:?}"
+        );
+        let c = status_check(Some(&status(valid.clone(), false)), jti, true);
+        assert!(!c.ok && c.detail.contains("--require-status"), "{c:?}");
+        // Authenticated: passes either way.
+        for require in [false, true] {
+            let c = status_check(Some(&status(valid.clone(), true)), jti, require);
+            assert!(c.ok, "{c:?}");
+        }
+        // No certificate_id, another certificate, an unverified certificate: refused, even
+        // authenticated.
+        let anonymous = serde_json::json!({"state": "valid"});
+        let c = status_check(Some(&status(anonymous, true)), jti, false);
+        assert!(!c.ok && c.detail.contains("no certificate_id"), "{c:?}");
+        let c = status_check(Some(&status(valid.clone(), true)), Some("c2"), false);
+        assert!(
+            !c.ok && c.detail.contains("the status is for certificate c1"),
+            "{c:?}"
+        );
+        let c = status_check(Some(&status(valid, true)), None, false);
+        assert!(!c.ok, "{c:?}");
+    }
 }
