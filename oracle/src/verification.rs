@@ -4,7 +4,7 @@
 //! The steps are numbered as in `docs/protocol.md` §"Verification"; steps 1–3 (JWS shape, algorithm,
 //! header) run in [`wattest_shared::jws::decode_header`] before the node is looked up by `kid`.
 
-use chrono::{DateTime, Datelike, Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use tracing::debug;
 use wattest_shared::AttestationLevel;
 use wattest_shared::jws::{
@@ -194,31 +194,17 @@ pub fn verify_window_with(
     let (payload, salt) = unverified.verify_ps256(verifier, policy)?;
     debug!(node_id = %node.id, ?salt, "Signature verified.");
 
-    // Step 5: payload shape, version, node.
-    let claims: WindowClaims = serde_json::from_slice(&payload)
-        .map_err(|err| VerifyError::MalformedPayload(err.to_string()))?;
+    // Step 5, in the documented order: the payload is a window (types, times, seq, labels),
+    // then its version, then its node.
+    let claims = parse_claims(&payload)?;
     if claims.v != PROTOCOL_VERSION {
         return Err(VerifyError::UnsupportedVersion(claims.v));
-    }
-    if claims.seq == 0 {
-        return Err(VerifyError::MalformedPayload(
-            "seq must be at least 1 (a node's first window is seq 1)".into(),
-        ));
     }
     if claims.node_id != node.id {
         return Err(VerifyError::NodeMismatch {
             claimed: claims.node_id,
             actual: node.id.clone(),
         });
-    }
-    for (name, label) in [("job_id", &claims.job_id), ("model_id", &claims.model_id)] {
-        if let Some(label) = label
-            && !wattest_shared::window::is_valid_label(label)
-        {
-            return Err(VerifyError::MalformedPayload(format!(
-                "{name} must be 1–128 characters without control characters"
-            )));
-        }
     }
 
     // Step 6: position in the chain.
@@ -237,16 +223,8 @@ pub fn verify_window_with(
     }
     debug!(node_id = %node.id, seq = claims.seq, gap, "Chain position verified.");
 
-    // Step 7: timing. RFC 3339 has four-digit years only (chrono also reads signed, longer
-    // ones), and stored times compare as text on SQLite.
-    if let Some(t) = [claims.start, claims.end]
-        .into_iter()
-        .find(|t| !(0..=9999).contains(&t.year()))
-    {
-        return Err(VerifyError::InvalidPeriod(format!(
-            "{t} is outside the years 0000–9999 of RFC 3339"
-        )));
-    }
+    // Step 7: timing. (Step 5 admitted four-digit years only, so stored times compare as text
+    // on SQLite.)
     if claims.start >= claims.end {
         return Err(VerifyError::InvalidPeriod(format!(
             "start {} is not before end {}",
@@ -298,6 +276,87 @@ pub fn verify_window_with(
         salt,
         consumed,
     })
+}
+
+/// The times of a payload as written, read apart from the claims (chrono's reader, behind
+/// [`WindowClaims`], takes any offset, a space for the `T`, and more).
+#[derive(serde::Deserialize)]
+struct WrittenTimes<'a> {
+    #[serde(borrow)]
+    start: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    end: std::borrow::Cow<'a, str>,
+}
+
+/// Step 5's "the payload is a window": the §3.1 types with no unknown members, `start` and `end`
+/// written `YYYY-MM-DDThh:mm:ss[.f]Z` ([`is_utc_timestamp`]), `seq` ≥ 1, and valid `job_id`
+/// and `model_id`. Everything else of the payload is judged later.
+///
+/// # Errors
+/// [`VerifyError::MalformedPayload`] naming the first rule broken.
+fn parse_claims(payload: &[u8]) -> Result<WindowClaims, VerifyError> {
+    let claims: WindowClaims = serde_json::from_slice(payload)
+        .map_err(|err| VerifyError::MalformedPayload(err.to_string()))?;
+    // A second, borrowing pass over the payload (about 0.5 µs for a two-source window, against
+    // some 30 µs for the window's verification): the claims keep the instants, not how they
+    // were written, and `WindowClaims` (shared/src/window.rs) reads them with chrono.
+    let written: WrittenTimes<'_> = serde_json::from_slice(payload)
+        .map_err(|err| VerifyError::MalformedPayload(err.to_string()))?;
+    for (name, time) in [("start", &written.start), ("end", &written.end)] {
+        if !is_utc_timestamp(time) {
+            return Err(VerifyError::MalformedPayload(format!(
+                "{name} {time:?} is not an RFC 3339 UTC time written YYYY-MM-DDThh:mm:ss[.fraction]Z"
+            )));
+        }
+    }
+    if claims.seq == 0 {
+        return Err(VerifyError::MalformedPayload(
+            "seq must be at least 1 (a node's first window is seq 1)".into(),
+        ));
+    }
+    for (name, label) in [("job_id", &claims.job_id), ("model_id", &claims.model_id)] {
+        if let Some(label) = label
+            && !wattest_shared::window::is_valid_label(label)
+        {
+            return Err(VerifyError::MalformedPayload(format!(
+                "{name} must be 1–128 characters without control characters"
+            )));
+        }
+    }
+    Ok(claims)
+}
+
+/// Whether `text` is written as protocol.md's conventions require of a window's times: RFC 3339
+/// in UTC with an upper-case `T` and `Z`, `YYYY-MM-DDThh:mm:ss` and optionally `.` and 1 to 9
+/// fraction digits (nanoseconds, what the claims keep), e.g. `2026-11-23T10:00:00.000Z`. An
+/// offset (`+00:00`, `-00:00`), a space or lower-case `t`/`z`, a signed or 5-digit year, or a
+/// `UTC` suffix (all of which chrono reads) are refused. Only the shape is checked here; the
+/// values (month 1–12, …) were checked when the claims were parsed.
+#[must_use]
+pub fn is_utc_timestamp(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
+    if b.len() < 20 || b.last() != Some(&b'Z') {
+        return false;
+    }
+    let shape = digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    let fraction = &b[19..b.len() - 1];
+    shape
+        && match fraction.split_first() {
+            None => true,
+            Some((b'.', f)) => (1..=9).contains(&f.len()) && f.iter().all(u8::is_ascii_digit),
+            Some(_) => false,
+        }
 }
 
 fn check_figures(claims: &WindowClaims) -> Result<(), VerifyError> {
@@ -534,12 +593,12 @@ mod tests {
         c.sources[0].mean_w = Watts(0.0);
         c.sources[0].max_w = Watts(0.0);
         assert_eq!(code(c, &chain), Some("invalid_period"));
-        // Years RFC 3339 cannot write (chrono parses `-5000-…` and `+10000-…`).
+        // Years RFC 3339 cannot write (chrono parses `-5000-…` and `+10000-…`): not a window.
         let mut c = claims(&f, 2, Some(v1.hash.clone()));
         c.start = DateTime::parse_from_str("-5000-01-01T00:00:00+0000", "%Y-%m-%dT%H:%M:%S%z")
             .expect("a signed year")
             .with_timezone(&Utc);
-        assert_eq!(code(c, &chain), Some("invalid_period"));
+        assert_eq!(code(c, &chain), Some("malformed_payload"));
         let mut c = claims(&f, 2, Some(v1.hash.clone()));
         c.end = f.t0 + Duration::hours(1) + Duration::seconds(61);
         assert_eq!(code(c, &chain), Some("future_window"));
@@ -562,6 +621,103 @@ mod tests {
         let mut c = claims(&f, 2, Some(v1.hash.clone()));
         c.sources.clear();
         assert_eq!(code(c, &chain), Some("implausible"));
+    }
+
+    /// Step 5 in protocol.md's order: `malformed_payload` (which includes `seq` ≥ 1 and valid
+    /// labels) before `unsupported_version`, before `node_mismatch`.
+    #[test]
+    fn step_5_checks_the_window_then_the_version_then_the_node() {
+        let f = fixture();
+        let code = |c: WindowClaims| {
+            run(&f, &sign(&f, &c), &ChainState::default())
+                .err()
+                .map(|e| e.code())
+        };
+        let mut c = claims(&f, 0, None);
+        c.v = 2;
+        assert_eq!(code(c), Some("malformed_payload"), "v 2 with seq 0");
+        let mut c = claims(&f, 1, None);
+        c.job_id = Some("bad\u{7}job".into());
+        c.node_id = "another-node".into();
+        assert_eq!(code(c), Some("malformed_payload"), "bad job_id, wrong node");
+        let mut c = claims(&f, 1, None);
+        c.model_id = Some(String::new());
+        c.v = 2;
+        assert_eq!(code(c), Some("malformed_payload"), "empty model_id, v 2");
+        let mut c = claims(&f, 1, None);
+        c.v = 2;
+        c.node_id = "another-node".into();
+        assert_eq!(code(c), Some("unsupported_version"), "v 2, wrong node");
+    }
+
+    /// `start` and `end` must be written as protocol.md's conventions say: RFC 3339 UTC with
+    /// `T` and `Z`, 0 or 1–9 fraction digits. Offsets (even `+00:00`), spaces, lower case and
+    /// other forms chrono reads are `malformed_payload`, before the version or node is looked at.
+    #[test]
+    fn window_times_are_rfc3339_utc_with_z() {
+        let f = fixture();
+        let with = |member: &str, text: &str| {
+            let mut value = serde_json::to_value(claims(&f, 1, None)).expect("json");
+            value[member] = text.into();
+            let jws = sign_compact(
+                &f.key,
+                WINDOW_TYP,
+                &serde_json::to_vec(&value).expect("json"),
+            )
+            .expect("sign");
+            run(&f, &jws, &ChainState::default())
+                .map(|v| v.claims)
+                .map_err(|e| e.code())
+        };
+        for start in [
+            "2026-11-23T10:00:00Z",
+            "2026-11-23T10:00:00.0Z",
+            "2026-11-23T10:00:00.000Z",
+            "2026-11-23T10:00:00.000000001Z",
+        ] {
+            let c = with("start", start).expect(start);
+            assert_eq!(c.start.timestamp(), f.t0.timestamp(), "{start}");
+        }
+        for (member, text) in [
+            ("start", "2026-11-23T10:00:00+00:00"),
+            ("start", "2026-11-23T10:00:00-00:00"),
+            ("start", "2026-11-23T11:00:00+01:00"),
+            ("end", "2026-11-23T10:00:10+0000"),
+            ("start", "2026-11-23 10:00:00Z"),
+            ("start", "2026-11-23t10:00:00Z"),
+            ("end", "2026-11-23T10:00:10z"),
+            ("end", "2026-11-23T10:00:10 UTC"),
+            ("end", "2026-11-23T10:00:10UTC"),
+            ("start", "2026-11-23T10:00:00.Z"),
+            ("start", "2026-11-23T10:00:00.0000000001Z"),
+            ("start", "2026-11-23T10:00Z"),
+            ("start", "+2026-11-23T10:00:00Z"),
+            ("start", "2026-11-23T10:00:00Z "),
+            ("start", "2026-11-23"),
+        ] {
+            assert_eq!(
+                with(member, text).err(),
+                Some("malformed_payload"),
+                "{member} {text}"
+            );
+        }
+        // Before the version and the node: a `+00:00` window of v 2 for another node.
+        let mut value = serde_json::to_value(claims(&f, 1, None)).expect("json");
+        value["start"] = "2026-11-23T10:00:00+00:00".into();
+        value["v"] = 2.into();
+        value["node_id"] = "another-node".into();
+        let jws = sign_compact(
+            &f.key,
+            WINDOW_TYP,
+            &serde_json::to_vec(&value).expect("json"),
+        )
+        .expect("sign");
+        assert_eq!(
+            run(&f, &jws, &ChainState::default())
+                .err()
+                .map(|e| e.code()),
+            Some("malformed_payload")
+        );
     }
 
     #[test]

@@ -629,3 +629,286 @@ async fn openapi_schemas_match_the_answers_and_bounds() {
         }
     }
 }
+
+/// A POST of `body` as JSON to `path` with the admin token; the status and the JSON answer.
+async fn post_json(app: &TestApp, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}{path}", app.url))
+        .bearer_auth(&app.admin)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// A fresh RSA-2048 node enrolled in `BE`: its key and node id.
+async fn enroll(app: &TestApp) -> (wattest_shared::SoftwareKey, String) {
+    let key = wattest_shared::SoftwareKey::generate(2048).unwrap();
+    let body = serde_json::json!({"name": "n", "zone": "BE", "public_key": key.public_jwk()});
+    let (status, answer) = post_json(app, "/v1/nodes", &body.to_string()).await;
+    assert_eq!(status, 201, "{answer}");
+    (key, answer["node_id"].as_str().unwrap().to_owned())
+}
+
+/// A plausible 10 s window of `node_id` (seq 1, job `j`, final) an hour ago, as JSON.
+fn window_json(node_id: &str) -> serde_json::Value {
+    let start = chrono::Utc::now() - chrono::Duration::hours(1);
+    let time =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    serde_json::json!({"v": 1, "node_id": node_id, "job_id": "j", "seq": 1,
+        "start": time(start), "end": time(start + chrono::Duration::seconds(10)),
+        "attribution": "machine", "sources": [{"source": "cpu-estimate", "kind": "cpu",
+        "method": "estimate_cpu_tdp", "energy_wh": 0.1, "mean_w": 36.0, "max_w": 40.0,
+        "samples": 10, "uncertainty_pct": 50.0}], "solar_wh": 0.0, "final": true})
+}
+
+/// Posts a compact JWS to `/v1/telemetry`: the status and the problem's code, if any.
+async fn post_window(app: &TestApp, jws: String) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/telemetry", app.url))
+        .header("content-type", "application/jose")
+        .body(jws)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// protocol.md §2: a `public_key` that is not an RSA key of the rules is 422 `invalid_key`,
+/// whatever its shape (another `kty`, `n` or `e` not strings, not an object); only a body that
+/// is not JSON or has no `public_key` is 400 `invalid_request`.
+#[tokio::test]
+async fn enrollment_refuses_keys_of_other_shapes_as_invalid_key() {
+    let app = spawn_app().await;
+    let key = |jwk: serde_json::Value| {
+        serde_json::json!({"name": "n", "zone": "BE", "public_key": jwk}).to_string()
+    };
+    for jwk in [
+        serde_json::json!({"kty": "EC", "crv": "P-256",
+            "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4",
+            "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}),
+        serde_json::json!({"kty": "oct", "k": "GawgguFyGrWKav7AX4VKUg"}),
+        serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
+        serde_json::json!({"kty": "RSA", "n": 12345, "e": "AQAB"}),
+        serde_json::json!({"kty": "RSA", "n": "AQAB", "e": 65537}),
+        serde_json::json!({"kty": "RSA", "e": "AQAB"}),
+        serde_json::json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"}),
+        serde_json::json!({"kty": "RSA", "n": "not base64url!", "e": "AQAB"}),
+        serde_json::json!({"n": "AQAB", "e": "AQAB"}),
+        serde_json::json!("an RSA key"),
+        serde_json::Value::Null,
+    ] {
+        let (status, answer) = post_json(&app, "/v1/nodes", &key(jwk.clone())).await;
+        assert_eq!(
+            (status, &answer["code"]),
+            (422, &"invalid_key".into()),
+            "{jwk}: {answer}"
+        );
+    }
+    for body in [
+        r#"{"name": "n", "zone": "BE"}"#.to_owned(),
+        "not json".to_owned(),
+        r#"{"name": "n", "zone": "BE", "public_key": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}, "x": 1}"#.to_owned(),
+    ] {
+        let (status, answer) = post_json(&app, "/v1/nodes", &body).await;
+        assert_eq!(
+            (status, &answer["code"]),
+            (400, &"invalid_request".into()),
+            "{body}: {answer}"
+        );
+    }
+    // The name and zone are judged before the key, as before.
+    let body = serde_json::json!({"name": "n", "zone": "Atlantis", "public_key": {"kty": "EC"}});
+    let (status, answer) = post_json(&app, "/v1/nodes", &body.to_string()).await;
+    assert_eq!((status, &answer["code"]), (422, &"unknown_zone".into()));
+    // Members other than kty, n, e are ignored (RFC 7517 §4): enrolled.
+    let rsa = wattest_shared::SoftwareKey::generate(2048).unwrap();
+    let mut jwk = serde_json::to_value(rsa.public_jwk()).unwrap();
+    jwk["key_ops"] = serde_json::json!(["verify"]);
+    jwk["ext"] = true.into();
+    let (status, answer) = post_json(&app, "/v1/nodes", &key(jwk)).await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+/// protocol.md §5.3: both log texts are `text/plain; charset=utf-8`; the checkpoint (a C2SP
+/// signed note) ends with a newline, the verifier key is the key alone, without one.
+#[tokio::test]
+async fn log_texts_are_utf8_plain_text_and_the_key_has_no_newline() {
+    let app = spawn_app().await;
+    let r = app.get("/v1/log/key", None).await;
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    let vkey = r.text().await.unwrap();
+    assert!(
+        !vkey.ends_with('\n') && !vkey.contains(char::is_whitespace),
+        "{vkey:?}"
+    );
+    wattest_shared::checkpoint::LogVerifier::parse(&vkey).unwrap();
+    let r = app.get("/v1/log/checkpoint", None).await;
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    let note = r.text().await.unwrap();
+    assert!(note.ends_with('\n') && !note.ends_with("\n\n"), "{note:?}");
+    assert!(note.starts_with("test/wattest-log\n0\n"), "{note:?}");
+}
+
+/// protocol.md §6 and §7: one rule for `from`/`to` in the exports and `/v1/balances`: `from`
+/// must be before `to`; `from` = `to` is 400 in both, as `from` after `to` is.
+#[tokio::test]
+async fn balances_and_exports_share_the_from_to_rule() {
+    let app = spawn_app().await;
+    let auth = app.admin_auth();
+    let t = "2026-01-01T00:00:00Z";
+    let later = "2026-01-01T00:00:01Z";
+    for endpoint in ["/v1/balances", "/v1/exports/compliance.csv"] {
+        let r = app
+            .get(&format!("{endpoint}?from={t}&to={later}"), Some(&auth))
+            .await;
+        assert_eq!(r.status(), 200, "{endpoint} from < to");
+        for (from, to) in [(t, t), (later, t)] {
+            let r = app
+                .get(&format!("{endpoint}?from={from}&to={to}"), Some(&auth))
+                .await;
+            assert_eq!(r.status(), 400, "{endpoint} from {from} to {to}");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["code"], "invalid_request");
+        }
+    }
+}
+
+/// Step 1 judges the payload segment too (400 `malformed_jws` before the `kid` is looked up),
+/// step 5 refuses window times that are not written with `Z`, and a certificate's `Accept`
+/// negotiation honours q-values and order (protocol.md §3.4, §5).
+#[tokio::test]
+async fn window_steps_and_certificate_negotiation_over_http() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let app = spawn_app().await;
+    let (key, node_id) = enroll(&app).await;
+    let sign = |payload: &serde_json::Value| {
+        wattest_shared::jws::sign_compact(
+            &key,
+            wattest_shared::window::WINDOW_TYP,
+            &serde_json::to_vec(payload).unwrap(),
+        )
+        .unwrap()
+    };
+    let good = sign(&window_json(&node_id));
+    let parts: Vec<&str> = good.split('.').collect();
+    let unknown_kid = b64.encode(br#"{"alg":"PS256","kid":"nobody","typ":"wattest-window+jwt"}"#);
+    for (header, payload) in [
+        (parts[0], "eyJ2Ijox+Q"),
+        (parts[0], "eyJ2IjoxfQ=="),
+        (parts[0], "eyJ2IjoxfR"),
+        (unknown_kid.as_str(), "eyJ2Ijox/Q"),
+    ] {
+        let (status, answer) = post_window(&app, format!("{header}.{payload}.{}", parts[2])).await;
+        assert_eq!(
+            (status, &answer["code"]),
+            (400, &"malformed_jws".into()),
+            "{payload}: {answer}"
+        );
+    }
+    let mut offset = window_json(&node_id);
+    offset["end"] = offset["end"]
+        .as_str()
+        .unwrap()
+        .replace('Z', "+00:00")
+        .into();
+    let (status, answer) = post_window(&app, sign(&offset)).await;
+    assert_eq!(
+        (status, &answer["code"]),
+        (400, &"malformed_payload".into()),
+        "{answer}"
+    );
+
+    let (status, answer) = post_window(&app, good).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["certificate"]["id"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::new();
+    for (accept, media) in [
+        ("application/vc+jwt, application/jose", "application/vc+jwt"),
+        ("application/jose;q=0, */*", "application/json"),
+        (
+            "application/json;q=0.5, application/jose;q=0.8",
+            "application/jose",
+        ),
+        ("*/*;q=0.1, application/vc+jwt", "application/vc+jwt"),
+        ("*/*", "application/json"),
+    ] {
+        let r = client
+            .get(format!("{}/v1/certificates/{id}", app.url))
+            .bearer_auth(&app.admin)
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{accept}");
+        assert_eq!(r.headers()["content-type"], media, "{accept}");
+    }
+    for accept in [
+        "*/*;q=0",
+        "application/json;q=0, application/jose;q=0, application/vc+jwt;q=0",
+    ] {
+        let r = client
+            .get(format!("{}/v1/certificates/{id}", app.url))
+            .bearer_auth(&app.admin)
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 406, "{accept}");
+    }
+}
+
+/// A telemetry body that cannot be read for another reason than its size is 400
+/// `invalid_request`; only an oversized one is 413 `payload_too_large`.
+#[tokio::test]
+async fn telemetry_body_read_failures_are_400_unless_oversized() {
+    use tower::ServiceExt as _;
+    let (_app, state) = spawn_app_with(api::Limits::default()).await;
+    let send = |path: &'static str, chunks: Vec<Result<axum::body::Bytes, std::io::Error>>| {
+        let router = api::router_with(state.clone(), api::Limits::default());
+        async move {
+            let request = axum::http::Request::post(path)
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from_stream(futures::stream::iter(chunks)))
+                .unwrap();
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (status, body["code"].as_str().unwrap().to_owned())
+        }
+    };
+    for path in ["/v1/telemetry", "/v1/telemetry/batch"] {
+        let broken = vec![
+            Ok(axum::body::Bytes::from_static(b"{\"jws\":\"eyJ")),
+            Err(std::io::Error::other("the client went away")),
+        ];
+        assert_eq!(
+            send(path, broken).await,
+            (400, "invalid_request".to_owned()),
+            "{path}"
+        );
+        // Oversized without a Content-Length: read up to the limit, then 413.
+        let limit = if path == "/v1/telemetry" {
+            api::MAX_BODY_BYTES
+        } else {
+            wattest_shared::api::MAX_BATCH_BODY_BYTES
+        };
+        let chunk = axum::body::Bytes::from(vec![b'a'; 64 * 1024]);
+        let oversized = (0..limit / (64 * 1024) + 2)
+            .map(|_| Ok(chunk.clone()))
+            .collect();
+        assert_eq!(
+            send(path, oversized).await,
+            (413, "payload_too_large".to_owned()),
+            "{path}"
+        );
+    }
+}

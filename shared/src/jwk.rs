@@ -38,6 +38,9 @@ pub enum JwkError {
     /// OpenSSL refused the key.
     #[error("invalid RSA key: {0}")]
     Invalid(String),
+    /// Not a JWK of the expected shape: not a JSON object, or a member missing or not a string.
+    #[error("not a JWK: {0}")]
+    NotAJwk(String),
 }
 
 /// An RSA public key as a JWK: `{"kty":"RSA","n":<base64url>,"e":<base64url>}` plus optional
@@ -81,6 +84,44 @@ impl RsaJwk {
             kid: None,
             alg: None,
             use_: None,
+        })
+    }
+
+    /// Reads an RSA JWK from any JSON value, for input that must be refused as a bad key rather
+    /// than as bad JSON (enrollment answers 422 `invalid_key`, not 400). The value must be an
+    /// object whose `kty` is `"RSA"` and whose `n` and `e` are strings; `kid`, `alg` and `use`,
+    /// when present, must be strings; other members are ignored (RFC 7517 §4). The key itself
+    /// (encoding, size, exponent) is checked by [`RsaJwk::to_public_key`].
+    ///
+    /// # Errors
+    /// [`JwkError::NotAJwk`] for a value that is not an object or a member that is missing or
+    /// not a string (`kty`, `n`, `e`; `kid`, `alg`, `use` when present);
+    /// [`JwkError::UnsupportedKeyType`] when `kty` is not `"RSA"` (`"EC"`, `"oct"`, `"OKP"`…).
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, JwkError> {
+        let members = value
+            .as_object()
+            .ok_or_else(|| JwkError::NotAJwk("a JWK is a JSON object".into()))?;
+        let string = |name: &str| -> Result<Option<String>, JwkError> {
+            match members.get(name) {
+                None => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(JwkError::NotAJwk(format!("member {name} is not a string"))),
+            }
+        };
+        let required = |name: &str| {
+            string(name)?.ok_or_else(|| JwkError::NotAJwk(format!("member {name} is missing")))
+        };
+        let kty = required("kty")?;
+        if kty != "RSA" {
+            return Err(JwkError::UnsupportedKeyType(kty));
+        }
+        Ok(Self {
+            kty,
+            n: required("n")?,
+            e: required("e")?,
+            kid: string("kid")?,
+            alg: string("alg")?,
+            use_: string("use")?,
         })
     }
 
@@ -375,6 +416,53 @@ mod tests {
             padded.to_public_key(),
             Err(JwkError::BadEncoding(_))
         ));
+    }
+
+    /// Any JSON value reads as an RSA JWK or as a [`JwkError`] (never a parse failure): what
+    /// enrollment turns into 422 `invalid_key`.
+    #[test]
+    fn from_json_refuses_other_shapes_as_key_errors() {
+        use serde_json::json;
+        let ok = RsaJwk::from_json(&json!({"kty": "RSA", "n": "AQAB", "e": "AQAB",
+            "kid": "k", "ext": true, "key_ops": ["verify"]}))
+        .expect("an RSA JWK with extra members");
+        assert_eq!((ok.n.as_str(), ok.kid.as_deref()), ("AQAB", Some("k")));
+        for (value, expected) in [
+            (
+                json!({"kty": "EC", "crv": "P-256", "x": "AQAB", "y": "AQAB"}),
+                JwkError::UnsupportedKeyType("EC".into()),
+            ),
+            (
+                json!({"kty": "oct", "k": "AQAB"}),
+                JwkError::UnsupportedKeyType("oct".into()),
+            ),
+            (
+                json!({"kty": "RSA", "n": 5, "e": "AQAB"}),
+                JwkError::NotAJwk("member n is not a string".into()),
+            ),
+            (
+                json!({"kty": "RSA", "n": "AQAB", "e": null}),
+                JwkError::NotAJwk("member e is not a string".into()),
+            ),
+            (
+                json!({"kty": "RSA", "n": "AQAB"}),
+                JwkError::NotAJwk("member e is missing".into()),
+            ),
+            (
+                json!({"n": "AQAB", "e": "AQAB"}),
+                JwkError::NotAJwk("member kty is missing".into()),
+            ),
+            (
+                json!({"kty": "RSA", "n": "AQAB", "e": "AQAB", "kid": 1}),
+                JwkError::NotAJwk("member kid is not a string".into()),
+            ),
+            (
+                json!("AQAB"),
+                JwkError::NotAJwk("a JWK is a JSON object".into()),
+            ),
+        ] {
+            assert_eq!(RsaJwk::from_json(&value), Err(expected), "{value}");
+        }
     }
 
     /// RFC 7638 has no EC example: RFC 7517 appendix A.1's P-256 key is used, and its canonical

@@ -17,12 +17,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use wattest_shared::Eur;
 
-/// Filters of `GET /v1/balances`.
+/// Filters of `GET /v1/balances`, with the exports' rule for the bounds
+/// ([`crate::export::check_time_bounds`]): `from` must be before `to` (400 otherwise).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BalanceQuery {
-    /// Only certificates whose period ends at or after this time (RFC 3339).
+    /// Only certificates whose period ends at or after this time (RFC 3339); before `to`.
     pub from: Option<DateTime<Utc>>,
     /// Only certificates whose period starts before this time (RFC 3339).
     pub to: Option<DateTime<Utc>>,
@@ -82,7 +83,7 @@ pub struct Balances {
 /// (role auditor; admin passes).
 #[utoipa::path(get, path = "/v1/balances", tag = "certificates", params(BalanceQuery), security(("bearer" = [])), responses(
     (status = 200, description = "Balances", body = Balances),
-    (status = 400, description = "invalid_request (bad time or unknown parameter)", body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 400, description = "invalid_request (bad time, `from` not before `to`, or unknown parameter)", body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
 pub async fn balances(
     State(state): State<AppState>,
@@ -91,13 +92,7 @@ pub async fn balances(
 ) -> Result<Json<Balances>, ApiError> {
     crate::auth::require(&state.storage, &headers, super::BALANCE_READERS).await?;
     let Query(q) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
-    crate::export::check_time_bound("from", q.from).map_err(ApiError::bad_request)?;
-    crate::export::check_time_bound("to", q.to).map_err(ApiError::bad_request)?;
-    if let (Some(from), Some(to)) = (q.from, q.to)
-        && from >= to
-    {
-        return Err(ApiError::bad_request("from must be before to"));
-    }
+    crate::export::check_time_bounds(q.from, q.to).map_err(ApiError::bad_request)?;
     let rows = state.storage.balances(q.from, q.to).await?;
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
     let mut fund = 0_i64;

@@ -204,23 +204,17 @@ pub async fn get_one(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     crate::auth::require(&state.storage, &headers, super::CERTIFICATE_READERS).await?;
-    if let Some(accept) = headers.get(header::ACCEPT)
-        && !accepts_a_certificate(accept.to_str().unwrap_or_default())
-    {
+    let Some(representation) = Representation::negotiate(&headers) else {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
             "not_acceptable",
             "a certificate is served as application/json (the bundle), application/jose or application/vc+jwt",
         ));
-    }
+    };
     let Some(row) = state.storage.certificate(&id).await? else {
         return Err(ApiError::not_found(format!("no certificate {id}")));
     };
-    let wants_jose = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/jose"));
-    if wants_jose {
+    if representation == Representation::Jose {
         let mut response = row.jws.into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -230,11 +224,7 @@ pub async fn get_one(
     }
     let claims: CertificateClaims =
         serde_json::from_str(&row.claims).map_err(|err| ApiError::internal(&err))?;
-    let wants_vc = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains(VC_MEDIA_TYPE));
-    if wants_vc {
+    if representation == Representation::Vc {
         let schema_url = format!(
             "{}{SUBJECT_SCHEMA_PATH}",
             state.settings.issuer.trim_end_matches('/')
@@ -269,22 +259,142 @@ pub async fn get_one(
     .into_response())
 }
 
-/// Whether an `Accept` header admits one of the certificate's representations: some media
-/// range (parameters ignored) is `*/*`, `application/*`, `application/json`, `application/jose`
-/// or `application/vc+jwt` (RFC 9110 §12.5.1).
-fn accepts_a_certificate(accept: &str) -> bool {
-    accept.split(',').any(|range| {
-        let media = range.split(';').next().unwrap_or_default().trim();
-        [
-            "*/*",
-            "application/*",
-            "application/json",
-            "application/jose",
-            VC_MEDIA_TYPE,
-        ]
-        .iter()
-        .any(|m| media.eq_ignore_ascii_case(m))
-    })
+/// The representations of a certificate, in the oracle's order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Representation {
+    /// The bundle, `application/json` (the default).
+    Bundle,
+    /// The bare compact JWS, `application/jose`.
+    Jose,
+    /// The Verifiable Credential, `application/vc+jwt`.
+    Vc,
+}
+
+/// One element of an `Accept` header: a media range and its weight.
+#[derive(Debug)]
+struct MediaRange<'a> {
+    /// Type, or `*`.
+    type_: &'a str,
+    /// Subtype, or `*`.
+    subtype: &'a str,
+    /// The weight in thousandths (`q=0.5` is 500; 1000 without `q`).
+    q: u16,
+}
+
+impl<'a> MediaRange<'a> {
+    /// Parses `type/subtype *( ; parameter )` (RFC 9110 §12.5.1); `None` for an element that is
+    /// not one (no `/`, `*/subtype`, an empty part, a `q` that is not a qvalue).
+    fn parse(element: &'a str) -> Option<Self> {
+        let mut parts = element.split(';');
+        let (type_, subtype) = parts.next()?.trim().split_once('/')?;
+        let token = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        };
+        if !token(type_) || !token(subtype) || (type_ == "*" && subtype != "*") {
+            return None;
+        }
+        let mut q = 1000;
+        for parameter in parts {
+            let (name, value) = parameter.split_once('=').unwrap_or((parameter, ""));
+            if name.trim().eq_ignore_ascii_case("q") {
+                q = qvalue(value.trim())?;
+            }
+        }
+        Some(Self { type_, subtype, q })
+    }
+
+    /// How specifically this range names `media` (`type/subtype`): 2 exactly, 1 as `type/*`, 0
+    /// as `*/*`; `None` when it does not match.
+    fn specificity(&self, media: &str) -> Option<u8> {
+        let (type_, subtype) = media.split_once('/')?;
+        if !(self.type_ == "*" || self.type_.eq_ignore_ascii_case(type_)) {
+            return None;
+        }
+        match (self.type_, self.subtype) {
+            ("*", _) => Some(0),
+            (_, "*") => Some(1),
+            (_, s) if s.eq_ignore_ascii_case(subtype) => Some(2),
+            _ => None,
+        }
+    }
+}
+
+/// A qvalue (RFC 9110 §12.4.2: `0`, `0.` and up to three digits, `1`, `1.` and up to three
+/// zeros) in thousandths.
+fn qvalue(text: &str) -> Option<u16> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = format!("{fraction:0<3}").parse::<u16>().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+impl Representation {
+    /// In the oracle's order of preference.
+    pub const ALL: [Self; 3] = [Self::Bundle, Self::Jose, Self::Vc];
+
+    /// The media type this representation is served as.
+    #[must_use]
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::Bundle => "application/json",
+            Self::Jose => "application/jose",
+            Self::Vc => VC_MEDIA_TYPE,
+        }
+    }
+
+    /// The representation the request's `Accept` header selects (RFC 9110 §12.5.1), or `None`
+    /// when it admits none (406). Without `Accept`, the bundle. Otherwise each representation
+    /// takes the weight of the most specific media range that names it (`application/jose`
+    /// before `application/*` before `*/*`; the first listed among equally specific ones), and
+    /// the one with the highest weight above 0 wins; among equal weights, the one named by the
+    /// more specific range, then by the range listed first, then the bundle, the JWS, the VC.
+    /// Media-range parameters other than `q` are ignored; elements that are not media ranges,
+    /// or whose `q` is not a qvalue, are skipped. Several `Accept` fields are one list.
+    #[must_use]
+    pub fn negotiate(headers: &HeaderMap) -> Option<Self> {
+        let mut fields = headers.get_all(header::ACCEPT).iter().peekable();
+        if fields.peek().is_none() {
+            return Some(Self::Bundle);
+        }
+        let ranges: Vec<MediaRange<'_>> = fields
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(MediaRange::parse)
+            .collect();
+        Self::ALL
+            .iter()
+            .enumerate()
+            .filter_map(|(preference, &representation)| {
+                // The most specific range naming it; the first listed among equals.
+                let (position, specificity, q) = ranges
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| {
+                        r.specificity(representation.media_type())
+                            .map(|s| (i, s, r.q))
+                    })
+                    .min_by_key(|&(i, s, _)| (std::cmp::Reverse(s), i))?;
+                (q > 0).then_some((
+                    (
+                        q,
+                        specificity,
+                        std::cmp::Reverse(position),
+                        std::cmp::Reverse(preference),
+                    ),
+                    representation,
+                ))
+            })
+            .max_by_key(|(rank, _)| *rank)
+            .map(|(_, representation)| representation)
+    }
 }
 
 /// Revocation status of one certificate (role auditor or compliance; admin passes).
@@ -345,4 +455,118 @@ pub async fn revoke(
         .await?;
     tracing::info!(certificate_id = %id, reason = %row.reason, "Certificate revoked.");
     Ok(Json(CertificateStatus::of(&id, Some(row))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn negotiate(accept: &[&str]) -> Option<&'static str> {
+        let mut headers = HeaderMap::new();
+        for value in accept {
+            headers.append(
+                header::ACCEPT,
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        Representation::negotiate(&headers).map(Representation::media_type)
+    }
+
+    const JSON: Option<&str> = Some("application/json");
+    const JOSE: Option<&str> = Some("application/jose");
+    const VC: Option<&str> = Some("application/vc+jwt");
+
+    /// q-values, specificity, order among equals and wildcards select as protocol.md §5 says.
+    #[test]
+    fn accept_selects_by_weight_then_specificity_then_order() {
+        for (accept, expected) in [
+            // No Accept: the bundle; */* and application/*: the oracle's preference, the bundle.
+            (&[][..], JSON),
+            (&["*/*"][..], JSON),
+            (&["application/*"][..], JSON),
+            (&["application/json"][..], JSON),
+            (&["application/jose"][..], JOSE),
+            (&["application/vc+jwt"][..], VC),
+            (&["APPLICATION/JOSE"][..], JOSE),
+            // Weights decide.
+            (&["application/jose;q=0.5, application/json"][..], JSON),
+            (&["application/json;q=0.5, application/jose"][..], JOSE),
+            (
+                &["application/json; q=0.9, application/vc+jwt; q=0.95"][..],
+                VC,
+            ),
+            (&["application/jose;q=0.001, text/html"][..], JOSE),
+            // Equal weights: the listed order, not a substring match.
+            (&["application/vc+jwt, application/jose"][..], VC),
+            (&["application/jose, application/json"][..], JOSE),
+            (&["application/json, application/jose"][..], JSON),
+            // Equal weights: a named type beats a wildcard, wherever it is listed.
+            (&["*/*, application/jose"][..], JOSE),
+            (&["application/*, application/vc+jwt"][..], VC),
+            // q=0 excludes, also when a wildcard would admit it.
+            (&["application/json;q=0, */*"][..], JOSE),
+            (
+                &["application/json;q=0, application/jose;q=0, */*;q=0.1"][..],
+                VC,
+            ),
+            (&["*/*;q=0"][..], None),
+            (&["application/jose;q=0"][..], None),
+            // A lower weight on the wildcard than on the named type.
+            (&["text/html, */*;q=0.1"][..], JSON),
+            (&["text/html, application/vc+jwt;q=0.2, */*;q=0.1"][..], VC),
+            // The most specific range decides a representation's weight.
+            (
+                &["application/*;q=0.1, application/json;q=1, application/jose;q=0.5"][..],
+                JSON,
+            ),
+            (
+                &["*/*;q=1, application/*;q=0.2, application/vc+jwt;q=0.3"][..],
+                VC,
+            ),
+            // Nothing admitted: 406.
+            (&["text/csv"][..], None),
+            (&["text/*"][..], None),
+            (&[""][..], None),
+            (&["application/jose+json"][..], None),
+            (&["application/josex"][..], None),
+            // Not media ranges, bad q-values: skipped.
+            (&["json, application/jose"][..], JOSE),
+            (&["*/json, application/vc+jwt"][..], VC),
+            (&["application/json;q=2, application/jose"][..], JOSE),
+            (
+                &["application/json;q=0.5000, application/vc+jwt;q=0.1"][..],
+                VC,
+            ),
+            (&["application/json;q=abc"][..], None),
+            // Other parameters are ignored; several fields are one list.
+            (
+                &["application/json;charset=utf-8;q=0.2, application/jose;q=0.1"][..],
+                JSON,
+            ),
+            (&["application/json;q=0.2", "application/vc+jwt"][..], VC),
+        ] {
+            assert_eq!(negotiate(accept), expected, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn qvalues_are_parsed_exactly() {
+        for (text, q) in [
+            ("0", Some(0)),
+            ("0.", Some(0)),
+            ("0.5", Some(500)),
+            ("0.05", Some(50)),
+            ("0.001", Some(1)),
+            ("1", Some(1000)),
+            ("1.000", Some(1000)),
+            ("1.001", None),
+            ("0.0001", None),
+            ("-0.5", None),
+            (".5", None),
+            ("", None),
+            ("0.5a", None),
+        ] {
+            assert_eq!(qvalue(text), q, "{text}");
+        }
+    }
 }

@@ -33,12 +33,14 @@ impl From<LedgerError> for ApiError {
     }
 }
 
+/// `Content-Type` of both text answers of the log.
 const TEXT: &str = "text/plain; charset=utf-8";
 
 /// The current signed checkpoint: a C2SP tlog-checkpoint (origin, tree size, base64 root hash)
-/// in a C2SP signed note, signed with the log's Ed25519 key (see `GET /v1/log/key`).
+/// in a C2SP signed note, signed with the log's Ed25519 key (see `GET /v1/log/key`). Sent as
+/// `text/plain; charset=utf-8`; the note ends with a newline, as C2SP signed-note requires.
 #[utoipa::path(get, path = "/v1/log/checkpoint", tag = "log", responses(
-    (status = 200, description = "Signed checkpoint (signed note text)", body = String, content_type = "text/plain",
+    (status = 200, description = "Signed checkpoint (signed note text, `text/plain; charset=utf-8`, ending with a newline)", body = String, content_type = "text/plain",
         example = "oracle.example/wattest-log\n3\nW2SL4e2NYhTpd9sOlWcEHb6ToIW7AEM0S/zUrrsrwTQ=\n\n— oracle.example/wattest-log Az3grq…\n"),
 ))]
 pub async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -47,16 +49,17 @@ pub async fn checkpoint(State(state): State<AppState>) -> Result<Response, ApiEr
 }
 
 /// The log's verifier key, `<origin>+<key id>+<base64(0x01 ‖ Ed25519 public key)>`
-/// (C2SP signed-note), for `wattest-verify --log-key`.
+/// (C2SP signed-note), for `wattest-verify --log-key`. Sent as `text/plain; charset=utf-8`, the
+/// key alone: no trailing newline (a verifier key is one token, as signed-note tools take it).
 #[utoipa::path(get, path = "/v1/log/key", tag = "log", responses(
-    (status = 200, description = "Verifier key", body = String, content_type = "text/plain"),
+    (status = 200, description = "Verifier key (`text/plain; charset=utf-8`, no trailing newline)", body = String, content_type = "text/plain"),
 ))]
 pub async fn key(State(state): State<AppState>) -> Result<Response, ApiError> {
     let vkey = state
         .ledger
         .verifier_key()
         .map_err(|err| ApiError::internal(&err))?;
-    Ok(([(header::CONTENT_TYPE, TEXT)], format!("{vkey}\n")).into_response())
+    Ok(([(header::CONTENT_TYPE, TEXT)], vkey).into_response())
 }
 
 /// Query of `GET /v1/log/proofs/inclusion`.

@@ -39,8 +39,12 @@ pub struct EnrollRequest {
     /// zone (`US-CAL-CISO`), ISO alpha-3 (`BEL`) or an Ember region (`EU`, `World`).
     pub zone: String,
     /// The node's RSA public key (2048–4096 bits, e = 65537) as a JWK. With `attestation`, it
-    /// must be the key that `certify_info` certifies.
-    pub public_key: RsaJwk,
+    /// must be the key that `certify_info` certifies. Read as any JSON value and checked after
+    /// the name and zone: a value that is not such a key (not an object, `kty` other than
+    /// `RSA`, `n` or `e` missing or not strings, a bad encoding, size or exponent) is 422
+    /// `invalid_key`; only a body without `public_key` is 400 `invalid_request`.
+    #[schema(value_type = RsaJwk)]
+    pub public_key: serde_json::Value,
     /// Evidence that `public_key` lives in a TPM. Absent: a software key (level `software`).
     #[serde(default)]
     pub attestation: Option<TpmAttestation>,
@@ -170,18 +174,20 @@ pub async fn enroll(
             err.to_string(),
         )
     })?;
-    request.public_key.to_public_key().map_err(|err| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_key",
-            err.to_string(),
-        )
-    })?;
+    let jwk = RsaJwk::from_json(&request.public_key)
+        .and_then(|jwk| jwk.to_public_key().map(|_| jwk))
+        .map_err(|err| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_key",
+                format!("public_key: {err}"),
+            )
+        })?;
     let jwk = RsaJwk {
         kid: None,
         alg: None,
         use_: None,
-        ..request.public_key
+        ..jwk
     };
     let kid = jwk.thumbprint();
     refuse_enrolled_key(&state, &kid).await?;

@@ -133,8 +133,10 @@ impl StaticTable {
 
     /// Checks `zone` and returns its canonical form, trying in turn (case-insensitively):
     ///
-    /// 1. an ISO 3166-1 alpha-2 country, optionally with a sub-zone after a `-` (`BE`,
-    ///    `US-CAL-CISO`): canonical name upper-cased as given, the country's Ember key;
+    /// 1. an ISO 3166-1 alpha-2 country, optionally followed by a sub-zone in the Electricity
+    ///    Maps style: one or more `-`-separated parts of ASCII letters and digits (`BE`,
+    ///    `DK-DK1`, `US-CAL-CISO`); canonical name upper-cased as given, the country's Ember
+    ///    key. Whether the sub-zone exists is not checked: it gets its country's figure;
     /// 2. an ISO alpha-3 country (`BEL`): canonical name its alpha-2 code (`BE`), so chains,
     ///    provider region maps and the cache see one name per country;
     /// 3. an Ember region (`EU`, `G7`, `World`): canonical name the table's key.
@@ -143,7 +145,8 @@ impl StaticTable {
     /// it), so a two-letter region such as `EU` or `G7` is never shadowed.
     ///
     /// # Errors
-    /// [`CarbonError::UnknownZone`]: empty, longer than 64 bytes, or none of the above.
+    /// [`CarbonError::UnknownZone`]: empty, longer than 64 bytes, or none of the above (also a
+    /// known country with an empty or non-alphanumeric sub-zone part: `BE-`, `BE--X`, `BE-X_Y`).
     pub fn zone(&self, zone: &str) -> Result<GridZone, CarbonError> {
         let trimmed = zone.trim();
         let unknown = || CarbonError::UnknownZone(zone.to_owned());
@@ -151,8 +154,11 @@ impl StaticTable {
             return Err(unknown());
         }
         let upper = trimmed.to_ascii_uppercase();
-        let country = upper.split('-').next().unwrap_or_default();
-        if let Some(key) = self.alpha2.get(country) {
+        let mut parts = upper.split('-');
+        let country = parts.next().unwrap_or_default();
+        let sub_zone_ok =
+            parts.all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric()));
+        if let Some(key) = self.alpha2.get(country).filter(|_| sub_zone_ok) {
             let note = (upper != country)
                 .then(|| format!("national figure for {country} applied to sub-zone {upper}"));
             return Ok(GridZone {
@@ -291,6 +297,40 @@ mod tests {
         assert!(i.provenance.dataset.contains("sub-zone US-CAL-CISO"));
         for bad in ["", "ZZ", "Atlantis", "B", "BEL-X"] {
             assert!(table.zone(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A sub-zone of a known country is `-` and one or more parts of ASCII letters and digits
+    /// (Electricity Maps names); an empty or other part makes the zone unknown.
+    #[test]
+    fn sub_zones_are_alphanumeric_parts_after_a_country() {
+        let table = StaticTable::embedded().expect("table");
+        let now = Utc::now();
+        for (zone, name, country_figure) in [
+            ("DK-DK1", "DK-DK1", table.zone("DK").expect("DK")),
+            ("se-se3", "SE-SE3", table.zone("SE").expect("SE")),
+            ("US-NW-PACW", "US-NW-PACW", table.zone("US").expect("US")),
+            ("BE-XYZ", "BE-XYZ", table.zone("BE").expect("BE")),
+        ] {
+            let z = table.zone(zone).expect(zone);
+            assert_eq!(
+                (z.name.as_str(), z.key.as_str()),
+                (name, country_figure.key.as_str())
+            );
+            let figure = |z: &GridZone| table.intensity(z, now).expect("intensity").value.0;
+            assert!(
+                (figure(&z) - figure(&country_figure)).abs() < 1e-12,
+                "{zone}"
+            );
+        }
+        for bad in [
+            "BE-", "be-", "BE--X", "BE-X-", "-BE", "BE-X_Y", "BE-X.Y", "BE- X", "BE-É", "BE-X/Y",
+        ] {
+            assert_eq!(
+                table.zone(bad),
+                Err(CarbonError::UnknownZone(bad.to_owned())),
+                "{bad}"
+            );
         }
     }
 

@@ -241,15 +241,9 @@ impl ExportFilter {
     /// Checks the filter against the profile.
     ///
     /// # Errors
-    /// A sentence for a 400: `from` after `to`, hourly rows asked of a profile without them.
+    /// A sentence for a 400: `from` not before `to`, hourly rows asked of a profile without them.
     pub fn check(&self, profile: Profile) -> Result<(), String> {
-        check_time_bound("from", self.from)?;
-        check_time_bound("to", self.to)?;
-        if let (Some(from), Some(to)) = (self.from, self.to)
-            && from > to
-        {
-            return Err(format!("from ({from}) is after to ({to})"));
-        }
+        check_time_bounds(self.from, self.to)?;
         if self.granularity == Granularity::Hour && profile != Profile::Compliance {
             return Err(format!(
                 "granularity=hour exists only for the compliance profile, not {}",
@@ -712,6 +706,27 @@ pub fn check_time_bound(
     }
 }
 
+/// Checks the `from` and `to` filters, one rule for the exports and `GET /v1/balances`
+/// (`docs/protocol.md` §6): each in the years 0000 to 9999 ([`check_time_bound`]), and `from`
+/// before `to` when both are given. `from` = `to` is refused too: `[from, to)` would be empty,
+/// which is never what a caller meant.
+///
+/// # Errors
+/// A sentence for a 400.
+pub fn check_time_bounds(
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), String> {
+    check_time_bound("from", from)?;
+    check_time_bound("to", to)?;
+    match (from, to) {
+        (Some(from), Some(to)) if from >= to => {
+            Err(format!("from ({from}) must be before to ({to})"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Checks an owner name: 1 to [`MAX_OWNER_CHARS`] characters, no control characters.
 ///
 /// # Errors
@@ -931,6 +946,27 @@ mod tests {
             .encode(br#"{"alg":"PS256","typ":"wattest-cert+jwt","kid":"abc"}"#);
         assert_eq!(header_kid(&format!("{header}.eyJ")).as_deref(), Some("abc"));
         assert_eq!(header_kid("not-base64!.x"), None);
+    }
+
+    /// One rule for the exports and `/v1/balances`: `from` must be before `to`; `from` = `to`
+    /// (an empty interval) is refused like `from` after `to`.
+    #[test]
+    fn from_must_be_before_to() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let later = t + chrono::Duration::seconds(1);
+        assert!(check_time_bounds(Some(t), Some(t)).is_err());
+        assert!(check_time_bounds(Some(t), Some(later)).is_ok());
+        assert!(check_time_bounds(Some(later), Some(t)).is_err());
+        assert!(check_time_bounds(None, Some(t)).is_ok());
+        assert!(check_time_bounds(Some(later), None).is_ok());
+        let filter = ExportFilter {
+            from: Some(t),
+            to: Some(t),
+            ..ExportFilter::default()
+        };
+        assert!(filter.check(Profile::Compliance).is_err());
     }
 
     #[test]
