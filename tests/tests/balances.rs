@@ -116,6 +116,25 @@ fn balances_sum_unrevoked_reward_parts_per_owner_and_for_the_fund() {
         micros(&after["cooperative_fund"]["reward_eur"])
     );
 
+    // Reporting periods partition certificates by their period end, as the exports do: a
+    // boundary at a1's end puts a1 in the earlier period only.
+    let a1_end = oracle.get_json(&format!("/v1/certificates/{}", a1.0))["claims"]["wattest.period"]
+        ["end"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = balances(&format!("?to={}", urlencode(&a1_end)));
+    let after_a1 = balances(&format!("?from={}", urlencode(&a1_end)));
+    assert_eq!(
+        before["owners"][0]["certificates"], 1,
+        "a1 ends at the boundary: {before}"
+    );
+    assert_eq!(
+        micros(&before["total_reward_eur"]) + micros(&after_a1["total_reward_eur"]),
+        micros(&after["total_reward_eur"]),
+        "consecutive periods sum to the whole, nothing counted twice"
+    );
+
     // Time filters, and their errors.
     let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let none = balances(&format!("?from={}", urlencode(&future)));

@@ -26,8 +26,9 @@ pub struct OwnerTotals {
 
 impl Storage {
     /// Reward totals grouped by the node's current owner, over certificates that are not revoked
-    /// whose period ends at or after `from` and starts before `to` (each bound optional, as in the exports), ordered by owner with the
-    /// owner-less group last.
+    /// and belong to the reporting period [`from`, `to`) as in the exports: `from < period_end
+    /// <= to` (each bound optional), so consecutive periods never count a certificate twice.
+    /// Ordered by owner, the owner-less group last.
     ///
     /// # Errors
     /// Database failure.
@@ -75,10 +76,10 @@ impl Storage {
             )
             .group_by_col((n.clone(), Alias::new("owner")));
         if let Some(from) = from {
-            q.and_where(col(&c, "period_end").gte(from));
+            q.and_where(col(&c, "period_end").gt(from));
         }
         if let Some(to) = to {
-            q.and_where(col(&c, "period_start").lt(to));
+            q.and_where(col(&c, "period_end").lte(to));
         }
         let statement = self.db.get_database_backend().build(&q);
         let mut rows: Vec<OwnerTotals> = self
