@@ -74,10 +74,12 @@ struct ExportArgs {
     /// Export profile: compliance, codecarbon or sci (columns: docs/compliance.md).
     #[arg(long, value_parser = ["compliance", "codecarbon", "sci"])]
     profile: String,
-    /// Only certificates whose period ends at or after this time (RFC 3339).
+    /// Start of the reporting period [from, to), inclusive (RFC 3339): certificates whose period
+    /// ends after it (hour rows: hours starting at or after it).
     #[arg(long)]
     from: Option<chrono::DateTime<chrono::Utc>>,
-    /// Only certificates whose period starts before this time (RFC 3339).
+    /// End of the reporting period, exclusive (RFC 3339): certificates whose period ends at or
+    /// before it (hour rows: hours starting before it).
     #[arg(long)]
     to: Option<chrono::DateTime<chrono::Utc>>,
     /// Only this node id.
@@ -95,7 +97,8 @@ struct ExportArgs {
     /// Only this grid zone (case-insensitive, as at enrollment).
     #[arg(long)]
     zone: Option<String>,
-    /// Only this status: affirming, warning, contraindicated (ear.status), revoked or valid.
+    /// Which certificates: valid (default: not revoked); affirming, warning or contraindicated
+    /// (that ear.status, not revoked); revoked (revoked only); all.
     #[arg(long)]
     status: Option<String>,
     /// `certificate` (default) or `hour` (compliance profile: one row per certificate-hour).

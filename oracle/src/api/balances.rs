@@ -23,9 +23,11 @@ use wattest_shared::Eur;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BalanceQuery {
-    /// Only certificates whose period ends at or after this time (RFC 3339); before `to`.
+    /// Start of the reporting period [from, to), inclusive (RFC 3339): certificates whose
+    /// period ends after it; before `to`.
     pub from: Option<DateTime<Utc>>,
-    /// Only certificates whose period starts before this time (RFC 3339).
+    /// End of the reporting period, exclusive (RFC 3339): certificates whose period ends at or
+    /// before it.
     pub to: Option<DateTime<Utc>>,
 }
 
