@@ -167,7 +167,7 @@ impl Storage {
         self.spawn_wal_checkpointer_with(SQLITE_CHECKPOINT_PERIOD, SQLITE_WAL_RESTART_FRAMES);
     }
 
-    /// [`Storage::spawn_wal_checkpointer`] with another period and restart threshold (tests).
+    /// [`Storage::spawn_wal_checkpointer`] with another period and restart threshold.
     fn spawn_wal_checkpointer_with(&self, period: Duration, restart_frames: i64) {
         let Some(writer) = self.writer.clone() else {
             return;
@@ -179,20 +179,7 @@ impl Storage {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let Some(frames) = wal_checkpoint(&db).await else {
-                    continue;
-                };
-                if frames >= restart_frames {
-                    // The pages the unlocked passes copied are flushed now, while commits go
-                    // on, rather than by the locked pass's own sync.
-                    if let Some(file) = database_file {
-                        sync_database_file(file).await;
-                    }
-                    // No write transaction commits during this pass, so it leaves every frame
-                    // copied and the next one rewinds the WAL.
-                    let _writer = writer.lock().await;
-                    wal_checkpoint(&db).await;
-                }
+                wal_checkpoint_pass(&db, &writer, database_file, restart_frames).await;
             }
         });
     }
@@ -619,6 +606,32 @@ impl Storage {
 /// column, <https://sqlite.org/pragma.html#pragma_wal_checkpoint>), all of them copied into the
 /// database file unless a reader still needed some. `None` (logged) when the checkpoint failed;
 /// SQLite's auto-checkpoint then still bounds the WAL.
+/// One pass of the background checkpointer ([`Storage::spawn_wal_checkpointer`]): a passive
+/// checkpoint, and when it found `restart_frames` frames or more in the WAL, the database file
+/// flushed and a second checkpoint under the writer lock, after which the next write
+/// transaction rewinds the WAL.
+async fn wal_checkpoint_pass(
+    db: &DatabaseConnection,
+    writer: &tokio::sync::Mutex<()>,
+    database_file: Option<&'static std::fs::File>,
+    restart_frames: i64,
+) {
+    let Some(frames) = wal_checkpoint(db).await else {
+        return;
+    };
+    if frames >= restart_frames {
+        // The pages the unlocked passes copied are flushed now, while commits go on, rather
+        // than by the locked pass's own sync.
+        if let Some(file) = database_file {
+            sync_database_file(file).await;
+        }
+        // No write transaction commits during this pass, so it leaves every frame copied and
+        // the next one rewinds the WAL.
+        let _writer = writer.lock().await;
+        wal_checkpoint(db).await;
+    }
+}
+
 async fn wal_checkpoint(db: &DatabaseConnection) -> Option<i64> {
     let statement =
         Statement::from_string(db.get_database_backend(), "PRAGMA wal_checkpoint(PASSIVE)");
@@ -1242,10 +1255,11 @@ mod tests {
         );
     }
 
-    /// Under a writer that never pauses, the background checkpointer still makes the WAL start
-    /// over once it holds the restart threshold (SQLite alone would let it grow to the
+    /// Under a writer that never pauses, the checkpointer's passes still make the WAL start over
+    /// once it holds the restart threshold (SQLite alone would let it grow to the
     /// auto-checkpoint's 64 MiB and have a committing request pay that checkpoint), and every
-    /// committed row is kept.
+    /// committed row is kept. The passes run back to back here rather than on the background
+    /// task's timer, so a loaded machine that starves a timer cannot fail the test.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_starts_over_under_continuous_writes() {
         const COMMITS: usize = 6_000;
@@ -1258,19 +1272,33 @@ mod tests {
             .execute_unprepared("CREATE TABLE filler (b BLOB NOT NULL)")
             .await
             .expect("table");
-        storage.spawn_wal_checkpointer_with(Duration::from_millis(20), 64);
         let wal = dir.path().join("wattest.db-wal");
-        let mut largest = 0;
-        for _ in 0..COMMITS {
-            // A page of data a commit: three WAL frames (4 KiB each) measured, about 70 MiB in
-            // all, which without the restart grows the WAL to SQLite's 64 MiB auto-checkpoint.
-            let txn = storage.begin().await.expect("begin");
-            txn.execute_unprepared("INSERT INTO filler VALUES (randomblob(4000))")
-                .await
-                .expect("insert");
-            txn.commit().await.expect("commit");
-            largest = Ord::max(largest, std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        let writing = {
+            let storage = storage.clone();
+            let wal = wal.clone();
+            tokio::spawn(async move {
+                let mut largest = 0;
+                for _ in 0..COMMITS {
+                    // A page of data a commit: three WAL frames (4 KiB each) measured, about
+                    // 70 MiB in all, which without the restart grows the WAL to SQLite's 64 MiB
+                    // auto-checkpoint.
+                    let txn = storage.begin().await.expect("begin");
+                    txn.execute_unprepared("INSERT INTO filler VALUES (randomblob(4000))")
+                        .await
+                        .expect("insert");
+                    txn.commit().await.expect("commit");
+                    largest = Ord::max(largest, std::fs::metadata(&wal).map_or(0, |m| m.len()));
+                }
+                largest
+            })
+        };
+        let writer = storage.writer.clone().expect("SQLite has a writer lock");
+        let database_file = main_database_file(storage.db()).await;
+        while !writing.is_finished() {
+            wal_checkpoint_pass(storage.db(), &writer, database_file, 64).await;
+            tokio::task::yield_now().await;
         }
+        let largest = writing.await.expect("writer");
         let kept = storage
             .db()
             .query_one_raw(Statement::from_string(
