@@ -278,18 +278,8 @@ pub fn verify_window_with(
     })
 }
 
-/// The times of a payload as written, read apart from the claims (chrono's reader, behind
-/// [`WindowClaims`], takes any offset, a space for the `T`, and more).
-#[derive(serde::Deserialize)]
-struct WrittenTimes<'a> {
-    #[serde(borrow)]
-    start: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    end: std::borrow::Cow<'a, str>,
-}
-
 /// Step 5's "the payload is a window": the §3.1 types with no unknown members, `start` and `end`
-/// written `YYYY-MM-DDThh:mm:ss[.f]Z` ([`is_utc_timestamp`]), `seq` ≥ 1, and valid `job_id`
+/// written `YYYY-MM-DDThh:mm:ss[.f]Z` (`wattest_shared::window::is_utc_timestamp`, checked as the claims are read), `seq` ≥ 1, and valid `job_id`
 /// and `model_id`. Everything else of the payload is judged later.
 ///
 /// # Errors
@@ -297,18 +287,6 @@ struct WrittenTimes<'a> {
 fn parse_claims(payload: &[u8]) -> Result<WindowClaims, VerifyError> {
     let claims: WindowClaims = serde_json::from_slice(payload)
         .map_err(|err| VerifyError::MalformedPayload(err.to_string()))?;
-    // A second, borrowing pass over the payload (about 0.5 µs for a two-source window, against
-    // some 30 µs for the window's verification): the claims keep the instants, not how they
-    // were written, and `WindowClaims` (shared/src/window.rs) reads them with chrono.
-    let written: WrittenTimes<'_> = serde_json::from_slice(payload)
-        .map_err(|err| VerifyError::MalformedPayload(err.to_string()))?;
-    for (name, time) in [("start", &written.start), ("end", &written.end)] {
-        if !is_utc_timestamp(time) {
-            return Err(VerifyError::MalformedPayload(format!(
-                "{name} {time:?} is not an RFC 3339 UTC time written YYYY-MM-DDThh:mm:ss[.fraction]Z"
-            )));
-        }
-    }
     if claims.seq == 0 {
         return Err(VerifyError::MalformedPayload(
             "seq must be at least 1 (a node's first window is seq 1)".into(),
@@ -324,39 +302,6 @@ fn parse_claims(payload: &[u8]) -> Result<WindowClaims, VerifyError> {
         }
     }
     Ok(claims)
-}
-
-/// Whether `text` is written as protocol.md's conventions require of a window's times: RFC 3339
-/// in UTC with an upper-case `T` and `Z`, `YYYY-MM-DDThh:mm:ss` and optionally `.` and 1 to 9
-/// fraction digits (nanoseconds, what the claims keep), e.g. `2026-11-23T10:00:00.000Z`. An
-/// offset (`+00:00`, `-00:00`), a space or lower-case `t`/`z`, a signed or 5-digit year, or a
-/// `UTC` suffix (all of which chrono reads) are refused. Only the shape is checked here; the
-/// values (month 1–12, …) were checked when the claims were parsed.
-#[must_use]
-pub fn is_utc_timestamp(text: &str) -> bool {
-    let b = text.as_bytes();
-    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
-    if b.len() < 20 || b.last() != Some(&b'Z') {
-        return false;
-    }
-    let shape = digits(0..4)
-        && b[4] == b'-'
-        && digits(5..7)
-        && b[7] == b'-'
-        && digits(8..10)
-        && b[10] == b'T'
-        && digits(11..13)
-        && b[13] == b':'
-        && digits(14..16)
-        && b[16] == b':'
-        && digits(17..19);
-    let fraction = &b[19..b.len() - 1];
-    shape
-        && match fraction.split_first() {
-            None => true,
-            Some((b'.', f)) => (1..=9).contains(&f.len()) && f.iter().all(u8::is_ascii_digit),
-            Some(_) => false,
-        }
 }
 
 fn check_figures(claims: &WindowClaims) -> Result<(), VerifyError> {

@@ -19,6 +19,57 @@ pub const MAX_WINDOW_SECONDS: i64 = 86_400;
 /// Longest `job_id` or `model_id`, in characters (`docs/protocol.md` §3.1).
 pub const MAX_LABEL_CHARS: usize = 128;
 
+/// Whether `text` is written as protocol.md's conventions require of a window's times: RFC 3339
+/// in UTC with an upper-case `T` and `Z`, `YYYY-MM-DDThh:mm:ss` and optionally `.` and 1 to 9
+/// fraction digits (nanoseconds, what the claims keep), e.g. `2026-11-23T10:00:00.000Z`. An
+/// offset (`+00:00`, `-00:00`), a space or lower-case `t`/`z`, a signed or 5-digit year, or a
+/// `UTC` suffix (all of which chrono reads) are refused. Only the shape is checked here; the
+/// values (month 1–12, …) are checked by chrono when the time is read.
+#[must_use]
+pub fn is_utc_timestamp(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
+    if b.len() < 20 || b.last() != Some(&b'Z') {
+        return false;
+    }
+    let shape = digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    let fraction = &b[19..b.len() - 1];
+    shape
+        && match fraction.split_first() {
+            None => true,
+            Some((b'.', f)) => (1..=9).contains(&f.len()) && f.iter().all(u8::is_ascii_digit),
+            Some(_) => false,
+        }
+}
+
+/// Reads a window time written as [`is_utc_timestamp`] requires, in the same pass as the rest
+/// of the claims (the payload is not read twice).
+///
+/// # Errors
+/// A serde error naming the written form when it is not `YYYY-MM-DDThh:mm:ss[.fraction]Z` or
+/// not a real instant.
+fn utc_timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    if !is_utc_timestamp(&text) {
+        return Err(serde::de::Error::custom(format!(
+            "{text:?} is not an RFC 3339 UTC time written YYYY-MM-DDThh:mm:ss[.fraction]Z"
+        )));
+    }
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|err| serde::de::Error::custom(format!("{text:?}: {err}")))
+}
+
 /// Whether `label` may be a window's `job_id` or `model_id`: 1 to [`MAX_LABEL_CHARS`]
 /// characters, none of them a control character (`docs/protocol.md` §3.1). The oracle refuses
 /// other labels (`malformed_payload`); the agent refuses them on its command line.
@@ -183,9 +234,11 @@ pub struct WindowClaims {
     /// base64url SHA-256 of the previous window's compact JWS; absent when `seq` = 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev: Option<String>,
-    /// Window start, RFC 3339 UTC.
+    /// Window start, RFC 3339 UTC written with `T` and `Z` ([`is_utc_timestamp`]).
+    #[serde(deserialize_with = "utc_timestamp")]
     pub start: DateTime<Utc>,
-    /// Window end, RFC 3339 UTC (after `start`).
+    /// Window end, RFC 3339 UTC written with `T` and `Z` (after `start`).
+    #[serde(deserialize_with = "utc_timestamp")]
     pub end: DateTime<Utc>,
     /// How the job's share of host energy was attributed.
     pub attribution: Attribution,
