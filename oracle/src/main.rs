@@ -624,12 +624,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(listen = %local, database = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" }, kid = %state.keys.get().active(chrono::Utc::now()).kid(), log = %state.ledger.origin(), "Oracle listening.");
-    axum::serve(
+    api::serve(
         listener,
-        api::router_with(state, limits).into_make_service_with_connect_info::<SocketAddr>(),
+        api::router_with(state, limits),
+        api::HEADER_READ_TIMEOUT,
+        shutdown(),
     )
-    .with_graceful_shutdown(shutdown())
-    .await?;
+    .await;
     tracing::info!("Oracle stopped.");
     Ok(())
 }

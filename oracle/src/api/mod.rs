@@ -37,6 +37,15 @@ pub const BATCH_ROUTE: &str = "/v1/telemetry/batch";
 /// still be read and dropped before the 413 is sent, so that the client sees the answer rather
 /// than a reset; larger ones are not read.
 pub const DRAIN_LIMIT_BYTES: usize = 1024 * 1024;
+/// How long reading and dropping such an oversized body (see [`DRAIN_LIMIT_BYTES`]) may take;
+/// past it the 413 is sent anyway (and the connection closed), so a client that declares a large
+/// body and then sends it slowly, or not at all, cannot hold the request open: 5 s.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client has to send a request's line and headers, counted from the connection's
+/// opening or, on a kept-alive connection, from the end of the previous response (so it also
+/// bounds how long an idle keep-alive connection stays open); past it the connection is closed
+/// without an answer: 10 s. See [`serve`].
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Roles that may read certificates and their status (besides admin).
 pub const CERTIFICATE_READERS: &[Role] = &[Role::Auditor, Role::Compliance];
@@ -348,6 +357,67 @@ pub fn router_with(state: AppState, limits: Limits) -> Router {
         .with_state(state)
 }
 
+/// Serves `router` over HTTP/1.1 on `listener` until `shutdown` completes, then stops accepting
+/// and waits for the open connections to finish the requests they are answering (a graceful
+/// shutdown, as `axum::serve` does; idle connections are closed at once).
+///
+/// Unlike `axum::serve`, each connection must send a request's line and headers within
+/// `header_read_timeout` of its opening or of its previous response, or it is closed without an
+/// answer ([`HEADER_READ_TIMEOUT`] in `serve`; tests pass a shorter one): a client that opens
+/// connections and sends nothing, or a few header bytes now and then, or keeps connections idle,
+/// cannot hold them (and their file descriptors) for ever. Handlers see the peer address as
+/// `ConnectInfo<SocketAddr>` (the per-IP rate limit's key). Accept errors (e.g. out of file
+/// descriptors) are logged and retried after a second; serving itself does not fail.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // A peer that went away before the accept is not the server's problem;
+                    // anything else (EMFILE, ENOMEM) would spin, so wait a little.
+                    if !matches!(
+                        err.kind(),
+                        std::io::ErrorKind::ConnectionRefused
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::ConnectionReset
+                    ) {
+                        tracing::error!(error = %err, "Accepting a connection failed.");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                tower::ServiceExt::oneshot(router.clone(), request.map(axum::body::Body::new))
+            });
+        let connection =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, error = %err, "Connection closed with an error.");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
 /// Rate limits the request (per IP, then per token), then turns any plain error response into
 /// problem+json and counts the request in the metrics.
 async fn plumbing_layer(
@@ -401,7 +471,11 @@ async fn plumbing_layer(
             // still sending, gets the 413 instead of a connection reset (a lingering close).
             let drain = limit + DRAIN_LIMIT_BYTES;
             if length <= drain as u64 {
-                let _ = axum::body::to_bytes(request.into_body(), drain).await;
+                let _ = tokio::time::timeout(
+                    DRAIN_TIMEOUT,
+                    axum::body::to_bytes(request.into_body(), drain),
+                )
+                .await;
             }
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,0 +1,188 @@
+//! Denial-of-service hardening of the HTTP layer, against the real server (`api::serve`) on a
+//! random loopback port with a fresh SQLite data dir per test: connection timeouts, the bounded
+//! drain of an oversized body.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wattest_oracle::credits::CreditPolicy;
+use wattest_oracle::{AppState, Settings, api};
+use wattest_shared::Eur;
+
+/// The header read timeout the test servers run with (production: 10 s).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+
+struct TestApp {
+    addr: std::net::SocketAddr,
+    url: String,
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+/// The app served by `api::serve` with [`HEADER_TIMEOUT`] and the default limits.
+async fn spawn_app() -> TestApp {
+    wattest_shared::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let settings = Settings {
+        max_clock_skew_secs: wattest_oracle::verification::MAX_FUTURE_SKEW_SECONDS,
+        issuer: "http://test".into(),
+        certificate_validity: chrono::Duration::days(1),
+        credits: CreditPolicy {
+            price_per_tonne: Eur::parse("25").unwrap(),
+            node_owner_share_pct: 70.0,
+            source_rates: std::collections::BTreeMap::new(),
+        },
+        ek_roots: Vec::new(),
+        log_origin: "test/wattest-log".into(),
+    };
+    let state = AppState::open(dir.path(), &db, settings).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = api::router(state.clone());
+    tokio::spawn(api::serve(
+        listener,
+        router,
+        HEADER_TIMEOUT,
+        std::future::pending(),
+    ));
+    TestApp {
+        addr,
+        url: format!("http://{addr}"),
+        state,
+        _dir: dir,
+    }
+}
+
+/// Everything the server sends until it closes the connection, and when it closed it; `None`
+/// when it is still open after `within`.
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<(Vec<u8>, Instant)> {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| (received, Instant::now()))
+}
+
+/// Slowloris: a client that sends part of a request's headers and then nothing is disconnected
+/// once the header read timeout has passed, not kept for ever.
+#[tokio::test]
+async fn partial_headers_are_cut_off_after_the_header_read_timeout() {
+    let app = spawn_app().await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let sent = Instant::now();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: oracle\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let (_, closed) = read_until_closed(&mut stream, HEADER_TIMEOUT * 5)
+        .await
+        .expect("the server kept a connection with unfinished headers open");
+    assert!(closed - sent >= HEADER_TIMEOUT - Duration::from_millis(100));
+}
+
+/// A connection that never sends a byte is closed too.
+#[tokio::test]
+async fn silent_connections_are_closed() {
+    let app = spawn_app().await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    assert!(
+        read_until_closed(&mut stream, HEADER_TIMEOUT * 5)
+            .await
+            .is_some(),
+        "the server kept a silent connection open"
+    );
+}
+
+/// An idle keep-alive connection is closed once the timeout has passed after its last response;
+/// the response itself comes normally.
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let app = spawn_app().await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: oracle\r\n\r\n")
+        .await
+        .unwrap();
+    let (received, _) = read_until_closed(&mut stream, HEADER_TIMEOUT * 5)
+        .await
+        .expect("the server kept an idle keep-alive connection open");
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+/// A client that declares a moderately oversized body and then sends it slowly (here: not at
+/// all) still gets its 413 once the drain timeout has passed, instead of holding the request.
+#[tokio::test]
+async fn a_stalled_oversized_body_gets_its_413_after_the_drain_timeout() {
+    let app = spawn_app().await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let length = api::MAX_BODY_BYTES + 1000;
+    stream
+        .write_all(
+            format!(
+                "POST /v1/telemetry HTTP/1.1\r\nHost: oracle\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{\"a\":"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(api::DRAIN_TIMEOUT * 2, stream.read(&mut buf))
+        .await
+        .expect("no answer to a stalled oversized body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+}
+
+/// Requests still work through `api::serve`, with the peer address seen by the rate limiter.
+#[tokio::test]
+async fn serve_answers_requests() {
+    let app = spawn_app().await;
+    let response = reqwest::get(format!("{}/healthz", app.url)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    drop(app.state);
+}
+
+/// Graceful shutdown still works: once the signal comes, `serve` returns (idle connections are
+/// closed rather than waited for).
+#[tokio::test]
+async fn serve_returns_after_the_shutdown_signal() {
+    let app = spawn_app().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(
+        listener,
+        api::router(app.state.clone()),
+        Duration::from_secs(60),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    // An idle keep-alive connection after one answer must not hold the shutdown.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: oracle\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve did not return after the shutdown signal")
+        .unwrap();
+    assert!(TcpStream::connect(addr).await.is_err());
+}
