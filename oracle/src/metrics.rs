@@ -20,7 +20,7 @@ pub struct CodeLabel {
 pub struct HttpLabel {
     /// Route template, e.g. `/v1/certificates/{id}`; `unmatched` for the 404 fallback.
     pub route: String,
-    /// HTTP method.
+    /// HTTP method, one of [`method_label`]'s fixed set.
     pub method: String,
     /// Status code.
     pub status: u16,
@@ -184,13 +184,36 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
+/// The `method` label of a request: its method when standard (`GET`, `HEAD`, `POST`, `PUT`,
+/// `DELETE`, `PATCH`, `OPTIONS`, `CONNECT`, `TRACE`), else `other`. The server accepts any
+/// extension method a client makes up, and each distinct label value is a series kept for the
+/// process's lifetime on the public `/metrics`, so the raw method must not be the label.
+#[must_use]
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 impl Metrics {
-    /// Counts an answered HTTP request and its latency.
-    pub fn http(&self, route: &str, method: &str, status: u16, seconds: f64) {
+    /// Counts an answered HTTP request and its latency. `route` must come from a fixed set (the
+    /// matched route template, or `unmatched`), never from the request's path; the method is
+    /// labelled by [`method_label`].
+    pub fn http(&self, route: &str, method: &axum::http::Method, status: u16, seconds: f64) {
         self.http_requests
             .get_or_create(&HttpLabel {
                 route: route.to_owned(),
-                method: method.to_owned(),
+                method: method_label(method).to_owned(),
                 status,
             })
             .inc();

@@ -186,3 +186,35 @@ async fn serve_returns_after_the_shutdown_signal() {
         .unwrap();
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+/// Made-up methods and paths do not become label values on the public `/metrics` (each would
+/// be a series kept for ever): the method is labelled `other`, the route `unmatched`.
+#[tokio::test]
+async fn made_up_methods_and_paths_create_no_metric_series() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    for method in ["FOO1", "FOO2"] {
+        for path in ["/healthz", "/v1/telemetry", "/made-up-path-42"] {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let response = client
+                .request(method, format!("{}{path}", app.url))
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_client_error(), "{path}");
+        }
+    }
+    let metrics = client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for made_up in ["FOO1", "FOO2", "made-up-path"] {
+        assert!(!metrics.contains(made_up), "{made_up} in\n{metrics}");
+    }
+    assert!(metrics.contains(r#"method="other""#), "{metrics}");
+    assert!(metrics.contains(r#"route="unmatched""#), "{metrics}");
+}

@@ -430,7 +430,7 @@ async fn plumbing_layer(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = request.method().clone();
     let ip = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
