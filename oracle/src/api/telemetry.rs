@@ -124,6 +124,8 @@ pub async fn submit_batch(
     let body = body_of(body, MAX_BATCH_BODY_BYTES)?;
     super::require_json(&headers)?;
     let request: TelemetryBatchRequest = super::parse_json(&body)?;
+    // Up to 8 MiB: the parsed windows are all that is kept from here.
+    drop(body);
     if request.windows.is_empty() || request.windows.len() > MAX_BATCH_WINDOWS {
         return Err(ApiError::bad_request(format!(
             "a batch holds 1 to {MAX_BATCH_WINDOWS} windows, not {}",
@@ -131,11 +133,7 @@ pub async fn submit_batch(
         )));
     }
     let started = std::time::Instant::now();
-    let windows = request
-        .windows
-        .into_iter()
-        .map(|w| w.trim().to_owned())
-        .collect();
+    let windows = request.windows.into_iter().map(trimmed).collect();
     let results = ingest(&state, windows).await;
     state
         .metrics
@@ -218,10 +216,16 @@ pub const MAX_HOLD_AHEAD: u64 = crate::storage::held::MAX_HELD_PER_NODE;
 /// one `kid` are verified in order against the chain as the windows before them leave it, and
 /// queued for the same group commit; windows of different nodes are handled concurrently. One
 /// result per window, in the order given.
+///
+/// The kids are unverified headers, so what a request costs before any signature is checked
+/// is bounded by the request, not by its number of kids: every kid is looked up in one query,
+/// and the windows are verified on the runtime thread only when the whole request holds at
+/// most [`INLINE_VERIFY_MAX`] of them.
 pub async fn ingest(state: &AppState, windows: Vec<String>) -> Vec<Result<Ingested, ApiError>> {
     let mut results: Vec<Option<Result<Ingested, ApiError>>> = std::iter::repeat_with(|| None)
         .take(windows.len())
         .collect();
+    let inline = windows.len() <= INLINE_VERIFY_MAX;
     // Steps 1–3 (the header) per window, then the windows grouped by kid, in first-seen order.
     let mut groups: Vec<(String, Vec<(usize, String)>)> = Vec::new();
     let mut group_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -252,13 +256,47 @@ pub async fn ingest(state: &AppState, windows: Vec<String>) -> Vec<Result<Ingest
         });
         groups[g].1.push((i, jws));
     }
-    let done = futures::future::join_all(
-        groups
-            .into_iter()
-            .map(|(kid, items)| ingest_node(state, kid, items, true)),
-    )
-    .await;
-    for (i, result) in done.into_iter().flatten() {
+    drop(group_of);
+    // The key lookup by kid (step 3), one query for the whole request.
+    let nodes = match groups.as_slice() {
+        [] => Ok(std::collections::HashMap::new()),
+        [(kid, _)] => state
+            .storage
+            .node_by_kid(kid)
+            .await
+            .map(|node| node.into_iter().map(|n| (kid.clone(), n)).collect()),
+        _ => {
+            let kids: Vec<&str> = groups.iter().map(|(kid, _)| kid.as_str()).collect();
+            state.storage.nodes_by_kids(&kids).await
+        }
+    };
+    let mut pending = Vec::with_capacity(groups.len());
+    match nodes {
+        Ok(mut nodes) => {
+            for (kid, items) in groups {
+                match nodes.remove(&kid) {
+                    Some(node) => pending.push(ingest_node(state, node, items, true, inline)),
+                    None => {
+                        let err = unknown_kid(&kid);
+                        for (i, _) in items {
+                            results[i] = Some(Err(err.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        Err(err) => {
+            let err = ApiError::from(err);
+            for (i, _) in groups.into_iter().flat_map(|(_, items)| items) {
+                results[i] = Some(Err(err.clone()));
+            }
+        }
+    }
+    for (i, result) in futures::future::join_all(pending)
+        .await
+        .into_iter()
+        .flatten()
+    {
         results[i] = Some(result);
     }
     results
@@ -267,17 +305,30 @@ pub async fn ingest(state: &AppState, windows: Vec<String>) -> Vec<Result<Ingest
         .collect()
 }
 
-/// One node's windows (all signed with `kid`), each with its index in the request. With
+/// 401 `unknown_kid`: no enrolled node has key `kid`.
+fn unknown_kid(kid: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unknown_kid",
+        format!("no enrolled node has key {kid}; enroll first"),
+    )
+}
+
+/// One node's windows (all signed with its key), each with its index in the request. With
 /// `recheck_gaps`, windows found ahead of the chain are verified once more after this call's
 /// windows are appended (and the held windows they unblocked released), before being held: as
-/// they would have been had each been posted alone after the windows before it.
+/// they would have been had each been posted alone after the windows before it. With `inline`
+/// (the whole request holds at most [`INLINE_VERIFY_MAX`] windows), they are verified on this
+/// thread; otherwise on the blocking pool.
 #[tracing::instrument(skip_all, fields(node_id))]
 async fn ingest_node(
     state: &AppState,
-    kid: String,
+    node: node::Model,
     items: Vec<(usize, String)>,
     recheck_gaps: bool,
+    inline: bool,
 ) -> Vec<(usize, Result<Ingested, ApiError>)> {
+    tracing::Span::current().record("node_id", node.id.as_str());
     let indices: Vec<usize> = items.iter().map(|(i, _)| *i).collect();
     let all = |err: ApiError| {
         indices
@@ -285,19 +336,6 @@ async fn ingest_node(
             .map(|&i| (i, Err(err.clone())))
             .collect::<Vec<_>>()
     };
-    // The key lookup by kid (step 3).
-    let node = match state.storage.node_by_kid(&kid).await {
-        Ok(Some(node)) => node,
-        Ok(None) => {
-            return all(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unknown_kid",
-                format!("no enrolled node has key {kid}; enroll first"),
-            ));
-        }
-        Err(err) => return all(err.into()),
-    };
-    tracing::Span::current().record("node_id", node.id.as_str());
     let chain = ChainState {
         last_seq: u64::try_from(node.last_seq).unwrap_or(0),
         last_hash: node.last_hash.clone(),
@@ -310,7 +348,7 @@ async fn ingest_node(
     // async executor.
     let now = Utc::now();
     let max_skew = state.settings.max_clock_skew_secs;
-    let verified = if items.len() <= INLINE_VERIFY_MAX {
+    let verified = if inline {
         verify_windows(&node, items, chain, now, max_skew, Keys::ThreadCache)
     } else {
         let node = node.clone();
@@ -431,7 +469,20 @@ async fn ingest_node(
         tracing::error!(node_id = %node.id, code = err.code(), "Releasing held windows failed; they stay held.");
     }
     if !gaps.is_empty() {
-        results.extend(Box::pin(ingest_node(state, kid, gaps, false)).await);
+        // Judged against the chain as it now stands, as when the node was first looked up.
+        match state.storage.node_by_kid(&node.kid).await {
+            Ok(Some(fresh)) => {
+                results.extend(Box::pin(ingest_node(state, fresh, gaps, false, inline)).await);
+            }
+            Ok(None) => {
+                let err = unknown_kid(&node.kid);
+                results.extend(gaps.into_iter().map(|(i, _)| (i, Err(err.clone()))));
+            }
+            Err(err) => {
+                let err = ApiError::from(err);
+                results.extend(gaps.into_iter().map(|(i, _)| (i, Err(err.clone()))));
+            }
+        }
     }
     results
 }
@@ -439,32 +490,39 @@ async fn ingest_node(
 /// How often [`spawn_held_sweeper`] looks for held windows whose gap is filled.
 pub const HELD_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Releases, every `interval` ([`HELD_SWEEP_INTERVAL`] in `serve`), the held windows of every node that has some: a
-/// release cut short (a request timeout, a crash, a database error) is otherwise retried only
-/// when the node next sends, and an idle node never does — its acknowledged windows (and the
-/// certificate of a held final window) would wait forever. Each release is the one requests
-/// run ([`release_held`]): verified again in full, appended by compare-and-set, so sweepers of
-/// several replicas and requests never append a window twice.
+/// Releases, every `interval` ([`HELD_SWEEP_INTERVAL`] in `serve`), the held windows of every
+/// node whose gap is filled: a release cut short (a request timeout, a crash, a database error)
+/// is otherwise retried only when the node next sends, and an idle node never does — its
+/// acknowledged windows (and the certificate of a held final window) would wait forever. Each
+/// release is the one requests run ([`release_held`]): verified again in full, appended by
+/// compare-and-set, so sweepers of several replicas and requests never append a window twice.
 pub fn spawn_held_sweeper(state: AppState, interval: std::time::Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let nodes = match state.storage.held_counts().await {
-                Ok(counts) => counts,
-                Err(err) => {
-                    tracing::warn!(%err, "Listing nodes with held windows failed.");
-                    continue;
-                }
-            };
-            for node_id in nodes.keys() {
-                if let Err(err) = release_held(&state, node_id).await {
-                    tracing::warn!(node_id = %node_id, code = err.code(), "Sweeping held windows failed; they stay held.");
-                }
-            }
+            sweep_held(&state).await;
         }
     });
+}
+
+/// One pass of [`spawn_held_sweeper`]: releases the held windows of the nodes (found in one
+/// query) whose lowest held seq is at or below the chain head's next; a node whose gap is still
+/// open has nothing to release and is not touched.
+async fn sweep_held(state: &AppState) {
+    let nodes = match state.storage.releasable_held_nodes().await {
+        Ok(nodes) => nodes,
+        Err(err) => {
+            tracing::warn!(%err, "Listing nodes with releasable held windows failed.");
+            return;
+        }
+    };
+    for node_id in &nodes {
+        if let Err(err) = release_held(state, node_id).await {
+            tracing::warn!(node_id = %node_id, code = err.code(), "Sweeping held windows failed; they stay held.");
+        }
+    }
 }
 
 /// Holds a valid window that arrived ahead of the chain (`expected` is the node's next seq).
@@ -565,11 +623,15 @@ async fn release_held(state: &AppState, node_id: &str) -> Result<(), ApiError> {
         // The chain passed these seqs with other requests' windows: a held window that is not
         // the one accepted there is a second history the node signed (§3.4: a different window
         // for a held seq is a seq_conflict), not something to drop silently.
-        for (seq, held) in state.storage.held_through(node_id, head).await? {
+        // Most releases find none: then no DELETE, which on SQLite would take the write lock
+        // (outside the writer's queue) for nothing.
+        let passed = state.storage.held_through(node_id, head).await?;
+        for (seq, held) in &passed {
+            let seq = *seq;
             let accepted = state.storage.window_at(node_id, seq).await?;
             if let Some(accepted) = accepted
-                && accepted.hash != jws_hash(&held)
-                && !same_payload(&accepted.jws, &held)
+                && accepted.hash != jws_hash(held)
+                && !same_payload(&accepted.jws, held)
             {
                 state
                     .storage
@@ -582,7 +644,9 @@ async fn release_held(state: &AppState, node_id: &str) -> Result<(), ApiError> {
                 );
             }
         }
-        state.storage.drop_held_through(node_id, head).await?;
+        if !passed.is_empty() {
+            state.storage.drop_held_through(node_id, head).await?;
+        }
         let next = head + 1;
         let Some(jws) = state.storage.held_window(node_id, next).await? else {
             return Ok(());
@@ -691,14 +755,28 @@ fn extract_jws(headers: &HeaderMap, body: &[u8]) -> Result<String, ApiError> {
             ));
         }
     };
-    Ok(jws.trim().to_owned())
+    Ok(trimmed(jws))
 }
 
-/// Requests of at most this many windows of one node are verified on the runtime thread that
-/// handles them, with that thread's prepared verifier for the node's key: about 30 µs a window
-/// (one PS256 verification and the payload's parse, `docs/performance.md`), less than the hand-off
-/// to the blocking pool costs. Larger requests are verified on the blocking pool, with a verifier
-/// set up once for the request.
+/// `s` without its leading and trailing whitespace, in place: no copy, and none at all in the
+/// common case of none.
+fn trimmed(mut s: String) -> String {
+    let end = s.trim_end().len();
+    let start = end - s[..end].trim_start().len();
+    s.truncate(end);
+    if start > 0 {
+        s.drain(..start);
+    }
+    s
+}
+
+/// Requests of at most this many windows in all (whatever their nodes) are verified on the
+/// runtime thread that handles them, with that thread's prepared verifier for the node's key:
+/// about 30 µs a window (one PS256 verification and the payload's parse, `docs/performance.md`),
+/// less than the hand-off to the blocking pool costs. Larger requests are verified on the
+/// blocking pool, with a verifier set up once per node. Counted per request, not per node: a
+/// batch of many nodes' few windows each would otherwise run hundreds of verifications (with
+/// keys of the nodes' choosing) on one runtime thread.
 pub const INLINE_VERIFY_MAX: usize = 4;
 
 /// Node keys whose prepared verifier each runtime thread keeps, least recently used dropped
@@ -759,6 +837,8 @@ fn verify_windows(
     max_skew: i64,
     keys: Keys,
 ) -> Result<Vec<Verified>, ApiError> {
+    #[cfg(test)]
+    tests::verifying(&node.kid);
     let attestation_level = if node.attestation_level == "tpm" {
         AttestationLevel::Tpm
     } else {
@@ -946,6 +1026,40 @@ mod tests {
             last_end: None,
             flag: None,
         }
+    }
+
+    /// The kids whose windows [`verify_windows`] was given, with the thread it ran on (all
+    /// tests': each test's nodes have keys of their own).
+    static VERIFIED_ON: std::sync::Mutex<Vec<(String, std::thread::ThreadId)>> =
+        std::sync::Mutex::new(Vec::new());
+
+    /// Called by [`verify_windows`] for `kid`'s windows.
+    pub(super) fn verifying(kid: &str) {
+        VERIFIED_ON
+            .lock()
+            .unwrap()
+            .push((kid.to_owned(), std::thread::current().id()));
+    }
+
+    /// The threads `kid`'s windows were verified on, in order.
+    fn verified_on(kid: &str) -> Vec<std::thread::ThreadId> {
+        VERIFIED_ON
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k == kid)
+            .map(|(_, thread)| *thread)
+            .collect()
+    }
+
+    /// The SQL of every statement `state` runs from now on (through its own storage handle).
+    fn observe(state: &mut AppState) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        state
+            .storage
+            .observe_statements(move |sql| sink.lock().unwrap().push(sql.to_owned()));
+        seen
     }
 
     fn first_window(key: &SoftwareKey) -> String {
@@ -1202,6 +1316,10 @@ mod tests {
     async fn the_sweeper_releases_what_no_request_will() {
         let dir = tempfile::tempdir().unwrap();
         let (state, _, _) = held_behind_a_failed_release(dir.path()).await;
+        assert_eq!(
+            state.storage.releasable_held_nodes().await.unwrap(),
+            ["node-1"]
+        );
         spawn_held_sweeper(state.clone(), std::time::Duration::from_millis(50));
         for _ in 0..100 {
             if node_state(&state).await.last_seq == 2 {
@@ -1274,5 +1392,186 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// A window header naming `kid`, with an empty payload and a one-byte signature: what an
+    /// unauthenticated client can send for nothing.
+    fn unsigned_window(kid: &str) -> String {
+        use base64::Engine as _;
+        let header = serde_json::json!({"alg": "PS256", "kid": kid, "typ": WINDOW_TYP});
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header.to_string());
+        format!("{header}.e30.AA")
+    }
+
+    /// A batch's kids, however many, are looked up in one query; the unknown ones are answered
+    /// `unknown_kid` without another, and the known node's window is accepted as usual.
+    #[tokio::test]
+    async fn a_batch_of_many_kids_is_one_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut state, key) = one_node(dir.path()).await;
+        let statements = observe(&mut state);
+        let mut batch: Vec<String> = (0..MAX_BATCH_WINDOWS - 1)
+            .map(|i| unsigned_window(&format!("unknown-{i}")))
+            .collect();
+        let w1 = first_window(&key);
+        batch.push(w1.clone());
+        let got = answers(ingest(&state, batch).await);
+        let mut expected = vec![Err("unknown_kid".to_owned()); MAX_BATCH_WINDOWS - 1];
+        expected.push(Ok(1));
+        assert_eq!(got, expected);
+        let lookups: Vec<String> = statements
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|sql| sql.contains("\"nodes\".\"kid\""))
+            .cloned()
+            .collect();
+        assert_eq!(lookups.len(), 1, "{lookups:?}");
+        // One node's windows (the agent's batch) keep their one lookup by kid.
+        statements.lock().unwrap().clear();
+        let w2 = window(&key, 2, &w1, 50.0);
+        let w3 = window(&key, 3, &w2, 50.0);
+        let w4 = window(&key, 4, &w3, 50.0);
+        assert_eq!(
+            answers(ingest(&state, vec![w2, w3, w4]).await),
+            [Ok(2), Ok(3), Ok(4)]
+        );
+        let lookups = statements
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|sql| sql.contains("\"nodes\".\"kid\""))
+            .count();
+        assert_eq!(lookups, 1);
+    }
+
+    /// Enrolls `id` under a fresh key, beside `node-1`.
+    async fn another_node(state: &AppState, id: &str) -> SoftwareKey {
+        let key = SoftwareKey::generate(2048).unwrap();
+        let mut node = node_row(&key);
+        node.id = id.into();
+        node.kid = key.public_jwk().thumbprint();
+        state.storage.insert_node(node).await.unwrap();
+        key
+    }
+
+    /// Whether windows are verified on the runtime thread depends on the request's number of
+    /// windows, not on each node's: many nodes' few windows each go to the blocking pool.
+    #[tokio::test]
+    async fn a_request_of_many_windows_is_verified_off_the_runtime_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, a) = one_node(dir.path()).await;
+        let b = another_node(&state, "node-2").await;
+        let (kid_a, kid_b) = (a.public_jwk().thumbprint(), b.public_jwk().thumbprint());
+        let here = std::thread::current().id();
+        // Three windows of each node: six in all, over INLINE_VERIFY_MAX.
+        let a1 = first_window(&a);
+        let a2 = window(&a, 2, &a1, 50.0);
+        let a3 = window(&a, 3, &a2, 50.0);
+        let b1 = first_window(&b);
+        let batch = vec![a1, b1.clone(), a2, b1.clone(), a3, b1];
+        assert!(batch.len() > INLINE_VERIFY_MAX);
+        assert_eq!(
+            answers(ingest(&state, batch).await)[..5],
+            [
+                Ok(1),
+                Err("node_mismatch".to_owned()),
+                Ok(2),
+                Err("node_mismatch".to_owned()),
+                Ok(3)
+            ]
+        );
+        for kid in [&kid_a, &kid_b] {
+            let threads = verified_on(kid);
+            assert_eq!(threads.len(), 1);
+            assert_ne!(threads[0], here, "verified on the runtime thread");
+        }
+        // Four windows in all, of two nodes: verified here.
+        let (a1, b1) = (first_window(&a), first_window(&b));
+        ingest(&state, vec![a1.clone(), b1.clone(), a1, b1]).await;
+        for kid in [&kid_a, &kid_b] {
+            assert_eq!(verified_on(kid)[1..], [here]);
+        }
+    }
+
+    /// A release that finds nothing to release (the gap still open) writes nothing: no DELETE
+    /// takes SQLite's write lock for nothing.
+    #[tokio::test]
+    async fn a_release_with_nothing_to_release_deletes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut state, key) = one_node(dir.path()).await;
+        let w1 = first_window(&key);
+        let w2 = window(&key, 2, &w1, 50.0);
+        assert_held(&state, w2, 2).await;
+        let statements = observe(&mut state);
+        release_held(&state, "node-1").await.unwrap();
+        let statements = statements.lock().unwrap().clone();
+        assert!(!statements.is_empty());
+        assert!(
+            !statements
+                .iter()
+                .any(|sql| sql.trim_start().to_ascii_uppercase().starts_with("DELETE")),
+            "{statements:?}"
+        );
+        assert!(
+            state
+                .storage
+                .held_window("node-1", 2)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    /// The sweeper lists only the nodes a release would change, in one query, and passes over
+    /// a node whose gap is still open.
+    #[tokio::test]
+    async fn the_sweeper_passes_over_a_node_whose_gap_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut state, key) = one_node(dir.path()).await;
+        let w1 = first_window(&key);
+        let w2 = window(&key, 2, &w1, 50.0);
+        let w3 = window(&key, 3, &w2, 50.0);
+        assert_held(&state, w3, 3).await;
+        assert!(
+            state
+                .storage
+                .releasable_held_nodes()
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let statements = observe(&mut state);
+        sweep_held(&state).await;
+        let statements = statements.lock().unwrap().clone();
+        assert!(
+            !statements.iter().any(|sql| sql.contains("node-1")),
+            "{statements:?}"
+        );
+        assert!(
+            state
+                .storage
+                .held_window("node-1", 3)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_window_is_trimmed_in_place() {
+        let s = String::from("abc.def.ghi");
+        let (ptr, cap) = (s.as_ptr(), s.capacity());
+        let t = trimmed(s);
+        assert_eq!(
+            (t.as_str(), t.as_ptr(), t.capacity()),
+            ("abc.def.ghi", ptr, cap)
+        );
+        let s = String::from(" \n abc.def.ghi \r\n");
+        let ptr = s.as_ptr();
+        let t = trimmed(s);
+        assert_eq!((t.as_str(), t.as_ptr()), ("abc.def.ghi", ptr));
+        assert_eq!(trimmed(" \t ".to_owned()), "");
+        assert_eq!(trimmed("é ".to_owned()), "é");
     }
 }

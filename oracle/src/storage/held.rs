@@ -227,6 +227,26 @@ impl Storage {
         Ok(())
     }
 
+    /// The nodes with a held window at or below their chain head's next seq (the gap filled,
+    /// or a row left by a release cut short), in one query: the ones a release would change.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn releasable_held_nodes(&self) -> Result<Vec<String>, StorageError> {
+        let backend = self.db.get_database_backend();
+        let select = sea_orm::Statement::from_string(
+            backend,
+            "SELECT h.node_id FROM held_windows h JOIN nodes n ON n.id = h.node_id \
+             GROUP BY h.node_id, n.last_seq HAVING MIN(h.seq) <= n.last_seq + 1",
+        );
+        self.db
+            .query_all_raw(select)
+            .await?
+            .iter()
+            .map(|row| row.try_get_by_index(0).map_err(StorageError::from))
+            .collect()
+    }
+
     /// Windows held per node (nodes with none are absent).
     ///
     /// # Errors
@@ -248,5 +268,15 @@ impl Storage {
             counts.insert(node, u64::try_from(n).unwrap_or(0));
         }
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+impl Storage {
+    /// Calls `observe` with every statement run through this handle (not its clones made
+    /// before), its values written in: tests count the queries a request costs.
+    pub(crate) fn observe_statements(&mut self, observe: impl Fn(&str) + Send + Sync + 'static) {
+        self.db
+            .set_metric_callback(move |info| observe(&info.statement.to_string()));
     }
 }

@@ -315,6 +315,31 @@ impl Storage {
             .await?)
     }
 
+    /// The nodes whose key is one of `kids` (distinct), by kid, in one query: a batch's windows
+    /// name their nodes by an unverified header, so its lookups must cost one query whatever
+    /// the number of kids. Kids of no node are absent.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn nodes_by_kids(
+        &self,
+        kids: &[&str],
+    ) -> Result<std::collections::HashMap<String, node::Model>, StorageError> {
+        let Some(&last) = kids.last() else {
+            return Ok(std::collections::HashMap::new());
+        };
+        // Rounded up to a power of two by repeating the last kid: a few statement shapes, each
+        // prepared once per connection, instead of one per number of kids.
+        let padding = std::iter::repeat_n(last, kids.len().next_power_of_two() - kids.len());
+        Ok(node::Entity::find()
+            .filter(node::Column::Kid.is_in(kids.iter().copied().chain(padding)))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|node| (node.kid.clone(), node))
+            .collect())
+    }
+
     /// The node with id `id`.
     ///
     /// # Errors
