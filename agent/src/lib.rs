@@ -5,6 +5,7 @@ pub mod config;
 pub mod enroll;
 pub mod integrator;
 pub mod metrics;
+pub mod net;
 pub mod runner;
 pub mod sampler;
 pub mod signer;

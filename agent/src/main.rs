@@ -32,6 +32,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create the node key and register this node with an oracle.
+    ///
+    /// Exit status: 0 enrolled; 2 bad arguments, or an --oracle refused before anything is sent
+    /// (not a URL, or plain http:// to another host without --allow-http); 70 when the
+    /// enrollment fails.
     Enroll(EnrollArgs),
     /// Run a command and measure it until it exits; exits with the command's status.
     ///
@@ -88,6 +92,13 @@ struct EnrollArgs {
     /// Replace an existing enrollment in the state dir.
     #[arg(long)]
     force: bool,
+    /// Send the enrollment token over plain http:// to a host other than this machine. Without
+    /// it, an http:// --oracle whose host is not 127.0.0.0/8, ::1 or localhost is refused (exit
+    /// 2): the token would travel in cleartext for anyone on the path to read and reuse. `run`,
+    /// `watch` and `flush` need no such flag: they send only signed windows, which carry no
+    /// token.
+    #[arg(long)]
+    allow_http: bool,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -369,7 +380,7 @@ fn main() -> ExitCode {
     }
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Enroll(args) => enroll_cmd(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Enroll(args) => enroll_cmd(args).await,
             Command::Run(args) => run_cmd(args).await,
             Command::Watch(args) => watch_cmd(args).await.map(|()| ExitCode::SUCCESS),
             Command::Sources(args) => sources_cmd(&args).map(|()| ExitCode::SUCCESS),
@@ -385,7 +396,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn enroll_cmd(args: EnrollArgs) -> Result<()> {
+async fn enroll_cmd(args: EnrollArgs) -> Result<ExitCode> {
+    // Before anything is created or sent: a refused URL changes nothing and contacts no one.
+    if let Err(why) = wattest_agent::net::check_enroll_transport(&args.oracle, args.allow_http) {
+        eprintln!("wattest-agent: error: {why}");
+        return Ok(ExitCode::from(2));
+    }
     let dir = StateDir::lock(&args.state.state_dir)?;
     let node = enroll::enroll(
         &dir,
@@ -409,7 +425,7 @@ async fn enroll_cmd(args: EnrollArgs) -> Result<()> {
         node.oracle,
         dir.path().display()
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn sources_cmd(args: &SourcesArgs) -> Result<()> {
