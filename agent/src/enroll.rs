@@ -162,7 +162,9 @@ async fn post(
         .json(body)
         .send()
         .await
-        .with_context(|| format!("contacting the oracle at {url}"))?;
+        // reqwest's error names the URL, password included: it is printed without.
+        .map_err(reqwest::Error::without_url)
+        .with_context(|| format!("contacting the oracle at {}", crate::net::redact_url(url)))?;
     let status = response.status();
     let bytes = response.bytes().await.unwrap_or_default().to_vec();
     Ok((status, bytes))
@@ -356,5 +358,30 @@ mod tests {
         let err = answer.expect_err("no answer");
         assert!(err.to_string().contains("contacting the oracle"), "{err:#}");
         const { assert!(REQUEST_TIMEOUT.as_secs() >= 30 && CONNECT_TIMEOUT.as_secs() >= 5) };
+    }
+
+    /// The error of a failed request names the oracle once, without the password of its URL
+    /// (reqwest's own message, the error's source, would name the URL again).
+    #[tokio::test]
+    async fn a_failed_request_does_not_print_the_urls_password() {
+        wattest_shared::tls::install_crypto_provider();
+        // Bound, then closed: the port refuses connections.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let url = format!("http://node:pw-secret@127.0.0.1:{port}/v1/nodes");
+        let client = client(std::time::Duration::from_secs(5)).expect("client");
+        let err = post(&client, &url, "t", &serde_json::json!({}))
+            .await
+            .expect_err("refused");
+        let shown = format!("{err:#}");
+        assert!(!shown.contains("pw-secret"), "{shown}");
+        assert_eq!(shown.matches("127.0.0.1").count(), 1, "{shown}");
+        assert!(
+            shown.contains(&format!("node:***@127.0.0.1:{port}")),
+            "{shown}"
+        );
     }
 }

@@ -422,7 +422,7 @@ async fn enroll_cmd(args: EnrollArgs) -> Result<ExitCode> {
         node.node_id,
         node.name,
         node.zone,
-        node.oracle,
+        wattest_agent::net::redact_url(&node.oracle),
         dir.path().display()
     );
     Ok(ExitCode::SUCCESS)
@@ -643,7 +643,7 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         eprintln!("wattest: {}", summary_line(c));
         eprintln!(
             "wattest: fetch it at {}/v1/certificates/{}",
-            uploader.base(),
+            wattest_agent::net::redact_url(uploader.base()),
             c.id
         );
     }

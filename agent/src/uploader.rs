@@ -226,7 +226,8 @@ impl Uploader {
             .await;
         let response = match response {
             Ok(r) => r,
-            Err(err) => return Outcome::transient(format!("{err}")),
+            // Without the URL: it may hold a password, and this reason is logged at each retry.
+            Err(err) => return Outcome::transient(format!("{}", err.without_url())),
         };
         let status = response.status();
         let retry_after = retry_after(response.headers());
@@ -234,7 +235,7 @@ impl Uploader {
             Ok(body) => body,
             Err(err) => {
                 return Outcome::Transient {
-                    reason: format!("reading the HTTP {status} answer: {err}"),
+                    reason: format!("reading the HTTP {status} answer: {}", err.without_url()),
                     retry_after,
                 };
             }
@@ -285,7 +286,7 @@ impl Uploader {
             Ok(r) => r,
             Err(err) => {
                 return BatchOutcome::Transient {
-                    reason: format!("{err}"),
+                    reason: format!("{}", err.without_url()),
                     retry_after: None,
                 };
             }
@@ -296,7 +297,7 @@ impl Uploader {
             Ok(body) => body,
             Err(err) => {
                 return BatchOutcome::Transient {
-                    reason: format!("reading the HTTP {status} answer: {err}"),
+                    reason: format!("reading the HTTP {status} answer: {}", err.without_url()),
                     retry_after,
                 };
             }
@@ -923,6 +924,36 @@ mod tests {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let gap = script.arrivals[1] - script.arrivals[0];
         assert!(gap >= Duration::from_secs(1), "{gap:?}");
+    }
+
+    /// A request that fails gives a reason (logged at each retry) without the oracle URL:
+    /// reqwest's own error names it (reqwest moves a password to the Authorization header
+    /// first, but a query or path may still hold a secret).
+    #[tokio::test]
+    async fn a_failed_request_is_logged_without_the_urls_password() {
+        // Bound, then closed: the port refuses connections.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let uploader =
+            Uploader::new(&format!("http://node:pw-secret@127.0.0.1:{port}")).expect("client");
+        let reasons = [
+            match uploader.post("w1").await {
+                Outcome::Transient { reason, .. } => reason,
+                other => panic!("{other:?}"),
+            },
+            match uploader.post_batch(&["w1".to_owned()]).await {
+                BatchOutcome::Transient { reason, .. } => reason,
+                other => panic!("{other:?}"),
+            },
+        ];
+        for reason in reasons {
+            assert!(!reason.is_empty());
+            assert!(!reason.contains("pw-secret"), "{reason}");
+            assert!(!reason.contains("127.0.0.1"), "{reason}");
+        }
     }
 
     #[tokio::test]

@@ -275,6 +275,26 @@ fn run_prints_this_jobs_certificate_and_names_an_earlier_jobs() {
     assert!(!stderr.contains("stay in"), "{stderr}");
 }
 
+/// An oracle URL with a password (basic auth at a reverse proxy) is printed with the password
+/// hidden: the "fetch it at" line.
+#[test]
+fn the_oracle_urls_password_is_not_printed() {
+    let base = start_oracle(Oracle::AcceptAll);
+    let with_password = base.replacen("http://", "http://node:pw-secret@", 1);
+    let tmp = state_dir(&with_password, 0);
+    let out = run(tmp.path(), &["--job-id", "pw"], &["true"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let shown = base.replacen("http://", "http://node:***@", 1);
+    assert!(
+        stderr.contains(&format!(
+            "wattest: fetch it at {shown}/v1/certificates/cert-pw\n"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pw-secret"), "{stderr}");
+}
+
 #[test]
 fn print_config_needs_no_command_and_help_shows_each_default_once() {
     let tmp = tempfile::tempdir().unwrap();
