@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// State dir failures.
@@ -86,21 +86,35 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// Opens `path`, creating it with mode 0700 if needed. Does not lock.
+    /// Opens `path`, creating it (and its `spool`) with mode 0700 if needed. Does not lock.
+    ///
+    /// An existing directory is never chmod'ed (it may be a symlink, or shared on purpose):
+    /// one that group or others may access gets a warning instead. Its secrets are 0600
+    /// whatever the directory's mode.
     ///
     /// # Errors
     /// File system errors.
     pub fn create(path: &Path) -> Result<Self, StateError> {
-        std::fs::create_dir_all(path.join("spool")).map_err(|source| StateError::Io {
+        let io = |source| StateError::Io {
             path: path.to_owned(),
             source,
-        })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(
-            |source| StateError::Io {
-                path: path.to_owned(),
-                source,
-            },
-        )?;
+        };
+        let existed = path.exists();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path.join("spool"))
+            .map_err(io)?;
+        if existed {
+            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    dir = %path.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "The state dir can be accessed by group or others; it is left as it is (its key and other secret files are 0600), but 0700 is advised: chmod 700 it."
+                );
+            }
+        }
         Ok(Self {
             path: path.to_owned(),
             _lock: None,
@@ -240,11 +254,25 @@ impl StateDir {
 /// Writes `path` via `path.tmp` (mode 0600), fsync, rename, then fsync of the directory: the
 /// rename itself is durable once this returns (a power loss cannot bring back the old name's
 /// content, or no file at all, after the caller went on, e.g. moved the chain head past a
-/// spooled window).
+/// spooled window). When writing, syncing or renaming fails (a full disk), `path.tmp` is
+/// removed: it may hold part of a key.
 ///
 /// # Errors
 /// File system errors.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    write_atomic_with(path, bytes, |file, bytes| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    })
+}
+
+/// [`write_atomic`] with `write` writing and syncing the temporary file (a failing one in
+/// tests).
+fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    write: impl FnOnce(&mut File, &[u8]) -> std::io::Result<()>,
+) -> Result<(), StateError> {
     let tmp = path.with_extension("tmp");
     let io = |source| StateError::Io {
         path: path.to_owned(),
@@ -257,9 +285,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Err(err) = write(&mut file, bytes).and_then(|()| std::fs::rename(&tmp, path)) {
+        drop(file);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(err));
+    }
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -304,5 +334,54 @@ mod tests {
         assert_eq!(dir.chain().expect("chain"), head);
         drop(dir);
         assert!(StateDir::lock(tmp.path()).is_ok(), "lock released on drop");
+    }
+
+    /// A write that fails half way (a full disk) leaves no temporary file with part of the
+    /// key, and the old content in place.
+    #[test]
+    fn a_failed_write_removes_its_temporary_file() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("node-key.der");
+        std::fs::write(&path, b"old").expect("old");
+        for fail_at in ["write", "sync"] {
+            let err = write_atomic_with(&path, b"secret key bytes", |file, bytes| {
+                file.write_all(&bytes[..6])?;
+                if fail_at == "sync" {
+                    file.write_all(&bytes[6..])?;
+                }
+                Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            })
+            .expect_err("fails");
+            assert!(matches!(err, StateError::Io { .. }), "{err}");
+            assert!(!path.with_extension("tmp").exists(), "{fail_at}");
+            assert_eq!(std::fs::read(&path).expect("read"), b"old");
+        }
+        // A rename that fails (the target is a non-empty directory) cleans up too.
+        let dir_target = tmp.path().join("taken");
+        std::fs::create_dir_all(dir_target.join("x")).expect("dir");
+        assert!(write_atomic(&dir_target, b"secret").is_err());
+        assert!(!dir_target.with_extension("tmp").exists());
+        // And the ordinary path still writes.
+        write_atomic(&path, b"new").expect("write");
+        assert_eq!(std::fs::read(&path).expect("read"), b"new");
+        assert!(!path.with_extension("tmp").exists());
+    }
+
+    /// A new state dir is created 0700; an existing one keeps its mode (never chmod'ed, a
+    /// warning is logged when group or others may access it).
+    #[test]
+    fn new_dirs_are_0700_and_existing_ones_are_not_chmoded() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        let new = tmp.path().join("a/b/state");
+        StateDir::create(&new).expect("create");
+        assert_eq!(mode(&new), 0o700);
+        assert_eq!(mode(&new.join("spool")), 0o700);
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).expect("mkdir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        drop(StateDir::lock(&shared).expect("lock"));
+        assert_eq!(mode(&shared), 0o755, "an existing dir keeps its mode");
+        assert_eq!(mode(&shared.join("spool")), 0o700);
     }
 }
