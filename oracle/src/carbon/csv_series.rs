@@ -160,7 +160,9 @@ impl IntensityProvider for CsvSeries {
                     dataset: format!("{} (operator CSV, span from {})", s.source, rfc3339(*start)),
                     year: hour.year(),
                     factor_type: s.factor_type.as_str().into(),
-                    estimated: false,
+                    // A span longer than the hour (a monthly or yearly factor) applied to one hour
+                    // is an estimate of that hour's intensity, not its measurement.
+                    estimated: s.end - *start > chrono::Duration::hours(1),
                     marginal: false,
                     fallback_reason: None,
                 },
@@ -271,6 +273,32 @@ mod tests {
                 .await
                 .expect(hour);
             assert_eq!(i.value.0, want, "{hour}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_span_longer_than_an_hour_is_an_estimate_for_the_hour() {
+        let table = StaticTable::embedded().expect("t");
+        let csv = format!(
+            "{HEADER}BE,2025-06-01T10:00:00Z,2025-06-01T11:00:00Z,90,direct,Elia hourly\n\
+             BE,2025-07-01T00:00:00Z,2025-08-01T00:00:00Z,120,direct,Elia monthly\n\
+             BE,2026-01-01T00:00:00Z,2027-01-01T00:00:00Z,150,lifecycle,Ember yearly\n"
+        );
+        let series = CsvSeries::parse("ops".into(), &csv, &table).expect("csv");
+        let zone = table.zone("BE").expect("zone");
+        let now = Utc::now();
+        let h = |s: &str| s.parse::<DateTime<Utc>>().expect("hour");
+        for (hour, value, estimated) in [
+            ("2025-06-01T10:00:00Z", 90.0, false),
+            ("2025-07-15T13:00:00Z", 120.0, true),
+            ("2026-03-02T08:00:00Z", 150.0, true),
+        ] {
+            let i = series
+                .intensity(&zone, h(hour), now)
+                .await
+                .expect("in span");
+            assert_eq!(i.value.0, value, "{hour}");
+            assert_eq!(i.provenance.estimated, estimated, "{hour}");
         }
     }
 }
