@@ -157,3 +157,135 @@ fn balances_sum_unrevoked_reward_parts_per_owner_and_for_the_fund() {
 fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
 }
+
+/// Signs `claims` (seq, prev and end as given) with `key` and posts them: status and answer.
+fn post_signed(
+    oracle: &Oracle,
+    key: &wattest_shared::SoftwareKey,
+    claims: &wattest_shared::WindowClaims,
+) -> (u16, serde_json::Value) {
+    let jws = wattest_shared::jws::sign_compact(
+        key,
+        wattest_shared::window::WINDOW_TYP,
+        &serde_json::to_vec(claims).unwrap(),
+    )
+    .unwrap();
+    wattest_tests::post_window(&oracle.url, &jws)
+}
+
+/// A GPU window with `solar_wh` of measured solar (an avoided-emissions reward).
+fn solar_window(
+    node_id: &str,
+    job: &str,
+    seq: u64,
+    prev: Option<String>,
+    start: chrono::DateTime<chrono::Utc>,
+    is_final: bool,
+) -> wattest_shared::WindowClaims {
+    use wattest_shared::window::{Method, SourceEnergy, SourceKind};
+    let mut claims = wattest_tests::gpu_window(node_id, job, seq, prev, start, 400.0, is_final);
+    claims.sources.push(SourceEnergy {
+        source: "pv0".into(),
+        kind: SourceKind::Solar,
+        method: Method::SolarPowerIntegration,
+        energy_wh: wattest_shared::WattHours(50.0),
+        mean_w: wattest_shared::Watts(18_000.0),
+        max_w: wattest_shared::Watts(20_000.0),
+        samples: 10,
+        uncertainty_pct: 5.0,
+        shared_device: false,
+    });
+    claims.solar_wh = wattest_shared::WattHours(50.0);
+    claims
+}
+
+/// A certificate whose `ear.status` is `contraindicated` (its node was flagged: the verifier
+/// holds the evidence untrustworthy) keeps its figures but pays no reward: `/v1/balances` leaves
+/// it out (protocol.md, `/v1/balances`; docs/methodology.md).
+#[test]
+fn balances_leave_contraindicated_certificates_out() {
+    let oracle = Oracle::start();
+    let node_token = oracle.token("node");
+    let enroll = |name: &str| {
+        let key = wattest_shared::SoftwareKey::generate(2048).unwrap();
+        let (status, body) = oracle.post_json(
+            "/v1/nodes",
+            &node_token,
+            &serde_json::json!({"name": name, "zone": "DE", "public_key": key.public_jwk()}),
+        );
+        assert_eq!(status, 201, "{body}");
+        (key, body["node_id"].as_str().unwrap().to_owned())
+    };
+    let start = chrono::Utc::now() - chrono::Duration::hours(2);
+    let (key_a, node_a) = enroll("clean");
+    let (key_b, node_b) = enroll("flagged");
+
+    // Node A: one job, one window.
+    let (status, a) = post_signed(
+        &oracle,
+        &key_a,
+        &solar_window(&node_a, "a", 1, None, start, true),
+    );
+    assert_eq!(status, 200, "{a}");
+    let a_id = a["certificate"]["id"].as_str().unwrap().to_owned();
+
+    // Node B: seq 1, then another window for seq 1 (a conflict flags the node), then seq 2
+    // closes the job: its certificate is contraindicated.
+    let (status, b1) = post_signed(
+        &oracle,
+        &key_b,
+        &solar_window(&node_b, "b", 1, None, start, false),
+    );
+    assert_eq!(status, 200, "{b1}");
+    let mut conflict = solar_window(&node_b, "b", 1, None, start, false);
+    conflict.sources[0].energy_wh = wattest_shared::WattHours(0.5);
+    conflict.sources[0].mean_w = wattest_shared::Watts(180.0);
+    let (status, answer) = post_signed(&oracle, &key_b, &conflict);
+    assert_eq!(
+        (status, &answer["code"]),
+        (409, &"seq_conflict".into()),
+        "{answer}"
+    );
+    let prev = b1["hash"].as_str().map(str::to_owned);
+    let (status, b) = post_signed(
+        &oracle,
+        &key_b,
+        &solar_window(
+            &node_b,
+            "b",
+            2,
+            prev,
+            start + chrono::Duration::seconds(10),
+            true,
+        ),
+    );
+    assert_eq!(status, 200, "{b}");
+    let b_id = b["certificate"]["id"].as_str().unwrap().to_owned();
+
+    let claims = |id: &str| oracle.get_json(&format!("/v1/certificates/{id}"))["claims"].clone();
+    let (a_claims, b_claims) = (claims(&a_id), claims(&b_id));
+    assert_ne!(a_claims["ear.status"], "contraindicated", "{a_claims}");
+    assert_eq!(b_claims["ear.status"], "contraindicated", "{b_claims}");
+    // The contraindicated certificate keeps its claims, reward included.
+    assert!(
+        micros(&b_claims["wattest.reward"]["total"]) > 0,
+        "{b_claims}"
+    );
+    assert!(
+        micros(&a_claims["wattest.reward"]["total"]) > 0,
+        "{a_claims}"
+    );
+
+    let r = oracle.get_as("/v1/balances", &oracle.token("auditor"));
+    assert_eq!(r.status(), 200);
+    let balances: serde_json::Value = r.json().unwrap();
+    let owners = balances["owners"].as_array().unwrap();
+    assert_eq!(owners.len(), 1, "{balances}");
+    assert_eq!(owners[0]["nodes"], 1, "{balances}");
+    assert_eq!(owners[0]["certificates"], 1, "{balances}");
+    assert_eq!(
+        micros(&owners[0]["reward_eur"]),
+        micros(&a_claims["wattest.reward"]["node_owner"]),
+        "{balances}"
+    );
+}

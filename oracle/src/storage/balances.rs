@@ -5,14 +5,14 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait as _, JoinType, Query};
 use sea_orm::{ConnectionTrait, FromQueryResult};
 
-/// One owner's totals over its nodes' unrevoked certificates.
+/// One owner's totals over its nodes' unrevoked, not contraindicated certificates.
 #[derive(Debug, Clone, PartialEq, FromQueryResult)]
 pub struct OwnerTotals {
     /// Node owner (`wattest-oracle node set --owner`); `None` for nodes without an owner.
     pub owner: Option<String>,
     /// Nodes of this owner with at least one counted certificate.
     pub nodes: i64,
-    /// Unrevoked certificates counted.
+    /// Certificates counted (unrevoked, not `contraindicated`).
     pub certificates: i64,
     /// Σ avoided emissions, kg CO2e (sum of the per-certificate stored values).
     pub avoided_kg: Option<f64>,
@@ -25,10 +25,12 @@ pub struct OwnerTotals {
 }
 
 impl Storage {
-    /// Reward totals grouped by the node's current owner, over certificates that are not revoked
-    /// and belong to the reporting period [`from`, `to`) as in the exports: `from < period_end
-    /// <= to` (each bound optional), so consecutive periods never count a certificate twice.
-    /// Ordered by owner, the owner-less group last.
+    /// Reward totals grouped by the node's current owner, over certificates that are not revoked,
+    /// whose `ear.status` is not `contraindicated` (the verifier found the evidence
+    /// untrustworthy: the certificate keeps its figures, but pays no reward), and that belong to
+    /// the reporting period [`from`, `to`) as in the exports: `from < period_end <= to` (each
+    /// bound optional), so consecutive periods never count a certificate twice. Ordered by owner,
+    /// the owner-less group last.
     ///
     /// # Errors
     /// Database failure.
@@ -43,6 +45,14 @@ impl Storage {
         let col = |table: &Alias, name: &str| Expr::col((table.clone(), Alias::new(name)));
         // PostgreSQL's SUM(bigint) is NUMERIC: cast back so both back-ends decode an i64.
         let sum_i64 = |name: &str| Expr::cust(format!("CAST(SUM(c.{name}) AS BIGINT)"));
+        // `ear.status` is a claim of the stored (signed) claims JSON, not a column of its own.
+        let backend = self.db.get_database_backend();
+        let not_contraindicated = Expr::cust(match backend {
+            sea_orm::DatabaseBackend::Postgres => {
+                "COALESCE(CAST(c.claims AS JSONB) ->> 'ear.status', '') <> 'contraindicated'"
+            }
+            _ => "COALESCE(json_extract(c.claims, '$.\"ear.status\"'), '') <> 'contraindicated'",
+        });
         let mut q = Query::select();
         q.from_as(Alias::new("certificates"), c.clone())
             .join_as(
@@ -74,6 +84,7 @@ impl Storage {
                 )
                 .not(),
             )
+            .and_where(not_contraindicated)
             .group_by_col((n.clone(), Alias::new("owner")));
         if let Some(from) = from {
             q.and_where(col(&c, "period_end").gt(from));
@@ -81,7 +92,7 @@ impl Storage {
         if let Some(to) = to {
             q.and_where(col(&c, "period_end").lte(to));
         }
-        let statement = self.db.get_database_backend().build(&q);
+        let statement = backend.build(&q);
         let mut rows: Vec<OwnerTotals> = self
             .db
             .query_all_raw(statement)
