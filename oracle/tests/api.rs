@@ -912,3 +912,220 @@ async fn telemetry_body_read_failures_are_400_unless_oversized() {
         );
     }
 }
+
+/// Posts the window `body` (signed with `key`) and returns the certificate id it issues.
+async fn issue_certificate(
+    app: &TestApp,
+    key: &wattest_shared::SoftwareKey,
+    body: &serde_json::Value,
+) -> String {
+    let jws = wattest_shared::jws::sign_compact(
+        key,
+        wattest_shared::window::WINDOW_TYP,
+        &serde_json::to_vec(body).unwrap(),
+    )
+    .unwrap();
+    let (status, answer) = post_window(app, jws).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["certificate"]["id"].as_str().unwrap().to_owned()
+}
+
+/// `GET /v1/certificates/{id}` with `accept`: the status, content type and body.
+async fn certificate_as(app: &TestApp, id: &str, accept: &str) -> (u16, String, String) {
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/certificates/{id}", app.url))
+        .bearer_auth(&app.admin)
+        .header("accept", accept)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let media = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, media, r.text().await.unwrap())
+}
+
+/// The JSON payload of a compact JWS (not verified: the tests that need it verify elsewhere).
+fn jws_payload(jws: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = jws.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// protocol.md §5: the VC's `credentialSchema` (type `JsonSchema`) names a schema of the whole
+/// credential, served at that URL with `$id` equal to it, whose members cover every member of the
+/// VC (it forbids others) and whose `credentialSubject` refers to the subject schema; the VC's
+/// `credentialStatus` names the certificate's status resource.
+#[tokio::test]
+async fn the_vc_declares_a_schema_of_the_whole_credential_and_its_status() {
+    let app = spawn_app().await;
+    let (key, node_id) = enroll(&app).await;
+    let id = issue_certificate(&app, &key, &window_json(&node_id)).await;
+    let (status, media, vc) = certificate_as(&app, &id, "application/vc+jwt").await;
+    assert_eq!(
+        (status, media.as_str()),
+        (200, "application/vc+jwt"),
+        "{vc}"
+    );
+    let vc = jws_payload(&vc);
+
+    assert_eq!(
+        vc["credentialStatus"],
+        serde_json::json!({"id": format!("http://test/v1/certificates/{id}/status"),
+            "type": "WattestCertificateStatus"})
+    );
+    let status_path = vc["credentialStatus"]["id"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("http://test")
+        .unwrap();
+    let r = app.get(status_path, Some(&app.admin_auth())).await;
+    assert_eq!(r.status(), 200);
+    let state: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(state["state"], "valid");
+
+    assert_eq!(vc["credentialSchema"]["type"], "JsonSchema");
+    let schema_url = vc["credentialSchema"]["id"].as_str().unwrap();
+    assert_eq!(
+        schema_url,
+        "http://test/v1/schemas/energy-certificate-credential.json"
+    );
+    let r = app
+        .get(schema_url.strip_prefix("http://test").unwrap(), None)
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/schema+json");
+    let schema: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(schema["$id"], schema_url);
+    assert_eq!(schema["additionalProperties"], false);
+    let properties = schema["properties"].as_object().unwrap();
+    for member in vc.as_object().unwrap().keys() {
+        assert!(
+            properties.contains_key(member),
+            "the declared schema refuses the VC's {member}"
+        );
+    }
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for member in ["@context", "credentialSubject", "credentialStatus"] {
+        assert!(required.contains(&member), "{member}");
+    }
+    // The subject schema, at the relative reference, also names itself by its URL.
+    assert_eq!(
+        properties["credentialSubject"]["$ref"],
+        "energy-certificate-subject.json"
+    );
+    let r = app
+        .get("/v1/schemas/energy-certificate-subject.json", None)
+        .await;
+    assert_eq!(r.status(), 200);
+    let subject: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        subject["$id"],
+        "http://test/v1/schemas/energy-certificate-subject.json"
+    );
+    let subject_properties = subject["properties"].as_object().unwrap();
+    for member in vc["credentialSubject"].as_object().unwrap().keys() {
+        assert!(subject_properties.contains_key(member), "{member}");
+    }
+    let r = app.get("/v1/schemas/nothing.json", None).await;
+    assert_eq!(r.status(), 404);
+}
+
+/// protocol.md §5: a revoked certificate is not issued as a new VC (410 `certificate_revoked`),
+/// while its bundle (with the revocation status) and its JWS stay available.
+#[tokio::test]
+async fn a_revoked_certificate_is_not_issued_as_a_vc() {
+    let app = spawn_app().await;
+    let (key, node_id) = enroll(&app).await;
+    let id = issue_certificate(&app, &key, &window_json(&node_id)).await;
+    let (status, _, _) = certificate_as(&app, &id, "application/vc+jwt").await;
+    assert_eq!(status, 200);
+    let (status, answer) = post_json(
+        &app,
+        &format!("/v1/certificates/{id}/revocation"),
+        r#"{"reason": "measurement_error"}"#,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status}: {answer}");
+
+    let (status, media, body) = certificate_as(&app, &id, "application/vc+jwt").await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(media, "application/problem+json");
+    let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem["code"], "certificate_revoked", "{problem}");
+
+    let (status, media, jws) = certificate_as(&app, &id, "application/jose").await;
+    assert_eq!((status, media.as_str()), (200, "application/jose"));
+    assert_eq!(jws_payload(&jws)["jti"], id.as_str());
+    let (status, _, bundle) = certificate_as(&app, &id, "application/json").await;
+    assert_eq!(status, 200);
+    let bundle: serde_json::Value = serde_json::from_str(&bundle).unwrap();
+    assert_eq!(bundle["status"]["state"], "revoked");
+    assert_eq!(bundle["status"]["reason"], "measurement_error");
+}
+
+/// docs/compliance.md, `sci` profile: with solar, E × I equals the operational emissions (to
+/// within I's rounding to 10⁻⁶ gCO2e/kWh), under the `sci/2` column version.
+#[tokio::test]
+async fn sci_e_times_i_is_the_operational_emissions_with_solar() {
+    let app = spawn_app().await;
+    let (key, node_id) = enroll(&app).await;
+    let mut window = window_json(&node_id);
+    window["sources"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+        "source": "pv0", "kind": "solar", "method": "solar_power_integration",
+        "energy_wh": 0.03, "mean_w": 10.8, "max_w": 12.0, "samples": 10,
+        "uncertainty_pct": 5.0}));
+    window["solar_wh"] = 0.03.into();
+    let id = issue_certificate(&app, &key, &window).await;
+
+    let r = app
+        .get("/v1/exports/sci.csv", Some(&app.admin_auth()))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["wattest-export-version"], "sci/2");
+    let text = r.text().await.unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    // Cells may be quoted (text cells are); these hold no commas.
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|c| c.trim_matches('"'))
+        .collect();
+    let cell = |name: &str| -> f64 {
+        let at = header.iter().position(|h| *h == name).unwrap();
+        row[at].parse().unwrap()
+    };
+    assert_eq!(row[0], id);
+    let (e, e_grid, i, operational) = (
+        cell("e_kwh"),
+        cell("e_grid_kwh"),
+        cell("i_g_co2e_per_kwh"),
+        cell("operational_kg_co2e"),
+    );
+    assert!(e_grid < e, "solar covers part of E: {e_grid} < {e}");
+    assert!(operational > 0.0);
+    // E kWh × I g/kWh ÷ 1000 = kg; I is rounded to 10⁻⁶ g/kWh.
+    let tolerance = e * 0.5e-6 / 1000.0 + 1e-12;
+    assert!(
+        (e * i / 1000.0 - operational).abs() <= tolerance,
+        "E {e} × I {i} ≠ operational {operational}"
+    );
+}

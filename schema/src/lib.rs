@@ -37,6 +37,14 @@ impl MigratorTrait for Migrator {
 }
 
 /// JSON Schema (2020-12) of a certificate's `credentialSubject` in its Verifiable Credential form
-/// (`application/vc+jwt`), served at `/v1/schemas/energy-certificate-subject.json`.
+/// (`application/vc+jwt`), served at `/v1/schemas/energy-certificate-subject.json` (with `$id` set
+/// to the URL served) and referred to by [`ENERGY_CERTIFICATE_CREDENTIAL_SCHEMA`].
 pub const ENERGY_CERTIFICATE_SUBJECT_SCHEMA: &str =
     include_str!("../json/energy-certificate-subject.schema.json");
+
+/// JSON Schema (2020-12) of a certificate's whole Verifiable Credential, the one its
+/// `credentialSchema` names: served at `/v1/schemas/energy-certificate-credential.json` (with
+/// `$id` set to the URL served); its `credentialSubject` is a relative `$ref` to the subject
+/// schema served next to it.
+pub const ENERGY_CERTIFICATE_CREDENTIAL_SCHEMA: &str =
+    include_str!("../json/energy-certificate-credential.schema.json");

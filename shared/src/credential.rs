@@ -4,8 +4,11 @@
 //!
 //! The credential is derived from a logged certificate: its subject names the certificate's `jti`
 //! and the SHA-256 of the logged JWS, so a relying party can find the certificate in the
-//! transparency log. Its subject follows the JSON Schema published by the oracle
-//! (`/v1/schemas/energy-certificate-subject.json`).
+//! transparency log. The whole credential follows the JSON Schema its `credentialSchema` names
+//! (`/v1/schemas/energy-certificate-credential.json`, type `JsonSchema`: VC Data Model 2.0 §4.11
+//! and VC JSON Schema apply it to the credential, not to the subject alone), whose
+//! `credentialSubject` refers to `/v1/schemas/energy-certificate-subject.json`. Its
+//! `credentialStatus` ([`CREDENTIAL_STATUS_TYPE`]) names the certificate's status resource.
 
 use crate::certificate::CertificateClaims;
 use chrono::DateTime;
@@ -17,6 +20,10 @@ pub const VC_TYP: &str = "vc+jwt";
 pub const VC_MEDIA_TYPE: &str = "application/vc+jwt";
 /// The VC 2.0 base context.
 pub const VC_CONTEXT: &str = "https://www.w3.org/ns/credentials/v2";
+/// `credentialStatus.type` of the VC form (VC Data Model 2.0 §4.10): its `id` is the oracle's
+/// `GET /v1/certificates/{id}/status` resource, whose `state` (`valid`, `revoked`) and revocation
+/// details are the certificate's status; defined in docs/protocol.md §5.
+pub const CREDENTIAL_STATUS_TYPE: &str = "WattestCertificateStatus";
 
 fn rfc3339(seconds: i64) -> String {
     DateTime::from_timestamp(seconds, 0)
@@ -52,12 +59,14 @@ pub fn credential_subject(claims: &CertificateClaims, jws_hash: &str) -> Value {
 }
 
 /// The Verifiable Credential (the JWS payload of the VC form) for `claims`; `schema_url` is
-/// where the oracle publishes the subject's JSON Schema.
+/// where the oracle publishes the credential's JSON Schema, `status_url` the certificate's status
+/// resource.
 #[must_use]
 pub fn verifiable_credential(
     claims: &CertificateClaims,
     jws_hash: &str,
     schema_url: &str,
+    status_url: &str,
 ) -> Value {
     json!({
         "@context": [VC_CONTEXT],
@@ -67,6 +76,7 @@ pub fn verifiable_credential(
         "validFrom": rfc3339(claims.nbf),
         "validUntil": rfc3339(claims.exp),
         "credentialSchema": { "id": schema_url, "type": "JsonSchema" },
+        "credentialStatus": { "id": status_url, "type": CREDENTIAL_STATUS_TYPE },
         "credentialSubject": credential_subject(claims, jws_hash),
     })
 }

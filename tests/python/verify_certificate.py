@@ -6,8 +6,11 @@ Usage: verify_certificate.py ORACLE_URL CERTIFICATE_ID AUDITOR_TOKEN
 1. GET /.well-known/jwks.json and the bare certificate JWS (Accept: application/jose);
    PyJWT verifies it (PS256 only, exp/nbf/iat required) with the key whose kid matches.
 2. The same payload with one figure changed must fail PyJWT's signature check.
-3. GET the Verifiable Credential form (Accept: application/vc+jwt); PyJWT verifies it and
-   `jsonschema` validates its credentialSubject against /v1/schemas/energy-certificate-subject.json.
+3. GET the Verifiable Credential form (Accept: application/vc+jwt); PyJWT verifies it and, as a
+   conforming verifier of a `JsonSchema` credentialSchema would (VC Data Model 2.0 §4.11, VC JSON
+   Schema), `jsonschema` validates the whole credential against the schema fetched from
+   credentialSchema.id, resolving its references ($ref to the subject schema) over HTTP.
+   The credentialStatus URL is fetched: the certificate's status resource, state `valid`.
 Prints a JSON summary; exits 1 on any failure.
 """
 import base64
@@ -17,6 +20,7 @@ import urllib.request
 
 import jsonschema
 import jwt
+import referencing
 
 
 def fetch(url, token=None, accept=None):
@@ -68,12 +72,35 @@ def main():
     vc = fetch(f"{base}/v1/certificates/{cert_id}", token, "application/vc+jwt").strip()
     assert jwt.get_unverified_header(vc)["typ"] == "vc+jwt"
     credential = jwt.decode(vc, key_for(jwks, vc), algorithms=["PS256"])
-    schema = json.loads(fetch(f"{base}/v1/schemas/energy-certificate-subject.json"))
+    declared = credential["credentialSchema"]
+    assert declared["type"] == "JsonSchema", declared
+    schema = json.loads(fetch(declared["id"]))
+    # The schema names itself by the URL it is served at, so relative references resolve there.
+    assert schema["$id"] == declared["id"], (schema["$id"], declared["id"])
+
+    def retrieve(uri):
+        return referencing.Resource.from_contents(json.loads(fetch(uri)))
+
     validator = jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        schema,
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+        registry=referencing.Registry(retrieve=retrieve),
     )
-    validator.validate(credential["credentialSubject"])
+    validator.validate(credential)
+    # The schema is not vacuous: a subject member it does not define, or a missing
+    # credentialStatus, is refused.
+    for broken in (
+        dict(credential, credentialSubject=dict(credential["credentialSubject"], extra=1)),
+        {k: v for k, v in credential.items() if k != "credentialStatus"},
+    ):
+        if validator.is_valid(broken):
+            raise SystemExit("the declared schema accepts an invalid credential")
     assert credential["credentialSubject"]["certificate_id"] == cert_id
+    status_ref = credential["credentialStatus"]
+    assert status_ref["type"] == "WattestCertificateStatus", status_ref
+    assert status_ref["id"] == f"{base}/v1/certificates/{cert_id}/status", status_ref
+    status = json.loads(fetch(status_ref["id"], token))
+    assert status["state"] == "valid", status
     assert "VerifiableCredential" in credential["type"]
 
     print(json.dumps({

@@ -1,6 +1,7 @@
 //! Certificates verify with an independent JOSE implementation (PyJWT) using only the JWKS, and
-//! the Verifiable Credential form's subject validates against the published JSON Schema
-//! (Python `jsonschema`). scripts/test.sh installs both into `target/pyenv` and sets
+//! the Verifiable Credential form validates as a whole against the JSON Schema its
+//! `credentialSchema` names, fetched from that URL with its `$ref`s (Python `jsonschema`), and its
+//! `credentialStatus` names the certificate's status resource. scripts/test.sh installs both into `target/pyenv` and sets
 //! `WATTEST_PYTHON`; without them this test fails, it is never skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,7 +22,7 @@ fn python() -> String {
 }
 
 #[test]
-fn pyjwt_verifies_certificates_and_the_vc_subject_matches_its_schema() {
+fn pyjwt_verifies_certificates_and_the_whole_vc_matches_its_declared_schema() {
     let python = python();
     let oracle = Oracle::start();
     let (state, _) = oracle.enroll_agent("FR");

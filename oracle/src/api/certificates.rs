@@ -15,19 +15,49 @@ use wattest_shared::credential::{VC_MEDIA_TYPE, VC_TYP, verifiable_credential};
 use wattest_shared::jws::sign_compact;
 use wattest_shared::transparency::InclusionProof;
 
-/// Where the JSON Schema of the VC form's subject is served.
-pub const SUBJECT_SCHEMA_PATH: &str = "/v1/schemas/energy-certificate-subject.json";
+/// The route of the JSON Schemas of the VC form, `/v1/schemas/{file}` (the name is kept for the
+/// router; it serves [`SUBJECT_SCHEMA_FILE`] and [`CREDENTIAL_SCHEMA_FILE`]).
+pub const SUBJECT_SCHEMA_PATH: &str = "/v1/schemas/{file}";
+/// Where the schemas are served, before the file name.
+pub const SCHEMAS_PREFIX: &str = "/v1/schemas/";
+/// The schema of the VC form's `credentialSubject`.
+pub const SUBJECT_SCHEMA_FILE: &str = "energy-certificate-subject.json";
+/// The schema of the whole VC form, named by its `credentialSchema` (type `JsonSchema`).
+pub const CREDENTIAL_SCHEMA_FILE: &str = "energy-certificate-credential.json";
 
-/// JSON Schema (2020-12) of the `credentialSubject` of certificates in VC form.
-#[utoipa::path(get, path = "/v1/schemas/energy-certificate-subject.json", tag = "certificates", responses(
+/// The JSON Schemas (2020-12) of certificates in VC form: `energy-certificate-credential.json`
+/// validates the whole credential (its `credentialSchema`), `energy-certificate-subject.json`
+/// its `credentialSubject` (the credential schema refers to it). `$id` is the URL served.
+#[utoipa::path(get, path = "/v1/schemas/{file}", tag = "certificates", params(
+    ("file" = String, Path, description = "`energy-certificate-credential.json` (the whole credential) or `energy-certificate-subject.json` (its subject)", example = "energy-certificate-credential.json"),
+), responses(
     (status = 200, description = "JSON Schema", body = Object, content_type = "application/schema+json"),
+    (status = 404, description = "not_found: no such schema", body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
-pub async fn subject_schema() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/schema+json")],
-        wattest_schema::ENERGY_CERTIFICATE_SUBJECT_SCHEMA,
+pub async fn subject_schema(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let text = match file.as_str() {
+        SUBJECT_SCHEMA_FILE => wattest_schema::ENERGY_CERTIFICATE_SUBJECT_SCHEMA,
+        CREDENTIAL_SCHEMA_FILE => wattest_schema::ENERGY_CERTIFICATE_CREDENTIAL_SCHEMA,
+        _ => return Err(ApiError::not_found(format!("no schema {file}"))),
+    };
+    let mut schema: serde_json::Value =
+        serde_json::from_str(text).map_err(|err| ApiError::internal(&err))?;
+    if let Some(object) = schema.as_object_mut() {
+        object.insert("$id".into(), schema_url(&state, &file).into());
+    }
+    let body = serde_json::to_string_pretty(&schema).map_err(|err| ApiError::internal(&err))?;
+    Ok(([(header::CONTENT_TYPE, "application/schema+json")], body).into_response())
+}
+
+/// The URL at which the oracle serves the schema `file`.
+fn schema_url(state: &AppState, file: &str) -> String {
+    format!(
+        "{}{SCHEMAS_PREFIX}{file}",
+        state.settings.issuer.trim_end_matches('/')
     )
-        .into_response()
 }
 
 /// Filters of `GET /v1/certificates`.
@@ -187,8 +217,10 @@ pub async fn list(
 /// claims, revocation status, inclusion proof). With
 /// `Accept: application/jose` the body is the bare compact JWS; with `Accept:
 /// application/vc+jwt` it is the certificate as a W3C Verifiable Credential (VC-JOSE-COSE, `typ`
-/// `vc+jwt`, signed by the same oracle key), whose subject follows
-/// `/v1/schemas/energy-certificate-subject.json`.
+/// `vc+jwt`, signed by the same oracle key), which follows
+/// `/v1/schemas/energy-certificate-credential.json` and carries a `credentialStatus` naming
+/// `/v1/certificates/{id}/status`. A revoked certificate is not issued as a new VC (410
+/// `certificate_revoked`); its bundle and JWS stay available.
 #[utoipa::path(get, path = "/v1/certificates/{id}", tag = "certificates", params(("id" = String, Path, description = "Certificate id")), security(("bearer" = [])), responses(
     (status = 200, description = "The certificate bundle (`application/json`, the default); with `Accept: application/jose`, the bare compact JWS; with `Accept: application/vc+jwt`, the certificate as a Verifiable Credential (compact JWS)", content(
         (CertificateResponse = "application/json"),
@@ -196,6 +228,7 @@ pub async fn list(
         (String = "application/vc+jwt"),
     )),
     (status = 404, description = "not_found", body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 410, description = "certificate_revoked: the certificate is revoked and is not issued as a Verifiable Credential (`Accept: application/vc+jwt`); the bundle and the JWS stay available", body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 406, description = "not_acceptable: the Accept header admits none of the three representations", body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
 pub async fn get_one(
@@ -225,11 +258,29 @@ pub async fn get_one(
     let claims: CertificateClaims =
         serde_json::from_str(&row.claims).map_err(|err| ApiError::internal(&err))?;
     if representation == Representation::Vc {
-        let schema_url = format!(
-            "{}{SUBJECT_SCHEMA_PATH}",
-            state.settings.issuer.trim_end_matches('/')
+        // A VC is issued on request: a revoked certificate gets none (a relying party holding an
+        // older one finds the revocation through its credentialStatus).
+        if let Some(revoked) = state.storage.revocation(&row.id).await? {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "certificate_revoked",
+                format!(
+                    "certificate {} was revoked ({}): it is not issued as a Verifiable Credential; its bundle (application/json) and JWS (application/jose) carry the status",
+                    row.id, revoked.reason
+                ),
+            ));
+        }
+        let status_url = format!(
+            "{}/v1/certificates/{}/status",
+            state.settings.issuer.trim_end_matches('/'),
+            row.id
         );
-        let vc = verifiable_credential(&claims, &row.hash, &schema_url);
+        let vc = verifiable_credential(
+            &claims,
+            &row.hash,
+            &schema_url(&state, CREDENTIAL_SCHEMA_FILE),
+            &status_url,
+        );
         let payload = serde_json::to_vec(&vc).map_err(|err| ApiError::internal(&err))?;
         let key = state.keys.get().active(chrono::Utc::now());
         let jws = tokio::task::spawn_blocking(move || sign_compact(&*key, VC_TYP, &payload))

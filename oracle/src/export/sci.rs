@@ -6,9 +6,16 @@ use super::{Embodied, ExportRow, rfc3339, text, thousandth};
 use wattest_shared::Decimal6;
 
 /// Version of [`COLUMNS`].
-pub const VERSION: &str = "sci/1";
+///
+/// `sci/2`: `i_g_co2e_per_kwh` is operational ÷ E (E = energy consumed, self-consumed solar
+/// counted at 0 gCO2e/kWh), so that E × I = operational; in `sci/1` it was the certificate's
+/// grid intensity, which applies to grid energy only and did not multiply out with E when solar
+/// was present.
+pub const VERSION: &str = "sci/2";
 
-/// Columns, in order. E kWh, I gCO2e/kWh, operational emissions, M and SCI kgCO2e.
+/// Columns, in order. E kWh (energy consumed), I gCO2e/kWh (operational ÷ E), operational
+/// emissions, M and SCI kgCO2e: `e_kwh` × `i_g_co2e_per_kwh` ÷ 1000 = `operational_kg_co2e` to
+/// within I's rounding (± E × 0.5 × 10⁻⁶ g).
 pub const COLUMNS: [&str; 18] = [
     "certificate_id",
     "node_id",
@@ -29,6 +36,23 @@ pub const COLUMNS: [&str; 18] = [
     "revoked",
     "calculation_version",
 ];
+
+/// I = operational ÷ E in gCO2e/kWh (`operational_g` g CO2e over `consumed_wh` Wh), rounded half
+/// up to 10⁻⁶ gCO2e/kWh; `None` when E is zero (no energy: I is undefined).
+#[must_use]
+pub fn intensity_of_consumption(
+    operational_g: Decimal6,
+    consumed_wh: Decimal6,
+) -> Option<Decimal6> {
+    let e = i128::from(consumed_wh.millionths());
+    if e <= 0 {
+        return None;
+    }
+    // g millionths × 1000 Wh/kWh × 10⁶ ÷ Wh millionths = g/kWh millionths.
+    let numerator = i128::from(operational_g.millionths()).checked_mul(1_000_000_000)?;
+    let rounded = (numerator + e / 2).div_euclid(e);
+    i64::try_from(rounded).ok().map(Decimal6::from_millionths)
+}
 
 /// Embodied share M = TE × TiR ÷ EL (SCI §"Embodied emissions", with the whole node reserved:
 /// RR ÷ ToR = 1), kgCO2e rounded half up to 10⁻⁶ kg; TiR is the certificate's measured time.
@@ -82,7 +106,9 @@ pub fn record(row: &ExportRow) -> Vec<String> {
         "1".to_owned(),
         thousandth(c.energy.consumed_wh),
         thousandth(c.energy.grid_wh),
-        c.intensity.g_co2e_per_kwh.to_string(),
+        intensity_of_consumption(operational_g, c.energy.consumed_wh)
+            .map(|i| i.to_string())
+            .unwrap_or_default(),
         thousandth(operational_g),
         m.map(|m| m.to_string()).unwrap_or_default(),
         sci.unwrap_or_default(),
@@ -96,6 +122,23 @@ pub fn record(row: &ExportRow) -> Vec<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn e_times_i_is_the_operational_emissions() {
+        // 2 kWh consumed, 1.5 kWh of it from the grid at 56 g/kWh (84 g), 0.5 kWh own solar.
+        let op = Decimal6::parse("84").unwrap();
+        let e = Decimal6::parse("2000").unwrap();
+        let i = intensity_of_consumption(op, e).unwrap();
+        assert_eq!(i.to_string(), "42.000000");
+        // An inexact quotient rounds half up to 10⁻⁶ g/kWh: 1 g over 3 Wh = 333.333333 g/kWh.
+        let i =
+            intensity_of_consumption(Decimal6::parse("1").unwrap(), Decimal6::parse("3").unwrap());
+        assert_eq!(i.unwrap().to_string(), "333.333333");
+        let i =
+            intensity_of_consumption(Decimal6::parse("2").unwrap(), Decimal6::parse("3").unwrap());
+        assert_eq!(i.unwrap().to_string(), "666.666667");
+        assert_eq!(intensity_of_consumption(op, Decimal6::ZERO), None);
+    }
 
     #[test]
     fn embodied_share_is_time_share_of_lifespan() {
