@@ -14,15 +14,26 @@ use std::path::Path;
 const SECRET_KEYS: &[&str] = &["token", "api_token", "secret", "password"];
 
 /// Re-parses `argv` with the values of `file` filled in for every flag of the running
-/// subcommand that the command line and the environment left at its default.
+/// subcommand that the command line and the environment left at its default. Warns (once, as
+/// it reads the file) when group or others may read the file: it may hold `database_url` with
+/// a password.
 ///
 /// # Errors
 /// Unreadable or invalid TOML, a key that no subcommand knows, a value of the wrong shape.
+/// The message of invalid TOML names the line and column, never the file's text.
 pub fn merge_file(command: &Command, argv: &[OsString], file: &Path) -> Result<Vec<OsString>> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let table: toml::Table =
-        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", file.display()))?;
+    if let Some(warning) = exposure_warning(file) {
+        warn(&warning);
+    }
+    let table: toml::Table = toml::from_str(&text).map_err(|err| {
+        anyhow::anyhow!(
+            "{} is not valid TOML: {}",
+            file.display(),
+            toml_error(&text, &err)
+        )
+    })?;
     let matches = command.clone().try_get_matches_from(argv)?;
     // The deepest subcommand being run and the position of its name in argv.
     let mut cmd = command.clone();
@@ -101,6 +112,50 @@ pub fn merge_file(command: &Command, argv: &[OsString], file: &Path) -> Result<V
         out.extend(extra);
     }
     Ok(out)
+}
+
+/// `err` as `line L, column C: message`, without the source snippet that `toml`'s `Display`
+/// shows (the offending line may be a `database_url` holding a password).
+fn toml_error(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim_end();
+    let Some(span) = err.span() else {
+        return message.to_owned();
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit_once('\n')
+        .map_or(before, |(_, tail)| tail)
+        .chars()
+        .count()
+        + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
+/// A warning when `file` may be read by group or others (mode `& 0o077` not zero); `None`
+/// when it may not, or when its mode cannot be read.
+#[must_use]
+pub fn exposure_warning(file: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(file).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "the config file {} has mode {:o}: group or others may read it, and it may hold a \
+             database password; chmod 600 it",
+            file.display(),
+            mode & 0o777
+        )
+    })
+}
+
+/// Logs `warning` at WARN level; on stderr when no tracing subscriber is installed yet (the
+/// config file is read before the log format it sets is known).
+fn warn(warning: &str) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::warn!("{warning}");
+    } else {
+        eprintln!("WARN wattest_oracle::config: {warning}");
+    }
 }
 
 fn all_long_flags(command: &Command) -> Vec<String> {
@@ -190,6 +245,12 @@ const SECRET_QUERY_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
 
 /// `value` with secrets hidden: `<redacted>` for secret keys; in a URL, the userinfo's password
 /// and the values of [`SECRET_QUERY_PARAMETERS`].
+///
+/// The userinfo ends at the last `@` (as URL parsers read it: `postgres://u:p@ss@db/w` has the
+/// password `p@ss`), and, so that a password holding `/`, `?` or `#` unencoded (a URL that does
+/// not parse) is hidden too, that `@` is searched in the whole URL, not only up to the first
+/// `/`. When the last `@` is in the path or query instead, more than the password is hidden,
+/// never less.
 #[must_use]
 pub fn redact(key: &str, value: &str) -> String {
     if SECRET_KEYS.contains(&key) {
@@ -198,19 +259,27 @@ pub fn redact(key: &str, value: &str) -> String {
     let Some((scheme, rest)) = value.split_once("://") else {
         return value.to_owned();
     };
+    // `user[:password]@` when the text before the last `@` starts with a user name (no `/`,
+    // `?` or `#` before the first `:`); otherwise there is no userinfo.
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            if user.contains(['/', '?', '#']) {
+                (String::new(), rest)
+            } else if userinfo.contains(':') {
+                (format!("{user}:<redacted>@"), host)
+            } else {
+                (format!("{userinfo}@"), host)
+            }
+        }
+        None => (String::new(), rest),
+    };
     let (rest, query) = match rest.split_once('?') {
         Some((rest, query)) => (rest, Some(query)),
         None => (rest, None),
     };
-    let rest = match rest.split_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:<redacted>@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => rest.to_owned(),
-    };
     let Some(query) = query else {
-        return format!("{scheme}://{rest}");
+        return format!("{scheme}://{userinfo}{rest}");
     };
     let query: Vec<String> = query
         .split('&')
@@ -223,7 +292,7 @@ pub fn redact(key: &str, value: &str) -> String {
             _ => pair.to_owned(),
         })
         .collect();
-    format!("{scheme}://{rest}?{}", query.join("&"))
+    format!("{scheme}://{userinfo}{rest}?{}", query.join("&"))
 }
 
 #[cfg(test)]

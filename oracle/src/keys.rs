@@ -35,28 +35,83 @@ pub enum KeyError {
 /// Loads `data_dir/oracle-key.der`, creating it (0600, written to a temporary file then renamed,
 /// so a crash never leaves half a key) when absent. Refuses a key file others can read.
 ///
+/// Replicas may share the data dir: creation happens under the data dir's lock
+/// ([`lock_data_dir`]), and a process that waited for it loads the key the other one created.
+///
 /// # Errors
 /// [`KeyError`].
 pub fn load_or_create(data_dir: &Path) -> Result<SoftwareKey, KeyError> {
+    if let Some(key) = load_oracle_key(data_dir)? {
+        return Ok(key);
+    }
+    let _lock = lock_data_dir(data_dir)?;
+    load_or_create_locked(data_dir)
+}
+
+/// The oracle key of `data_dir`, `None` when the file does not exist.
+fn load_oracle_key(data_dir: &Path) -> Result<Option<SoftwareKey>, KeyError> {
     let path = data_dir.join(KEY_FILE);
+    read_secret(&path)?
+        .map(|der| {
+            SoftwareKey::from_pkcs8_der(&der)
+                .map_err(|err| KeyError::Invalid(format!("{}: {err}", path.display())))
+        })
+        .transpose()
+}
+
+/// [`load_or_create`] for a caller holding the data dir's lock: reads the key again (another
+/// process may have created it while this one waited for the lock), creates it if still absent.
+fn load_or_create_locked(data_dir: &Path) -> Result<SoftwareKey, KeyError> {
+    if let Some(key) = load_oracle_key(data_dir)? {
+        return Ok(key);
+    }
+    let path = data_dir.join(KEY_FILE);
+    let key =
+        SoftwareKey::generate(ORACLE_KEY_BITS).map_err(|err| KeyError::Invalid(err.to_string()))?;
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|err| KeyError::Invalid(err.to_string()))?;
+    write_secret(&path, &der).map_err(|source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    tracing::info!(kid = key.kid(), path = %path.display(), "Created the oracle signing key.");
+    Ok(key)
+}
+
+/// File in the data dir that processes lock (`flock`, exclusive) while they create or rotate
+/// keys, so replicas sharing the data dir never create two different keys or lose a rotation.
+pub const LOCK_FILE: &str = "keys.lock";
+
+/// The data dir's key lock, held until dropped (closing the file releases the lock).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the exclusive lock of `data_dir` ([`LOCK_FILE`], created 0600 when absent), waiting
+/// while another process or thread holds it. Not reentrant: a holder must not take it again.
+/// Processes on other hosts are excluded only where the file system honours `flock` (local
+/// file systems; NFS emulates it with byte-range locks).
+///
+/// # Errors
+/// [`KeyError::Io`] when the lock file cannot be opened or locked.
+pub fn lock_data_dir(data_dir: &Path) -> Result<DataDirLock, KeyError> {
+    let path = data_dir.join(LOCK_FILE);
     let io = |source| KeyError::Io {
         path: path.display().to_string(),
         source,
     };
-    match read_secret(&path)? {
-        Some(der) => SoftwareKey::from_pkcs8_der(&der)
-            .map_err(|err| KeyError::Invalid(format!("{}: {err}", path.display()))),
-        None => {
-            let key = SoftwareKey::generate(ORACLE_KEY_BITS)
-                .map_err(|err| KeyError::Invalid(err.to_string()))?;
-            let der = key
-                .to_pkcs8_der()
-                .map_err(|err| KeyError::Invalid(err.to_string()))?;
-            write_secret(&path, &der).map_err(io)?;
-            tracing::info!(kid = key.kid(), path = %path.display(), "Created the oracle signing key.");
-            Ok(key)
-        }
-    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    file.lock().map_err(io)?;
+    Ok(DataDirLock { _file: file })
 }
 
 /// Reads a secret key file: `None` when it does not exist; refuses a file that group or others
@@ -85,21 +140,43 @@ pub fn read_secret(path: &Path) -> Result<Option<Vec<u8>>, KeyError> {
     Ok(Some(der))
 }
 
-/// Writes `bytes` to `path` with mode 0600 atomically (temporary file, fsync, rename).
+/// Writes `bytes` to `path` with mode 0600 from creation, atomically and durably: a temporary
+/// file of a name unique to this write (process id and a random number, so concurrent writers
+/// never share one) in the same directory, fsync, rename over `path`, fsync of the directory.
+/// The temporary file is removed when a step fails.
 ///
 /// # Errors
 /// File system errors.
 pub fn write_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("a secret's path must name a file"))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.{:016x}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err);
+    }
+    // The rename is durable once the directory entry is.
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The JWKS publishing `key` (kid = RFC 7638 thumbprint, alg PS256, use sig).
@@ -185,11 +262,23 @@ impl Keyring {
     /// [`KeyError`].
     pub fn load_or_create(data_dir: &Path) -> Result<Self, KeyError> {
         let ring_path = data_dir.join(KEYRING_FILE);
-        let entries: Vec<RingEntry> = match std::fs::read(&ring_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|err| KeyError::Invalid(format!("{}: {err}", ring_path.display())))?,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                let key = load_or_create(data_dir)?;
+        match read_ring(&ring_path)? {
+            Some(entries) => Self::from_entries(data_dir, entries),
+            None => {
+                let _lock = lock_data_dir(data_dir)?;
+                Self::load_or_create_locked(data_dir)
+            }
+        }
+    }
+
+    /// [`Keyring::load_or_create`] for a caller holding the data dir's lock: reads the keyring
+    /// again (another process may have created it meanwhile), creates it if still absent.
+    fn load_or_create_locked(data_dir: &Path) -> Result<Self, KeyError> {
+        let ring_path = data_dir.join(KEYRING_FILE);
+        let entries = match read_ring(&ring_path)? {
+            Some(entries) => entries,
+            None => {
+                let key = load_or_create_locked(data_dir)?;
                 let epoch = DateTime::<Utc>::UNIX_EPOCH;
                 let entries = vec![RingEntry {
                     kid: key.kid().to_owned(),
@@ -200,13 +289,12 @@ impl Keyring {
                 write_ring(&ring_path, &entries)?;
                 entries
             }
-            Err(source) => {
-                return Err(KeyError::Io {
-                    path: ring_path.display().to_string(),
-                    source,
-                });
-            }
         };
+        Self::from_entries(data_dir, entries)
+    }
+
+    fn from_entries(data_dir: &Path, entries: Vec<RingEntry>) -> Result<Self, KeyError> {
+        let ring_path = data_dir.join(KEYRING_FILE);
         let mut keys = Vec::with_capacity(entries.len());
         for entry in entries {
             let key = load_file(&data_dir.join(&entry.file))?;
@@ -231,7 +319,8 @@ impl Keyring {
 
     /// Creates a new key of kind `alg`, published at once and signing from
     /// `now + activate_after`. Kids are thumbprints of fresh random keys; a collision with a
-    /// listed kid is refused.
+    /// listed kid is refused. Runs under the data dir's lock: rotations at once (from replicas
+    /// sharing the data dir) each add their key.
     ///
     /// # Errors
     /// [`KeyError`].
@@ -241,7 +330,8 @@ impl Keyring {
         activate_after: Duration,
         now: DateTime<Utc>,
     ) -> Result<KeyInfo, KeyError> {
-        let ring = Self::load_or_create(data_dir)?;
+        let _lock = lock_data_dir(data_dir)?;
+        let ring = Self::load_or_create_locked(data_dir)?;
         let key = alg.generate()?;
         if ring.keys.iter().any(|(e, _)| e.kid == key.kid()) {
             return Err(KeyError::Invalid(
@@ -324,6 +414,20 @@ fn load_file(path: &Path) -> Result<SigningKey, KeyError> {
     })?;
     SigningKey::from_pkcs8_der(&der)
         .map_err(|err| KeyError::Invalid(format!("{}: {err}", path.display())))
+}
+
+/// The entries of `keyring.json`, `None` when it does not exist.
+fn read_ring(path: &Path) -> Result<Option<Vec<RingEntry>>, KeyError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|err| KeyError::Invalid(format!("{}: {err}", path.display()))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
 }
 
 fn write_ring(path: &Path, entries: &[RingEntry]) -> Result<(), KeyError> {

@@ -6,7 +6,7 @@
 //! Checkpoints are signed on demand; Ed25519 signatures are deterministic, so the same tree size
 //! always yields the same signed note.
 
-use crate::keys::{KeyError, read_secret, write_secret};
+use crate::keys::{KeyError, lock_data_dir, read_secret, write_secret};
 use crate::storage::ledger::LogHead;
 use crate::storage::{Storage, StorageError};
 use std::path::Path;
@@ -65,29 +65,43 @@ pub fn default_origin(public_url: &str) -> String {
     format!("{bare}/wattest-log")
 }
 
+/// The log key of `data_dir` named `origin`, `None` when the file does not exist.
+fn load_log_key(data_dir: &Path, origin: &str) -> Result<Option<LogSigner>, KeyError> {
+    let path = data_dir.join(LOG_KEY_FILE);
+    read_secret(&path)?
+        .map(|der| {
+            LogSigner::from_pkcs8_der(origin, &der)
+                .map_err(|err| KeyError::Invalid(format!("{}: {err}", path.display())))
+        })
+        .transpose()
+}
+
 impl Ledger {
     /// Loads `data_dir/log-key.der`, creating it (0600) when absent; refuses a key file others
-    /// can read.
+    /// can read. Replicas may share the data dir: creation happens under the data dir's lock
+    /// ([`lock_data_dir`]), and a process that waited for it loads the key the other one created.
     ///
     /// # Errors
     /// [`KeyError`].
     pub fn load_or_create(data_dir: &Path, origin: &str) -> Result<Self, KeyError> {
+        if let Some(signer) = load_log_key(data_dir, origin)? {
+            return Ok(Self { signer });
+        }
+        let _lock = lock_data_dir(data_dir)?;
+        if let Some(signer) = load_log_key(data_dir, origin)? {
+            return Ok(Self { signer });
+        }
         let path = data_dir.join(LOG_KEY_FILE);
-        let io = |source| KeyError::Io {
-            path: path.display().to_string(),
-            source,
-        };
         let invalid =
             |err: CheckpointError| KeyError::Invalid(format!("{}: {err}", path.display()));
-        let signer = match read_secret(&path)? {
-            Some(der) => LogSigner::from_pkcs8_der(origin, &der).map_err(invalid)?,
-            None => {
-                let signer = LogSigner::generate(origin).map_err(invalid)?;
-                write_secret(&path, &signer.to_pkcs8_der().map_err(invalid)?).map_err(io)?;
-                tracing::info!(origin, path = %path.display(), "Created the transparency log key.");
-                signer
+        let signer = LogSigner::generate(origin).map_err(invalid)?;
+        write_secret(&path, &signer.to_pkcs8_der().map_err(invalid)?).map_err(|source| {
+            KeyError::Io {
+                path: path.display().to_string(),
+                source,
             }
-        };
+        })?;
+        tracing::info!(origin, path = %path.display(), "Created the transparency log key.");
         Ok(Self { signer })
     }
 

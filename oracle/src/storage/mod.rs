@@ -44,6 +44,10 @@ pub enum StorageError {
     /// A log proof that cannot exist (leaf beyond the tree, sizes out of order): a client error.
     #[error(transparent)]
     Proof(wattest_shared::merkle::ProofError),
+    /// The database URL is refused, or connecting failed; the message never holds the URL's
+    /// password.
+    #[error("{0}")]
+    Connect(String),
 }
 
 /// SQLite's auto-checkpoint threshold, in WAL pages (4 KiB each: 64 MiB), raised from SQLite's
@@ -122,12 +126,94 @@ pub fn database_url(data_dir: &Path, env_url: Option<String>) -> String {
     })
 }
 
+/// What to do about a database URL that does not parse, said with every error about one.
+const URL_HINT: &str = "characters such as / # ? @ : % or space in the user name or password \
+     must be percent-encoded (or the password chosen URL-safe)";
+
+/// Refuses a database URL that sea-orm would refuse with its own message, which quotes the
+/// whole URL, password included: one that does not parse, or whose scheme is none of `sqlite`,
+/// `postgres`, `postgresql`. A PostgreSQL URL with a fragment is refused too: it has no
+/// meaning there, and it is what an unencoded `#` in a password leaves.
+fn check_database_url(url: &str) -> Result<(), StorageError> {
+    // `reqwest::Url` is `url::Url` (the only version in Cargo.lock, the one sea-orm parses with).
+    let parsed = reqwest::Url::parse(url).map_err(|err| {
+        StorageError::Connect(format!(
+            "the database URL {} does not parse ({err}); {URL_HINT}",
+            crate::config::redact("database_url", url)
+        ))
+    })?;
+    match parsed.scheme() {
+        "sqlite" => Ok(()),
+        "postgres" | "postgresql" if parsed.fragment().is_none() => Ok(()),
+        "postgres" | "postgresql" => Err(StorageError::Connect(format!(
+            "the database URL {} holds a '#'; {URL_HINT}",
+            crate::config::redact("database_url", url)
+        ))),
+        scheme => Err(StorageError::Connect(format!(
+            "the database URL {} names the scheme {scheme:?}; use sqlite:// or postgres://",
+            crate::config::redact("database_url", url)
+        ))),
+    }
+}
+
+/// A connection failure as [`StorageError::Connect`]: sea-orm's text for a connection string
+/// it refuses (which quotes the URL) is never used, and any other text has the URL and its
+/// password (as written and percent-decoded) replaced.
+fn connect_error(url: &str, err: &sea_orm::DbErr) -> StorageError {
+    let redacted = crate::config::redact("database_url", url);
+    let text = err.to_string();
+    if text.contains("connection string") {
+        return StorageError::Connect(format!(
+            "the database URL {redacted} is not accepted; {URL_HINT}"
+        ));
+    }
+    let mut text = text.replace(url, &redacted);
+    if let Some(password) = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+    {
+        for secret in [percent_decode(&password), password] {
+            if !secret.is_empty() {
+                text = text.replace(&secret, "<redacted>");
+            }
+        }
+    }
+    StorageError::Connect(format!("connecting to the database {redacted}: {text}"))
+}
+
+/// `text` with its `%XX` escapes decoded (lossily, as UTF-8).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 impl Storage {
     /// Connects and applies pending migrations.
     ///
     /// # Errors
-    /// Connection or migration failure.
+    /// [`StorageError::Connect`] for a URL that does not parse or names another database than
+    /// SQLite or PostgreSQL, and for a failed connection (messages show the URL with its
+    /// password redacted); a migration failure.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
+        check_database_url(url)?;
         let mut options = ConnectOptions::new(url.to_owned());
         options
             .connect_timeout(Duration::from_secs(10))
@@ -151,7 +237,9 @@ impl Storage {
         } else {
             options.max_connections(32);
         }
-        let db = Database::connect(options).await?;
+        let db = Database::connect(options)
+            .await
+            .map_err(|err| connect_error(url, &err))?;
         Migrator::up(&db, None).await?;
         let writer = sqlite.then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
         Ok(Self { db, writer })
