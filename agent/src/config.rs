@@ -91,8 +91,10 @@ pub struct Resolved {
 
 impl Resolved {
     /// The effective settings as a config file (`--print-config`): every key of the file format,
-    /// with the value in force. The agent's settings hold no secret (the enrollment token is
-    /// never stored), so nothing is redacted.
+    /// with the value in force, except `solar.command`, which may hold a credential (`curl -H
+    /// 'Authorization: …'`): it is printed as [`redact_command`] shows it (its program and the
+    /// length of the rest), so the output reads back as a config file but not as the same
+    /// command. The enrollment token is never stored.
     #[must_use]
     pub fn to_toml(&self) -> String {
         #[derive(serde::Serialize)]
@@ -114,7 +116,7 @@ impl Resolved {
             #[serde(skip_serializing_if = "Option::is_none")]
             file: Option<&'a Path>,
             #[serde(skip_serializing_if = "Option::is_none")]
-            command: Option<&'a str>,
+            command: Option<String>,
             #[serde(skip_serializing_if = "Option::is_none")]
             hwmon: Option<&'a str>,
         }
@@ -135,7 +137,7 @@ impl Resolved {
                 ..none
             }),
             SolarConfig::Command(c) => Some(SolarOut {
-                command: Some(c),
+                command: Some(redact_command(c)),
                 ..none
             }),
             SolarConfig::Hwmon(h) => Some(SolarOut {
@@ -152,6 +154,32 @@ impl Resolved {
             solar,
         };
         toml::to_string(&out).unwrap_or_else(|err| format!("# cannot print the config: {err}\n"))
+    }
+}
+
+/// The program of the shell command line `cmd`: its first word, or `None` when there is none
+/// or it is a variable assignment (`TOKEN=… curl …`, which would show the value).
+#[must_use]
+pub fn command_program(cmd: &str) -> Option<&str> {
+    cmd.split_whitespace().next().filter(|w| !w.contains('='))
+}
+
+/// The shell command line `cmd` as it is printed and logged: its program (first word) alone,
+/// followed by `<redacted: N bytes>` for the rest, which may hold a credential; all of it
+/// redacted when the first word is no program ([`command_program`]).
+#[must_use]
+pub fn redact_command(cmd: &str) -> String {
+    let cmd = cmd.trim();
+    match command_program(cmd) {
+        Some(program) => {
+            let rest = cmd[program.len()..].trim_start().len();
+            if rest == 0 {
+                program.to_owned()
+            } else {
+                format!("{program} <redacted: {rest} bytes>")
+            }
+        }
+        None => format!("<redacted: {} bytes>", cmd.len()),
     }
 }
 
@@ -280,7 +308,9 @@ mod tests {
     fn printed_config_reads_back_as_the_same_settings() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("agent.toml");
-        std::fs::write(&path, "interval = 0.25\ntdp_watts = 95.0\nmetrics_listen = \"127.0.0.1:9464\"\n[solar]\ncommand = \"cat /run/solar\"\n").expect("write");
+        // A solar file, not a command: the command is printed redacted, so it does not read
+        // back as the same (`solar_command_is_redacted_in_the_printed_config`).
+        std::fs::write(&path, "interval = 0.25\ntdp_watts = 95.0\nmetrics_listen = \"127.0.0.1:9464\"\n[solar]\nfile = \"/run/solar\"\n").expect("write");
         let first = MeasureSettings::default()
             .resolve(load(&path).expect("parse"))
             .expect("resolve");
@@ -297,8 +327,47 @@ mod tests {
             Some("127.0.0.1:9464".parse().expect("addr"))
         );
         assert!(
-            matches!(again.discovery.solar, SolarConfig::Command(ref c) if c == "cat /run/solar")
+            matches!(again.discovery.solar, SolarConfig::File(ref f) if f == Path::new("/run/solar"))
         );
+    }
+
+    #[test]
+    fn solar_command_is_redacted_in_the_printed_config() {
+        let settings = MeasureSettings {
+            solar: Some(SolarSettings {
+                command: Some(
+                    "curl -sH 'Authorization: Bearer s3cret' https://inverter.local/w".into(),
+                ),
+                ..SolarSettings::default()
+            }),
+            ..MeasureSettings::default()
+        };
+        let printed = settings
+            .resolve(MeasureSettings::default())
+            .expect("resolve")
+            .to_toml();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(
+            printed.contains("command = \"curl <redacted: 59 bytes>\""),
+            "{printed}"
+        );
+        // It still reads back as a config file.
+        let parsed: MeasureSettings = toml::from_str(&printed).expect("parses");
+        assert!(parsed.solar.and_then(|s| s.command).is_some());
+    }
+
+    #[test]
+    fn a_command_is_shown_as_its_program_alone() {
+        assert_eq!(redact_command("cat /run/solar"), "cat <redacted: 10 bytes>");
+        assert_eq!(redact_command("  /opt/bin/solar-w  "), "/opt/bin/solar-w");
+        assert_eq!(
+            redact_command("TOKEN=abc curl x"),
+            "<redacted: 16 bytes>",
+            "an assignment is not a program"
+        );
+        assert_eq!(redact_command(""), "<redacted: 0 bytes>");
+        assert_eq!(command_program("curl -H x"), Some("curl"));
+        assert_eq!(command_program("A=1 b"), None);
     }
 
     #[test]

@@ -537,6 +537,19 @@ fn solar_constant_file_and_command() {
     let s = d.sources.last_mut().unwrap();
     assert_eq!(s.info().kind, SourceKind::Solar);
     assert_eq!(s.read().unwrap(), Reading::Power(Watts(17.0)));
+    // The command line may hold a credential: it is shown (`sources`, the log) and named in
+    // errors by its program alone.
+    assert_eq!(s.info().location, r#"sh -c "echo <redacted: 4 bytes>""#);
+    // A command that fails at discovery is skipped with a warning naming its program only.
+    c.solar = SolarConfig::Command("exit 3 # Authorization: s3cret".into());
+    let d = run(&c);
+    assert!(!ids(&d).contains(&"solar".to_string()));
+    assert_warned(&d, |w| w.contains("exit <redacted: "));
+    assert!(
+        d.warnings.iter().all(|w| !w.contains("s3cret")),
+        "{:?}",
+        d.warnings
+    );
 
     c.solar = SolarConfig::File(root.join("missing"));
     let d = run(&c);

@@ -99,12 +99,12 @@ impl PowerSource for Solar {
                     .arg(&*cmd)
                     .output()
                     .map_err(|e| SourceError::Command {
-                        command: cmd.clone(),
+                        command: crate::config::redact_command(cmd),
                         detail: e.to_string(),
                     })?;
                 if !out.status.success() {
                     return Err(SourceError::Command {
-                        command: cmd.clone(),
+                        command: crate::config::redact_command(cmd),
                         detail: out.status.to_string(),
                     });
                 }
@@ -112,7 +112,7 @@ impl PowerSource for Solar {
                 parse_watts(&text)
                     .map(|w| Reading::Power(non_negative(w)))
                     .ok_or_else(|| SourceError::Parse {
-                        what: cmd.clone(),
+                        what: crate::config::redact_command(cmd),
                         text: text.chars().take(200).collect(),
                     })
             }
@@ -145,7 +145,12 @@ pub fn discover(cfg: &SolarConfig, sysfs_root: &Path, d: &mut Discovery) {
             path.display().to_string(),
         ),
         SolarConfig::Command(cmd) => {
-            Solar::new(Input::Command(cmd.clone()), format!("sh -c {cmd:?}"))
+            // The location is shown by `sources` and logged: the command line may hold a
+            // credential, so only its program is.
+            Solar::new(
+                Input::Command(cmd.clone()),
+                format!("sh -c {:?}", crate::config::redact_command(cmd)),
+            )
         }
         SolarConfig::Hwmon(selector) => {
             let Some(ch) = find_channel(sysfs_root, selector, &mut d.warnings) else {
