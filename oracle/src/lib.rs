@@ -57,6 +57,9 @@ pub struct AppState {
     /// Group commit of accepted windows (its writer task runs on the runtime that opened the
     /// state).
     pub ingest: ingest::Committer,
+    /// The last `/v1/stats` totals, recomputed at most every
+    /// [`api::stats::STATS_CACHE_PERIOD`] (a test may replace it with a shorter period).
+    pub stats_cache: Arc<api::stats::StatsCache>,
 }
 
 impl AppState {
@@ -82,6 +85,7 @@ impl AppState {
             settings: Arc::new(settings),
             metrics: Arc::default(),
             ledger: Arc::new(ledger),
+            stats_cache: Arc::default(),
         })
     }
 }

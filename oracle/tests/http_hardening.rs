@@ -218,3 +218,54 @@ async fn made_up_methods_and_paths_create_no_metric_series() {
     assert!(metrics.contains(r#"method="other""#), "{metrics}");
     assert!(metrics.contains(r#"route="unmatched""#), "{metrics}");
 }
+
+/// `/v1/stats` is served from a cache: within its period a new node does not show, after it
+/// it does (the period is shortened for the test; 10 s in production).
+#[tokio::test]
+async fn stats_are_cached_for_their_period() {
+    let period = Duration::from_secs(4);
+    let mut app = spawn_app().await;
+    app.state.stats_cache = std::sync::Arc::new(api::stats::StatsCache::new(period));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(api::serve(
+        listener,
+        api::router(app.state.clone()),
+        HEADER_TIMEOUT,
+        std::future::pending(),
+    ));
+    let client = reqwest::Client::new();
+    let get_stats = || async {
+        let response = client.get(format!("{url}/v1/stats")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+    let key = wattest_shared::SoftwareKey::generate(2048).unwrap();
+    let admin =
+        wattest_oracle::auth::create_token(&app.state.storage, wattest_oracle::auth::Role::Admin)
+            .await
+            .unwrap();
+    let first_at = Instant::now();
+    let first = get_stats().await;
+    assert_eq!(first["nodes"], 0, "{first}");
+    let body = serde_json::json!({"name": "n", "zone": "BE", "public_key": key.public_jwk()});
+    let enrolled = client
+        .post(format!("{url}/v1/nodes"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enrolled.status(), 201);
+    let cached = get_stats().await;
+    assert!(
+        first_at.elapsed() < period,
+        "too slow to test within the period"
+    );
+    assert_eq!(cached, first);
+    tokio::time::sleep(period.saturating_sub(first_at.elapsed()) + Duration::from_millis(100))
+        .await;
+    let fresh = get_stats().await;
+    assert_eq!(fresh["nodes"], 1, "{fresh}");
+}
