@@ -103,7 +103,39 @@ pub async fn metrics(State(state): State<AppState>) -> impl axum::response::Into
     )
 }
 
-/// The OpenAPI document.
-pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The OpenAPI document (`application/json`), built and serialized once per process: it does
+/// not change while the oracle runs, and building it per request cost every caller of this
+/// public route a walk over all the schemas.
+pub async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        openapi_json(),
+    )
+        .into_response()
+}
+
+/// The serialized OpenAPI document; the same bytes (not a copy) on every call.
+pub(crate) fn openapi_json() -> axum::body::Bytes {
+    static JSON: std::sync::LazyLock<axum::body::Bytes> = std::sync::LazyLock::new(|| {
+        // Serializing the document's own types to JSON does not fail.
+        serde_json::to_vec(&ApiDoc::openapi())
+            .unwrap_or_default()
+            .into()
+    });
+    JSON.clone()
+}
+
+#[cfg(test)]
+mod openapi_tests {
+    use super::*;
+
+    /// `/openapi.json` is built once: every call shares the same bytes, which are the document.
+    #[test]
+    fn openapi_json_is_built_once() {
+        let (a, b) = (openapi_json(), openapi_json());
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        let served = serde_json::from_slice::<serde_json::Value>(&a).ok();
+        assert_eq!(served, serde_json::to_value(ApiDoc::openapi()).ok());
+        assert!(served.is_some());
+    }
 }
