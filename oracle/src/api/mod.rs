@@ -434,7 +434,7 @@ async fn plumbing_layer(
     let ip = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+        .map_or_else(|| "unknown".to_owned(), |c| rate_limit_key(c.0.ip()));
     let token = crate::auth::bearer(request.headers()).map(crate::auth::token_hash);
     let limited = plumbing.per_ip.check(&ip, started).err().or_else(|| {
         token
@@ -493,6 +493,25 @@ async fn plumbing_layer(
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// The per-IP rate limit's key for a peer address: an IPv4 address (also IPv4-mapped in IPv6,
+/// `::ffff:a.b.c.d`) as is, e.g. `192.0.2.7`; an IPv6 address by its /64 prefix, e.g.
+/// `2001:db8:1:2::/64`, since one subscriber or host usually holds a whole /64 and could
+/// otherwise take a fresh bucket for every request.
+#[must_use]
+pub fn rate_limit_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{prefix}/64")
+            }
+        },
+    }
 }
 
 /// An error response that is not problem+json yet (axum rejections, timeouts) made into one.
@@ -568,4 +587,24 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
             "request body is not valid JSON for this endpoint: {err}"
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate_limit_key;
+
+    /// IPv4 (plain or IPv4-mapped) keys by the address, IPv6 by its /64.
+    #[test]
+    fn rate_limit_key_groups_ipv6_by_64() {
+        let key = |ip: &str| rate_limit_key(ip.parse().unwrap_or_else(|_| panic!("{ip}")));
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::/64");
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::1"), "::/64");
+    }
 }
