@@ -44,8 +44,10 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client has to send a request's line and headers, counted from the connection's
 /// opening or, on a kept-alive connection, from the end of the previous response (so it also
 /// bounds how long an idle keep-alive connection stays open); past it the connection is closed
-/// without an answer: 10 s. See [`serve`].
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// without an answer: 25 s. See [`serve`]. Longer than the agent's default 10 s window, so an
+/// agent keeps its connection between uploads, and not a round window length: a connection that
+/// closes just as the client sends its next request fails that request.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// Roles that may read certificates and their status (besides admin).
 pub const CERTIFICATE_READERS: &[Role] = &[Role::Auditor, Role::Compliance];
