@@ -14,9 +14,9 @@ use std::path::Path;
 const SECRET_KEYS: &[&str] = &["token", "api_token", "secret", "password"];
 
 /// Re-parses `argv` with the values of `file` filled in for every flag of the running
-/// subcommand that the command line and the environment left at its default. Warns (once, as
-/// it reads the file) when group or others may read the file: it may hold `database_url` with
-/// a password.
+/// subcommand that the command line and the environment left at its default. The caller warns
+/// when group or others may read the file ([`exposure_warning`]): it may hold `database_url`
+/// with a password.
 ///
 /// # Errors
 /// Unreadable or invalid TOML, a key that no subcommand knows, a value of the wrong shape.
@@ -24,9 +24,6 @@ const SECRET_KEYS: &[&str] = &["token", "api_token", "secret", "password"];
 pub fn merge_file(command: &Command, argv: &[OsString], file: &Path) -> Result<Vec<OsString>> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    if let Some(warning) = exposure_warning(file) {
-        warn(&warning);
-    }
     let table: toml::Table = toml::from_str(&text).map_err(|err| {
         anyhow::anyhow!(
             "{} is not valid TOML: {}",
@@ -146,16 +143,6 @@ pub fn exposure_warning(file: &Path) -> Option<String> {
             mode & 0o777
         )
     })
-}
-
-/// Logs `warning` at WARN level; on stderr when no tracing subscriber is installed yet (the
-/// config file is read before the log format it sets is known).
-fn warn(warning: &str) {
-    if tracing::dispatcher::has_been_set() {
-        tracing::warn!("{warning}");
-    } else {
-        eprintln!("WARN wattest_oracle::config: {warning}");
-    }
 }
 
 fn all_long_flags(command: &Command) -> Vec<String> {

@@ -352,6 +352,13 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     init_tracing(cli.log_json || cli.log_format == "json");
+    // Once the log format is known: the file may hold database_url with a password.
+    if let Some(warning) = probe
+        .get_one::<PathBuf>("config")
+        .and_then(|file| wattest_oracle::config::exposure_warning(file))
+    {
+        tracing::warn!("{warning}");
+    }
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Token {

@@ -120,3 +120,32 @@ fn wattest_log_json_takes_the_usual_boolean_words() {
     );
     assert_eq!(out.status.code(), Some(2), "a value that is no boolean");
 }
+
+/// A config file that group or others may read (it may hold a database password) is warned
+/// about once, through the log, in the log format asked for; a private one is not.
+#[test]
+fn a_readable_config_file_is_warned_about_in_the_log_format() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("oracle.toml");
+    std::fs::write(&file, "request_timeout_secs = 30\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--config", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend(["token", "list", "--data-dir", "data"]);
+        let out = oracle(dir.path(), &args, &[]);
+        stdout_ok(&out);
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let plain = run(&[]);
+    assert_eq!(plain.matches("chmod 600").count(), 1, "{plain}");
+    assert!(plain.contains("WARN"), "{plain}");
+    let json = run(&["--log-json"]);
+    let line = json.lines().find(|l| l.contains("chmod 600")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(record["level"], "WARN", "{line}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let quiet = run(&[]);
+    assert!(!quiet.contains("chmod 600"), "{quiet}");
+}
