@@ -288,4 +288,12 @@ fn balances_leave_contraindicated_certificates_out() {
         micros(&a_claims["wattest.reward"]["node_owner"]),
         "{balances}"
     );
+    // The public totals pay the fund the same: the contraindicated certificate's share is out.
+    let stats = oracle.get_json("/v1/stats");
+    assert_eq!(stats["certificates"], 2, "{stats}");
+    assert_eq!(
+        micros(&stats["cooperative_fund_eur"]),
+        micros(&a_claims["wattest.reward"]["cooperative_fund"]),
+        "{stats}"
+    );
 }

@@ -45,14 +45,10 @@ impl Storage {
         let col = |table: &Alias, name: &str| Expr::col((table.clone(), Alias::new(name)));
         // PostgreSQL's SUM(bigint) is NUMERIC: cast back so both back-ends decode an i64.
         let sum_i64 = |name: &str| Expr::cust(format!("CAST(SUM(c.{name}) AS BIGINT)"));
-        // `ear.status` is a claim of the stored (signed) claims JSON, not a column of its own.
-        let backend = self.db.get_database_backend();
-        let not_contraindicated = Expr::cust(match backend {
-            sea_orm::DatabaseBackend::Postgres => {
-                "COALESCE(CAST(c.claims AS JSONB) ->> 'ear.status', '') <> 'contraindicated'"
-            }
-            _ => "COALESCE(json_extract(c.claims, '$.\"ear.status\"'), '') <> 'contraindicated'",
-        });
+        let not_contraindicated = Expr::cust(not_contraindicated_sql(
+            self.db.get_database_backend(),
+            "c.claims",
+        ));
         let mut q = Query::select();
         q.from_as(Alias::new("certificates"), c.clone())
             .join_as(
@@ -92,7 +88,7 @@ impl Storage {
         if let Some(to) = to {
             q.and_where(col(&c, "period_end").lte(to));
         }
-        let statement = backend.build(&q);
+        let statement = self.db.get_database_backend().build(&q);
         let mut rows: Vec<OwnerTotals> = self
             .db
             .query_all_raw(statement)
@@ -108,5 +104,19 @@ impl Storage {
             (None, None) => std::cmp::Ordering::Equal,
         });
         Ok(rows)
+    }
+}
+
+/// SQL true when the certificate whose stored claims JSON is the column `claims` (e.g.
+/// `c.claims`) does not carry `ear.status` = `contraindicated`: a claim of the signed claims,
+/// not a column of its own. Money (rewards, the fund) leaves such certificates out.
+pub(crate) fn not_contraindicated_sql(backend: sea_orm::DatabaseBackend, claims: &str) -> String {
+    match backend {
+        sea_orm::DatabaseBackend::Postgres => {
+            format!("COALESCE(CAST({claims} AS JSONB) ->> 'ear.status', '') <> 'contraindicated'")
+        }
+        _ => {
+            format!("COALESCE(json_extract({claims}, '$.\"ear.status\"'), '') <> 'contraindicated'")
+        }
     }
 }

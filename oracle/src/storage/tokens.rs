@@ -98,7 +98,8 @@ impl Storage {
     }
 
     /// Sums over every issued certificate that is not revoked (a revoked certificate's figures
-    /// and reward are void, as in [`Storage::balances`]).
+    /// and reward are void, as in [`Storage::balances`]); the fund's share also leaves out
+    /// `contraindicated` certificates, whose rewards [`Storage::balances`] does not pay either.
     ///
     /// # Errors
     /// Database failure.
@@ -115,7 +116,13 @@ impl Storage {
             .column_as(certificate::Column::AvoidedKg.sum(), "avoided_kg")
             // PostgreSQL's SUM(bigint) is NUMERIC: cast back so both back-ends decode an i64.
             .column_as(
-                Expr::cust("CAST(SUM(fund_micro_eur) AS BIGINT)"),
+                Expr::cust(format!(
+                    "CAST(SUM(CASE WHEN {} THEN fund_micro_eur ELSE 0 END) AS BIGINT)",
+                    super::balances::not_contraindicated_sql(
+                        self.db.get_database_backend(),
+                        "certificates.claims"
+                    )
+                )),
                 "fund_micro_eur",
             )
             .into_model::<CertificateTotals>()
