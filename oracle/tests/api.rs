@@ -2,9 +2,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use wattest_oracle::credits::CreditPolicy;
-use wattest_oracle::{AppState, Settings, api};
-use wattest_shared::Eur;
+mod common;
+
+use wattest_oracle::{AppState, api};
 
 struct TestApp {
     url: String,
@@ -35,28 +35,13 @@ async fn spawn_app() -> TestApp {
 
 /// The app with `limits`, and its state (whose database a test may close).
 async fn spawn_app_with(limits: api::Limits) -> (TestApp, AppState) {
-    wattest_shared::tls::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let settings = Settings {
-        max_clock_skew_secs: wattest_oracle::verification::MAX_FUTURE_SKEW_SECONDS,
-        issuer: "http://test".into(),
-        certificate_validity: chrono::Duration::days(1),
-        credits: CreditPolicy {
-            price_per_tonne: Eur::parse("25").unwrap(),
-            node_owner_share_pct: 70.0,
-            source_rates: std::collections::BTreeMap::new(),
-        },
-        ek_roots: Vec::new(),
-        log_origin: "test/wattest-log".into(),
-    };
-    let state = AppState::open(dir.path(), &db, settings).await.unwrap();
+    let (state, dir) = common::open_state(Vec::new()).await;
     let admin =
         wattest_oracle::auth::create_token(&state.storage, wattest_oracle::auth::Role::Admin)
             .await
             .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (listener, addr) = common::listen().await;
+    let url = format!("http://{addr}");
     let router = api::router_with(state.clone(), limits);
     tokio::spawn(async move { axum::serve(listener, router).await });
     let app = TestApp {

@@ -8,14 +8,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use wattest_oracle::auth::{Role, create_token};
-use wattest_oracle::credits::CreditPolicy;
 use wattest_oracle::export::{MAX_EXPORTS_SQLITE, STALL_TIMEOUT};
-use wattest_oracle::{AppState, Settings, api};
-use wattest_shared::Eur;
+use wattest_oracle::{AppState, api};
 use wattest_shared::jws::sign_compact;
 use wattest_shared::window::WINDOW_TYP;
 
@@ -26,24 +26,8 @@ const COPIES: u32 = 30_000;
 
 /// Starts the router on loopback; returns its address, its state and the data dir.
 async fn spawn_app() -> (std::net::SocketAddr, AppState, tempfile::TempDir) {
-    wattest_shared::tls::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let settings = Settings {
-        max_clock_skew_secs: wattest_oracle::verification::MAX_FUTURE_SKEW_SECONDS,
-        issuer: "http://test".into(),
-        certificate_validity: chrono::Duration::days(1),
-        credits: CreditPolicy {
-            price_per_tonne: Eur::parse("25").unwrap(),
-            node_owner_share_pct: 70.0,
-            source_rates: std::collections::BTreeMap::new(),
-        },
-        ek_roots: Vec::new(),
-        log_origin: "test/wattest-log".into(),
-    };
-    let state = AppState::open(dir.path(), &db, settings).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (state, dir) = common::open_state(Vec::new()).await;
+    let (listener, addr) = common::listen().await;
     let router = api::router(state.clone());
     tokio::spawn(async move { axum::serve(listener, router).await });
     (addr, state, dir)

@@ -4,14 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wattest_oracle::credits::CreditPolicy;
-use wattest_oracle::{AppState, Settings, api};
-use wattest_shared::Eur;
+use wattest_oracle::{AppState, api};
 
-/// The header read timeout the test servers run with (production: 10 s).
+/// The header read timeout the test servers run with (production: `api::HEADER_READ_TIMEOUT`).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 
 struct TestApp {
@@ -23,24 +23,8 @@ struct TestApp {
 
 /// The app served by `api::serve` with [`HEADER_TIMEOUT`] and the default limits.
 async fn spawn_app() -> TestApp {
-    wattest_shared::tls::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let settings = Settings {
-        max_clock_skew_secs: wattest_oracle::verification::MAX_FUTURE_SKEW_SECONDS,
-        issuer: "http://test".into(),
-        certificate_validity: chrono::Duration::days(1),
-        credits: CreditPolicy {
-            price_per_tonne: Eur::parse("25").unwrap(),
-            node_owner_share_pct: 70.0,
-            source_rates: std::collections::BTreeMap::new(),
-        },
-        ek_roots: Vec::new(),
-        log_origin: "test/wattest-log".into(),
-    };
-    let state = AppState::open(dir.path(), &db, settings).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (state, dir) = common::open_state(Vec::new()).await;
+    let (listener, addr) = common::listen().await;
     let router = api::router(state.clone());
     tokio::spawn(api::serve(
         listener,

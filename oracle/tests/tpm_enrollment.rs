@@ -4,13 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde_json::{Value, json};
+use wattest_oracle::api;
 use wattest_oracle::auth::{self, Role};
-use wattest_oracle::credits::CreditPolicy;
-use wattest_oracle::{AppState, Settings, api};
-use wattest_shared::Eur;
 
 struct App {
     url: String,
@@ -45,31 +45,11 @@ impl App {
 
 /// The oracle on a random loopback port; `ek_roots` as `--ek-ca-dir` would load them.
 async fn spawn_app(ek_roots: Vec<openssl::x509::X509>) -> App {
-    wattest_shared::tls::install_crypto_provider();
-    let data = tempfile::tempdir().expect("data dir");
-    let url = format!("sqlite://{}?mode=rwc", data.path().join("t.db").display());
-    let settings = Settings {
-        max_clock_skew_secs: wattest_oracle::verification::MAX_FUTURE_SKEW_SECONDS,
-        issuer: "http://test".into(),
-        certificate_validity: chrono::Duration::days(1),
-        credits: CreditPolicy {
-            price_per_tonne: Eur::parse("25").expect("eur"),
-            node_owner_share_pct: 70.0,
-            source_rates: std::collections::BTreeMap::new(),
-        },
-        ek_roots,
-        log_origin: "test/wattest-log".into(),
-    };
-    let state = AppState::open(data.path(), &url, settings)
-        .await
-        .expect("state");
+    let (state, data) = common::open_state(ek_roots).await;
     let token = auth::create_token(&state.storage, Role::Node)
         .await
         .expect("token");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let (listener, addr) = common::listen().await;
     tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
     App {
         url: format!("http://{addr}"),

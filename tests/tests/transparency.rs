@@ -87,6 +87,32 @@ fn verify(args: &[&std::ffi::OsStr]) -> (Option<i32>, serde_json::Value) {
     (out.status.code(), report)
 }
 
+/// What an auditor keeps to verify certificate `id` offline, in a fresh temporary directory:
+/// the certificate as the oracle serves it (the bundle), the oracle's JWKS and its log verifier
+/// key.
+struct Saved {
+    bundle: std::path::PathBuf,
+    jwks: std::path::PathBuf,
+    vkey: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Saves certificate `id`, read with `token`, and the oracle's JWKS and log key ([`Saved`]).
+fn save_offline(oracle: &Oracle, token: &str, id: &str) -> Saved {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = Saved {
+        bundle: dir.path().join("bundle.json"),
+        jwks: dir.path().join("jwks.json"),
+        vkey: dir.path().join("log.vkey"),
+        _dir: dir,
+    };
+    let served = get_json(&oracle.url, &format!("/v1/certificates/{id}"), token);
+    std::fs::write(&saved.bundle, served.to_string()).unwrap();
+    std::fs::write(&saved.jwks, oracle.get_text("/.well-known/jwks.json")).unwrap();
+    std::fs::write(&saved.vkey, oracle.get_text("/v1/log/key")).unwrap();
+    saved
+}
+
 fn failed_check(report: &serde_json::Value) -> String {
     report["checks"]
         .as_array()
@@ -700,17 +726,10 @@ fn plain_http_to_another_host_is_refused_before_any_connection() {
     let auditor = oracle.token("auditor");
     let mut node = enroll(&oracle, &oracle.token("node"));
     let id = certify(&oracle.url, &mut node, "plain-http");
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle.json");
-    let served = get_json(&oracle.url, &format!("/v1/certificates/{id}"), &auditor);
-    std::fs::write(&bundle, served.to_string()).unwrap();
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, oracle.get_text("/.well-known/jwks.json")).unwrap();
-    let vkey = dir.path().join("log.vkey");
-    std::fs::write(&vkey, oracle.get_text("/v1/log/key")).unwrap();
-    let bundle = bundle.to_str().unwrap();
-    let jwks = jwks.to_str().unwrap();
-    let vkey = vkey.to_str().unwrap();
+    let saved = save_offline(&oracle, &auditor, &id);
+    let bundle = saved.bundle.to_str().unwrap();
+    let jwks = saved.jwks.to_str().unwrap();
+    let vkey = saved.vkey.to_str().unwrap();
 
     // TEST-NET-1 (RFC 5737): never to be contacted.
     let far = "http://192.0.2.1";
@@ -818,13 +837,9 @@ fn a_jwks_file_needs_the_log_key_and_the_error_says_which() {
     let auditor = oracle.token("auditor");
     let mut node = enroll(&oracle, &oracle.token("node"));
     let id = certify(&oracle.url, &mut node, "jwks-file");
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle.json");
-    let served = get_json(&oracle.url, &format!("/v1/certificates/{id}"), &auditor);
-    std::fs::write(&bundle, served.to_string()).unwrap();
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, oracle.get_text("/.well-known/jwks.json")).unwrap();
-    let vkey = oracle.get_text("/v1/log/key");
+    let saved = save_offline(&oracle, &auditor, &id);
+    let (bundle, jwks) = (&saved.bundle, &saved.jwks);
+    let vkey = std::fs::read_to_string(&saved.vkey).unwrap();
     // `<name>+<key id>+`: the start of the verifier key.
     let key_prefix: String = vkey
         .splitn(3, '+')
@@ -836,7 +851,7 @@ fn a_jwks_file_needs_the_log_key_and_the_error_says_which() {
         let out = Command::new(bin("wattest-verify"))
             .arg(cert)
             .arg("--jwks")
-            .arg(&jwks)
+            .arg(jwks)
             .env("WATTEST_TOKEN", &auditor)
             .output()
             .unwrap();

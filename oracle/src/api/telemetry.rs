@@ -1262,6 +1262,16 @@ mod tests {
         state.storage.node_by_id("node-1").await.unwrap().unwrap()
     }
 
+    /// Whether `node-1` has window `seq` held.
+    async fn is_held(state: &AppState, seq: u64) -> bool {
+        state
+            .storage
+            .held_window("node-1", seq)
+            .await
+            .unwrap()
+            .is_some()
+    }
+
     /// Node `node-1` with window 2 held and window 1 accepted while the database refused
     /// window 2's row, so its release failed and it stays held; the database takes it again
     /// on return. Returns the state and windows 1 and 2.
@@ -1294,14 +1304,7 @@ mod tests {
     async fn a_held_window_that_cannot_be_stored_for_now_stays_held() {
         let dir = tempfile::tempdir().unwrap();
         let (state, w1, w2) = held_behind_a_failed_release(dir.path()).await;
-        assert!(
-            state
-                .storage
-                .held_window("node-1", 2)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(is_held(&state, 2).await);
         assert_eq!(node_state(&state).await.flag, None);
         // Window 1 again (its answer lost): a duplicate, and window 2 is appended with it.
         assert_eq!(answers(ingest(&state, vec![w1]).await), [Ok(1)]);
@@ -1328,14 +1331,7 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(node_state(&state).await.last_seq, 2);
-        assert!(
-            state
-                .storage
-                .held_window("node-1", 2)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(!is_held(&state, 2).await);
     }
 
     /// At the limit of held windows, a window already held is still answered 202 when sent
@@ -1384,14 +1380,7 @@ mod tests {
             (node.last_seq, node.flag.as_deref()),
             (2, Some("seq_conflict:2"))
         );
-        assert!(
-            state
-                .storage
-                .held_window("node-1", 2)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(!is_held(&state, 2).await);
     }
 
     /// A window header naming `kid`, with an empty payload and a one-byte signature: what an
@@ -1513,14 +1502,7 @@ mod tests {
                 .any(|sql| sql.trim_start().to_ascii_uppercase().starts_with("DELETE")),
             "{statements:?}"
         );
-        assert!(
-            state
-                .storage
-                .held_window("node-1", 2)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(is_held(&state, 2).await);
     }
 
     /// The sweeper lists only the nodes a release would change, in one query, and passes over
@@ -1548,14 +1530,7 @@ mod tests {
             !statements.iter().any(|sql| sql.contains("node-1")),
             "{statements:?}"
         );
-        assert!(
-            state
-                .storage
-                .held_window("node-1", 3)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(is_held(&state, 3).await);
     }
 
     #[test]
