@@ -220,6 +220,10 @@ impl Storage {
             .sqlx_logging(false);
         let sqlite = url.starts_with("sqlite:");
         if sqlite {
+            // No ping before each use of a pooled connection: it is a round trip to the
+            // connection's worker thread (two context switches), and a connection to a local
+            // file does not go stale.
+            options.test_before_acquire(false);
             // Per-connection settings, applied to every pooled connection: WAL (readers never
             // block the writer), synchronous=NORMAL (durable across process crashes; in WAL mode
             // only a power loss can lose the last commits), foreign keys, and a busy timeout for
@@ -235,6 +239,8 @@ impl Storage {
                     )
             });
         } else {
+            // sqlx's ping before each use stays: it finds a connection that a server restart
+            // or a firewall broke before a statement fails on it.
             options.max_connections(32);
         }
         let db = Database::connect(options)
