@@ -161,14 +161,10 @@ async fn open_window_claims(
     node: &node::Model,
     v: &VerifiedWindow,
 ) -> Result<Vec<WindowClaims>, ApiError> {
-    state
+    Ok(state
         .storage
         .open_window_claims(conn, &node.id, v.claims.job_id.as_deref())
-        .await?
-        .iter()
-        .map(|payload| serde_json::from_slice::<WindowClaims>(payload))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| ApiError::internal(&err))
+        .await?)
 }
 
 /// Starts signing `claims` with the key active at `now`, on the blocking pool (an RSA-3072

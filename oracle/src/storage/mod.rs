@@ -72,6 +72,11 @@ pub const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 /// pass takes 1.5–4 ms (`docs/performance.md`, which also compares other thresholds).
 pub const SQLITE_WAL_RESTART_FRAMES: i64 = 4_096;
 
+/// Rows [`Storage::open_window_claims`] reads per query: 4 096 windows are about 10 MB of JWS
+/// and payload text, parsed and dropped before the next chunk (a job of a month of 10 s windows
+/// has 259 200).
+pub const OPEN_WINDOWS_CHUNK: u64 = 4_096;
+
 /// Period of the background WAL checkpoint on SQLite. Each checkpoint ends with an `fsync`
 /// whose length grows with the pages it copied (35–42 ms for a second of ingest at 1 000
 /// windows/s on the development machines, `strace -T`), and ingest requests answered meanwhile
@@ -605,29 +610,23 @@ impl Storage {
         Ok(())
     }
 
-    /// The claims (the JSON as signed: the payload segment of each stored JWS, base64url-decoded)
-    /// of the node's windows not yet covered by a certificate, for `job_id` (or with no job), by
-    /// seq. Only the JWS column is read.
+    /// The claims (the JSON as signed: the payload segment of each stored JWS, base64url-decoded,
+    /// parsed as `T`) of the node's windows not yet covered by a certificate, for `job_id` (or
+    /// with no job), by seq. Only the seq and JWS columns are read, [`OPEN_WINDOWS_CHUNK`] rows
+    /// at a time, each parsed before the next chunk is read: a job of weeks of windows costs
+    /// its parsed claims in memory, not also every JWS and payload at once.
     ///
     /// # Errors
-    /// Database failure; [`StorageError::Corrupt`] for a stored JWS without a base64url payload
-    /// (every stored window passed verification, so only a damaged database has one).
-    pub async fn open_window_claims(
+    /// Database failure; [`StorageError::Corrupt`] for a stored JWS without a base64url payload,
+    /// or whose payload does not parse as `T` (every stored window passed verification, so only
+    /// a damaged database has one).
+    pub async fn open_window_claims<T: serde::de::DeserializeOwned>(
         &self,
         conn: &impl ConnectionTrait,
         node_id: &str,
         job_id: Option<&str>,
-    ) -> Result<Vec<Vec<u8>>, StorageError> {
-        open_windows_query(node_id, job_id)
-            .select_only()
-            .column(window::Column::Jws)
-            .order_by_asc(window::Column::Seq)
-            .into_tuple::<String>()
-            .all(conn)
-            .await?
-            .iter()
-            .map(|jws| jws_payload(jws))
-            .collect()
+    ) -> Result<Vec<T>, StorageError> {
+        open_window_claims_in_chunks(conn, node_id, job_id, OPEN_WINDOWS_CHUNK).await
     }
 
     /// How many of the node's windows for `job_id` (or with no job) no certificate covers yet:
@@ -832,6 +831,41 @@ fn same_job(column: impl ColumnTrait, job_id: Option<&str>) -> sea_orm::sea_quer
     match job_id {
         Some(job) => column.eq(job),
         None => column.is_null(),
+    }
+}
+
+/// [`Storage::open_window_claims`], `chunk` rows a query.
+async fn open_window_claims_in_chunks<T: serde::de::DeserializeOwned>(
+    conn: &impl ConnectionTrait,
+    node_id: &str,
+    job_id: Option<&str>,
+    chunk: u64,
+) -> Result<Vec<T>, StorageError> {
+    let mut claims = Vec::new();
+    let mut after = i64::MIN;
+    loop {
+        let rows = open_windows_query(node_id, job_id)
+            .filter(window::Column::Seq.gt(after))
+            .select_only()
+            .column(window::Column::Seq)
+            .column(window::Column::Jws)
+            .order_by_asc(window::Column::Seq)
+            .limit(chunk)
+            .into_tuple::<(i64, String)>()
+            .all(conn)
+            .await?;
+        let last_chunk = rows.len() < usize::try_from(chunk).unwrap_or(usize::MAX);
+        for (seq, jws) in rows {
+            after = seq;
+            claims.push(serde_json::from_slice(&jws_payload(&jws)?).map_err(|err| {
+                StorageError::Corrupt(format!(
+                    "the claims of stored window {seq} of node {node_id} do not parse: {err}"
+                ))
+            })?);
+        }
+        if last_chunk {
+            return Ok(claims);
+        }
     }
 }
 
@@ -1095,13 +1129,13 @@ mod tests {
             );
         }
         let storage = Storage { db, writer: None };
-        let claims = storage
+        let claims: Vec<serde_json::Value> = storage
             .open_window_claims(storage.db(), NODE, Some("job"))
             .await
             .expect("claims");
-        let expected: Vec<Vec<u8>> = [(1, "h1"), (2, "h2"), (3, "h3")]
+        let expected: Vec<serde_json::Value> = [(1, "h1"), (2, "h2"), (3, "h3")]
             .iter()
-            .map(|(seq, hash)| format!(r#"{{"seq":{seq},"hash":"{hash}"}}"#).into_bytes())
+            .map(|(seq, hash)| serde_json::json!({"seq": seq, "hash": hash}))
             .collect();
         assert_eq!(claims, expected);
     }
@@ -1206,13 +1240,13 @@ mod tests {
         assert_eq!(new, old);
 
         let storage = Storage { db, writer: None };
-        let payload = |seq: i64| format!(r#"{{"seq":{seq},"hash":"h{seq}"}}"#).into_bytes();
+        let payload = |seq: i64| serde_json::json!({"seq": seq, "hash": format!("h{seq}")});
         for (job, open) in [
             (Some("job"), vec![]),
             (None, vec![5]),
             (Some("job2"), vec![6]),
         ] {
-            let claims = storage
+            let claims: Vec<serde_json::Value> = storage
                 .open_window_claims(storage.db(), NODE, job)
                 .await
                 .expect("claims");
@@ -1447,5 +1481,46 @@ mod tests {
             .try_get::<i64>("", "n")
             .expect("n");
         assert_eq!(kept, commits);
+    }
+
+    /// Open windows are read in chunks by seq: every one exactly once, in order, whether the
+    /// count is below, at or above a multiple of the chunk; a stored window whose payload does
+    /// not parse is reported as corruption, naming it.
+    #[tokio::test]
+    async fn open_window_claims_reads_every_window_once_in_chunks() {
+        let dir = tempfile::tempdir().expect("dir");
+        let storage = Storage::connect(&database_url(dir.path(), None))
+            .await
+            .expect("db");
+        storage.insert_node(test_node()).await.expect("node");
+        let rows: Vec<window::Model> = (1..=7).map(|seq| window(seq, &format!("h{seq}"))).collect();
+        append(&storage, None, rows).await.expect("windows");
+        for chunk in [1, 2, 3, 7, 8, 100] {
+            let claims: Vec<serde_json::Value> =
+                open_window_claims_in_chunks(storage.db(), NODE, Some("job"), chunk)
+                    .await
+                    .expect("claims");
+            let seqs: Vec<i64> = claims.iter().filter_map(|c| c["seq"].as_i64()).collect();
+            assert_eq!(seqs, (1..=7).collect::<Vec<_>>(), "chunk {chunk}");
+        }
+        let mut bad = window(8, "h8");
+        bad.jws = format!(
+            "eyJhbGciOiJQUzI1NiJ9.{}.c2ln",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                "not json"
+            )
+        );
+        append(&storage, Some("h7"), vec![bad])
+            .await
+            .expect("window 8");
+        let err =
+            open_window_claims_in_chunks::<serde_json::Value>(storage.db(), NODE, Some("job"), 3)
+                .await
+                .expect_err("corrupt");
+        assert!(
+            matches!(&err, StorageError::Corrupt(m) if m.contains("stored window 8")),
+            "{err}"
+        );
     }
 }
