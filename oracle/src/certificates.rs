@@ -56,16 +56,96 @@ pub enum CertificateBuildError {
     },
 }
 
-/// The clock hours (UTC, truncated) that `windows` overlap, ascending: the hours whose carbon
-/// intensity [`build_claims`] needs (those of [`hour_slots`]).
-#[must_use]
-pub fn hours_of(windows: &[WindowClaims]) -> Vec<DateTime<Utc>> {
-    let hours: std::collections::BTreeSet<_> = windows
-        .iter()
-        .flat_map(|w| hour_slots(w.start, w.end))
-        .map(|(hour, _)| hour)
-        .collect();
-    hours.into_iter().collect()
+/// A job's windows as [`build_claims`] needs them, folded one window at a time in seq order
+/// ([`JobWindows::add`]): the first window's start and seq, the last window, the count and
+/// measured time, per-source totals, the hourly split of grid and solar energy, and the
+/// plausibility flags. Its size grows with the job's sources and clock hours, not with its
+/// windows, so a job of weeks of windows is certified without holding them all.
+#[derive(Debug, Clone, Default)]
+pub struct JobWindows {
+    /// The first window's start and seq.
+    first: Option<(DateTime<Utc>, u64)>,
+    /// The last window added (the final one once the job is complete).
+    last: Option<WindowClaims>,
+    count: u64,
+    /// Σ window lengths, ms.
+    measured_ms: i64,
+    /// Per (source, kind, method): energy, Σ energy × uncertainty %, shared device.
+    by_source: BTreeMap<(String, SourceKind, Method), (Decimal6, f64, bool)>,
+    /// Per clock hour: grid and solar energy.
+    hours: BTreeMap<DateTime<Utc>, (Decimal6, Decimal6)>,
+    plausibility: Vec<String>,
+}
+
+impl JobWindows {
+    /// Folds in `w`, the job's next window by seq.
+    ///
+    /// Each window's per-source energy is rounded to the µWh; its grid energy is
+    /// max(0, consumed − solar) ([`consumed_energy`]), and its grid and solar energy are split
+    /// across the clock hours it overlaps in proportion to time ([`split_by_hour`]).
+    pub fn add(&mut self, w: WindowClaims) {
+        let wh = |x: f64| Decimal6::from_f64(x).unwrap_or(Decimal6::ZERO);
+        for s in &w.sources {
+            let entry = self
+                .by_source
+                .entry((s.source.clone(), s.kind, s.method))
+                .or_insert((Decimal6::ZERO, 0.0, false));
+            entry.0 += wh(s.energy_wh.0);
+            entry.1 += s.energy_wh.0 * s.uncertainty_pct;
+            entry.2 |= s.shared_device;
+        }
+        let consumed = consumed_energy(w.sources.iter().map(|s| (s.kind, wh(s.energy_wh.0))));
+        let solar: Decimal6 = w
+            .sources
+            .iter()
+            .filter(|s| s.kind == SourceKind::Solar)
+            .map(|s| wh(s.energy_wh.0))
+            .sum();
+        let grid = (consumed - solar).clamp_non_negative();
+        let grid_parts = split_by_hour(grid, w.start, w.end);
+        let solar_parts = split_by_hour(solar, w.start, w.end);
+        for ((hour, g), (_, s)) in grid_parts.into_iter().zip(solar_parts) {
+            let slot = self
+                .hours
+                .entry(hour)
+                .or_insert((Decimal6::ZERO, Decimal6::ZERO));
+            slot.0 += g;
+            slot.1 += s;
+        }
+        self.measured_ms += (w.end - w.start).num_milliseconds().max(0);
+        crate::plausibility::add_flags(&w, &mut self.plausibility);
+        self.count += 1;
+        self.first.get_or_insert((w.start, w.seq));
+        self.last = Some(w);
+    }
+
+    /// How many windows were added.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The clock hours (UTC, truncated) the windows overlap, ascending: the hours whose carbon
+    /// intensity [`build_claims`] needs (those of [`hour_slots`]).
+    pub fn hours(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        self.hours.keys().copied()
+    }
+
+    /// The plausibility flags the windows raise ([`crate::plausibility::flags`]).
+    #[must_use]
+    pub fn plausibility(&self) -> &[String] {
+        &self.plausibility
+    }
+}
+
+impl FromIterator<WindowClaims> for JobWindows {
+    fn from_iter<I: IntoIterator<Item = WindowClaims>>(windows: I) -> Self {
+        let mut job = Self::default();
+        for w in windows {
+            job.add(w);
+        }
+        job
+    }
 }
 
 /// The clock hours (UTC) that `[start, end)` overlaps, ascending, each with the milliseconds of
@@ -109,13 +189,13 @@ pub fn split_by_hour(
         .collect()
 }
 
-/// Builds the claims for `windows` (ordered by seq, the last one final).
+/// Builds the claims for the job's windows, folded into `job` by seq (the last one final).
 ///
 /// Exact arithmetic in millionths ([`Decimal6`]): each window's per-source energy is rounded to
 /// the µWh; per window, grid = max(0, consumed − solar); each window's grid and solar energy is
 /// split across the clock hours it overlaps in proportion to time (constant power within a
 /// window; largest-remainder rounding, so the parts add up exactly), and each hour's energy is
-/// multiplied by that hour's intensity ([`emissions_g`]). The status is `affirming` unless a
+/// multiplied by that hour's intensity ([`emissions_g`]). The folding is [`JobWindows::add`]. The status is `affirming` unless a
 /// plausibility flag (`issue.plausibility`), a software key, a CPU-time × TDP estimate or
 /// declared solar caps it at `warning`, or the node is flagged (`contraindicated`).
 ///
@@ -123,70 +203,38 @@ pub fn split_by_hour(
 /// [`CertificateBuildError`].
 pub fn build_claims(
     issue: Issue<'_>,
-    windows: &[WindowClaims],
+    job: &JobWindows,
     zone: &GridZone,
     intensities: &BTreeMap<DateTime<Utc>, Intensity>,
     credits: &CreditPolicy,
 ) -> Result<CertificateClaims, CertificateBuildError> {
-    let (Some(first), Some(last)) = (windows.first(), windows.last()) else {
+    let (Some((first_start, first_seq)), Some(last)) = (job.first, job.last.as_ref()) else {
         return Err(CertificateBuildError::NoWindows);
     };
-    let wh = |x: f64| Decimal6::from_f64(x).unwrap_or(Decimal6::ZERO);
 
     // Per-source totals with energy-weighted uncertainty.
-    let mut by_source: BTreeMap<(String, SourceKind, Method), (Decimal6, f64, bool)> =
-        BTreeMap::new();
-    for w in windows {
-        for s in &w.sources {
-            let entry = by_source
-                .entry((s.source.clone(), s.kind, s.method))
-                .or_insert((Decimal6::ZERO, 0.0, false));
-            entry.0 += wh(s.energy_wh.0);
-            entry.1 += s.energy_wh.0 * s.uncertainty_pct;
-            entry.2 |= s.shared_device;
-        }
-    }
-    let by_source: Vec<SourceTotal> = by_source
-        .into_iter()
+    let by_source: Vec<SourceTotal> = job
+        .by_source
+        .iter()
         .map(
-            |((source, kind, method), (energy_wh, weighted, shared_device))| SourceTotal {
+            |((source, kind, method), &(energy_wh, weighted, shared_device))| SourceTotal {
                 uncertainty_pct: if energy_wh > Decimal6::ZERO {
                     Decimal6::from_f64(weighted / energy_wh.to_f64()).unwrap_or(Decimal6::ZERO)
                 } else {
                     Decimal6::ZERO
                 },
-                source,
-                kind,
-                method,
+                source: source.clone(),
+                kind: *kind,
+                method: *method,
                 energy_wh,
                 shared_device,
             },
         )
         .collect();
 
-    // Hourly split of each window's grid and solar energy.
-    let mut hours: BTreeMap<DateTime<Utc>, (Decimal6, Decimal6)> = BTreeMap::new();
-    for w in windows {
-        let consumed = consumed_energy(w.sources.iter().map(|s| (s.kind, wh(s.energy_wh.0))));
-        let solar: Decimal6 = w
-            .sources
-            .iter()
-            .filter(|s| s.kind == SourceKind::Solar)
-            .map(|s| wh(s.energy_wh.0))
-            .sum();
-        let grid = (consumed - solar).clamp_non_negative();
-        let grid_parts = split_by_hour(grid, w.start, w.end);
-        let solar_parts = split_by_hour(solar, w.start, w.end);
-        for ((hour, g), (_, s)) in grid_parts.into_iter().zip(solar_parts) {
-            let slot = hours
-                .entry(hour)
-                .or_insert((Decimal6::ZERO, Decimal6::ZERO));
-            slot.0 += g;
-            slot.1 += s;
-        }
-    }
+    let hours = &job.hours;
     let mut hourly = Vec::with_capacity(hours.len());
-    for (hour, (grid_wh, solar_wh)) in hours {
+    for (&hour, &(grid_wh, solar_wh)) in hours {
         let Intensity { value, provenance } =
             intensities
                 .get(&hour)
@@ -220,10 +268,7 @@ pub fn build_claims(
     let emissions: Decimal6 = hourly.iter().map(|h| h.emissions_g).sum();
     let avoided: Decimal6 = hourly.iter().map(|h| h.avoided_g).sum();
     let mean_intensity = mean_intensity(&hourly, grid_wh, emissions);
-    let measured_ms: i64 = windows
-        .iter()
-        .map(|w| (w.end - w.start).num_milliseconds().max(0))
-        .sum();
+    let measured_ms = job.measured_ms;
 
     // Status (EAR): the worst reason wins.
     let mut reasons = Vec::new();
@@ -275,7 +320,7 @@ pub fn build_claims(
         node: issue.node,
         attribution: last.attribution,
         period: Period {
-            start: first.start,
+            start: first_start,
             end: last.end,
             measured_seconds: Decimal6::from_millionths(measured_ms.saturating_mul(1000)),
         },
@@ -297,9 +342,9 @@ pub fn build_claims(
         reward: credits.reward(avoided),
         avoided_emissions: AvoidedEmissions { g_co2e: avoided },
         windows: WindowRange {
-            first_seq: first.seq,
+            first_seq,
             last_seq: last.seq,
-            count: windows.len() as u64,
+            count: job.count,
             chain_head: issue.last_hash,
         },
         plausibility: issue.plausibility,
@@ -342,10 +387,9 @@ mod tests {
     fn resolve(
         table: &StaticTable,
         zone: &GridZone,
-        windows: &[WindowClaims],
+        job: &JobWindows,
     ) -> BTreeMap<DateTime<Utc>, Intensity> {
-        hours_of(windows)
-            .into_iter()
+        job.hours()
             .filter_map(|h| table.intensity(zone, h).map(|i| (h, i)))
             .collect()
     }
@@ -441,9 +485,10 @@ mod tests {
             node_owner_share_pct: 70.0,
             source_rates: std::collections::BTreeMap::new(),
         };
-        let intensities = resolve(&table, &zone, &windows);
+        let job: JobWindows = windows.into_iter().collect();
+        let intensities = resolve(&table, &zone, &job);
         assert_eq!(intensities.len(), 2, "the windows span two clock hours");
-        let c = build_claims(issue, &windows, &zone, &intensities, &policy).expect("claims");
+        let c = build_claims(issue, &job, &zone, &intensities, &policy).expect("claims");
         c.check_arithmetic().expect("reconciles");
         let d = |t: &str| Decimal6::parse(t).expect("decimal");
         assert_eq!(c.energy.consumed_wh, d("31"));
@@ -503,7 +548,7 @@ mod tests {
                     plausibility: vec![],
                     node_flag: None,
                 },
-                &[],
+                &JobWindows::default(),
                 &zone,
                 &intensities,
                 &policy

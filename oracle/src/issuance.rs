@@ -16,7 +16,7 @@
 use crate::AppState;
 use crate::api::problem::ApiError;
 use crate::carbon::Intensity;
-use crate::certificates::{Issue, build_claims, hours_of};
+use crate::certificates::{Issue, JobWindows, build_claims};
 use crate::storage::entities::{certificate, node};
 use crate::storage::seq_i64;
 use crate::verification::VerifiedWindow;
@@ -92,10 +92,10 @@ pub async fn prepare(
     now: DateTime<Utc>,
     known: Intensities,
 ) -> Result<Signing, ApiError> {
-    let mut windows = open_window_claims(state, txn, node, v).await?;
-    windows.push(v.claims.clone());
-    let (claims, intensities) =
-        certificate_claims(state, txn, node, &windows, v, now, known).await?;
+    let mut job = JobWindows::default();
+    visit_open_windows(state, txn, node, v, |w| job.add(w)).await?;
+    job.add(v.claims.clone());
+    let (claims, intensities) = certificate_claims(state, txn, node, &job, v, now, known).await?;
     let signature = start_signing(state, &claims, now)?;
     Ok(Signing {
         claims,
@@ -123,25 +123,37 @@ pub async fn presign(
     now: DateTime<Utc>,
 ) -> Result<Signing, ApiError> {
     let db = state.storage.db();
-    // By seq: a window of the request may already be committed, and is then read as well.
-    // (The stored ones are of this job, and before `v` unless the chain moved, which the
-    // writer's checks catch; the request's may belong to another job.)
-    let mut windows: std::collections::BTreeMap<u64, WindowClaims> =
-        open_window_claims(state, db, node, v)
-            .await?
-            .into_iter()
-            .chain(
-                earlier
-                    .iter()
-                    .filter(|w| w.seq < v.claims.seq && w.job_id == v.claims.job_id)
-                    .cloned(),
-            )
-            .map(|w| (w.seq, w))
-            .collect();
-    windows.insert(v.claims.seq, v.claims.clone());
-    let windows: Vec<WindowClaims> = windows.into_values().collect();
+    // By seq: a window of the request may already be committed, and is then read as well;
+    // the request's copy is taken. (The stored ones are of this job, and before `v` unless the
+    // chain moved, which the writer's checks catch; the request's may belong to another job.)
+    let mut pending: std::collections::VecDeque<WindowClaims> = earlier
+        .iter()
+        .filter(|w| w.seq < v.claims.seq && w.job_id == v.claims.job_id)
+        .chain(std::iter::once(&v.claims))
+        .map(|w| (w.seq, w.clone()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_values()
+        .collect();
+    let mut job = JobWindows::default();
+    visit_open_windows(state, db, node, v, |stored: WindowClaims| {
+        while pending.front().is_some_and(|next| next.seq <= stored.seq) {
+            let Some(next) = pending.pop_front() else {
+                break;
+            };
+            let same = next.seq == stored.seq;
+            job.add(next);
+            if same {
+                return;
+            }
+        }
+        job.add(stored);
+    })
+    .await?;
+    for w in pending {
+        job.add(w);
+    }
     let (claims, intensities) =
-        certificate_claims(state, db, node, &windows, v, now, Intensities::new()).await?;
+        certificate_claims(state, db, node, &job, v, now, Intensities::new()).await?;
     let jws = start_signing(state, &claims, now)?
         .await
         .map_err(|err| ApiError::internal(&err))?
@@ -153,17 +165,18 @@ pub async fn presign(
     })
 }
 
-/// The claims of `node`'s windows of `v`'s job that no certificate covers yet, by seq, parsed
-/// ([`crate::storage::Storage::open_window_claims`]).
-async fn open_window_claims(
+/// Hands the claims of `node`'s windows of `v`'s job that no certificate covers yet to `visit`,
+/// by seq ([`crate::storage::Storage::visit_open_window_claims`]).
+async fn visit_open_windows(
     state: &AppState,
     conn: &impl sea_orm::ConnectionTrait,
     node: &node::Model,
     v: &VerifiedWindow,
-) -> Result<Vec<WindowClaims>, ApiError> {
+    visit: impl FnMut(WindowClaims),
+) -> Result<(), ApiError> {
     Ok(state
         .storage
-        .open_window_claims(conn, &node.id, v.claims.job_id.as_deref())
+        .visit_open_window_claims(conn, &node.id, v.claims.job_id.as_deref(), visit)
         .await?)
 }
 
@@ -181,7 +194,7 @@ fn start_signing(
     }))
 }
 
-/// The certificate claims for `windows` (the job's, by seq, ending with the final window `v`),
+/// The certificate claims for `job` (the job's windows, by seq, ending with the final window `v`),
 /// with the intensities they use: each hour's carbon intensity taken from `known`, or else
 /// resolved through `db`. Inside the writer `db` is its transaction: on SQLite a cache store
 /// through the pool would wait for the write lock the same task holds. Ahead of the writer
@@ -190,7 +203,7 @@ async fn certificate_claims<C: sea_orm::ConnectionTrait + sea_orm::TransactionTr
     state: &AppState,
     db: &C,
     node: &node::Model,
-    windows: &[WindowClaims],
+    job: &JobWindows,
     v: &VerifiedWindow,
     now: DateTime<Utc>,
     mut known: Intensities,
@@ -220,13 +233,13 @@ async fn certificate_claims<C: sea_orm::ConnectionTrait + sea_orm::TransactionTr
         // The final window's label: a job names its model once, and the agent writes the same
         // label into every window of the run.
         model_id: v.claims.model_id.clone(),
-        plausibility: crate::plausibility::flags(windows),
+        plausibility: job.plausibility().to_vec(),
         node_flag: node.flag.clone(),
     };
     // Each hour is resolved for itself (a late window gets its hour's historical figure); every
     // live provider that failed is counted in `wattest_provider_fallbacks_total`.
     let mut intensities = Intensities::new();
-    for hour in hours_of(windows) {
+    for hour in job.hours() {
         if let Some(intensity) = known.remove(&hour) {
             intensities.insert(hour, intensity);
             continue;
@@ -243,7 +256,7 @@ async fn certificate_claims<C: sea_orm::ConnectionTrait + sea_orm::TransactionTr
             intensities.insert(hour, intensity);
         }
     }
-    let claims = build_claims(issue, windows, &zone, &intensities, &settings.credits)
+    let claims = build_claims(issue, job, &zone, &intensities, &settings.credits)
         .map_err(|err| ApiError::internal(&err))?;
     Ok((claims, intensities))
 }
@@ -387,5 +400,90 @@ mod tests {
             "without them it is asked"
         );
         assert_eq!(figure(&fresh), expected);
+    }
+
+    /// Issuance ahead of the writer takes each of the job's windows once, by seq, whether it is
+    /// stored, only in the request, or both (a request's window already committed; a window the
+    /// request carries twice): the claims are the same as when every window was stored.
+    #[tokio::test]
+    async fn presign_takes_each_window_once_whether_stored_or_in_the_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::storage::database_url(dir.path(), None);
+        let state = AppState::open(dir.path(), &url, crate::ingest::tests::settings())
+            .await
+            .unwrap();
+        let now = Utc::now();
+        let t0 = crate::carbon::hour_start(now) - chrono::Duration::hours(2);
+        // (stored seqs, the request's earlier seqs); window 5 is the final one.
+        let cases: [(&[u64], &[u64]); 4] = [
+            (&[1, 2, 3, 4], &[]),
+            (&[1, 2, 3], &[2, 3, 4]),
+            (&[1], &[2, 3, 3, 4]),
+            (&[], &[1, 2, 3, 4]),
+        ];
+        let mut results = Vec::new();
+        for (case, (stored, earlier)) in cases.iter().enumerate() {
+            let node = crate::ingest::tests::node_row(&format!("node-{case}"), t0);
+            state.storage.insert_node(node.clone()).await.unwrap();
+            let claims = |seq: u64| {
+                let mut c = crate::verification::test_window_claims(&node.id, seq, None, t0);
+                c.sources[0].energy_wh = wattest_shared::WattHours(0.1 * seq as f64);
+                c.is_final = seq == 5;
+                c
+            };
+            let rows: Vec<crate::storage::entities::window::Model> = stored
+                .iter()
+                .map(|&seq| {
+                    let c = claims(seq);
+                    let payload = base64::Engine::encode(
+                        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                        serde_json::to_vec(&c).unwrap(),
+                    );
+                    crate::storage::entities::window::Model {
+                        id: 0,
+                        node_id: node.id.clone(),
+                        seq: seq_i64(seq),
+                        job_id: c.job_id.clone(),
+                        hash: format!("h{seq}"),
+                        jws: format!("e30.{payload}.c2ln"),
+                        start_at: c.start,
+                        end_at: c.end,
+                        consumed_wh: c.consumed().0,
+                        solar_wh: 0.0,
+                        is_final: false,
+                        salt_length: "digest".into(),
+                        received_at: now,
+                    }
+                })
+                .collect();
+            if !rows.is_empty() {
+                let txn = state.storage.begin().await.unwrap();
+                state
+                    .storage
+                    .append_windows(&txn, None, rows)
+                    .await
+                    .unwrap();
+                txn.commit().await.unwrap();
+            }
+            let earlier: Vec<WindowClaims> = earlier.iter().map(|&seq| claims(seq)).collect();
+            let final_claims = claims(5);
+            let v = VerifiedWindow {
+                consumed: final_claims.consumed(),
+                claims: final_claims,
+                hash: "h5".into(),
+                salt: SaltLength::Digest,
+            };
+            let signed = presign(&state, &node, &earlier, &v, now).await.unwrap();
+            let c = signed.claims;
+            assert_eq!(
+                (c.windows.first_seq, c.windows.last_seq, c.windows.count),
+                (1, 5, 5),
+                "case {case}"
+            );
+            results.push(serde_json::to_value((c.period, c.energy, c.intensity)).unwrap());
+        }
+        for (case, result) in results.iter().enumerate() {
+            assert_eq!(result, &results[0], "case {case}");
+        }
     }
 }

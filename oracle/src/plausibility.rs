@@ -39,27 +39,31 @@ pub const SOLAR_TOLERANCE: f64 = 0.01;
 pub fn flags(windows: &[WindowClaims]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for w in windows {
-        if w.solar_wh.0 > w.consumed().0 * (1.0 + SOLAR_TOLERANCE) + 1e-9 {
-            let flag = "solar_above_consumption".to_owned();
-            if !out.contains(&flag) {
-                out.push(flag);
-            }
-        }
-        for s in &w.sources {
-            let (limit, name) = match s.kind {
-                SourceKind::Gpu => (GPU_MAX_TDP_W, "gpu_above_tdp"),
-                SourceKind::Cpu => (CPU_MAX_TDP_W, "cpu_above_tdp"),
-                _ => continue,
-            };
-            if s.max_w.0 > limit * TDP_MARGIN {
-                let flag = format!("{name}:{}", s.source);
-                if !out.contains(&flag) {
-                    out.push(flag);
-                }
-            }
-        }
+        add_flags(w, &mut out);
     }
     out
+}
+
+/// [`flags`] one window at a time: adds those `w` raises to `out`, each once.
+pub fn add_flags(w: &WindowClaims, out: &mut Vec<String>) {
+    let mut raise = |flag: String| {
+        if !out.contains(&flag) {
+            out.push(flag);
+        }
+    };
+    if w.solar_wh.0 > w.consumed().0 * (1.0 + SOLAR_TOLERANCE) + 1e-9 {
+        raise("solar_above_consumption".to_owned());
+    }
+    for s in &w.sources {
+        let (limit, name) = match s.kind {
+            SourceKind::Gpu => (GPU_MAX_TDP_W, "gpu_above_tdp"),
+            SourceKind::Cpu => (CPU_MAX_TDP_W, "cpu_above_tdp"),
+            _ => continue,
+        };
+        if s.max_w.0 > limit * TDP_MARGIN {
+            raise(format!("{name}:{}", s.source));
+        }
+    }
 }
 
 #[cfg(test)]

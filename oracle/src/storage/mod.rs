@@ -612,21 +612,39 @@ impl Storage {
 
     /// The claims (the JSON as signed: the payload segment of each stored JWS, base64url-decoded,
     /// parsed as `T`) of the node's windows not yet covered by a certificate, for `job_id` (or
-    /// with no job), by seq. Only the seq and JWS columns are read, [`OPEN_WINDOWS_CHUNK`] rows
-    /// at a time, each parsed before the next chunk is read: a job of weeks of windows costs
-    /// its parsed claims in memory, not also every JWS and payload at once.
+    /// with no job), by seq, each handed to `visit` as it is read. Only the seq and JWS columns
+    /// are read, [`OPEN_WINDOWS_CHUNK`] rows at a time, and each row is parsed and dropped
+    /// before the next chunk is read: a job of weeks of windows costs what `visit` keeps of
+    /// them, not every JWS at once.
     ///
     /// # Errors
     /// Database failure; [`StorageError::Corrupt`] for a stored JWS without a base64url payload,
     /// or whose payload does not parse as `T` (every stored window passed verification, so only
-    /// a damaged database has one).
+    /// a damaged database has one). Windows before it have been visited.
+    pub async fn visit_open_window_claims<T: serde::de::DeserializeOwned>(
+        &self,
+        conn: &impl ConnectionTrait,
+        node_id: &str,
+        job_id: Option<&str>,
+        visit: impl FnMut(T),
+    ) -> Result<(), StorageError> {
+        visit_open_window_claims_in_chunks(conn, node_id, job_id, OPEN_WINDOWS_CHUNK, visit).await
+    }
+
+    /// [`Storage::visit_open_window_claims`], collected.
+    ///
+    /// # Errors
+    /// As [`Storage::visit_open_window_claims`].
     pub async fn open_window_claims<T: serde::de::DeserializeOwned>(
         &self,
         conn: &impl ConnectionTrait,
         node_id: &str,
         job_id: Option<&str>,
     ) -> Result<Vec<T>, StorageError> {
-        open_window_claims_in_chunks(conn, node_id, job_id, OPEN_WINDOWS_CHUNK).await
+        let mut claims = Vec::new();
+        self.visit_open_window_claims(conn, node_id, job_id, |c| claims.push(c))
+            .await?;
+        Ok(claims)
     }
 
     /// How many of the node's windows for `job_id` (or with no job) no certificate covers yet:
@@ -834,14 +852,14 @@ fn same_job(column: impl ColumnTrait, job_id: Option<&str>) -> sea_orm::sea_quer
     }
 }
 
-/// [`Storage::open_window_claims`], `chunk` rows a query.
-async fn open_window_claims_in_chunks<T: serde::de::DeserializeOwned>(
+/// [`Storage::visit_open_window_claims`], `chunk` rows a query.
+async fn visit_open_window_claims_in_chunks<T: serde::de::DeserializeOwned>(
     conn: &impl ConnectionTrait,
     node_id: &str,
     job_id: Option<&str>,
     chunk: u64,
-) -> Result<Vec<T>, StorageError> {
-    let mut claims = Vec::new();
+    mut visit: impl FnMut(T),
+) -> Result<(), StorageError> {
     let mut after = i64::MIN;
     loop {
         let rows = open_windows_query(node_id, job_id)
@@ -857,14 +875,14 @@ async fn open_window_claims_in_chunks<T: serde::de::DeserializeOwned>(
         let last_chunk = rows.len() < usize::try_from(chunk).unwrap_or(usize::MAX);
         for (seq, jws) in rows {
             after = seq;
-            claims.push(serde_json::from_slice(&jws_payload(&jws)?).map_err(|err| {
+            visit(serde_json::from_slice(&jws_payload(&jws)?).map_err(|err| {
                 StorageError::Corrupt(format!(
                     "the claims of stored window {seq} of node {node_id} do not parse: {err}"
                 ))
             })?);
         }
         if last_chunk {
-            return Ok(claims);
+            return Ok(());
         }
     }
 }
@@ -1496,10 +1514,12 @@ mod tests {
         let rows: Vec<window::Model> = (1..=7).map(|seq| window(seq, &format!("h{seq}"))).collect();
         append(&storage, None, rows).await.expect("windows");
         for chunk in [1, 2, 3, 7, 8, 100] {
-            let claims: Vec<serde_json::Value> =
-                open_window_claims_in_chunks(storage.db(), NODE, Some("job"), chunk)
-                    .await
-                    .expect("claims");
+            let mut claims: Vec<serde_json::Value> = Vec::new();
+            visit_open_window_claims_in_chunks(storage.db(), NODE, Some("job"), chunk, |c| {
+                claims.push(c);
+            })
+            .await
+            .expect("claims");
             let seqs: Vec<i64> = claims.iter().filter_map(|c| c["seq"].as_i64()).collect();
             assert_eq!(seqs, (1..=7).collect::<Vec<_>>(), "chunk {chunk}");
         }
@@ -1514,13 +1534,20 @@ mod tests {
         append(&storage, Some("h7"), vec![bad])
             .await
             .expect("window 8");
-        let err =
-            open_window_claims_in_chunks::<serde_json::Value>(storage.db(), NODE, Some("job"), 3)
-                .await
-                .expect_err("corrupt");
+        let mut visited = 0;
+        let err = visit_open_window_claims_in_chunks(
+            storage.db(),
+            NODE,
+            Some("job"),
+            3,
+            |_: serde_json::Value| visited += 1,
+        )
+        .await
+        .expect_err("corrupt");
         assert!(
             matches!(&err, StorageError::Corrupt(m) if m.contains("stored window 8")),
             "{err}"
         );
+        assert_eq!(visited, 7, "the windows before it were visited");
     }
 }
