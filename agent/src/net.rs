@@ -1,25 +1,11 @@
 //! URLs as the agent sends to and prints them: which hosts plain HTTP may reach with a secret
 //! (this machine only), and URLs printed with their password hidden.
 
-/// Whether `url`'s host is this machine: 127.0.0.0/8, ::1 or `localhost`. Plain HTTP to it
-/// crosses no network an attacker could sit on.
-#[must_use]
-pub fn is_loopback(url: &reqwest::Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// A plain `http://` URL to a host other than this machine: what it carries crosses the network
-/// in cleartext.
+/// in cleartext ([`wattest_shared::net::is_exposed`]).
 #[must_use]
 pub fn is_exposed(url: &reqwest::Url) -> bool {
-    url.scheme() == "http" && !is_loopback(url)
+    wattest_shared::net::is_exposed(url.scheme(), url.host_str())
 }
 
 /// Checks that `enroll` may send the enrollment token to `oracle`: an `https://` URL, or

@@ -8,6 +8,7 @@ pub mod credential;
 pub mod jwk;
 pub mod jws;
 pub mod merkle;
+pub mod net;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod transparency;

@@ -113,22 +113,10 @@ struct Args {
     token: Option<String>,
 }
 
-/// Whether `url`'s host is this machine: 127.0.0.0/8, ::1 or `localhost`. Plain HTTP to it
-/// crosses no network an attacker could sit on.
-fn is_loopback(url: &reqwest::Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// A plain `http://` URL to a host other than this machine.
+/// A plain `http://` URL to a host other than this machine
+/// ([`wattest_shared::net::is_exposed`]).
 fn is_exposed(url: &reqwest::Url) -> bool {
-    url.scheme() == "http" && !is_loopback(url)
+    wattest_shared::net::is_exposed(url.scheme(), url.host_str())
 }
 
 /// `source` as a URL when it is one (`http://` or `https://`), else `None` (a file, `-`, a
@@ -889,7 +877,7 @@ mod tests {
     }
 
     #[test]
-    fn only_this_machine_counts_as_loopback() {
+    fn plain_http_is_exposed_unless_to_this_machine() {
         for url in [
             "http://127.0.0.1:8080/x",
             "http://127.1.2.3/x",
@@ -897,7 +885,7 @@ mod tests {
             "http://localhost/x",
             "http://LOCALHOST:1/x",
         ] {
-            assert!(is_loopback(&reqwest::Url::parse(url).unwrap()), "{url}");
+            assert!(!is_exposed(&reqwest::Url::parse(url).unwrap()), "{url}");
         }
         for url in [
             "http://192.0.2.1/x",
@@ -907,7 +895,7 @@ mod tests {
             "http://127.0.0.1.example/x",
             "http://oracle.example/x",
         ] {
-            assert!(!is_loopback(&reqwest::Url::parse(url).unwrap()), "{url}");
+            assert!(is_exposed(&reqwest::Url::parse(url).unwrap()), "{url}");
         }
     }
 
