@@ -68,13 +68,7 @@ fn load_or_create_locked(data_dir: &Path) -> Result<SoftwareKey, KeyError> {
     let path = data_dir.join(KEY_FILE);
     let key =
         SoftwareKey::generate(ORACLE_KEY_BITS).map_err(|err| KeyError::Invalid(err.to_string()))?;
-    let der = key
-        .to_pkcs8_der()
-        .map_err(|err| KeyError::Invalid(err.to_string()))?;
-    write_secret(&path, &der).map_err(|source| KeyError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    write_key(&path, key.to_pkcs8_der())?;
     tracing::info!(kid = key.kid(), path = %path.display(), "Created the oracle signing key.");
     Ok(key)
 }
@@ -138,6 +132,22 @@ pub fn read_secret(path: &Path) -> Result<Option<Vec<u8>>, KeyError> {
         )));
     }
     Ok(Some(der))
+}
+
+/// Writes a key's PKCS#8 DER encoding (`der`, as its `to_pkcs8_der` returned it) to `path`, a
+/// new 0600 file ([`write_secret`]).
+///
+/// # Errors
+/// [`KeyError::Invalid`] when the key could not be encoded; [`KeyError::Io`] naming `path`.
+fn write_key(
+    path: &Path,
+    der: Result<Vec<u8>, wattest_shared::jws::SignError>,
+) -> Result<(), KeyError> {
+    let der = der.map_err(|err| KeyError::Invalid(err.to_string()))?;
+    write_secret(path, &der).map_err(|source| KeyError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// Writes `bytes` to `path` with mode 0600 from creation, atomically and durably: a temporary
@@ -340,13 +350,7 @@ impl Keyring {
         }
         let file = format!("oracle-key-{}.der", &key.kid()[..16.min(key.kid().len())]);
         let path = data_dir.join(&file);
-        let der = key
-            .to_pkcs8_der()
-            .map_err(|err| KeyError::Invalid(err.to_string()))?;
-        write_secret(&path, &der).map_err(|source| KeyError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        write_key(&path, key.to_pkcs8_der())?;
         let entry = RingEntry {
             kid: key.kid().to_owned(),
             file,

@@ -813,6 +813,13 @@ async fn window_steps_and_certificate_negotiation_over_http() {
     assert_eq!(status, 200, "{answer}");
     let id = answer["certificate"]["id"].as_str().unwrap().to_owned();
     let client = reqwest::Client::new();
+    let with_accept = |accept: &'static str| {
+        client
+            .get(format!("{}/v1/certificates/{id}", app.url))
+            .bearer_auth(&app.admin)
+            .header("accept", accept)
+            .send()
+    };
     for (accept, media) in [
         ("application/vc+jwt, application/jose", "application/vc+jwt"),
         ("application/jose;q=0, */*", "application/json"),
@@ -823,13 +830,7 @@ async fn window_steps_and_certificate_negotiation_over_http() {
         ("*/*;q=0.1, application/vc+jwt", "application/vc+jwt"),
         ("*/*", "application/json"),
     ] {
-        let r = client
-            .get(format!("{}/v1/certificates/{id}", app.url))
-            .bearer_auth(&app.admin)
-            .header("accept", accept)
-            .send()
-            .await
-            .unwrap();
+        let r = with_accept(accept).await.unwrap();
         assert_eq!(r.status(), 200, "{accept}");
         assert_eq!(r.headers()["content-type"], media, "{accept}");
     }
@@ -837,13 +838,7 @@ async fn window_steps_and_certificate_negotiation_over_http() {
         "*/*;q=0",
         "application/json;q=0, application/jose;q=0, application/vc+jwt;q=0",
     ] {
-        let r = client
-            .get(format!("{}/v1/certificates/{id}", app.url))
-            .bearer_auth(&app.admin)
-            .header("accept", accept)
-            .send()
-            .await
-            .unwrap();
+        let r = with_accept(accept).await.unwrap();
         assert_eq!(r.status(), 406, "{accept}");
     }
 }

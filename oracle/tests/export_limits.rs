@@ -183,12 +183,13 @@ async fn exports_are_bounded_and_a_stalled_client_lets_go() {
 
     // Every slot taken: the next export is refused (after a short wait), with Retry-After.
     let client = reqwest::Client::new();
-    let refused = client
-        .get(format!("{url}/v1/exports/sci.csv"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let export = || {
+        client
+            .get(format!("{url}/v1/exports/sci.csv"))
+            .bearer_auth(&token)
+            .send()
+    };
+    let refused = export().await.unwrap();
     assert_eq!(refused.status(), 503);
     assert_eq!(
         refused.headers()["content-type"],
@@ -222,12 +223,7 @@ async fn exports_are_bounded_and_a_stalled_client_lets_go() {
     assert!(since.elapsed() >= STALL_TIMEOUT - Duration::from_secs(1));
 
     // The slots are free again: a client that reads gets the whole export.
-    let csv = client
-        .get(format!("{url}/v1/exports/sci.csv"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let csv = export().await.unwrap();
     assert_eq!(csv.status(), 200);
     let text = csv.text().await.unwrap();
     assert_eq!(

@@ -72,7 +72,7 @@ pub const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 /// pass takes 1.5–4 ms (`docs/performance.md`, which also compares other thresholds).
 pub const SQLITE_WAL_RESTART_FRAMES: i64 = 4_096;
 
-/// Rows [`Storage::open_window_claims`] reads per query: 4 096 windows are about 10 MB of JWS
+/// Rows [`Storage::visit_open_window_claims`] reads per query: 4 096 windows are about 10 MB of JWS
 /// and payload text, parsed and dropped before the next chunk (a job of a month of 10 s windows
 /// has 259 200).
 pub const OPEN_WINDOWS_CHUNK: u64 = 4_096;
@@ -631,22 +631,6 @@ impl Storage {
         visit_open_window_claims_in_chunks(conn, node_id, job_id, OPEN_WINDOWS_CHUNK, visit).await
     }
 
-    /// [`Storage::visit_open_window_claims`], collected.
-    ///
-    /// # Errors
-    /// As [`Storage::visit_open_window_claims`].
-    pub async fn open_window_claims<T: serde::de::DeserializeOwned>(
-        &self,
-        conn: &impl ConnectionTrait,
-        node_id: &str,
-        job_id: Option<&str>,
-    ) -> Result<Vec<T>, StorageError> {
-        let mut claims = Vec::new();
-        self.visit_open_window_claims(conn, node_id, job_id, |c| claims.push(c))
-            .await?;
-        Ok(claims)
-    }
-
     /// How many of the node's windows for `job_id` (or with no job) no certificate covers yet:
     /// [`Storage::open_window_claims`]'s length, counted on the `(node_id, job_id, seq)`
     /// index without reading the rows.
@@ -931,6 +915,16 @@ mod tests {
         }
     }
 
+    /// The test node's open windows of `job`, as JSON values ([`Storage::visit_open_window_claims`]).
+    async fn open_claims(storage: &Storage, job: Option<&str>) -> Vec<serde_json::Value> {
+        let mut claims = Vec::new();
+        storage
+            .visit_open_window_claims(storage.db(), NODE, job, |c| claims.push(c))
+            .await
+            .expect("claims");
+        claims
+    }
+
     /// A compact-JWS-shaped string whose payload segment is `{"seq":SEQ,"hash":"HASH"}`.
     fn test_jws(seq: i64, hash: &str) -> String {
         use base64::Engine as _;
@@ -1147,10 +1141,7 @@ mod tests {
             );
         }
         let storage = Storage { db, writer: None };
-        let claims: Vec<serde_json::Value> = storage
-            .open_window_claims(storage.db(), NODE, Some("job"))
-            .await
-            .expect("claims");
+        let claims = open_claims(&storage, Some("job")).await;
         let expected: Vec<serde_json::Value> = [(1, "h1"), (2, "h2"), (3, "h3")]
             .iter()
             .map(|(seq, hash)| serde_json::json!({"seq": seq, "hash": hash}))
@@ -1264,10 +1255,7 @@ mod tests {
             (None, vec![5]),
             (Some("job2"), vec![6]),
         ] {
-            let claims: Vec<serde_json::Value> = storage
-                .open_window_claims(storage.db(), NODE, job)
-                .await
-                .expect("claims");
+            let claims = open_claims(&storage, job).await;
             assert_eq!(
                 claims,
                 open.iter().map(|&s| payload(s)).collect::<Vec<_>>(),
