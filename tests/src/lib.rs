@@ -508,7 +508,18 @@ fn drop_stale_pg_databases(server: &str) {
 pub fn fresh_pg_database() -> Option<String> {
     let server = pg_server();
     drop_stale_pg_databases(&server);
-    let name = format!("wattest_e2e_{}", std::process::id()) + &format!("_{}", free_port());
+    // Unique per call: the process id (what `drop_stale_pg_databases` reads back), the time
+    // in ns (a dead process's leftovers may carry a reused pid) and a per-process counter.
+    // (A free port was used before; the OS hands the same one out again within a process.)
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = format!(
+        "wattest_e2e_{}_{nanos}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let out = Command::new("psql")
         .arg(format!("{server}/postgres"))
         .args([
