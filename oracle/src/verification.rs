@@ -278,14 +278,15 @@ pub fn verify_window_with(
     })
 }
 
-/// Step 5's "the payload is a window": the §3.1 types with no unknown members, `start` and `end`
+/// Step 5's "the payload is a window": a JSON object, and each `sources` entry one (never an
+/// array read by position, [`wattest_shared::json`]), of the §3.1 types with no unknown members, `start` and `end`
 /// written `YYYY-MM-DDThh:mm:ss[.f]Z` (`wattest_shared::window::is_utc_timestamp`, checked as the claims are read), `seq` ≥ 1, and valid `job_id`
 /// and `model_id`. Everything else of the payload is judged later.
 ///
 /// # Errors
 /// [`VerifyError::MalformedPayload`] naming the first rule broken.
 fn parse_claims(payload: &[u8]) -> Result<WindowClaims, VerifyError> {
-    let claims: WindowClaims = serde_json::from_slice(payload)
+    let claims: WindowClaims = wattest_shared::json::from_slice(payload)
         .map_err(|err| VerifyError::MalformedPayload(err.to_string()))?;
     if claims.seq == 0 {
         return Err(VerifyError::MalformedPayload(

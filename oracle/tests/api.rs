@@ -484,6 +484,8 @@ async fn openapi_schemas_match_the_answers_and_bounds() {
             200,
             Some(&admin),
         ),
+        ("/v1/carbon/intensity?zone=", 400, Some(&admin)),
+        ("/v1/carbon/intensity?zone=%20", 400, Some(&admin)),
         ("/v1/balances", 200, Some(&admin)),
         ("/v1/nodes", 200, Some(&admin)),
         ("/v1/certificates?limit=1000", 200, Some(&admin)),
@@ -685,6 +687,7 @@ async fn enrollment_refuses_keys_of_other_shapes_as_invalid_key() {
         serde_json::json!({"kty": "RSA", "n": "not base64url!", "e": "AQAB"}),
         serde_json::json!({"n": "AQAB", "e": "AQAB"}),
         serde_json::json!("an RSA key"),
+        serde_json::json!(["RSA", "AQAB", "AQAB"]),
         serde_json::Value::Null,
     ] {
         let (status, answer) = post_json(&app, "/v1/nodes", &key(jwk.clone())).await;
@@ -717,6 +720,101 @@ async fn enrollment_refuses_keys_of_other_shapes_as_invalid_key() {
     jwk["ext"] = true.into();
     let (status, answer) = post_json(&app, "/v1/nodes", &key(jwk)).await;
     assert_eq!(status, 201, "{answer}");
+}
+
+/// protocol.md §2, §3.1, §3.6, §5: every body and the window payload are JSON objects. serde
+/// alone reads an array member by member, so `["n","BE",{…}]` enrolled a node and a signed
+/// window payload written as an array was credited; both are refused, nested structs too, and
+/// the refused window leaves the chain as it was.
+#[tokio::test]
+async fn bodies_and_payloads_are_json_objects_never_arrays() {
+    let app = spawn_app().await;
+    let (key, node_id) = enroll(&app).await;
+    let sign = |payload: &serde_json::Value| {
+        wattest_shared::jws::sign_compact(
+            &key,
+            wattest_shared::window::WINDOW_TYP,
+            &serde_json::to_vec(payload).unwrap(),
+        )
+        .unwrap()
+    };
+    let good = window_json(&node_id);
+    let source = &good["sources"][0];
+    let positional_source = serde_json::json!([
+        source["source"],
+        source["kind"],
+        source["method"],
+        source["energy_wh"],
+        source["mean_w"],
+        source["max_w"],
+        source["samples"],
+        source["uncertainty_pct"],
+        false
+    ]);
+    let positional = serde_json::json!([
+        1,
+        node_id,
+        "j",
+        null,
+        1,
+        null,
+        good["start"],
+        good["end"],
+        "machine",
+        [source],
+        0.0,
+        true
+    ]);
+    let mut nested = good.clone();
+    nested["sources"] = serde_json::json!([positional_source]);
+    for payload in [positional, nested] {
+        let (status, answer) = post_window(&app, sign(&payload)).await;
+        assert_eq!(
+            (status, &answer["code"]),
+            (400, &"malformed_payload".into()),
+            "{payload}: {answer}"
+        );
+        assert!(
+            answer["detail"]
+                .as_str()
+                .unwrap()
+                .contains("expected a JSON object"),
+            "{answer}"
+        );
+    }
+    let jws = sign(&good);
+    let rsa = wattest_shared::SoftwareKey::generate(2048).unwrap();
+    let jwk = serde_json::to_value(rsa.public_jwk()).unwrap();
+    for (path, body) in [
+        ("/v1/nodes", serde_json::json!(["n", "BE", jwk])),
+        (
+            "/v1/nodes",
+            serde_json::json!({"name": "n", "zone": "BE", "public_key": jwk,
+                "attestation": ["tpm", "AAAA", "AAAA", "AAAA", "AAAA", "AAAA"]}),
+        ),
+        ("/v1/telemetry", serde_json::json!([jws])),
+        ("/v1/telemetry/batch", serde_json::json!([[jws]])),
+    ] {
+        let (status, answer) = post_json(&app, path, &body.to_string()).await;
+        assert_eq!(
+            (status, &answer["code"]),
+            (400, &"invalid_request".into()),
+            "{path} {body}: {answer}"
+        );
+    }
+    // Nothing of the refused windows was kept: seq 1 is still free, and the object is credited.
+    let (status, answer) = post_window(&app, jws).await;
+    assert_eq!((status, answer["seq"].as_u64()), (200, Some(1)), "{answer}");
+    let id = answer["certificate"]["id"].as_str().unwrap();
+    let revocation = format!("/v1/certificates/{id}/revocation");
+    let (status, answer) = post_json(&app, &revocation, r#"["other"]"#).await;
+    assert_eq!(
+        (status, &answer["code"]),
+        (400, &"invalid_request".into()),
+        "{answer}"
+    );
+    let (status, answer) = post_json(&app, &revocation, r#"{"reason": "other"}"#).await;
+    assert_eq!(status, 200, "{answer}");
 }
 
 /// protocol.md §5.3: both log texts are `text/plain; charset=utf-8`; the checkpoint (a C2SP

@@ -5,6 +5,7 @@ pub mod api;
 pub mod certificate;
 pub mod checkpoint;
 pub mod credential;
+pub mod json;
 pub mod jwk;
 pub mod jws;
 pub mod merkle;

@@ -242,7 +242,8 @@ pub struct WindowClaims {
     pub end: DateTime<Utc>,
     /// How the job's share of host energy was attributed.
     pub attribution: Attribution,
-    /// Energy per source.
+    /// Energy per source (each a JSON object: [`crate::json::objects`]).
+    #[serde(deserialize_with = "crate::json::objects")]
     pub sources: Vec<SourceEnergy>,
     /// Solar energy produced in the window, Wh: the sum of the `solar` entries.
     pub solar_wh: WattHours,

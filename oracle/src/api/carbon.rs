@@ -103,7 +103,7 @@ pub struct IntensityAnswer {
 #[utoipa::path(get, path = "/v1/carbon/intensity", tag = "carbon", params(IntensityQuery),
     security(("bearer" = [])), responses(
     (status = 200, description = "What would be applied and why", body = IntensityAnswer),
-    (status = 400, description = "invalid_request: missing zone, `at` not RFC 3339 or too far in the future, unknown parameter", body = Problem, content_type = "application/problem+json",
+    (status = 400, description = "invalid_request: missing or empty zone, `at` not RFC 3339 or too far in the future, unknown parameter", body = Problem, content_type = "application/problem+json",
         example = json!({"type": "https://wattest.dev/problems/invalid_request", "title": "Bad Request", "status": 400,
             "detail": "at: \"yesterday\" is not an RFC 3339 date-time such as 2025-06-01T10:20:00Z (percent-encode a + offset as %2B)", "code": "invalid_request"})),
     (status = 404, description = "unknown_zone: the zone is in no intensity table", body = Problem, content_type = "application/problem+json",
@@ -118,6 +118,12 @@ pub async fn intensity(
     // The token first, as on every endpoint: a bad query from an unauthenticated client is 401.
     auth::require(&state.storage, &headers, CARBON_READERS).await?;
     let Query(query) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
+    // `zone=` names no zone at all: the same 400 as no `zone`, not a zone that is unknown.
+    if query.zone.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "missing field `zone`: it is empty".to_owned(),
+        ));
+    }
     let now = Utc::now();
     let at = match query.at.as_deref() {
         None => now,

@@ -579,12 +579,14 @@ pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     ))
 }
 
-/// Parses a JSON body into `T`, with a problem+json 400 naming the error.
+/// Parses a JSON body into `T`, with a problem+json 400 naming the error. The body and every
+/// struct in it must be JSON objects ([`wattest_shared::json`]): serde alone would also read an
+/// array, member by position.
 ///
 /// # Errors
 /// 400 `invalid_request`.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|err| {
+    wattest_shared::json::from_slice(body).map_err(|err| {
         ApiError::bad_request(format!(
             "request body is not valid JSON for this endpoint: {err}"
         ))

@@ -45,8 +45,8 @@ pub struct EnrollRequest {
     /// `invalid_key`; only a body without `public_key` is 400 `invalid_request`.
     #[schema(value_type = RsaJwk)]
     pub public_key: serde_json::Value,
-    /// Evidence that `public_key` lives in a TPM. Absent: a software key (level `software`).
-    #[serde(default)]
+    /// Evidence that `public_key` lives in a TPM. Absent or `null`: a software key (`software`).
+    #[serde(default, deserialize_with = "wattest_shared::json::optional_object")]
     pub attestation: Option<TpmAttestation>,
 }
 
