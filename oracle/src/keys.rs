@@ -233,9 +233,9 @@ struct RingEntry {
     kid: String,
     /// Key file name in the data dir (PKCS#8 DER, 0600).
     file: String,
-    /// When it was created.
+    /// When it was created (the first key: when its file was written).
     created_at: DateTime<Utc>,
-    /// From when it signs (until a later key activates).
+    /// From when it signs (until a later key activates); the first key's is the Unix epoch.
     activate_at: DateTime<Utc>,
 }
 
@@ -289,11 +289,16 @@ impl Keyring {
             Some(entries) => entries,
             None => {
                 let key = load_or_create_locked(data_dir)?;
+                // The first key signs whatever the time (active since the epoch); it was created
+                // when its file was written, now or, for a data dir from before keyrings, then.
                 let epoch = DateTime::<Utc>::UNIX_EPOCH;
+                let created_at = std::fs::metadata(data_dir.join(KEY_FILE))
+                    .and_then(|m| m.modified())
+                    .map_or_else(|_| Utc::now(), DateTime::<Utc>::from);
                 let entries = vec![RingEntry {
                     kid: key.kid().to_owned(),
                     file: KEY_FILE.to_owned(),
-                    created_at: epoch,
+                    created_at,
                     activate_at: epoch,
                 }];
                 write_ring(&ring_path, &entries)?;
@@ -531,8 +536,16 @@ mod tests {
     #[test]
     fn rotation_publishes_before_use_and_keeps_old_keys() {
         let dir = tempfile::tempdir().expect("dir");
+        let before = Utc::now() - Duration::seconds(1);
         let first = Keyring::load_or_create(dir.path()).expect("ring");
         let t0 = Utc::now();
+        // The first key was created now, and signs whatever the time.
+        let listed = first.list(t0);
+        assert!(
+            listed[0].created_at >= before && listed[0].created_at <= t0,
+            "{listed:?}"
+        );
+        assert_eq!(listed[0].activate_at, DateTime::<Utc>::UNIX_EPOCH);
         let old = first.active(t0).kid().to_owned();
         let next =
             Keyring::rotate(dir.path(), KeyAlg::Ps256, Duration::hours(24), t0).expect("rotate");
