@@ -307,7 +307,9 @@ pub async fn store(
 
 fn log_issued(certificate: Option<&certificate::Model>) {
     if let Some(c) = certificate {
-        tracing::info!(certificate_id = %c.id, node_id = %c.node_id, job_id = ?c.job_id, energy_wh = c.consumed_wh, emissions_kg = c.emissions_kg, "Certificate issued.");
+        // The job id as text (empty for a node's windows without a job), not `Some("…")`.
+        let job_id = c.job_id.as_deref().unwrap_or_default();
+        tracing::info!(certificate_id = %c.id, node_id = %c.node_id, job_id, energy_wh = c.consumed_wh, emissions_kg = c.emissions_kg, "Certificate issued.");
     }
 }
 
