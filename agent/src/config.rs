@@ -23,11 +23,52 @@ pub const DEFAULT_INTERVAL_S: f64 = DEFAULT_PERIOD.as_secs_f64();
 /// Accepted sampling periods, s: the sampler's [`MIN_PERIOD`] (50 ms) to one minute.
 pub const INTERVAL_RANGE_S: std::ops::RangeInclusive<f64> = MIN_PERIOD.as_secs_f64()..=60.0;
 
+/// `value` as a sampling period, s, when it is in [`INTERVAL_RANGE_S`] (the check of
+/// `--interval`, `WATTEST_INTERVAL` and the file's `interval`).
+///
+/// # Errors
+/// The value and the range, as clap words its own range errors.
+pub fn check_interval(value: f64) -> Result<f64, String> {
+    if INTERVAL_RANGE_S.contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{value} is not in {}..={}",
+            INTERVAL_RANGE_S.start(),
+            INTERVAL_RANGE_S.end()
+        ))
+    }
+}
+
+/// `value` as a CPU TDP, W, when it is a positive finite number.
+///
+/// # Errors
+/// Zero, negative, infinite or NaN.
+pub fn check_tdp_watts(value: f64) -> Result<f64, String> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not a positive number of watts"))
+    }
+}
+
+/// `value` as a declared solar power, W, when it is a finite number ≥ 0.
+///
+/// # Errors
+/// Negative, infinite or NaN.
+pub fn check_solar_watts(value: f64) -> Result<f64, String> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not a number of watts ≥ 0"))
+    }
+}
+
 /// A config file problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// Unreadable file.
-    #[error("{path}: {source}")]
+    #[error("cannot read the config file {path}: {source}")]
     Io {
         /// File.
         path: PathBuf,
@@ -36,7 +77,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// Not the expected TOML (unknown keys included).
-    #[error("{path}: {message}")]
+    #[error("config file {path}: {message}")]
     Invalid {
         /// File.
         path: PathBuf,
@@ -208,13 +249,13 @@ impl MeasureSettings {
             .interval
             .or(file.interval)
             .unwrap_or(DEFAULT_INTERVAL_S);
-        if !INTERVAL_RANGE_S.contains(&interval) {
-            return Err(format!("interval {interval} s is outside 0.05–60 s"));
-        }
-        let tdp = self.tdp_watts.or(file.tdp_watts);
-        if tdp.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
-            return Err("tdp_watts must be a positive number of watts".into());
-        }
+        check_interval(interval).map_err(|why| format!("interval: {why}"))?;
+        let tdp = self
+            .tdp_watts
+            .or(file.tdp_watts)
+            .map(check_tdp_watts)
+            .transpose()
+            .map_err(|why| format!("tdp_watts: {why}"))?;
         let solar = self.solar.or(file.solar).unwrap_or_default();
         let chosen = [
             solar.watts.is_some(),
@@ -229,12 +270,9 @@ impl MeasureSettings {
             return Err("choose one solar input: watts, file, command or hwmon".into());
         }
         let solar = match solar {
-            SolarSettings { watts: Some(w), .. } if w.is_finite() && w >= 0.0 => {
-                SolarConfig::Constant(Watts(w))
-            }
-            SolarSettings { watts: Some(w), .. } => {
-                return Err(format!("solar watts {w} must be ≥ 0"));
-            }
+            SolarSettings { watts: Some(w), .. } => SolarConfig::Constant(Watts(
+                check_solar_watts(w).map_err(|why| format!("solar watts: {why}"))?,
+            )),
             SolarSettings { file: Some(f), .. } => SolarConfig::File(f),
             SolarSettings {
                 command: Some(c), ..
@@ -377,7 +415,15 @@ mod tests {
         std::fs::write(&path, "intervall = 1\n").expect("write");
         let err = load(&path).expect_err("unknown key");
         assert!(err.to_string().contains("intervall"), "{err}");
-        assert!(load(&dir.path().join("missing.toml")).is_err());
+        let missing = dir.path().join("missing.toml");
+        let err = load(&missing).expect_err("missing file");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "cannot read the config file {}: ",
+                missing.display()
+            )),
+            "{err}"
+        );
         let bad = |s: MeasureSettings| s.resolve(MeasureSettings::default()).is_err();
         assert!(bad(MeasureSettings {
             interval: Some(0.01),
@@ -387,6 +433,25 @@ mod tests {
             tdp_watts: Some(-5.0),
             ..MeasureSettings::default()
         }));
+        let err = MeasureSettings::default()
+            .resolve(MeasureSettings {
+                interval: Some(100.0),
+                ..MeasureSettings::default()
+            })
+            .expect_err("interval out of range");
+        assert_eq!(err, "interval: 100 is not in 0.05..=60");
+        assert_eq!(check_interval(0.05), Ok(0.05));
+        assert_eq!(check_interval(60.0), Ok(60.0));
+        assert!(check_interval(f64::NAN).is_err());
+        assert_eq!(
+            check_tdp_watts(0.0),
+            Err("0 is not a positive number of watts".into())
+        );
+        assert_eq!(
+            check_solar_watts(-1.0),
+            Err("-1 is not a number of watts ≥ 0".into())
+        );
+        assert_eq!(check_solar_watts(0.0), Ok(0.0));
         assert!(bad(MeasureSettings {
             solar: Some(SolarSettings {
                 watts: Some(1.0),

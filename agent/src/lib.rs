@@ -6,6 +6,7 @@ pub mod enroll;
 pub mod integrator;
 pub mod metrics;
 pub mod net;
+pub mod report;
 pub mod runner;
 pub mod sampler;
 pub mod signer;

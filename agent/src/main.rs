@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use wattest_agent::config::{self, MeasureSettings, SolarSettings};
+use wattest_agent::report::error_chain;
 use wattest_agent::runner::{Chain, Finished, Measurement, summary_line};
 use wattest_agent::sampler::SamplerConfig;
 use wattest_agent::signer::NodeSigner;
@@ -109,7 +110,7 @@ struct MeasureArgs {
     #[arg(long, env = "WATTEST_CONFIG")]
     config: Option<PathBuf>,
     /// Sampling period, seconds (0.05 to 60) [default: 1].
-    #[arg(long, env = "WATTEST_INTERVAL")]
+    #[arg(long, env = "WATTEST_INTERVAL", value_parser = interval_arg)]
     interval: Option<f64>,
     /// Root of sysfs for RAPL and hwmon readers (synthetic trees in tests) [default: /sys].
     #[arg(long, env = "WATTEST_SYSFS_ROOT")]
@@ -121,11 +122,11 @@ struct MeasureArgs {
         value_delimiter = ','
     )]
     hwmon_channels: Vec<String>,
-    /// CPU TDP for the CPU-time × TDP estimate, W (default: looked up by CPU model).
-    #[arg(long, env = "WATTEST_TDP_WATTS")]
+    /// CPU TDP for the CPU-time × TDP estimate, W, > 0 (default: looked up by CPU model).
+    #[arg(long, env = "WATTEST_TDP_WATTS", value_parser = tdp_watts_arg)]
     tdp_watts: Option<f64>,
-    /// Declared constant solar power, W (reported as solar_declared_constant).
-    #[arg(long, conflicts_with_all = ["solar_file", "solar_command", "solar_hwmon"])]
+    /// Declared constant solar power, W, ≥ 0 (reported as solar_declared_constant).
+    #[arg(long, value_parser = solar_watts_arg, conflicts_with_all = ["solar_file", "solar_command", "solar_hwmon"])]
     solar_watts: Option<f64>,
     /// File holding the current solar power in W.
     #[arg(long, conflicts_with_all = ["solar_command", "solar_hwmon"])]
@@ -305,7 +306,9 @@ impl MeasureArgs {
         Ok((settings, discovery))
     }
 
-    /// Flags and environment over the config file over the defaults.
+    /// Flags and environment over the config file over the defaults. The flags' and
+    /// environment's values were checked as they were parsed (a bad one is a usage error, exit
+    /// 2), so a value refused here is the config file's.
     fn resolve(&self) -> Result<config::Resolved> {
         let file = match &self.config {
             Some(path) => config::load(path)?,
@@ -328,7 +331,10 @@ impl MeasureArgs {
                 hwmon: self.solar_hwmon.clone(),
             }),
         };
-        flags.resolve(file).map_err(anyhow::Error::msg)
+        flags.resolve(file).map_err(|why| match &self.config {
+            Some(path) => anyhow::anyhow!("config file {}: {why}", path.display()),
+            None => anyhow::Error::msg(why),
+        })
     }
 }
 
@@ -373,7 +379,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(err) => {
-                eprintln!("wattest-agent: error: {err:#}");
+                eprintln!("wattest-agent: error: {}", error_chain(&err));
                 ExitCode::from(70)
             }
         };
@@ -390,10 +396,15 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("wattest-agent: error: {err:#}");
+            eprintln!("wattest-agent: error: {}", error_chain(&err));
             ExitCode::from(70)
         }
     }
+}
+
+/// Opens and locks the state dir, saying so when that fails.
+fn lock_state_dir(path: &std::path::Path) -> Result<StateDir> {
+    StateDir::lock(path).context("opening the state dir")
 }
 
 async fn enroll_cmd(args: EnrollArgs) -> Result<ExitCode> {
@@ -402,7 +413,7 @@ async fn enroll_cmd(args: EnrollArgs) -> Result<ExitCode> {
         eprintln!("wattest-agent: error: {why}");
         return Ok(ExitCode::from(2));
     }
-    let dir = StateDir::lock(&args.state.state_dir)?;
+    let dir = lock_state_dir(&args.state.state_dir)?;
     let node = enroll::enroll(
         &dir,
         enroll::EnrollRequest {
@@ -466,7 +477,7 @@ fn sources_cmd(args: &SourcesArgs) -> Result<()> {
 }
 
 async fn flush_cmd(args: FlushArgs) -> Result<()> {
-    let dir = StateDir::lock(&args.state.state_dir)?;
+    let dir = lock_state_dir(&args.state.state_dir)?;
     let node = dir.node()?;
     let uploader = Uploader::new(args.oracle.as_deref().unwrap_or(&node.oracle))?;
     let report = uploader
@@ -505,7 +516,7 @@ fn signal_child(pid: u32, signal: i32) {
 }
 
 async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
-    let dir = StateDir::lock(&args.state.state_dir)?;
+    let dir = lock_state_dir(&args.state.state_dir)?;
     let node = dir.node()?;
     let signer = NodeSigner::load(&dir, &node)?;
     let uploader = Uploader::new(args.oracle.as_deref().unwrap_or(&node.oracle))?;
@@ -620,7 +631,10 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
         .finish(Duration::from_secs(args.upload_timeout))
         .await;
     if let Some(err) = &error {
-        eprintln!("wattest: error: the measurement failed: {err:#}");
+        eprintln!(
+            "wattest: error: the measurement failed: {}",
+            error_chain(err)
+        );
     }
     // This job's certificate (a final window whose acknowledgement was lost is answered, when
     // re-sent, with its original receipt); the drains may also have sent an earlier job's
@@ -686,6 +700,29 @@ async fn stop_child(child: &mut tokio::process::Child) {
     let _ = child.wait().await;
 }
 
+/// `--interval` / `WATTEST_INTERVAL`: a number of seconds in [`config::INTERVAL_RANGE_S`]
+/// (refused by clap, exit 2, like any bad value).
+fn interval_arg(value: &str) -> Result<f64, String> {
+    config::check_interval(number(value)?)
+}
+
+/// `--tdp-watts` / `WATTEST_TDP_WATTS`: a positive number of watts.
+fn tdp_watts_arg(value: &str) -> Result<f64, String> {
+    config::check_tdp_watts(number(value)?)
+}
+
+/// `--solar-watts`: a number of watts ≥ 0.
+fn solar_watts_arg(value: &str) -> Result<f64, String> {
+    config::check_solar_watts(number(value)?)
+}
+
+fn number(value: &str) -> Result<f64, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|err| format!("{value:?} is not a number ({err})"))
+}
+
 /// A `--job-id` or `--model-id` as the oracle takes it (`docs/protocol.md` §3.1): refused here,
 /// before the job runs, rather than every window at the oracle.
 fn label(value: &str) -> Result<String, String> {
@@ -726,7 +763,7 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
 }
 
 async fn watch_cmd(args: WatchArgs) -> Result<()> {
-    let dir = StateDir::lock(&args.state.state_dir)?;
+    let dir = lock_state_dir(&args.state.state_dir)?;
     let node = dir.node()?;
     let signer = NodeSigner::load(&dir, &node)?;
     let uploader = Uploader::new(args.oracle.as_deref().unwrap_or(&node.oracle))?;

@@ -195,7 +195,7 @@ pub fn spawn_signer(
                 }
                 if let Err(err) = chain.append(measured, is_final) {
                     tracing::error!(
-                        error = format!("{err:#}"),
+                        error = crate::report::error_chain(&err),
                         "A window could not be signed and spooled; measurement stops (the windows before it stay spooled)."
                     );
                     failed.notify_one();

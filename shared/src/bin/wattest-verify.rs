@@ -8,8 +8,8 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::io::{Read, Write as _};
 use std::process::ExitCode;
-use wattest_shared::certificate::CertificateError;
-use wattest_shared::checkpoint::LogVerifier;
+use wattest_shared::certificate::{CLOCK_SKEW_SECONDS, CertificateError};
+use wattest_shared::checkpoint::{CheckpointError, LogVerifier};
 use wattest_shared::transparency::{
     ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion,
 };
@@ -32,13 +32,20 @@ use wattest_shared::{CertificateClaims, Jwks, verify_certificate};
 ///     signed by the log key; with --checkpoint, the proof must be against that checkpoint;
 ///  5. consistency (with --previous-checkpoint): the log grew append-only since that checkpoint.
 ///
-/// CERT, --jwks and the other inputs are files, http(s) URLs, or `-` (standard input, once).
+/// CERT, --jwks and the other inputs are files, http(s) URLs, or `-` (standard input, for one
+/// input only: a second `-` is refused, exit 2).
 /// Plain http:// URLs are refused (exit 2) unless their host is this machine (127.0.0.0/8, ::1,
 /// localhost) or --allow-http is given; the token never goes over plain HTTP to another host.
 ///
+/// The report's first line is `VALID certificate <id>` or `INVALID certificate <id>`: the id is
+/// the JWS payload's jti whenever the payload parses (even when a check fails), else the
+/// bundle's id, else `(unreadable)`. Times are RFC 3339 UTC.
+///
 /// Exit status: 0 valid, 1 invalid (any check failed; with --require-status, also a missing or
-/// unauthenticated status), 2 an input could not be read or is missing (the log key: with a
-/// JWKS file, give --log-key or --no-log), or a plain-HTTP URL was refused.
+/// unauthenticated status), 2 an input could not be read, does not parse (a proof or status
+/// that is not the expected JSON, a --checkpoint or --previous-checkpoint that is not a signed
+/// checkpoint note) or is missing (the log key: with a JWKS file, give --log-key or --no-log),
+/// standard input was named twice, or a plain-HTTP URL was refused.
 #[derive(Debug, Parser)]
 #[command(name = "wattest-verify", version)]
 struct Args {
@@ -210,6 +217,26 @@ fn check_transport(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Refuses `-` (standard input) for more than one input: the first would read it to its end,
+/// leaving the next nothing.
+///
+/// # Errors
+/// The inputs that name it.
+fn check_stdin_once(args: &Args) -> Result<()> {
+    let stdin: Vec<&str> = url_inputs(args)
+        .into_iter()
+        .filter(|(_, source, ..)| *source == "-")
+        .map(|(flag, ..)| flag)
+        .collect();
+    if stdin.len() > 1 {
+        bail!(
+            "standard input can be used for only one input: {} are all `-`",
+            stdin.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Reads a file, `-` (standard input) or URL. `with_token`: whether this request may carry
 /// `--token` (see [`url_inputs`]); it never does over plain HTTP to another host. Redirects
 /// are followed (at most 10) but not to plain HTTP on another host unless `--allow-http`;
@@ -281,6 +308,8 @@ fn fetched_with_token(args: &Args, source: &str) -> bool {
 
 /// What CERT held: the JWS, and from a bundle its inclusion proof and status.
 struct CertInput {
+    /// The bundle's `id` (none for a bare JWS).
+    id: Option<String>,
     jws: String,
     proof: Option<InclusionProof>,
     status: Option<serde_json::Value>,
@@ -290,6 +319,7 @@ fn parse_cert(text: &str) -> Result<CertInput> {
     let trimmed = text.trim();
     if !trimmed.starts_with('{') {
         return Ok(CertInput {
+            id: None,
             jws: trimmed.to_owned(),
             proof: None,
             status: None,
@@ -310,6 +340,7 @@ fn parse_cert(text: &str) -> Result<CertInput> {
         _ => None,
     };
     Ok(CertInput {
+        id: value.get("id").and_then(|v| v.as_str()).map(str::to_owned),
         jws,
         proof,
         status: value.get("status").filter(|s| !s.is_null()).cloned(),
@@ -442,7 +473,7 @@ fn status_check(status: Option<&StatusInput>, jti: Option<&str>, require: bool) 
         (Some(_), None) => (
             false,
             format!(
-                "not checked: the certificate did not verify, so its id is unknown and the status (state {state:?}) cannot be matched to it ({source})"
+                "not checked: the certificate did not verify, so its id is not established and the status (state {state:?}) cannot be matched to it ({source})"
             ),
         ),
         (Some(named), Some(jti)) if named != jti => (
@@ -499,6 +530,10 @@ struct Report {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(err) = check_stdin_once(&args) {
+        eprintln!("error: {err:#}");
+        return ExitCode::from(2);
+    }
     // Before any connection: a refused URL is never contacted.
     if let Err(err) = check_transport(&args) {
         eprintln!("error: {err:#}");
@@ -601,9 +636,31 @@ fn run(args: &Args) -> Result<Report> {
             .or(trusted.as_deref());
         Some(log_key(args, checkpoint)?)
     };
+    // A checkpoint given to compare with must at least be one: one that does not parse is an
+    // input error (exit 2), like a proof that is not JSON; a well-formed one whose signature or
+    // origin is wrong fails its check below (exit 1).
+    if let Some(log) = &log {
+        for (flag, source, note) in [
+            ("--checkpoint", &args.checkpoint, &trusted),
+            (
+                "--previous-checkpoint",
+                &args.previous_checkpoint,
+                &previous,
+            ),
+        ] {
+            if let (Some(source), Some(note)) = (source, note)
+                && let Err(err @ CheckpointError::Malformed(_)) = log.verify(note)
+            {
+                bail!("{flag} {source} is not a signed checkpoint: {err}");
+            }
+        }
+    }
 
     let mut checks = Vec::new();
     let now = args.at.unwrap_or_else(Utc::now);
+    // The payload as it reads before any check: its jti names the certificate in the report
+    // whatever fails (the status check below still matches only a verified jti).
+    let payload = unverified_payload(&cert.jws);
     let claims = match verify_certificate(&cert.jws, &jwks, now) {
         Ok(checked) => {
             checks.push(Check {
@@ -616,9 +673,7 @@ fn run(args: &Args) -> Result<Report> {
                 ok: true,
                 detail: format!(
                     "valid until {}, every total reconciles",
-                    DateTime::from_timestamp(checked.claims.exp, 0)
-                        .unwrap_or_default()
-                        .to_rfc3339()
+                    rfc3339(checked.claims.exp)
                 ),
             });
             Some(checked.claims)
@@ -643,10 +698,18 @@ fn run(args: &Args) -> Result<Report> {
                 ok: true,
                 detail: "the signature holds".into(),
             });
+            let detail = match (&err, &payload) {
+                (CertificateError::Time(_), Some(payload)) => time_detail(payload, now)
+                    .map_or_else(
+                        || err.to_string(),
+                        |why| format!("certificate is not valid at this time: {why}"),
+                    ),
+                _ => err.to_string(),
+            };
             checks.push(Check {
                 check: "claims",
                 ok: false,
-                detail: err.to_string(),
+                detail,
             });
             None
         }
@@ -757,12 +820,71 @@ fn run(args: &Args) -> Result<Report> {
         });
     }
 
+    let certificate_id = claims
+        .as_ref()
+        .map(|c| c.jti.clone())
+        .or_else(|| {
+            payload
+                .as_ref()
+                .and_then(|p| p.get("jti"))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+        .or(cert.id);
     Ok(Report {
         valid: checks.iter().all(|c| c.ok),
-        certificate_id: claims.as_ref().map(|c| c.jti.clone()),
+        certificate_id,
         checks,
         claims,
     })
+}
+
+/// The JSON payload of the compact JWS `jws`, unverified; `None` when it is not three
+/// dot-separated parts whose second is base64url of a JSON object.
+fn unverified_payload(jws: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    use base64::Engine as _;
+    let mut parts = jws.trim().split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// An RFC 3339 UTC time for the epoch seconds `t` (the number itself when out of range).
+fn rfc3339(t: i64) -> String {
+    DateTime::from_timestamp(t, 0).map_or_else(
+        || t.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
+/// Why a certificate whose claims `payload` parsed is not valid at `now`, with its times in
+/// RFC 3339 (the library's time error gives them in epoch seconds); the same tests in the same
+/// order as `verify_certificate`. `None` when its times are not integers.
+fn time_detail(
+    payload: &serde_json::Map<String, serde_json::Value>,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let time = |name: &str| payload.get(name).and_then(serde_json::Value::as_i64);
+    let (nbf, iat, exp) = (time("nbf")?, time("iat")?, time("exp")?);
+    let t = now.timestamp();
+    let at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Some(
+        if nbf > t + CLOCK_SKEW_SECONDS || iat > t + CLOCK_SKEW_SECONDS {
+            format!(
+                "not valid yet: nbf {} / iat {} is after {at} (more than {CLOCK_SKEW_SECONDS} s of clock skew)",
+                rfc3339(nbf),
+                rfc3339(iat)
+            )
+        } else {
+            format!("expired at {} (verified as of {at})", rfc3339(exp))
+        },
+    )
 }
 
 /// The report as people read it (`--json` gives the same as JSON).
@@ -812,8 +934,12 @@ fn render_human(report: &Report, out: &mut String) -> std::fmt::Result {
         writeln!(
             out,
             "  period        {} .. {}",
-            c.period.start.to_rfc3339(),
-            c.period.end.to_rfc3339()
+            c.period
+                .start
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            c.period
+                .end
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
         )?;
         writeln!(
             out,

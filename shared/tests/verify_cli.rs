@@ -1,0 +1,446 @@
+//! `wattest-verify` as a process, on a certificate signed with the oracle's signing path
+//! (`sign_compact` with a software key, as in `certificate_jose.rs`) and logged in a one-leaf
+//! transparency log signed with a `LogSigner`: the exit status and the report for an input that
+//! does not parse (2), standard input named twice (2), and a certificate that parses but fails
+//! a check (1, named by its id, times in RFC 3339).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{DateTime, Duration, Utc};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use wattest_shared::certificate::{
+    AvoidedEmissions, CALCULATION_VERSION, CertifiedNode, EAT_PROFILE, EarStatus, Emissions,
+    EnergyTotals, HourlyIntensity, IntensityUsed, Period, Provenance, Reward, SourceTotal,
+    WindowRange, emissions_g, reward_total, split_reward,
+};
+use wattest_shared::checkpoint::{Checkpoint, LogSigner};
+use wattest_shared::jws::sign_compact;
+use wattest_shared::merkle::leaf_hash;
+use wattest_shared::transparency::{InclusionProof, encode_hash};
+use wattest_shared::window::{Attribution, Method, SourceKind};
+use wattest_shared::{
+    AttestationLevel, CERTIFICATE_TYP, CertificateClaims, Decimal6, Eur, Jwks, SoftwareKey,
+};
+
+fn d(text: &str) -> Decimal6 {
+    Decimal6::parse(text).unwrap()
+}
+
+/// A small certificate whose arithmetic reconciles: 10 Wh GPU, 2 Wh solar, one hour.
+fn claims(now: DateTime<Utc>) -> CertificateClaims {
+    let hour = DateTime::parse_from_rfc3339("2026-11-23T09:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let g = d("150");
+    let (grid, solar) = (d("8"), d("2"));
+    let avoided = emissions_g(solar, g);
+    let price = Eur::parse("25").unwrap();
+    let total = reward_total(avoided, price);
+    let (owner, fund) = split_reward(total, d("70"));
+    let source = |name: &str, kind, method, wh: &str| SourceTotal {
+        source: name.into(),
+        kind,
+        method,
+        energy_wh: d(wh),
+        uncertainty_pct: d("5"),
+        shared_device: false,
+    };
+    CertificateClaims {
+        iss: "https://oracle.test".into(),
+        sub: "node-1".into(),
+        iat: now.timestamp(),
+        nbf: now.timestamp(),
+        exp: (now + Duration::days(1)).timestamp(),
+        jti: "cert-1".into(),
+        eat_profile: EAT_PROFILE.into(),
+        status: EarStatus::Warning,
+        status_reasons: vec!["software_key".into()],
+        calculation_version: CALCULATION_VERSION.into(),
+        job_id: Some("job".into()),
+        model_id: None,
+        node: CertifiedNode {
+            id: "node-1".into(),
+            name: "n".into(),
+            zone: "BE".into(),
+            attestation_level: AttestationLevel::Software,
+            kid: "k".into(),
+        },
+        attribution: Attribution::Machine,
+        period: Period {
+            start: hour,
+            end: hour + Duration::minutes(10),
+            measured_seconds: d("600"),
+        },
+        energy: EnergyTotals {
+            consumed_wh: d("10"),
+            solar_wh: solar,
+            grid_wh: grid,
+            by_source: vec![
+                source("gpu0", SourceKind::Gpu, Method::NvmlEnergyCounter, "10"),
+                source(
+                    "solar",
+                    SourceKind::Solar,
+                    Method::SolarDeclaredConstant,
+                    "2",
+                ),
+            ],
+        },
+        grid_zone: "BE".into(),
+        intensity: IntensityUsed {
+            zone: "BE".into(),
+            factor_type: "lifecycle".into(),
+            g_co2e_per_kwh: g,
+            hourly: vec![HourlyIntensity {
+                hour,
+                g_co2e_per_kwh: g,
+                grid_wh: grid,
+                solar_wh: solar,
+                emissions_g: emissions_g(grid, g),
+                avoided_g: avoided,
+                provenance: Provenance {
+                    provider: "static".into(),
+                    dataset: "test".into(),
+                    year: 2024,
+                    factor_type: "lifecycle".into(),
+                    estimated: true,
+                    marginal: false,
+                    fallback_reason: None,
+                },
+            }],
+        },
+        emissions: Emissions {
+            location_based_g_co2e: emissions_g(grid, g),
+        },
+        avoided_emissions: AvoidedEmissions { g_co2e: avoided },
+        reward: Reward {
+            currency: "EUR".into(),
+            price_per_tonne: price,
+            total,
+            node_owner: owner,
+            cooperative_fund: fund,
+            node_owner_share_pct: d("70"),
+        },
+        windows: WindowRange {
+            first_seq: 1,
+            last_seq: 1,
+            count: 1,
+            chain_head: "h".into(),
+        },
+        plausibility: vec![],
+    }
+}
+
+const ORIGIN: &str = "oracle.test/wattest-log";
+
+/// A directory of inputs: `cert.json` (a bundle with its inclusion proof), `cert.jws`,
+/// `jwks.json`, `log.key` (the log's verifier key) and `checkpoint.txt` (the proof's), for a
+/// certificate issued at `now`, valid a day.
+struct Inputs {
+    dir: PathBuf,
+    now: DateTime<Utc>,
+    log: LogSigner,
+}
+
+impl Inputs {
+    fn new(name: &str) -> Self {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("verify_cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = SoftwareKey::generate(2048).unwrap();
+        let jwks = Jwks {
+            keys: vec![wattest_shared::Jwk::Rsa(key.public_jwk().clone()).for_jwks()],
+        };
+        let now = DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let jws = sign_compact(
+            &key,
+            CERTIFICATE_TYP,
+            &serde_json::to_vec(&claims(now)).unwrap(),
+        )
+        .unwrap();
+        // A one-leaf log: the root is the leaf hash, the audit path empty.
+        let log = LogSigner::generate(ORIGIN).unwrap();
+        let leaf = leaf_hash(jws.as_bytes());
+        let checkpoint = log
+            .sign(&Checkpoint {
+                origin: ORIGIN.into(),
+                size: 1,
+                root: leaf,
+                extensions: vec![],
+            })
+            .unwrap();
+        let proof = InclusionProof {
+            leaf_index: 0,
+            tree_size: 1,
+            leaf_hash: encode_hash(&leaf),
+            hashes: vec![],
+            checkpoint: checkpoint.clone(),
+        };
+        let write = |file: &str, text: &str| std::fs::write(dir.join(file), text).unwrap();
+        write(
+            "cert.json",
+            &serde_json::json!({"id": "cert-1", "jws": jws, "inclusion_proof": proof}).to_string(),
+        );
+        write("cert.jws", &jws);
+        write("jwks.json", &serde_json::to_string(&jwks).unwrap());
+        write("log.key", &log.verifier_key().unwrap());
+        write("checkpoint.txt", &checkpoint);
+        Self { dir, now, log }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    fn write(&self, file: &str, text: &str) -> String {
+        std::fs::write(self.dir.join(file), text).unwrap();
+        self.path(file)
+    }
+
+    /// `wattest-verify CERT --jwks jwks.json ARGS… --at <now + 1 h>`.
+    fn verify(&self, cert: &str, args: &[&str]) -> Output {
+        self.verify_at(cert, args, self.now + Duration::hours(1), None)
+    }
+
+    fn verify_at(
+        &self,
+        cert: &str,
+        args: &[&str],
+        at: DateTime<Utc>,
+        stdin: Option<&str>,
+    ) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wattest-verify"))
+            .arg(cert)
+            .args(["--jwks", &self.path("jwks.json")])
+            .args(args)
+            .args(["--at", &at.to_rfc3339()])
+            .env_remove("WATTEST_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The whole path holds: the bundle, its proof against the log key, and the same checkpoint
+/// given as trusted. This is what the negative tests below change one input of.
+#[test]
+fn a_logged_certificate_verifies_against_its_checkpoint() {
+    let inputs = Inputs::new("valid");
+    let out = inputs.verify(
+        &inputs.path("cert.json"),
+        &[
+            "--log-key",
+            &inputs.path("log.key"),
+            "--checkpoint",
+            &inputs.path("checkpoint.txt"),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.starts_with("VALID certificate cert-1\n"), "{stdout}");
+    assert!(stdout.contains("[ok] checkpoint"), "{stdout}");
+    assert!(
+        stdout.contains("period        2026-11-23T09:00:00Z .. 2026-11-23T09:10:00Z"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("valid until 2026-11-25T12:00:00Z, every total reconciles"),
+        "{stdout}"
+    );
+}
+
+/// A --checkpoint or --previous-checkpoint that is not a signed checkpoint note is an input
+/// that does not parse: exit 2, as a --inclusion that is not JSON; nothing is printed on
+/// stdout. A well-formed checkpoint the log key did not sign is a failed check: exit 1.
+#[test]
+fn a_malformed_checkpoint_is_an_input_error_like_a_malformed_proof() {
+    let inputs = Inputs::new("checkpoint");
+    let garbage = inputs.write("garbage.txt", "this is not a checkpoint\n");
+    let log_key = inputs.path("log.key");
+    for flag in ["--checkpoint", "--inclusion"] {
+        let out = inputs.verify(
+            &inputs.path("cert.json"),
+            &["--log-key", &log_key, flag, &garbage],
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(out.stdout.is_empty(), "{flag}: {}", text(&out.stdout));
+        assert!(stderr.starts_with("error: "), "{stderr}");
+    }
+    let out = inputs.verify(
+        &inputs.path("cert.json"),
+        &["--log-key", &log_key, "--checkpoint", &garbage],
+    );
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: --checkpoint {garbage} is not a signed checkpoint: malformed checkpoint: no blank line before the signatures\n"
+        )
+    );
+    // --previous-checkpoint the same (its --consistency proof is well-formed JSON).
+    let consistency = inputs.write(
+        "consistency.json",
+        r#"{"first":1,"second":1,"hashes":[],"checkpoint":"x"}"#,
+    );
+    let out = inputs.verify(
+        &inputs.path("cert.json"),
+        &[
+            "--log-key",
+            &log_key,
+            "--previous-checkpoint",
+            &garbage,
+            "--consistency",
+            &consistency,
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--previous-checkpoint {garbage} is not a signed checkpoint: malformed checkpoint"
+        )),
+        "{stderr}"
+    );
+    // Well-formed, but signed by another log's key: the check fails, exit 1.
+    let other = LogSigner::generate(ORIGIN).unwrap();
+    let foreign = inputs.write(
+        "foreign.txt",
+        &other
+            .sign(&Checkpoint {
+                origin: ORIGIN.into(),
+                size: 1,
+                root: [0; 32],
+                extensions: vec![],
+            })
+            .unwrap(),
+    );
+    let out = inputs.verify(
+        &inputs.path("cert.json"),
+        &["--log-key", &log_key, "--checkpoint", &foreign],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.starts_with("INVALID certificate cert-1\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "[FAIL] checkpoint     checkpoint carries no signature by log key {}",
+            inputs.log.name()
+        )),
+        "{stdout}"
+    );
+}
+
+/// `-` names standard input for one input only: a second `-` is refused before anything is
+/// read, with exit 2, instead of the second input finding standard input empty.
+#[test]
+fn standard_input_is_refused_for_a_second_input() {
+    let inputs = Inputs::new("stdin");
+    let cert = std::fs::read_to_string(inputs.dir.join("cert.json")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wattest-verify"))
+        .args(["-", "--jwks", "-", "--no-log"])
+        .stdin(std::fs::File::open(inputs.dir.join("cert.json")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "error: standard input can be used for only one input: CERT, --jwks are all `-`\n"
+    );
+    assert!(out.stdout.is_empty());
+    // Once is fine: the bundle from standard input verifies.
+    let out = inputs.verify_at(
+        "-",
+        &["--log-key", &inputs.path("log.key")],
+        inputs.now + Duration::hours(1),
+        Some(&cert),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("VALID certificate cert-1\n"));
+}
+
+/// A certificate that parses but is expired at --at: INVALID, named by its jti (text and
+/// JSON), the expiry and the time verified at in RFC 3339 UTC, exit 1. "(unreadable)" is kept
+/// for a CERT that does not parse.
+#[test]
+fn a_failed_claim_check_names_the_certificate_and_its_times() {
+    let inputs = Inputs::new("expired");
+    let at = DateTime::parse_from_rfc3339("2040-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    for cert in ["cert.json", "cert.jws"] {
+        let out = inputs.verify_at(&inputs.path(cert), &["--no-log"], at, None);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+        assert!(
+            stdout.starts_with("INVALID certificate cert-1\n"),
+            "{cert}: {stdout}"
+        );
+        assert!(
+            stdout.contains(
+                "[FAIL] claims         certificate is not valid at this time: expired at 2026-11-25T12:00:00Z (verified as of 2040-01-01T00:00:00Z)"
+            ),
+            "{stdout}"
+        );
+        let exp = (inputs.now + Duration::days(1)).timestamp().to_string();
+        assert!(!stdout.contains(&exp), "no raw epoch: {stdout}");
+        let out = inputs.verify_at(&inputs.path(cert), &["--no-log", "--json"], at, None);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(report["valid"], false);
+        assert_eq!(report["certificate_id"], "cert-1");
+        assert!(report.get("claims").is_none(), "{report}");
+    }
+    // Not valid yet: nbf and iat after --at.
+    let before = inputs.now - Duration::days(1);
+    let out = inputs.verify_at(&inputs.path("cert.jws"), &["--no-log"], before, None);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("not valid yet: nbf 2026-11-24T12:00:00Z / iat 2026-11-24T12:00:00Z is after 2026-11-23T12:00:00Z"),
+        "{stdout}"
+    );
+    // Input that does not parse has no id to show.
+    let junk = inputs.write("junk.jws", "not.a-jws");
+    let out = inputs.verify(&junk, &["--no-log"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.starts_with("INVALID certificate (unreadable)\n"),
+        "{stdout}"
+    );
+}
+
+/// --help says what the report's first line names and the exit statuses this file tests.
+#[test]
+fn help_states_the_id_rule_and_the_exit_statuses() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wattest-verify"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = text(&out.stdout);
+    let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for said in [
+        "`-` (standard input, for one input only: a second `-` is refused, exit 2)",
+        "the id is the JWS payload's jti whenever the payload parses (even when a check fails), else the bundle's id, else `(unreadable)`. Times are RFC 3339 UTC.",
+        "a --checkpoint or --previous-checkpoint that is not a signed checkpoint note",
+        "standard input was named twice",
+    ] {
+        assert!(flat.contains(said), "{said:?} not in {help}");
+    }
+}
