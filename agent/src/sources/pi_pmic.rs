@@ -96,12 +96,12 @@ impl PowerSource for PiPmic {
 
     fn read(&mut self) -> Result<Reading, SourceError> {
         let command = self.info.location.clone();
-        let out = Command::new(&self.binary)
-            .arg("pmic_read_adc")
-            .output()
-            .map_err(|e| SourceError::Command {
-                command: command.clone(),
-                detail: e.to_string(),
+        let out =
+            output_when_not_busy(Command::new(&self.binary).arg("pmic_read_adc")).map_err(|e| {
+                SourceError::Command {
+                    command: command.clone(),
+                    detail: e.to_string(),
+                }
             })?;
         if !out.status.success() {
             return Err(SourceError::Command {
@@ -120,6 +120,34 @@ impl PowerSource for PiPmic {
                 what: command,
                 text: text.chars().take(200).collect(),
             })
+    }
+}
+
+/// Attempts at running a binary that is "text file busy" (`ETXTBSY`,
+/// [`std::io::ErrorKind::ExecutableFileBusy`]), [`BUSY_RETRY`] apart: a binary is busy to `exec` while some process still holds it open for
+/// writing: one being replaced by a package upgrade, or one just written when another thread
+/// forked meanwhile (the child holds the writer's descriptor until its own `exec`).
+const BUSY_ATTEMPTS: u32 = 10;
+/// Wait between [`BUSY_ATTEMPTS`].
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// `command.output()`, tried again (up to [`BUSY_ATTEMPTS`] times) while the binary is busy.
+///
+/// # Errors
+/// The last spawn error.
+fn output_when_not_busy(command: &mut Command) -> std::io::Result<std::process::Output> {
+    let mut attempt = 1;
+    loop {
+        match command.output() {
+            Err(err)
+                if err.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && attempt < BUSY_ATTEMPTS =>
+            {
+                attempt += 1;
+                std::thread::sleep(BUSY_RETRY);
+            }
+            result => return result,
+        }
     }
 }
 
@@ -150,5 +178,35 @@ mod tests {
             parse_pmic("error=2 error_msg=\"Command not registered\""),
             None
         );
+    }
+
+    /// A binary still open for writing cannot be run (`ETXTBSY`); once the writer closes it
+    /// within the retries, it runs. Held open throughout, the busy error is the answer.
+    #[test]
+    fn a_busy_binary_is_run_once_its_writer_closes() {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("vcgencmd");
+        let writer = {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o755)
+                .open(&path)
+                .expect("open");
+            f.write_all(b"#!/bin/sh\necho ok\n").expect("write");
+            f
+        };
+        let busy = output_when_not_busy(&mut Command::new(&path)).expect_err("busy");
+        assert_eq!(busy.kind(), std::io::ErrorKind::ExecutableFileBusy);
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(BUSY_RETRY / 4);
+            drop(writer);
+        });
+        let out = output_when_not_busy(&mut Command::new(&path)).expect("ran");
+        closer.join().expect("closer");
+        assert_eq!(out.stdout, b"ok\n");
     }
 }
