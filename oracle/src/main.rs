@@ -99,11 +99,12 @@ struct ExportArgs {
     zone: Option<String>,
     /// Which certificates: valid (default: not revoked); affirming, warning or contraindicated
     /// (that ear.status, not revoked); revoked (revoked only); all.
-    #[arg(long)]
-    status: Option<String>,
-    /// `certificate` (default) or `hour` (compliance profile: one row per certificate-hour).
-    #[arg(long)]
-    granularity: Option<String>,
+    #[arg(long, value_parser = status_parser())]
+    status: Option<wattest_oracle::export::StatusFilter>,
+    /// `certificate` (default) or `hour` (compliance profile only: one row per
+    /// certificate-hour).
+    #[arg(long, value_parser = granularity_parser())]
+    granularity: Option<wattest_oracle::export::Granularity>,
     /// Write here (via FILE.partial, renamed when complete) instead of stdout.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -132,6 +133,65 @@ enum NodeCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+}
+
+/// `--status`: one of [`StatusFilter::NAMES`](wattest_oracle::export::StatusFilter::NAMES),
+/// listed in `--help`; any other word is a usage error (exit 2) naming them.
+fn status_parser()
+-> impl clap::builder::TypedValueParser<Value = wattest_oracle::export::StatusFilter> {
+    use clap::builder::TypedValueParser as _;
+    use wattest_oracle::export::StatusFilter;
+    clap::builder::PossibleValuesParser::new(StatusFilter::NAMES.split(", ")).try_map(|name| {
+        StatusFilter::parse(&name).ok_or_else(|| format!("{name:?} is not a status filter"))
+    })
+}
+
+/// `--granularity`: `certificate` or `hour`, listed in `--help`; any other word is a usage
+/// error (exit 2) naming them.
+fn granularity_parser()
+-> impl clap::builder::TypedValueParser<Value = wattest_oracle::export::Granularity> {
+    use clap::builder::TypedValueParser as _;
+    use wattest_oracle::export::Granularity;
+    clap::builder::PossibleValuesParser::new(["certificate", "hour"]).try_map(|name| {
+        Granularity::parse(&name).ok_or_else(|| format!("{name:?} is not a granularity"))
+    })
+}
+
+/// `--public-url`: an absolute `http` or `https` URL naming a host, kept as given (it becomes
+/// the certificates' `iss`; a trailing slash is dropped where links and the log origin are
+/// built from it).
+///
+/// # Errors
+/// A sentence saying what is wrong (clap reports it as a usage error, exit 2).
+fn parse_public_url(text: &str) -> Result<String, String> {
+    let lower = text.to_ascii_lowercase();
+    let why = if text.trim() != text || text.is_empty() {
+        Some("it must not be empty nor start or end with white space")
+    } else if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        Some("it must start with http:// or https://")
+    } else if text
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
+        .is_none_or(str::is_empty)
+    {
+        // `http:///path` parses, as `http://path/`: the host must be written where it is read.
+        Some("it names no host")
+    } else {
+        match reqwest::Url::parse(text) {
+            Err(_) => Some("it does not parse as a URL"),
+            Ok(url) if url.host_str().is_none_or(str::is_empty) => Some("it names no host"),
+            Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+                Some("it must have no query (?) nor fragment (#)")
+            }
+            Ok(_) => None,
+        }
+    };
+    match why {
+        None => Ok(text.to_owned()),
+        Some(why) => Err(format!(
+            "{text:?} is not an absolute http or https URL with a host ({why}), e.g. https://oracle.example.org"
+        )),
+    }
 }
 
 fn parse_kg(text: &str) -> Result<wattest_shared::Decimal6, String> {
@@ -190,7 +250,8 @@ struct ServeArgs {
     /// Public base URL of this oracle, written as `iss` in certificates and used in export links
     /// (default: http://LISTEN; required when LISTEN is an unspecified address such as 0.0.0.0,
     /// which names no host).
-    #[arg(long, env = "WATTEST_PUBLIC_URL")]
+    /// Must be an absolute http or https URL with a host, without query or fragment.
+    #[arg(long, env = "WATTEST_PUBLIC_URL", value_parser = parse_public_url)]
     public_url: Option<String>,
     /// Price per tonne of avoided CO2e for the avoided-emissions reward, EUR (decimal).
     #[arg(long, default_value = DEFAULT_PRICE_EUR_PER_TONNE, value_parser = parse_eur)]
@@ -334,8 +395,55 @@ fn prepare_data_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("chmod 700 {}", dir.display()))
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// Runs the command line; a failure is printed as one line, `wattest-oracle: error: …` with its
+/// causes after colons (never a backtrace), and exits 1; a usage error (bad flag or value,
+/// also one found after parsing, see [`usage_error`]) is printed by clap with the usage and
+/// exits 2 (docs/operations.md, "Oracle exit status").
+fn main() -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("wattest-oracle: error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run());
+    drop(runtime);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => match err.downcast_ref::<clap::Error>() {
+            Some(usage) => {
+                // Help and version never get here (they are printed while parsing).
+                let _ = usage.print();
+                ExitCode::from(2)
+            }
+            None => {
+                eprintln!("wattest-oracle: error: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// A usage error of the subcommand at `path` (`["export"]`, `["node", "set"]`): a value that
+/// parses but is refused (`--from` not before `--to`, an empty `--owner`). [`main`] prints it
+/// as clap prints its own, with that subcommand's usage, and exits 2.
+fn usage_error(path: &[&str], message: impl std::fmt::Display) -> anyhow::Error {
+    let mut command = Cli::command();
+    command.build();
+    for name in path {
+        if let Some(sub) = command.find_subcommand(name).cloned() {
+            command = sub;
+        }
+    }
+    anyhow::Error::new(command.error(clap::error::ErrorKind::ValueValidation, message))
+}
+
+async fn run() -> Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let command = Cli::command();
     let argv = with_default_subcommand(&command, argv);
@@ -385,7 +493,7 @@ async fn main() -> Result<()> {
         } => {
             use wattest_oracle::export::{self, Embodied, NodeExportSettings};
             if let Some(o) = &owner {
-                export::check_owner(o).map_err(anyhow::Error::msg)?;
+                export::check_owner(o).map_err(|why| usage_error(&["node", "set"], why))?;
             }
             let settings = NodeExportSettings {
                 owner,
@@ -504,7 +612,22 @@ async fn main() -> Result<()> {
     }
 }
 
+/// The database of an offline command (`token list`, `token revoke`, `node set`, `export`):
+/// these create nothing, so without `DATABASE_URL` the data dir must hold `wattest.db`.
+///
+/// # Errors
+/// No `wattest.db` in the data dir (the message names the path: a wrong `--data-dir` would
+/// otherwise read an empty database), the data dir's mode cannot be set, the database cannot
+/// be opened.
 async fn open_storage(data: &DataArgs) -> Result<Storage> {
+    let env_url = data.database_url.as_deref().filter(|u| !u.is_empty());
+    let db = data.data_dir.join("wattest.db");
+    if env_url.is_none() && !db.is_file() {
+        anyhow::bail!(
+            "no oracle database {} (DATABASE_URL is not set): is --data-dir right? `serve` or `token create` creates it",
+            db.display()
+        );
+    }
     prepare_data_dir(&data.data_dir)?;
     Storage::connect(&storage::database_url(
         &data.data_dir,
@@ -516,20 +639,10 @@ async fn open_storage(data: &DataArgs) -> Result<Storage> {
 
 async fn export(args: ExportArgs) -> Result<()> {
     use std::io::Write as _;
-    use wattest_oracle::export::{self, ExportFilter, Granularity, Profile, StatusFilter};
+    use wattest_oracle::export::{self, ExportFilter, Granularity, Profile};
     let profile = Profile::parse(&args.profile).context("unknown profile")?;
-    let status = match args.status.as_deref() {
-        None => None,
-        Some(s) => Some(
-            StatusFilter::parse(s)
-                .with_context(|| format!("status {s:?} is not one of: {}", StatusFilter::NAMES))?,
-        ),
-    };
-    let granularity = match args.granularity.as_deref() {
-        None => Granularity::Certificate,
-        Some(g) => Granularity::parse(g)
-            .with_context(|| format!("granularity {g:?} is not certificate or hour"))?,
-    };
+    let status = args.status;
+    let granularity = args.granularity.unwrap_or(Granularity::Certificate);
     let filter = ExportFilter {
         from: args.from,
         to: args.to,
@@ -548,7 +661,9 @@ async fn export(args: ExportArgs) -> Result<()> {
         status,
         granularity,
     };
-    filter.check(profile).map_err(anyhow::Error::msg)?;
+    filter
+        .check(profile)
+        .map_err(|why| usage_error(&["export"], why))?;
     let storage = open_storage(&args.data).await?;
     let partial = args.output.as_ref().map(|p| {
         let mut name = p.as_os_str().to_owned();

@@ -1,6 +1,10 @@
-//! `wattest-oracle --print-config` and the logging switches as a process: the effective settings
-//! print as typed TOML (numbers as numbers) that `--config` reads back unchanged, also without a
-//! subcommand (the `serve` settings), and `WATTEST_LOG_JSON` takes the usual boolean words.
+//! `wattest-oracle`'s command line as a process. `--print-config` and the logging switches: the
+//! effective settings print as typed TOML (numbers as numbers) that `--config` reads back
+//! unchanged, also without a subcommand (the `serve` settings), and `WATTEST_LOG_JSON` takes the
+//! usual boolean words. The exit status contract (docs/operations.md, "Oracle exit status"): a
+//! runtime failure is one line `wattest-oracle: error: …` and exit 1, never anyhow's `Caused
+//! by:` nor a backtrace; a bad flag or value is a usage error, exit 2; offline commands refuse a
+//! data dir without a database instead of creating one.
 
 #![allow(clippy::unwrap_used)]
 
@@ -130,6 +134,12 @@ fn a_readable_config_file_is_warned_about_in_the_log_format() {
     let file = dir.path().join("oracle.toml");
     std::fs::write(&file, "request_timeout_secs = 30\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // `token list` reads an existing database only: `token create` makes it.
+    stdout_ok(&oracle(
+        dir.path(),
+        &["token", "create", "--role", "admin", "--data-dir", "data"],
+        &[],
+    ));
     let run = |extra: &[&str]| {
         let mut args = vec!["--config", file.to_str().unwrap()];
         args.extend_from_slice(extra);
@@ -148,4 +158,287 @@ fn a_readable_config_file_is_warned_about_in_the_log_format() {
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let quiet = run(&[]);
     assert!(!quiet.contains("chmod 600"), "{quiet}");
+}
+
+/// The exit status and the stderr of `out`.
+fn failure(out: &Output) -> (Option<i32>, String) {
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A runtime failure is one line on stderr, `wattest-oracle: error: …` with its causes after
+/// colons, and exit 1: no `Caused by:` block and no backtrace, even with `RUST_BACKTRACE=1`.
+#[test]
+fn a_runtime_failure_is_one_line_and_exit_1_without_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    stdout_ok(&oracle(
+        dir.path(),
+        &["token", "create", "--role", "admin", "--data-dir", "data"],
+        &[],
+    ));
+    for backtrace in ["1", "full"] {
+        let env = [("RUST_BACKTRACE", backtrace), ("RUST_LIB_BACKTRACE", "1")];
+        let (code, stderr) = failure(&oracle(
+            dir.path(),
+            &["token", "revoke", "nosuchid", "--data-dir", "data"],
+            &env,
+        ));
+        assert_eq!(code, Some(1), "{stderr}");
+        assert_eq!(
+            stderr,
+            "wattest-oracle: error: no unrevoked token with id nosuchid; see `wattest-oracle token list`\n"
+        );
+        // A failure with a cause: the causes follow on the same line.
+        let (code, stderr) = failure(&oracle(
+            dir.path(),
+            &["serve", "--data-dir", "data", "--ek-ca-dir", "no-such-dir"],
+            &env,
+        ));
+        assert_eq!(code, Some(1), "{stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("wattest-oracle: error: reading EK CA dir no-such-dir: "),
+            "{stderr}"
+        );
+        for word in ["Caused by", "backtrace", "Backtrace", "Stack"] {
+            assert!(!stderr.contains(word), "{word}: {stderr}");
+        }
+    }
+}
+
+/// `export --status` and `--granularity` take their words only: anything else is a usage error
+/// (exit 2) naming the words, which `--help` lists too; the accepted spellings still export.
+#[test]
+fn export_status_and_granularity_are_checked_words() {
+    let dir = tempfile::tempdir().unwrap();
+    stdout_ok(&oracle(
+        dir.path(),
+        &["token", "create", "--role", "admin", "--data-dir", "data"],
+        &[],
+    ));
+    let export = |extra: &[&str]| {
+        let mut args = vec!["export", "--profile", "compliance", "--data-dir", "data"];
+        args.extend_from_slice(extra);
+        oracle(dir.path(), &args, &[])
+    };
+    let (code, stderr) = failure(&export(&["--status", "bogus"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value 'bogus' for '--status")
+            && stderr.contains("affirming, warning, contraindicated, revoked, valid, all"),
+        "{stderr}"
+    );
+    let (code, stderr) = failure(&export(&["--granularity", "bogus"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value 'bogus' for '--granularity")
+            && stderr.contains("[possible values: certificate, hour]"),
+        "{stderr}"
+    );
+    for name in [
+        "affirming",
+        "warning",
+        "contraindicated",
+        "revoked",
+        "valid",
+        "all",
+    ] {
+        let csv = stdout_ok(&export(&["--status", name]));
+        assert!(csv.starts_with("certificate_id,"), "{name}: {csv}");
+    }
+    for name in ["certificate", "hour"] {
+        let csv = stdout_ok(&export(&["--granularity", name]));
+        assert!(csv.starts_with("certificate_id,"), "{name}: {csv}");
+    }
+    let help = stdout_ok(&oracle(dir.path(), &["export", "--help"], &[]));
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains(
+            "[possible values: affirming, warning, contraindicated, revoked, valid, all]"
+        ) && help.contains("[possible values: certificate, hour]"),
+        "{help}"
+    );
+}
+
+/// Values that parse but cannot be right are usage errors too (exit 2, with the subcommand's
+/// usage), refused before the database is opened.
+#[test]
+fn refused_combinations_of_values_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    stdout_ok(&oracle(
+        dir.path(),
+        &["token", "create", "--role", "admin", "--data-dir", "data"],
+        &[],
+    ));
+    let cases: [(&[&str], &str, &str); 4] = [
+        (
+            &["export", "--profile", "compliance"],
+            "--from=2026-02-01T00:00:00Z --to=2026-01-01T00:00:00Z",
+            "must be before to",
+        ),
+        (
+            &["export", "--profile", "compliance"],
+            "--from=2026-01-01T00:00:00Z --to=2026-01-01T00:00:00Z",
+            "must be before to",
+        ),
+        (
+            &["export", "--profile", "codecarbon"],
+            "--granularity=hour",
+            "only for the compliance profile",
+        ),
+        (
+            &["node", "set", "6f1c0000-0000-0000-0000-000000000000"],
+            "--owner=",
+            "owner must be 1 to 200 characters",
+        ),
+    ];
+    for (command, extra, says) in cases {
+        let mut args = command.to_vec();
+        args.extend(extra.split(' '));
+        args.extend(["--data-dir", "data"]);
+        let (code, stderr) = failure(&oracle(dir.path(), &args, &[]));
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(says),
+            "{args:?}: {stderr}"
+        );
+        let usage = if command[0] == "node" {
+            "Usage: wattest-oracle node set "
+        } else {
+            "Usage: wattest-oracle export "
+        };
+        assert!(stderr.contains(usage), "{args:?}: {stderr}");
+    }
+}
+
+/// `token list`, `token revoke`, `node set` and `export` read an existing database: on a data
+/// dir without `wattest.db` (and no DATABASE_URL) they fail naming the path, and create
+/// nothing; `token create` still creates the database on first use.
+#[test]
+fn offline_commands_refuse_a_data_dir_without_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nonexistent");
+    let missing_arg = missing.to_str().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let empty_arg = empty.to_str().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["token", "list"],
+        &["token", "revoke", "some-id"],
+        &[
+            "node",
+            "set",
+            "6f1c0000-0000-0000-0000-000000000000",
+            "--owner",
+            "Acme",
+        ],
+        &["export", "--profile", "compliance"],
+        &["export", "--profile", "sci", "--output", "out.csv"],
+    ];
+    for data_dir in [missing_arg, empty_arg] {
+        for command in commands {
+            let mut args = command.to_vec();
+            args.extend(["--data-dir", data_dir]);
+            let out = oracle(dir.path(), &args, &[]);
+            let (code, stderr) = failure(&out);
+            assert_eq!(code, Some(1), "{args:?}: {stderr}");
+            let db = format!("{data_dir}/wattest.db");
+            assert!(
+                stderr.starts_with("wattest-oracle: error: no oracle database ")
+                    && stderr.contains(&db)
+                    && stderr.contains("is --data-dir right?"),
+                "{args:?}: {stderr}"
+            );
+            assert!(out.stdout.is_empty(), "{args:?}: no CSV header");
+        }
+    }
+    assert!(!missing.exists(), "the missing data dir was created");
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "created in the empty dir"
+    );
+    assert!(!dir.path().join("out.csv").exists() && !dir.path().join("out.csv.partial").exists());
+
+    // First use: `token create` makes the database, then the others read it.
+    stdout_ok(&oracle(
+        dir.path(),
+        &[
+            "token",
+            "create",
+            "--role",
+            "admin",
+            "--data-dir",
+            missing_arg,
+        ],
+        &[],
+    ));
+    assert!(missing.join("wattest.db").is_file());
+    let list = stdout_ok(&oracle(
+        dir.path(),
+        &["token", "list", "--data-dir", missing_arg],
+        &[],
+    ));
+    assert!(list.contains("\tadmin\t"), "{list}");
+}
+
+/// `--public-url` (and WATTEST_PUBLIC_URL) must be an absolute http(s) URL with a host: it
+/// becomes the certificates' `iss`. A bad one is a usage error (exit 2) before anything is
+/// created; a good one is kept as given (trailing slash included).
+#[test]
+fn serve_refuses_a_public_url_that_is_not_an_http_url() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [
+        "notaurl",
+        "ftp://oracle.example.org",
+        "https://",
+        "http:///path",
+        "https://@/x",
+        "oracle.example.org",
+        "https://oracle.example.org/?x=1",
+        " https://oracle.example.org",
+    ] {
+        let (code, stderr) = failure(&oracle(
+            dir.path(),
+            // Were the URL taken, the missing EK CA dir stops serve before it listens.
+            &[
+                "serve",
+                "--public-url",
+                bad,
+                "--data-dir",
+                "data",
+                "--ek-ca-dir",
+                "none",
+            ],
+            &[],
+        ));
+        assert_eq!(code, Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("--public-url")
+                && stderr.contains("is not an absolute http or https URL with a host"),
+            "{bad}: {stderr}"
+        );
+        let (code, stderr) = failure(&oracle(
+            dir.path(),
+            &["serve", "--data-dir", "data", "--ek-ca-dir", "none"],
+            &[("WATTEST_PUBLIC_URL", bad)],
+        ));
+        assert_eq!(code, Some(2), "WATTEST_PUBLIC_URL={bad}: {stderr}");
+    }
+    assert!(!dir.path().join("data").exists(), "nothing created");
+    for good in [
+        "https://oracle.example.org/",
+        "http://127.0.0.1:8080",
+        "https://o.example/base",
+    ] {
+        let text = stdout_ok(&oracle(
+            dir.path(),
+            &["serve", "--public-url", good, "--print-config"],
+            &[],
+        ));
+        let printed: toml::Table = toml::from_str(&text).unwrap();
+        assert_eq!(printed["public_url"].as_str(), Some(good), "{text}");
+    }
 }
