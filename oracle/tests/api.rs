@@ -652,6 +652,16 @@ fn window_json(node_id: &str) -> serde_json::Value {
         "samples": 10, "uncertainty_pct": 50.0}], "solar_wh": 0.0, "final": true})
 }
 
+/// `payload` (any JSON, a window's or not) signed by `key` as a window's compact JWS.
+fn sign_window(key: &wattest_shared::SoftwareKey, payload: &serde_json::Value) -> String {
+    wattest_shared::jws::sign_compact(
+        key,
+        wattest_shared::window::WINDOW_TYP,
+        &serde_json::to_vec(payload).unwrap(),
+    )
+    .unwrap()
+}
+
 /// Posts a compact JWS to `/v1/telemetry`: the status and the problem's code, if any.
 async fn post_window(app: &TestApp, jws: String) -> (u16, serde_json::Value) {
     let r = reqwest::Client::new()
@@ -730,14 +740,7 @@ async fn enrollment_refuses_keys_of_other_shapes_as_invalid_key() {
 async fn bodies_and_payloads_are_json_objects_never_arrays() {
     let app = spawn_app().await;
     let (key, node_id) = enroll(&app).await;
-    let sign = |payload: &serde_json::Value| {
-        wattest_shared::jws::sign_compact(
-            &key,
-            wattest_shared::window::WINDOW_TYP,
-            &serde_json::to_vec(payload).unwrap(),
-        )
-        .unwrap()
-    };
+    let sign = |payload: &serde_json::Value| sign_window(&key, payload);
     let good = window_json(&node_id);
     let source = &good["sources"][0];
     let positional_source = serde_json::json!([
@@ -870,14 +873,7 @@ async fn window_steps_and_certificate_negotiation_over_http() {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let app = spawn_app().await;
     let (key, node_id) = enroll(&app).await;
-    let sign = |payload: &serde_json::Value| {
-        wattest_shared::jws::sign_compact(
-            &key,
-            wattest_shared::window::WINDOW_TYP,
-            &serde_json::to_vec(payload).unwrap(),
-        )
-        .unwrap()
-    };
+    let sign = |payload: &serde_json::Value| sign_window(&key, payload);
     let good = sign(&window_json(&node_id));
     let parts: Vec<&str> = good.split('.').collect();
     let unknown_kid = b64.encode(br#"{"alg":"PS256","kid":"nobody","typ":"wattest-window+jwt"}"#);
