@@ -6,6 +6,24 @@
 
 use std::process::{Command, Output};
 
+/// `wattest-agent enroll` against an address where nothing listens (port 9, discard), with
+/// `extra` flags: it fails before any request in every use here.
+fn enroll(extra: &[&str]) -> Output {
+    let mut args = vec![
+        "enroll",
+        "--oracle",
+        "http://127.0.0.1:9",
+        "--token",
+        "t",
+        "--name",
+        "n",
+        "--zone",
+        "BE",
+    ];
+    args.extend_from_slice(extra);
+    agent(&args, &[])
+}
+
 fn agent(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wattest-agent"));
     cmd.args(args);
@@ -155,22 +173,7 @@ fn each_cause_is_printed_once_after_what_was_being_done() {
         error_line(&out),
         "wattest-agent: error: cannot read the config file /nonexistent.toml: No such file or directory (os error 2)"
     );
-    let out = agent(
-        &[
-            "enroll",
-            "--oracle",
-            "http://127.0.0.1:9",
-            "--token",
-            "t",
-            "--name",
-            "n",
-            "--zone",
-            "BE",
-            "--state-dir",
-            "/proc/nope",
-        ],
-        &[],
-    );
+    let out = enroll(&["--state-dir", "/proc/nope"]);
     assert_eq!(out.status.code(), Some(70));
     assert_eq!(
         error_line(&out),
@@ -189,26 +192,14 @@ fn each_cause_is_printed_once_after_what_was_being_done() {
 #[test]
 fn a_tpm_that_cannot_be_opened_is_reported_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = agent(
-        &[
-            "enroll",
-            "--oracle",
-            "http://127.0.0.1:9",
-            "--token",
-            "t",
-            "--name",
-            "n",
-            "--zone",
-            "BE",
-            "--signer",
-            "tpm",
-            "--tcti",
-            "device:/nonexistent/tpm",
-            "--state-dir",
-            tmp.path().to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = enroll(&[
+        "--signer",
+        "tpm",
+        "--tcti",
+        "device:/nonexistent/tpm",
+        "--state-dir",
+        tmp.path().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(70), "{}", stderr(&out));
     let line = error_line(&out);
     assert!(
