@@ -13,6 +13,20 @@ use std::path::Path;
 /// Keys whose values are never printed (`--print-config` shows `<redacted>`).
 const SECRET_KEYS: &[&str] = &["token", "api_token", "secret", "password"];
 
+/// `command` with no argument required, in every subcommand: for reading the command line
+/// before the config file fills in what it lacks (a required flag such as `token create
+/// --role` may come from the file); the parse after [`merge_file`] requires them again.
+#[must_use]
+pub fn without_required(command: &Command) -> Command {
+    let mut relaxed = command.clone().mut_args(|arg| arg.required(false));
+    let subcommands: Vec<Command> = command.get_subcommands().map(without_required).collect();
+    for subcommand in subcommands {
+        let name = subcommand.get_name().to_owned();
+        relaxed = relaxed.mut_subcommand(name, |_| subcommand);
+    }
+    relaxed
+}
+
 /// Re-parses `argv` with the values of `file` filled in for every flag of the running
 /// subcommand that the command line and the environment left at its default. The caller warns
 /// when group or others may read the file ([`exposure_warning`]): it may hold `database_url`
@@ -31,7 +45,10 @@ pub fn merge_file(command: &Command, argv: &[OsString], file: &Path) -> Result<V
             toml_error(&text, &err)
         )
     })?;
-    let matches = command.clone().try_get_matches_from(argv)?;
+    // The command line alone may lack a required flag that the file gives (`role` of `token
+    // create`, as `--print-config` prints it): it is read with no flag required, and the file's
+    // values join it before the real parse, which requires them.
+    let matches = without_required(command).try_get_matches_from(argv)?;
     // The deepest subcommand being run and the position of its name in argv.
     let mut cmd = command.clone();
     let mut m = &matches;

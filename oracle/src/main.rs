@@ -448,7 +448,16 @@ async fn run() -> Result<()> {
     let command = Cli::command();
     let argv = with_default_subcommand(&command, argv);
     // The config file named by --config / WATTEST_CONFIG fills in what flags and env left unset.
-    let probe = command.clone().get_matches_from(&argv);
+    // A required flag may come from the file: the command line is then read without it (the
+    // parse after the merge requires it again). Help, version and every other error are
+    // answered here, by the command as defined.
+    let probe = match command.clone().try_get_matches_from(&argv) {
+        Ok(matches) => matches,
+        Err(err) if err.kind() == clap::error::ErrorKind::MissingRequiredArgument => {
+            wattest_oracle::config::without_required(&command).get_matches_from(&argv)
+        }
+        Err(err) => err.exit(),
+    };
     let argv = match probe.get_one::<PathBuf>("config") {
         Some(file) => wattest_oracle::config::merge_file(&command, &argv, file)?,
         None => argv,

@@ -442,3 +442,63 @@ fn serve_refuses_a_public_url_that_is_not_an_http_url() {
         assert_eq!(printed["public_url"].as_str(), Some(good), "{text}");
     }
 }
+
+/// docs/operations.md: `--print-config`'s output is a config file that `--config` reads back to
+/// the same settings, required flags included (`token create --role`, `export --profile`): the
+/// command line is read without them before the file fills them in. Without the file they are
+/// still required, and `--help` still shows them as required.
+#[test]
+fn print_config_reads_back_with_the_required_flags_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    for args in [
+        &["token", "create", "--role", "auditor"][..],
+        &["export", "--profile", "sci"][..],
+    ] {
+        let mut first = args.to_vec();
+        first.extend(["--data-dir", data, "--print-config"]);
+        let printed = stdout_ok(&oracle(dir.path(), &first, &[]));
+        let file = dir.path().join("printed.toml");
+        std::fs::write(&file, &printed).unwrap();
+        let mut again = args[..args.len() - 2].to_vec();
+        again.extend(["--config", file.to_str().unwrap(), "--print-config"]);
+        assert_eq!(
+            stdout_ok(&oracle(dir.path(), &again, &[])),
+            printed,
+            "{args:?}"
+        );
+
+        let bare = &args[..args.len() - 2];
+        let out = oracle(dir.path(), &[bare, &["--data-dir", data][..]].concat(), &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let flag = args[args.len() - 2];
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("{flag} <")),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let help = stdout_ok(&oracle(dir.path(), &[bare, &["--help"][..]].concat(), &[]));
+        let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap();
+        assert!(usage.contains(&format!("{flag} <")), "{usage}");
+    }
+    // The file's role is the one used: the token is created with it.
+    let file = dir.path().join("role.toml");
+    std::fs::write(
+        &file,
+        format!("role = \"auditor\"\ndata_dir = \"{data}\"\n"),
+    )
+    .unwrap();
+    let token = stdout_ok(&oracle(
+        dir.path(),
+        &["token", "create", "--config", file.to_str().unwrap()],
+        &[],
+    ));
+    assert!(!token.trim().is_empty());
+    let listed = stdout_ok(&oracle(
+        dir.path(),
+        &["token", "list", "--data-dir", data],
+        &[],
+    ));
+    assert!(listed.contains("auditor"), "{listed}");
+}
