@@ -344,6 +344,16 @@ pub struct CheckedCertificate {
     pub hash: String,
 }
 
+/// RFC 3339 UTC, whole seconds, for the epoch seconds `t` (the number itself when out of
+/// chrono's range): how the time errors of [`verify_certificate`] write `nbf`, `iat`, `exp`.
+#[must_use]
+pub fn rfc3339(t: i64) -> String {
+    DateTime::from_timestamp(t, 0).map_or_else(
+        || t.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
 /// Verifies a certificate offline against the oracle's JWKS.
 ///
 /// Steps: (1–3) header: PS256 or ES256 ([`jws::CERTIFICATE_ALGS`]), `typ` = [`CERTIFICATE_TYP`], no header keys; (4) key: the `kid`
@@ -385,14 +395,19 @@ pub fn verify_certificate(
         )));
     }
     let t = now.timestamp();
+    let at = rfc3339(t);
     if claims.nbf > t + CLOCK_SKEW_SECONDS || claims.iat > t + CLOCK_SKEW_SECONDS {
         return Err(CertificateError::Time(format!(
-            "nbf {} / iat {} is after now {t}",
-            claims.nbf, claims.iat
+            "not valid yet: nbf {} / iat {} is after {at} (more than {CLOCK_SKEW_SECONDS} s of clock skew)",
+            rfc3339(claims.nbf),
+            rfc3339(claims.iat)
         )));
     }
     if claims.exp <= t {
-        return Err(CertificateError::Time(format!("expired at {}", claims.exp)));
+        return Err(CertificateError::Time(format!(
+            "expired at {} (verified as of {at})",
+            rfc3339(claims.exp)
+        )));
     }
     claims.check_arithmetic()?;
     Ok(CheckedCertificate {

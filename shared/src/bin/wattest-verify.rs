@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::io::{Read, Write as _};
 use std::process::ExitCode;
-use wattest_shared::certificate::{CLOCK_SKEW_SECONDS, CertificateError};
+use wattest_shared::certificate::{CertificateError, rfc3339};
 use wattest_shared::checkpoint::{CheckpointError, LogVerifier};
 use wattest_shared::transparency::{
     ConsistencyProof, InclusionProof, verify_consistency, verify_inclusion,
@@ -698,18 +698,10 @@ fn run(args: &Args) -> Result<Report> {
                 ok: true,
                 detail: "the signature holds".into(),
             });
-            let detail = match (&err, &payload) {
-                (CertificateError::Time(_), Some(payload)) => time_detail(payload, now)
-                    .map_or_else(
-                        || err.to_string(),
-                        |why| format!("certificate is not valid at this time: {why}"),
-                    ),
-                _ => err.to_string(),
-            };
             checks.push(Check {
                 check: "claims",
                 ok: false,
-                detail,
+                detail: err.to_string(),
             });
             None
         }
@@ -842,49 +834,7 @@ fn run(args: &Args) -> Result<Report> {
 /// The JSON payload of the compact JWS `jws`, unverified; `None` when it is not three
 /// dot-separated parts whose second is base64url of a JSON object.
 fn unverified_payload(jws: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
-    use base64::Engine as _;
-    let mut parts = jws.trim().split('.');
-    let (Some(_), Some(payload), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// An RFC 3339 UTC time for the epoch seconds `t` (the number itself when out of range).
-fn rfc3339(t: i64) -> String {
-    DateTime::from_timestamp(t, 0).map_or_else(
-        || t.to_string(),
-        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    )
-}
-
-/// Why a certificate whose claims `payload` parsed is not valid at `now`, with its times in
-/// RFC 3339 (the library's time error gives them in epoch seconds); the same tests in the same
-/// order as `verify_certificate`. `None` when its times are not integers.
-fn time_detail(
-    payload: &serde_json::Map<String, serde_json::Value>,
-    now: DateTime<Utc>,
-) -> Option<String> {
-    let time = |name: &str| payload.get(name).and_then(serde_json::Value::as_i64);
-    let (nbf, iat, exp) = (time("nbf")?, time("iat")?, time("exp")?);
-    let t = now.timestamp();
-    let at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    Some(
-        if nbf > t + CLOCK_SKEW_SECONDS || iat > t + CLOCK_SKEW_SECONDS {
-            format!(
-                "not valid yet: nbf {} / iat {} is after {at} (more than {CLOCK_SKEW_SECONDS} s of clock skew)",
-                rfc3339(nbf),
-                rfc3339(iat)
-            )
-        } else {
-            format!("expired at {} (verified as of {at})", rfc3339(exp))
-        },
-    )
+    serde_json::from_slice(&wattest_shared::jws::unverified_payload(jws)?).ok()
 }
 
 /// The report as people read it (`--json` gives the same as JSON).
