@@ -630,7 +630,7 @@ async fn run() -> Result<()> {
 /// be opened.
 async fn open_storage(data: &DataArgs) -> Result<Storage> {
     let env_url = data.database_url.as_deref().filter(|u| !u.is_empty());
-    let db = data.data_dir.join("wattest.db");
+    let db = data.data_dir.join(storage::SQLITE_FILE);
     if env_url.is_none() && !db.is_file() {
         anyhow::bail!(
             "no oracle database {} (DATABASE_URL is not set): is --data-dir right? `serve` or `token create` creates it",

@@ -120,15 +120,15 @@ impl WriteTxn {
     }
 }
 
-/// The database URL: `DATABASE_URL` when set, else SQLite in `data_dir/wattest.db`.
+/// The SQLite database's file name in the data dir, when `DATABASE_URL` is not set.
+pub const SQLITE_FILE: &str = "wattest.db";
+
+/// The database URL: `DATABASE_URL` when set, else SQLite in `data_dir/`[`SQLITE_FILE`].
 #[must_use]
 pub fn database_url(data_dir: &Path, env_url: Option<String>) -> String {
-    env_url.filter(|u| !u.is_empty()).unwrap_or_else(|| {
-        format!(
-            "sqlite://{}?mode=rwc",
-            data_dir.join("wattest.db").display()
-        )
-    })
+    env_url
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join(SQLITE_FILE).display()))
 }
 
 /// What to do about a database URL that does not parse, said with every error about one.
