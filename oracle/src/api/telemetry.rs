@@ -35,9 +35,26 @@ pub struct TelemetryRequest {
 /// Times in summaries have microsecond precision, as PostgreSQL stores them (SQLite keeps
 /// nanoseconds): a receipt reads the same whether it was built at acceptance or from the
 /// database for a duplicate, on either backend.
+///
+/// Figures are the decimals the signed claims carry: the Wh and gCO2e/kWh columns hold a
+/// six-decimal claim figure (`Decimal6::to_f64`, millionths / 1e6, already the nearest float),
+/// and the kg columns hold a six-decimal g figure divided by 1000 as floats, which can land one
+/// ulp off (`0.00011758000000000001`). Rounding to 6 (Wh, g/kWh) or 9 (kg) decimals gives back
+/// the nearest float to the claim's decimal, which serde_json prints as that decimal.
 impl From<&certificate::Model> for CertificateSummary {
     fn from(c: &certificate::Model) -> Self {
         use chrono::SubsecRound as _;
+        /// `x` rounded to `decimals` places; `x` unchanged where the scaled value is beyond
+        /// the integers f64 holds exactly (no place of that precision is left to round).
+        fn round_to(x: f64, decimals: i32) -> f64 {
+            let scale = 10f64.powi(decimals);
+            let scaled = x * scale;
+            if scaled.abs() < 9_007_199_254_740_992.0 {
+                scaled.round() / scale
+            } else {
+                x
+            }
+        }
         Self {
             id: c.id.clone(),
             job_id: c.job_id.clone(),
@@ -46,13 +63,13 @@ impl From<&certificate::Model> for CertificateSummary {
             issued_at: c.issued_at.trunc_subsecs(6),
             period_start: c.period_start.trunc_subsecs(6),
             period_end: c.period_end.trunc_subsecs(6),
-            energy_wh: c.consumed_wh,
-            grid_wh: c.grid_wh,
-            solar_wh: c.solar_wh,
-            emissions_kg_co2e: c.emissions_kg,
-            intensity_g_co2e_per_kwh: c.intensity_g,
+            energy_wh: round_to(c.consumed_wh, 6),
+            grid_wh: round_to(c.grid_wh, 6),
+            solar_wh: round_to(c.solar_wh, 6),
+            emissions_kg_co2e: round_to(c.emissions_kg, 9),
+            intensity_g_co2e_per_kwh: round_to(c.intensity_g, 6),
             intensity_dataset: c.intensity_dataset.clone(),
-            avoided_kg_co2e: c.avoided_kg,
+            avoided_kg_co2e: round_to(c.avoided_kg, 9),
             attestation_level: c.attestation_level.clone(),
             window_count: c.window_count,
         }
