@@ -231,8 +231,8 @@ pub fn verify_window_with(
             claims.start, claims.end
         )));
     }
-    // Energy is checked against the duration in milliseconds (step 8): a shorter window would
-    // measure 0 s, where any energy passes with mean_w = max_w = 0.
+    // A window shorter than a millisecond is refused as too short to measure: step 8 checks
+    // energy against the exact duration, but a meter cannot report a sub-millisecond window.
     if claims.end - claims.start < Duration::milliseconds(1) {
         return Err(VerifyError::InvalidPeriod(format!(
             "window shorter than 1 ms ({} to {})",
@@ -305,6 +305,19 @@ fn parse_claims(payload: &[u8]) -> Result<WindowClaims, VerifyError> {
     Ok(claims)
 }
 
+/// The window's duration in seconds, exact to the nanosecond (not truncated to whole
+/// milliseconds as [`WindowClaims::duration_seconds`] is): step 8 compares `mean_w` with
+/// `energy_wh × 3600 / duration`, and a 1.5 ms window measured as 1 ms would be off by half.
+fn exact_seconds(claims: &WindowClaims) -> f64 {
+    let d = claims.end - claims.start;
+    // Step 7 bounds the window to MAX_WINDOW_SECONDS, well inside i64 nanoseconds; the
+    // fallback is never taken for a window that reached step 8.
+    d.num_nanoseconds().map_or_else(
+        || d.num_milliseconds() as f64 / 1000.0,
+        |ns| ns as f64 / 1e9,
+    )
+}
+
 fn check_figures(claims: &WindowClaims) -> Result<(), VerifyError> {
     let bad = |msg: String| Err(VerifyError::Implausible(msg));
     if claims.sources.is_empty() {
@@ -316,7 +329,7 @@ fn check_figures(claims: &WindowClaims) -> Result<(), VerifyError> {
             claims.sources.len()
         ));
     }
-    let seconds = claims.duration_seconds();
+    let seconds = exact_seconds(claims);
     let mut ids = std::collections::HashSet::new();
     for s in &claims.sources {
         let id_ok = !s.source.is_empty()
@@ -474,6 +487,26 @@ mod tests {
             now,
             MAX_FUTURE_SKEW_SECONDS,
         )
+    }
+
+    #[test]
+    fn mean_w_is_checked_over_the_exact_duration() {
+        // 1.5 ms at 0.24 W is 1e-7 Wh: measured as 1 ms the window would read 0.36 W and be
+        // refused as implausible.
+        let f = fixture();
+        let mut c = claims(&f, 1, None);
+        c.end = c.start + Duration::microseconds(1500);
+        c.sources[0].energy_wh = WattHours(1e-7);
+        c.sources[0].mean_w = Watts(0.24);
+        c.sources[0].max_w = Watts(0.24);
+        let v = run(&f, &sign(&f, &c), &ChainState::default());
+        assert!(v.is_ok(), "{:?}", v.err().map(|e| e.to_string()));
+        // 0.36 W over the same 1.5 ms is off by half: refused.
+        c.sources[0].mean_w = Watts(0.36);
+        c.sources[0].max_w = Watts(0.36);
+        let err = run(&f, &sign(&f, &c), &ChainState::default()).expect_err("implausible");
+        assert_eq!(err.code(), "implausible");
+        assert!(err.to_string().contains("over the window (0.2"), "{err}");
     }
 
     #[test]
