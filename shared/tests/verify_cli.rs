@@ -2,7 +2,8 @@
 //! (`sign_compact` with a software key, as in `certificate_jose.rs`) and logged in a one-leaf
 //! transparency log signed with a `LogSigner`: the exit status and the report for an input that
 //! does not parse (2), standard input named twice (2), and a certificate that parses but fails
-//! a check (1, named by its id, times in RFC 3339).
+//! a check (1, named by its id, times in RFC 3339), a bundle whose id, hash or claims disagree
+//! with its JWS (1, the `bundle` check), and what --help lists.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, Duration, Utc};
@@ -10,7 +11,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use wattest_shared::checkpoint::{Checkpoint, LogSigner};
-use wattest_shared::jws::sign_compact;
+use wattest_shared::jws::{jws_hash, sign_compact};
 use wattest_shared::merkle::leaf_hash;
 use wattest_shared::transparency::{InclusionProof, encode_hash};
 use wattest_shared::{CERTIFICATE_TYP, Jwks, SoftwareKey};
@@ -67,9 +68,18 @@ impl Inputs {
             checkpoint: checkpoint.clone(),
         };
         let write = |file: &str, text: &str| std::fs::write(dir.join(file), text).unwrap();
+        // The bundle as GET /v1/certificates/{id} serves it.
         write(
             "cert.json",
-            &serde_json::json!({"id": "cert-1", "jws": jws, "inclusion_proof": proof}).to_string(),
+            &serde_json::json!({
+                "id": "cert-1",
+                "jws": jws,
+                "hash": jws_hash(&jws),
+                "claims": claims(now),
+                "status": {"certificate_id": "cert-1", "state": "valid"},
+                "inclusion_proof": proof,
+            })
+            .to_string(),
         );
         write("cert.jws", &jws);
         write("jwks.json", &serde_json::to_string(&jwks).unwrap());
@@ -310,6 +320,208 @@ fn a_failed_claim_check_names_the_certificate_and_its_times() {
     assert!(
         stdout.starts_with("INVALID certificate (unreadable)\n"),
         "{stdout}"
+    );
+}
+
+/// A bundle's id, hash and claims restate the JWS: each one edited (the claims' emissions, a
+/// hash of 43 `x`, the nil UUID as id) fails the `bundle` check naming it, exit 1, in the text
+/// and the JSON report, though the signature and the log proof still hold. Absent or null
+/// members are not compared; the untampered bundle passes (its claims compared as JSON values:
+/// their text orders the members otherwise than the JWS payload does).
+#[test]
+fn a_bundle_whose_members_disagree_with_its_jws_is_invalid() {
+    let inputs = Inputs::new("bundle");
+    let bundle: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(inputs.dir.join("cert.json")).unwrap())
+            .unwrap();
+    let log_key = inputs.path("log.key");
+    let verify = |file: &str, bundle: &serde_json::Value, json: bool| {
+        let path = inputs.write(file, &bundle.to_string());
+        let mut args = vec!["--log-key", log_key.as_str()];
+        if json {
+            args.push("--json");
+        }
+        inputs.verify(&path, &args)
+    };
+
+    let out = verify("untampered.json", &bundle, false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout
+            .contains("[ok] bundle         the bundle's id, hash and claims agree with the JWS\n"),
+        "{stdout}"
+    );
+
+    let jws = bundle["jws"].as_str().unwrap();
+    let nil = "00000000-0000-0000-0000-000000000000";
+    let xs = "x".repeat(43);
+    for (member, tampered, detail) in [
+        (
+            "claims",
+            serde_json::json!("9.000000"),
+            r#"the bundle's claims are not the JWS payload: claims["wattest.emissions"]["location_based_g_co2e"] is "9.000000" in the bundle, "1.200000" in the JWS"#.to_owned(),
+        ),
+        (
+            "hash",
+            serde_json::json!(xs),
+            format!(
+                r#"the bundle's hash "{xs}" is not the SHA-256 of the JWS (base64url {})"#,
+                jws_hash(jws)
+            ),
+        ),
+        (
+            "id",
+            serde_json::json!(nil),
+            format!(r#"the bundle's id "{nil}" is not the JWS payload's jti "cert-1""#),
+        ),
+    ] {
+        let mut edited = bundle.clone();
+        if member == "claims" {
+            edited["claims"]["wattest.emissions"]["location_based_g_co2e"] = tampered;
+        } else {
+            edited[member] = tampered;
+        }
+        let file = format!("{member}.json");
+        let out = verify(&file, &edited, false);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{member}: {stdout}{}", text(&out.stderr));
+        assert!(
+            stdout.starts_with("INVALID certificate cert-1\n"),
+            "{member}: {stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("  [FAIL] bundle         {detail}\n")),
+            "{member}: {stdout}"
+        );
+        // Only the bundle check fails: the JWS itself is untouched.
+        assert_eq!(stdout.matches("[FAIL]").count(), 1, "{member}: {stdout}");
+        let out = verify(&file, &edited, true);
+        assert_eq!(out.status.code(), Some(1), "{member}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["valid"], false, "{report}");
+        assert_eq!(report["certificate_id"], "cert-1", "{report}");
+        let checks = report["checks"].as_array().unwrap();
+        let bundle_check = checks.iter().find(|c| c["check"] == "bundle").unwrap();
+        assert_eq!(
+            bundle_check,
+            &serde_json::json!({"check": "bundle", "ok": false, "detail": detail}),
+            "{report}"
+        );
+        assert!(
+            checks
+                .iter()
+                .all(|c| c["check"] == "bundle" || c["ok"] == true),
+            "{report}"
+        );
+    }
+
+    // A member given as a value of another type is as different as any other value.
+    let mut edited = bundle.clone();
+    edited["id"] = serde_json::json!(1);
+    let out = verify("id-number.json", &edited, false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            r#"[FAIL] bundle         the bundle's id 1 is not the JWS payload's jti "cert-1""#
+        ),
+        "{stdout}"
+    );
+
+    // A claim the bundle adds, or leaves out, is a difference too.
+    let mut edited = bundle.clone();
+    edited["claims"]["extra"] = serde_json::json!(true);
+    edited["hash"] = serde_json::json!(xs);
+    let out = verify("claims-extra.json", &edited, false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            r#"[FAIL] bundle         the bundle's hash "{xs}" is not the SHA-256 of the JWS (base64url {}); the bundle's claims are not the JWS payload: claims["extra"] is not in the JWS payload"#,
+            jws_hash(jws)
+        )),
+        "{stdout}"
+    );
+    let mut edited = bundle.clone();
+    edited["claims"].as_object_mut().unwrap().remove("jti");
+    let out = verify("claims-short.json", &edited, false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(r#"the bundle's claims are not the JWS payload: claims["jti"] is missing from the bundle"#),
+        "{stdout}"
+    );
+
+    // Trimmed: absent and null members are not compared.
+    let mut trimmed = bundle.clone();
+    trimmed.as_object_mut().unwrap().remove("claims");
+    trimmed["hash"] = serde_json::Value::Null;
+    let out = verify("trimmed.json", &trimmed, false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("[ok] bundle         the bundle's id agrees with the JWS\n"),
+        "{stdout}"
+    );
+    trimmed.as_object_mut().unwrap().remove("id");
+    let out = verify("bare-bundle.json", &trimmed, false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "[ok] bundle         the bundle restates nothing of the JWS (no id, hash or claims)\n"
+        ),
+        "{stdout}"
+    );
+
+    // A bare JWS has no bundle to check.
+    let out = inputs.verify(&inputs.path("cert.jws"), &["--no-log"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(!stdout.contains("bundle  "), "{stdout}");
+}
+
+/// --help lists the checks as docs/protocol.md §5.1 does (its six steps, the claims step with
+/// wattest.calculation_version "2"), then the bundle check; and says which role each request
+/// the token goes with needs: log proofs are the auditor's alone (compliance gets 403).
+#[test]
+fn help_lists_the_checks_of_protocol_5_1_and_the_roles_the_token_needs() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wattest-verify"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = text(&out.stdout);
+    let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    let steps = [
+        " 1. signature: ",
+        " 2. claims: ",
+        " 3. status: ",
+        " 4. log inclusion: ",
+        " 5. checkpoint (with --checkpoint): ",
+        " 6. consistency (with --previous-checkpoint and --consistency): ",
+        " 7. bundle (when CERT is a bundle): ",
+    ];
+    let at: Vec<usize> = steps
+        .iter()
+        .map(|s| {
+            help.find(s)
+                .unwrap_or_else(|| panic!("{s:?} not in {help}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{help}");
+    assert!(!help.contains(" 8. "), "{help}");
+    for said in [
+        "2. claims: exp, nbf and iat present; eat_profile and wattest.calculation_version (\"2\"); nbf and iat at most now + 60 s, exp after now; every total recomputed exactly;",
+        "no jwk, jku, x5u, x5c or x5t header members and no crit",
+        "id is the payload's jti, hash is the base64url SHA-256 of the JWS's ASCII bytes, claims is the payload (compared as JSON values). A member that is absent (or null) is not compared; one present and different fails the check, which names it.",
+        "CERT (GET /v1/certificates/{id}) and --status (GET /v1/certificates/{id}/status) need an `auditor` or `compliance` token; --inclusion and --consistency (GET /v1/log/proofs/*) an `auditor` token (a `compliance` token gets 403)",
+    ] {
+        assert!(flat.contains(said), "{said:?} not in {help}");
+    }
+    assert!(
+        !flat.contains("log proofs needs an `auditor` or `compliance`"),
+        "{help}"
     );
 }
 

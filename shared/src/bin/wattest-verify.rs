@@ -18,24 +18,33 @@ use wattest_shared::{CertificateClaims, Jwks, verify_certificate};
 /// Verify a Wattest energy certificate offline.
 ///
 /// Checks, in order:
-///  1. signature: the JWS header (alg PS256 or ES256, fitting the key's type; typ
-///     wattest-cert+jwt; no header-supplied keys; no crit), the signing key in the JWKS (by
-///     RFC 7638 thumbprint), the signature;
-///  2. claims: eat_profile, the validity period (nbf, iat, exp — all required), and that every
-///     total reconciles exactly with its itemised figures;
+///  1. signature: header alg PS256 or ES256 (an allow-list: none, HS*, RS*, PS384, ES384… are
+///     refused), fitting the JWKS key's type (PS256 an RSA key, ES256 a P-256 key); typ
+///     wattest-cert+jwt; no jwk, jku, x5u, x5c or x5t header members and no crit; the kid is
+///     the RFC 7638 thumbprint of a JWKS key (recomputed, not trusted from the JWKS); the
+///     signature;
+///  2. claims: exp, nbf and iat present; eat_profile and wattest.calculation_version ("2");
+///     nbf and iat at most now + 60 s, exp after now; every total recomputed exactly;
 ///  3. status: not revoked, from --status or else the status inside a certificate bundle; the
 ///     status must name this certificate (certificate_id). It is unsigned: only one fetched from
 ///     the oracle with the token counts as authenticated. Without any status the report says
 ///     "revocation NOT checked", with an unauthenticated one that it "relied on the bundle's
 ///     unsigned status (not authenticated)"; both pass unless --require-status;
-///  4. log: the inclusion proof (from --inclusion, or inside the bundle) leads to a checkpoint
-///     signed by the log key; with --checkpoint, the proof must be against that checkpoint;
-///  5. consistency (with --previous-checkpoint): the log grew append-only since that checkpoint.
+///  4. log inclusion: the inclusion proof (from --inclusion, or inside the bundle) is for this
+///     JWS's leaf hash and leads to a checkpoint signed by the log key; a bare JWS without
+///     proof fails; --no-log skips this check;
+///  5. checkpoint (with --checkpoint): the proof must be against that (trusted) checkpoint;
+///  6. consistency (with --previous-checkpoint and --consistency): the log grew append-only
+///     from the saved checkpoint to the proof's checkpoint;
+///  7. bundle (when CERT is a bundle): its members that restate the JWS agree with it: id is
+///     the payload's jti, hash is the base64url SHA-256 of the JWS's ASCII bytes, claims is the
+///     payload (compared as JSON values). A member that is absent (or null) is not compared;
+///     one present and different fails the check, which names it.
 ///
 /// CERT, --jwks and the other inputs are files, http(s) URLs, or `-` (standard input, for one
-/// input only: a second `-` is refused, exit 2).
-/// Plain http:// URLs are refused (exit 2) unless their host is this machine (127.0.0.0/8, ::1,
-/// localhost) or --allow-http is given; the token never goes over plain HTTP to another host.
+/// input only: a second `-` is refused, exit 2). Plain http:// URLs are refused (exit 2) unless
+/// their host is this machine (127.0.0.0/8, ::1, localhost) or --allow-http is given; the token
+/// never goes over plain HTTP to another host.
 ///
 /// The report's first line is `VALID certificate <id>` or `INVALID certificate <id>`: the id is
 /// the JWS payload's jti whenever the payload parses (even when a check fails), else the
@@ -47,7 +56,7 @@ use wattest_shared::{CertificateClaims, Jwks, verify_certificate};
 /// checkpoint note) or is missing (the log key: with a JWKS file, give --log-key or --no-log),
 /// standard input was named twice, or a plain-HTTP URL was refused.
 #[derive(Debug, Parser)]
-#[command(name = "wattest-verify", version)]
+#[command(name = "wattest-verify", version, verbatim_doc_comment)]
 struct Args {
     /// The certificate: the compact JWS, or the JSON bundle returned by
     /// GET /v1/certificates/{id} (which carries the inclusion proof and the status).
@@ -109,8 +118,11 @@ struct Args {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     json: bool,
-    /// Bearer token for the oracle: reading certificates, their status and log proofs needs an
-    /// `auditor` or `compliance` token (`wattest-oracle token create --role auditor`). Sent only
+    /// Bearer token for the oracle: CERT (GET /v1/certificates/{id}) and --status
+    /// (GET /v1/certificates/{id}/status) need an `auditor` or `compliance` token; --inclusion
+    /// and --consistency (GET /v1/log/proofs/*) an `auditor` token (a `compliance` token gets
+    /// 403); `admin` may do all. An `auditor` token serves every request
+    /// (`wattest-oracle token create --role auditor`). Sent only
     /// with the requests for CERT, --status, --inclusion and --consistency when they are URLs
     /// (and redirects within the same origin); never with the requests for --jwks, the log key,
     /// --checkpoint or --previous-checkpoint, even on the same host, nor to URLs found inside
@@ -313,6 +325,19 @@ struct CertInput {
     jws: String,
     proof: Option<InclusionProof>,
     status: Option<serde_json::Value>,
+    /// The bundle's members that restate the JWS (`None` for a bare JWS).
+    restated: Option<Restated>,
+}
+
+/// A bundle's members that restate what the JWS holds, as given (absent or `null`: `None`):
+/// the `bundle` check compares each present one with the JWS ([`bundle_check`]).
+struct Restated {
+    /// Must be the payload's `jti`.
+    id: Option<serde_json::Value>,
+    /// Must be base64url (no padding) of SHA-256 over the JWS's ASCII bytes.
+    hash: Option<serde_json::Value>,
+    /// Must be the payload, compared as JSON values.
+    claims: Option<serde_json::Value>,
 }
 
 fn parse_cert(text: &str) -> Result<CertInput> {
@@ -323,6 +348,7 @@ fn parse_cert(text: &str) -> Result<CertInput> {
             jws: trimmed.to_owned(),
             proof: None,
             status: None,
+            restated: None,
         });
     }
     let value: serde_json::Value =
@@ -332,6 +358,7 @@ fn parse_cert(text: &str) -> Result<CertInput> {
         .and_then(|v| v.as_str())
         .map(str::to_owned)
         .context("certificate JSON has no \"jws\" member")?;
+    let member = |name: &str| value.get(name).filter(|v| !v.is_null()).cloned();
     let proof = match value.get("inclusion_proof") {
         Some(p) if !p.is_null() => Some(
             serde_json::from_value(p.clone())
@@ -344,7 +371,123 @@ fn parse_cert(text: &str) -> Result<CertInput> {
         jws,
         proof,
         status: value.get("status").filter(|s| !s.is_null()).cloned(),
+        restated: Some(Restated {
+            id: member("id"),
+            hash: member("hash"),
+            claims: member("claims"),
+        }),
     })
+}
+
+/// The `bundle` check: every member of the bundle that restates the JWS (`restated`) agrees
+/// with it: `id` is the payload's `jti`, `hash` is base64url SHA-256 of the JWS, `claims` is
+/// the payload as JSON. An absent member (a trimmed bundle) is not compared; one present and
+/// different fails, naming the member, so that nobody reading the bundle's `claims` reads
+/// figures the signature does not cover.
+fn bundle_check(
+    restated: &Restated,
+    jws: &str,
+    payload: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Check {
+    let mut compared = Vec::new();
+    let mut problems = Vec::new();
+    if let Some(id) = &restated.id {
+        compared.push("id");
+        match payload.and_then(|p| p.get("jti")) {
+            Some(jti) if jti == id => {}
+            Some(jti) => problems.push(format!(
+                "the bundle's id {id} is not the JWS payload's jti {jti}"
+            )),
+            None => problems.push(format!(
+                "the bundle's id {id} cannot be matched: the JWS payload has no jti"
+            )),
+        }
+    }
+    if let Some(hash) = &restated.hash {
+        compared.push("hash");
+        let actual = wattest_shared::jws::jws_hash(jws);
+        if hash.as_str() != Some(actual.as_str()) {
+            problems.push(format!(
+                "the bundle's hash {hash} is not the SHA-256 of the JWS (base64url {actual})"
+            ));
+        }
+    }
+    if let Some(claims) = &restated.claims {
+        compared.push("claims");
+        match payload {
+            Some(p) => {
+                let payload = serde_json::Value::Object(p.clone());
+                if let Some(at) = difference(claims, &payload, "claims") {
+                    problems.push(format!("the bundle's claims are not the JWS payload: {at}"));
+                }
+            }
+            None => problems.push(
+                "the bundle's claims cannot be matched: the JWS payload is not a JSON object"
+                    .into(),
+            ),
+        }
+    }
+    if !problems.is_empty() {
+        return Check {
+            check: "bundle",
+            ok: false,
+            detail: problems.join("; "),
+        };
+    }
+    let detail = match compared.as_slice() {
+        [] => "the bundle restates nothing of the JWS (no id, hash or claims)".to_owned(),
+        [one] => format!("the bundle's {one} agrees with the JWS"),
+        [init @ .., last] => format!(
+            "the bundle's {} and {last} agree with the JWS",
+            init.join(", ")
+        ),
+    };
+    Check {
+        check: "bundle",
+        ok: true,
+        detail,
+    }
+}
+
+/// Where `bundle` (the bundle's claims) first differs from `jws` (the JWS payload), `at` the
+/// path so far (`claims["wattest.emissions"]["location_based_g_co2e"]`); `None` when they are equal
+/// as JSON values (member order and formatting aside).
+fn difference(bundle: &serde_json::Value, jws: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value;
+    match (bundle, jws) {
+        (Value::Object(b), Value::Object(j)) => {
+            let keys: std::collections::BTreeSet<&String> = b.keys().chain(j.keys()).collect();
+            keys.into_iter().find_map(|key| {
+                let here = format!("{at}[{}]", Value::String(key.clone()));
+                match (b.get(key), j.get(key)) {
+                    (Some(b), Some(j)) => difference(b, j, &here),
+                    (Some(_), None) => Some(format!("{here} is not in the JWS payload")),
+                    (None, _) => Some(format!("{here} is missing from the bundle")),
+                }
+            })
+        }
+        (Value::Array(b), Value::Array(j)) if b.len() == j.len() => b
+            .iter()
+            .zip(j)
+            .enumerate()
+            .find_map(|(i, (b, j))| difference(b, j, &format!("{at}[{i}]"))),
+        _ if bundle == jws => None,
+        _ => Some(format!(
+            "{at} is {} in the bundle, {} in the JWS",
+            brief(bundle),
+            brief(jws)
+        )),
+    }
+}
+
+/// `value` as JSON, cut to 80 characters.
+fn brief(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 80 {
+        format!("{}…", text.chars().take(79).collect::<String>())
+    } else {
+        text
+    }
 }
 
 /// The detail of the `log inclusion` check with `--no-log` (quoted by `--no-log`'s help).
@@ -810,6 +953,9 @@ fn run(args: &Args) -> Result<Report> {
             ok: true,
             detail: NO_LOG_DETAIL.into(),
         });
+    }
+    if let Some(restated) = &cert.restated {
+        checks.push(bundle_check(restated, &cert.jws, payload.as_ref()));
     }
 
     let certificate_id = claims
