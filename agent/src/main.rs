@@ -338,12 +338,22 @@ impl MeasureArgs {
     }
 }
 
+/// Whether text logs on stderr get ANSI colours: stderr is a terminal and `NO_COLOR` is unset
+/// or empty (<https://no-color.org>).
+fn colour_logs() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn init_tracing(json: bool) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person reading a terminal: a log file, journald or a pipe gets
+        // plain text (and NO_COLOR, https://no-color.org, turns them off anywhere).
+        .with_ansi(colour_logs())
         .with_target(false);
     if json {
         builder.json().init();
