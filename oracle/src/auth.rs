@@ -5,7 +5,7 @@ use crate::storage::{Storage, StorageError};
 use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -42,11 +42,25 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Creates a token for `role`: `wt_<role>_<43 base64url chars>` (256 random bits from the OS).
+/// Creates a token for `role` that never expires: `wt_<role>_<43 base64url chars>` (256 random
+/// bits from the OS).
 ///
 /// # Errors
 /// Database failure.
 pub async fn create_token(storage: &Storage, role: Role) -> Result<String, StorageError> {
+    create_token_until(storage, role, None).await
+}
+
+/// [`create_token`], accepted until `expires_at` (`None`: no expiry); from that instant on,
+/// [`require`] answers 401 `invalid_token`.
+///
+/// # Errors
+/// Database failure.
+pub async fn create_token_until(
+    storage: &Storage,
+    role: Role,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<String, StorageError> {
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     let token = format!("wt_{}_{}", role.as_str(), B64.encode(secret));
@@ -56,6 +70,7 @@ pub async fn create_token(storage: &Storage, role: Role) -> Result<String, Stora
             role.as_str(),
             &token_hash(&token),
             Utc::now(),
+            expires_at,
         )
         .await?;
     Ok(token)
@@ -80,7 +95,8 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Checks `Authorization: Bearer <token>` against the stored tokens; admin passes every check.
 ///
 /// # Errors
-/// 401 `missing_token` / `invalid_token`, 403 `forbidden_role`, 500 on database failure.
+/// 401 `missing_token`; 401 `invalid_token` for a token that is unknown, revoked or expired
+/// (its `expires_at` is at or before now); 403 `forbidden_role`; 500 on database failure.
 pub async fn require(
     storage: &Storage,
     headers: &HeaderMap,
@@ -101,6 +117,16 @@ pub async fn require(
         ));
     };
     let now = Utc::now();
+    if let Some(expired) = row.expires_at.filter(|&at| at <= now) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            format!(
+                "the token expired at {}; create a new one with `wattest-oracle token create`",
+                expired.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        ));
+    }
     let stale = row
         .last_used_at
         .is_none_or(|t| (now - t).num_seconds() >= LAST_USED_RESOLUTION_SECS);

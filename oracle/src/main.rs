@@ -313,11 +313,16 @@ enum TokenCommand {
         /// What the token may do.
         #[arg(long, value_enum)]
         role: Role,
+        /// How long the token is accepted, from now: a duration such as `90d`, `12h` or
+        /// `1h 30m` (units s, m, h, d, w; M = 30.44 d, y = 365.25 d); from then on requests
+        /// with it get 401 `invalid_token`. 1 s to 100 y. Default: the token never expires.
+        #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+        expires_in: Option<std::time::Duration>,
         #[command(flatten)]
         data: DataArgs,
     },
-    /// List tokens: id, role, created, last used, revoked. Never the token (only its hash is
-    /// stored) and never the hash.
+    /// List tokens: id, role, created, last used, revoked, expires. Never the token (only its
+    /// hash is stored) and never the hash.
     List {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -332,6 +337,20 @@ enum TokenCommand {
         #[command(flatten)]
         data: DataArgs,
     },
+}
+
+/// Longest `token create --expires-in`: 100 years (365.25-day years, as humantime counts `y`).
+const MAX_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3_155_760_000);
+
+/// A token lifetime for `token create --expires-in`: a humantime duration, 1 s to
+/// [`MAX_TOKEN_LIFETIME`].
+fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
+    let lifetime = humantime::parse_duration(text)
+        .map_err(|err| format!("{text:?} is not a duration such as 90d, 12h or 1h 30m: {err}"))?;
+    if lifetime < std::time::Duration::from_secs(1) || lifetime > MAX_TOKEN_LIFETIME {
+        return Err(format!("{text:?} is not between 1s and 100y"));
+    }
+    Ok(lifetime)
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -489,14 +508,33 @@ async fn run() -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Token {
-            command: TokenCommand::Create { role, data },
+            command:
+                TokenCommand::Create {
+                    role,
+                    expires_in,
+                    data,
+                },
         } => {
             prepare_data_dir(&data.data_dir)?;
             let storage =
                 Storage::connect(&storage::database_url(&data.data_dir, data.database_url))
                     .await
                     .context("opening the database")?;
-            println!("{}", auth::create_token(&storage, role).await?);
+            let expires_at = expires_in
+                .map(|lifetime| {
+                    chrono::Duration::from_std(lifetime)
+                        .ok()
+                        .and_then(|lifetime| chrono::Utc::now().checked_add_signed(lifetime))
+                        .context("the token's expiry is out of range")
+                })
+                .transpose()?;
+            println!(
+                "{}",
+                auth::create_token_until(&storage, role, expires_at).await?
+            );
+            if let Some(at) = expires_at {
+                eprintln!("The token expires at {}.", utc_text(at));
+            }
             Ok(())
         }
         Command::Export(args) => export(args).await,
@@ -542,25 +580,27 @@ async fn run() -> Result<()> {
                     serde_json::json!({
                         "id": t.id,
                         "role": t.role,
-                        "created_at": t.created_at.to_rfc3339(),
-                        "last_used_at": t.last_used_at.map(|d| d.to_rfc3339()),
-                        "revoked_at": t.revoked_at.map(|d| d.to_rfc3339()),
+                        "created_at": utc_text(t.created_at),
+                        "last_used_at": t.last_used_at.map(utc_text),
+                        "revoked_at": t.revoked_at.map(utc_text),
+                        "expires_at": t.expires_at.map(utc_text),
                     })
                 })
                 .collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("ID\tROLE\tCREATED\tLAST_USED\tREVOKED");
+                println!("ID\tROLE\tCREATED\tLAST_USED\tREVOKED\tEXPIRES");
                 for r in &rows {
                     let field = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
                     println!(
-                        "{}\t{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}\t{}",
                         field("id"),
                         field("role"),
                         field("created_at"),
                         field("last_used_at"),
-                        field("revoked_at")
+                        field("revoked_at"),
+                        field("expires_at")
                     );
                 }
             }
@@ -594,7 +634,7 @@ async fn run() -> Result<()> {
             println!(
                 "{}\tpublished now, signs from {}",
                 info.kid,
-                info.activate_at.to_rfc3339()
+                utc_text(info.activate_at)
             );
             Ok(())
         }
@@ -621,14 +661,20 @@ async fn run() -> Result<()> {
                         k.kid,
                         k.alg,
                         k.state,
-                        k.created_at.to_rfc3339(),
-                        k.activate_at.to_rfc3339()
+                        utc_text(k.created_at),
+                        utc_text(k.activate_at)
                     );
                 }
             }
             Ok(())
         }
     }
+}
+
+/// A time as the offline commands print it (text and `--json` alike): RFC 3339 in UTC with `Z`,
+/// fractional seconds only when there are any (as chrono's serde writes `keys list --json`).
+fn utc_text(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 /// The database of an offline command (`token list`, `token revoke`, `node set`, `export`):

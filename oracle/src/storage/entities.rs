@@ -22,6 +22,8 @@ pub mod token {
         pub revoked_at: Option<DateTimeUtc>,
         /// Last time a request presented this token (updated at most once a minute).
         pub last_used_at: Option<DateTimeUtc>,
+        /// When the token stops being accepted (`None`: never; migration 14).
+        pub expires_at: Option<DateTimeUtc>,
     }
 
     /// No relations.

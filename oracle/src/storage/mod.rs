@@ -315,7 +315,7 @@ impl Storage {
         })
     }
 
-    /// Stores a token by its hash.
+    /// Stores a token by its hash, accepted until `expires_at` (`None`: no expiry).
     ///
     /// # Errors
     /// Database failure.
@@ -325,6 +325,7 @@ impl Storage {
         role: &str,
         token_hash: &str,
         now: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
     ) -> Result<(), StorageError> {
         token::ActiveModel {
             id: Set(id.into()),
@@ -333,6 +334,7 @@ impl Storage {
             created_at: Set(now),
             revoked_at: Set(None),
             last_used_at: Set(None),
+            expires_at: Set(expires_at),
         }
         .insert(&self.db)
         .await?;
