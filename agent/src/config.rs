@@ -76,7 +76,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// Not the expected TOML (unknown keys included).
+    /// Not the expected TOML (unknown keys included): the line, column and parser's message,
+    /// never the file's text.
     #[error("config file {path}: {message}")]
     Invalid {
         /// File.
@@ -235,8 +236,32 @@ pub fn load(path: &Path) -> Result<MeasureSettings, ConfigError> {
     })?;
     toml::from_str(&text).map_err(|err| ConfigError::Invalid {
         path: path.to_owned(),
-        message: err.to_string(),
+        message: toml_error(&text, &err),
     })
+}
+
+/// `err` as `line L, column C: message`, on one line and without the source snippet that
+/// `toml`'s `Display` quotes: the offending line may be a `solar.command` holding a credential
+/// (`curl -H 'Authorization: …'`), which is only ever shown redacted ([`redact_command`]).
+fn toml_error(text: &str, err: &toml::de::Error) -> String {
+    // One line: the message of some errors runs on over several.
+    let message = err
+        .message()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let Some(span) = err.span() else {
+        return message;
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit_once('\n')
+        .map_or(before, |(_, tail)| tail)
+        .chars()
+        .count()
+        + 1;
+    format!("line {line}, column {column}: {message}")
 }
 
 impl MeasureSettings {

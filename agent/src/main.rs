@@ -45,8 +45,9 @@ enum Command {
     /// certificate from (`wattest: fetch it at <oracle>/v1/certificates/<id>`); stdout is the
     /// command's alone.
     ///
-    /// Exit status: the command's (128 + signal number when a signal killed it); 127 when CMD is
-    /// not found, 126 when it is found but cannot be executed (no execute permission, not an
+    /// Exit status: the command's (128 + signal number when a signal killed it); as bash and
+    /// dash give it, 127 when CMD is not found or its interpreter (its `#!` line's) is missing,
+    /// 126 when it is found but cannot be executed (no execute permission, a directory, not an
     /// executable format); 70 when the agent fails (settings, state dir, metrics listener: all
     /// checked before CMD starts, which then does not run).
     #[command(trailing_var_arg = true)]
@@ -56,6 +57,12 @@ enum Command {
     /// Show what this machine can measure (source, kind, method, location, uncertainty).
     Sources(SourcesArgs),
     /// Send the windows still waiting in the spool.
+    ///
+    /// Exit status: 0 when every window was acknowledged; 70 when windows remain in the spool
+    /// (the oracle did not take them before --timeout, or a local error stopped the upload) or
+    /// when windows were set aside in spool/rejected/ (refused by the oracle for good, or not
+    /// text): the spool is then empty, but those windows will never reach the oracle, and each
+    /// has its reason in <name>.reason.json beside it.
     Flush(FlushArgs),
 }
 
@@ -455,9 +462,11 @@ fn sources_cmd(args: &SourcesArgs) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "sources": infos, "warnings": discovery.warnings })
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "sources": infos,
+                "warnings": discovery.warnings,
+                "notes": discovery.notes,
+            }))?
         );
         return Ok(());
     }
@@ -479,6 +488,9 @@ fn sources_cmd(args: &SourcesArgs) -> Result<()> {
                 ""
             }
         );
+    }
+    for n in &discovery.notes {
+        println!("note: {n}");
     }
     for w in &discovery.warnings {
         println!("warning: {w}");
@@ -505,13 +517,39 @@ async fn flush_cmd(args: FlushArgs) -> Result<()> {
     for (seq, reason) in &report.rejected {
         eprintln!("wattest: window {seq} was set aside in spool/rejected/: {reason}");
     }
-    if let Some(stopped) = &report.stopped {
-        bail!("the spool was not emptied: {stopped}");
-    }
-    if report.remaining > 0 || !report.rejected.is_empty() {
-        bail!("the spool was not emptied");
+    if let Some(why) = flush_failure(&report, args.timeout) {
+        bail!(why);
     }
     Ok(())
+}
+
+/// Why `flush` exits non-zero, in words that are true of `report`: windows left in the spool
+/// (the upload stopped on a local error, or the oracle did not take them within `timeout` s),
+/// or windows set aside in `spool/rejected/` (the spool is empty then, but the oracle will never
+/// have them: the operator must look). `None` when every window was acknowledged.
+fn flush_failure(report: &wattest_agent::uploader::Drained, timeout: u64) -> Option<String> {
+    let mut why = Vec::new();
+    if let Some(stopped) = &report.stopped {
+        why.push(format!(
+            "the spool was not emptied ({} windows still spooled): {stopped}",
+            report.remaining
+        ));
+    } else if report.remaining > 0 {
+        why.push(format!(
+            "the spool was not emptied: {} windows still spooled after {timeout} s; the next run or `wattest-agent flush` sends them",
+            report.remaining
+        ));
+    }
+    match report.rejected.len() {
+        0 => {}
+        1 => {
+            why.push("1 window was set aside in spool/rejected/ (see its .reason.json)".to_owned())
+        }
+        n => why.push(format!(
+            "{n} windows were set aside in spool/rejected/ (see their .reason.json)"
+        )),
+    }
+    (!why.is_empty()).then(|| why.join("; "))
 }
 
 /// Sends a signal to the child (SIGTERM forwarding). `kill(2)` has no safe std wrapper.
@@ -573,13 +611,15 @@ async fn run_cmd(args: RunArgs) -> Result<ExitCode> {
     {
         Ok(child) => child,
         Err(err) => {
-            let Some(code) = spawn_failure_status(&args.command[0], &err) else {
+            let Some(code) = spawn_failure_status(&err) else {
                 return Err(
                     anyhow::Error::new(err).context(format!("cannot start {:?}", args.command[0]))
                 );
             };
+            let why =
+                missing_interpreter(&args.command[0], &err).unwrap_or_else(|| err.to_string());
             eprintln!(
-                "wattest-agent: error: cannot start {:?}: {err}",
+                "wattest-agent: error: cannot start {:?}: {why}",
                 args.command[0]
             );
             return Ok(ExitCode::from(code));
@@ -746,21 +786,46 @@ fn label(value: &str) -> Result<String, String> {
     }
 }
 
-/// The shell's status for a command `program` that could not be started (POSIX `sh`, "Command
-/// Search and Execution"): 127 when it is not found (`ENOENT`, `ENOTDIR`: no such file, or a
-/// path through a non-directory), 126 when it is found but cannot be executed (`EACCES`,
-/// `EPERM`: no execute permission, a directory, a `noexec` mount; `ENOEXEC`: not an executable
-/// format; `EISDIR`; `ENOENT` for a path that exists: a script whose interpreter is missing).
-/// `None` for other failures (no memory, too many processes…): the agent's, exit 70.
-fn spawn_failure_status(program: &str, err: &std::io::Error) -> Option<u8> {
+/// The shell's status for a command `program` that could not be started, as bash and dash
+/// give it: 127 when it is not found (`ENOENT`, `ENOTDIR`: no such file, or a path through a
+/// non-directory; also `ENOENT` for a file that exists, whose interpreter, its `#!` line's or
+/// an ELF's loader, is missing: [`missing_interpreter`]), 126 when it is found but cannot be
+/// executed (`EACCES`, `EPERM`: no execute permission, a directory, a `noexec` mount;
+/// `ENOEXEC`: not an executable format; `EISDIR`). `None` for other failures (no memory, too
+/// many processes…): the agent's, exit 70.
+fn spawn_failure_status(err: &std::io::Error) -> Option<u8> {
     match err.raw_os_error()? {
-        libc::ENOENT if program.contains('/') && std::path::Path::new(program).exists() => {
-            Some(126)
-        }
         libc::ENOENT | libc::ENOTDIR => Some(127),
         libc::EACCES | libc::EPERM | libc::ENOEXEC | libc::EISDIR => Some(126),
         _ => None,
     }
+}
+
+/// Why `program`, a file that exists, failed with `ENOENT`: its interpreter is missing. Names
+/// the interpreter of its `#!` line (`its interpreter /opt/py/bin/python3 is missing`); for a
+/// file without one (an ELF whose loader is missing) says so without a name. `None` when `err`
+/// is not `ENOENT` or `program` is not a path to an existing file (then it is not found).
+fn missing_interpreter(program: &str, err: &std::io::Error) -> Option<String> {
+    use std::io::Read as _;
+    let path = std::path::Path::new(program);
+    if err.raw_os_error() != Some(libc::ENOENT) || !program.contains('/') || !path.is_file() {
+        return None;
+    }
+    let mut head = Vec::with_capacity(256);
+    let read = std::fs::File::open(path).and_then(|f| f.take(256).read_to_end(&mut head));
+    let interpreter = read
+        .ok()
+        .and_then(|_| head.strip_prefix(b"#!"))
+        .and_then(|rest| rest.split(|b| *b == b'\n').next())
+        .map(String::from_utf8_lossy)
+        .and_then(|line| line.split_whitespace().next().map(str::to_owned));
+    Some(match interpreter {
+        Some(interp) if !std::path::Path::new(&interp).exists() => {
+            format!("its interpreter {interp} is missing")
+        }
+        Some(interp) => format!("its interpreter {interp} cannot be started: {err}"),
+        None => format!("its interpreter (program loader) is missing: {err}"),
+    })
 }
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {
@@ -874,23 +939,82 @@ mod tests {
     #[test]
     fn a_command_that_cannot_start_gets_the_shells_status() {
         let os = std::io::Error::from_raw_os_error;
-        assert_eq!(spawn_failure_status("nope", &os(libc::ENOENT)), Some(127));
+        // Not found, or (for a file that exists) its interpreter not found: 127, as in bash
+        // and dash.
+        assert_eq!(spawn_failure_status(&os(libc::ENOENT)), Some(127));
+        assert_eq!(spawn_failure_status(&os(libc::ENOTDIR)), Some(127));
+        assert_eq!(spawn_failure_status(&os(libc::EACCES)), Some(126));
+        assert_eq!(spawn_failure_status(&os(libc::EPERM)), Some(126));
+        assert_eq!(spawn_failure_status(&os(libc::ENOEXEC)), Some(126));
+        assert_eq!(spawn_failure_status(&os(libc::ENOMEM)), None);
         assert_eq!(
-            spawn_failure_status("/no/such/cmd", &os(libc::ENOENT)),
-            Some(127)
-        );
-        assert_eq!(
-            spawn_failure_status("/etc/passwd/x", &os(libc::ENOTDIR)),
-            Some(127)
-        );
-        // The path exists, so what is missing is its interpreter.
-        assert_eq!(spawn_failure_status("/", &os(libc::ENOENT)), Some(126));
-        assert_eq!(spawn_failure_status("x", &os(libc::EACCES)), Some(126));
-        assert_eq!(spawn_failure_status("x", &os(libc::ENOEXEC)), Some(126));
-        assert_eq!(spawn_failure_status("x", &os(libc::ENOMEM)), None);
-        assert_eq!(
-            spawn_failure_status("x", &std::io::Error::other("no errno")),
+            spawn_failure_status(&std::io::Error::other("no errno")),
             None
+        );
+    }
+
+    #[test]
+    fn a_missing_interpreter_is_named() {
+        let os = std::io::Error::from_raw_os_error;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let script = tmp.path().join("bad.sh");
+        std::fs::write(&script, "#!/nonexistent/interp -x\necho hi\n").expect("write");
+        let script = script.to_str().expect("utf-8");
+        assert_eq!(
+            missing_interpreter(script, &os(libc::ENOENT)).as_deref(),
+            Some("its interpreter /nonexistent/interp is missing")
+        );
+        // Only ENOENT, and only for an existing file.
+        assert_eq!(missing_interpreter(script, &os(libc::EACCES)), None);
+        assert_eq!(
+            missing_interpreter("/nonexistent/cmd", &os(libc::ENOENT)),
+            None
+        );
+        assert_eq!(missing_interpreter("bad.sh", &os(libc::ENOENT)), None);
+        // No `#!` line (an ELF whose loader is missing): no name to give.
+        let elf = tmp.path().join("elf");
+        std::fs::write(&elf, b"\x7fELF\x02\x01").expect("write");
+        let shown =
+            missing_interpreter(elf.to_str().expect("utf-8"), &os(libc::ENOENT)).expect("message");
+        assert!(
+            shown.starts_with("its interpreter (program loader) is missing"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn flush_fails_with_what_is_true_of_the_spool() {
+        use wattest_agent::uploader::Drained;
+        assert_eq!(flush_failure(&Drained::default(), 60), None);
+        let rejected = Drained {
+            rejected: vec![(1, "a".into()), (2, "b".into())],
+            ..Drained::default()
+        };
+        assert_eq!(
+            flush_failure(&rejected, 60).as_deref(),
+            Some("2 windows were set aside in spool/rejected/ (see their .reason.json)")
+        );
+        let left = Drained {
+            rejected: vec![(1, "a".into())],
+            remaining: 3,
+            ..Drained::default()
+        };
+        assert_eq!(
+            flush_failure(&left, 5).as_deref(),
+            Some(
+                "the spool was not emptied: 3 windows still spooled after 5 s; the next run or \
+                 `wattest-agent flush` sends them; 1 window was set aside in spool/rejected/ \
+                 (see its .reason.json)"
+            )
+        );
+        let stopped = Drained {
+            remaining: 2,
+            stopped: Some("cannot read the spool: x".into()),
+            ..Drained::default()
+        };
+        assert_eq!(
+            flush_failure(&stopped, 5).as_deref(),
+            Some("the spool was not emptied (2 windows still spooled): cannot read the spool: x")
         );
     }
 }

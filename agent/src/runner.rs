@@ -152,6 +152,9 @@ pub fn recover_head(recorded: ChainHead, spool: &Spool) -> Result<ChainHead> {
 /// Discovers the sources and logs what was found.
 pub fn sources(cfg: &DiscoveryConfig) -> Discovery {
     let discovery = discover(cfg);
+    for note in &discovery.notes {
+        tracing::info!("{note}");
+    }
     for warning in &discovery.warnings {
         tracing::warn!("{warning}");
     }

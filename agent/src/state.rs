@@ -3,7 +3,7 @@
 //!
 //! Layout (directory mode 0700, secrets 0600):
 //! `node.json` (identity), `node-key.der` (software key), `chain.json` (last signed seq and
-//! hash), `spool/<seq>.jws` (signed windows not yet acknowledged), `lock`.
+//! hash), `spool/<seq, 20 digits>.jws` (signed windows not yet acknowledged), `lock`.
 
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};

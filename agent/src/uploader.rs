@@ -421,7 +421,8 @@ impl Uploader {
                     // that the windows after it are not held back for ever.
                     Err(err @ StateError::Io { .. }) if err.is_invalid_data() => {
                         tracing::error!(seq, file = %path.display(), error = %err, "A spooled window is not text and can never be sent; it is moved to spool/rejected/.");
-                        let detail = format!("{}: {err}", path.display());
+                        // The error names the file already (`{path}: {cause}`).
+                        let detail = err.to_string();
                         let reason = serde_json::json!({
                             "status": null, "code": "unreadable_spool_file", "detail": detail,
                         })
@@ -1315,7 +1316,12 @@ mod tests {
         assert_eq!(report.stopped, None);
         assert_eq!(report.rejected.len(), 1);
         assert_eq!(report.rejected[0].0, 2);
-        assert!(report.rejected[0].1.starts_with("unreadable_spool_file"));
+        // Each part once: the code, the file, the cause.
+        let shown = file.display().to_string();
+        assert_eq!(
+            report.rejected[0].1,
+            format!("unreadable_spool_file: {shown}: stream did not contain valid UTF-8")
+        );
         let kept = tmp.path().join("rejected").join(format!("{:020}.jws", 2));
         assert_eq!(std::fs::read(&kept).expect("kept"), b"\xff\xfe not utf-8");
         let reason: Value = serde_json::from_slice(
@@ -1323,6 +1329,11 @@ mod tests {
         )
         .expect("json");
         assert_eq!(reason["code"], "unreadable_spool_file");
+        assert_eq!(reason["status"], Value::Null);
+        assert_eq!(
+            reason["detail"],
+            format!("{shown}: stream did not contain valid UTF-8")
+        );
         let sent: Vec<String> = requests(&shared).into_iter().flat_map(|(_, w)| w).collect();
         assert_eq!(sent, names([1, 3]));
     }

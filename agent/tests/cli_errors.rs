@@ -165,6 +165,49 @@ fn out_of_range_config_values_fail_with_exit_70_naming_the_file() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
+/// A config file that does not parse is reported as one line naming the file, line and column
+/// and the parser's message, never quoting the file: the offending line may be a
+/// `solar.command` holding a credential, which the agent shows only redacted.
+#[test]
+fn a_config_parse_error_names_the_place_but_never_quotes_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (text, place) in [
+        // An unterminated string.
+        (
+            "[solar]\ncommand = \"curl -H SECRET123 http://inv\n",
+            "line 2, column ",
+        ),
+        // An unknown key after the secret.
+        (
+            "[solar]\ncommand = \"curl -H SECRET123 http://inv\"\nbogus = 2\n",
+            "line 3, column 1: unknown field `bogus`",
+        ),
+        // An unknown key before it.
+        (
+            "bogus = 2\n[solar]\ncommand = \"curl -H SECRET123 http://inv\"\n",
+            "line 1, column 1: unknown field `bogus`",
+        ),
+    ] {
+        let path = tmp.path().join("leak.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = path.to_str().unwrap();
+        for args in [
+            &["sources", "--config", config][..],
+            &["sources", "--print-config", "--config", config][..],
+        ] {
+            let out = agent(args, &[]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(70), "{args:?}: {err}");
+            assert!(!err.contains("SECRET123"), "{text:?}: {err}");
+            assert!(!err.contains("bogus = 2"), "{text:?}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+            let line = error_line(&out);
+            let head = format!("wattest-agent: error: config file {config}: {place}");
+            assert!(line.starts_with(&head), "{line}\n  expected {head}");
+        }
+    }
+}
+
 #[test]
 fn each_cause_is_printed_once_after_what_was_being_done() {
     let out = agent(&["sources", "--config", "/nonexistent.toml"], &[]);
@@ -213,4 +256,39 @@ fn a_tpm_that_cannot_be_opened_is_reported_once() {
     let (text, value) = causes.split_once(": Response code value: 0x").unwrap();
     assert!(!text.is_empty() && !text.contains(": "), "{line}");
     assert!(!value.contains(": "), "{line}");
+}
+
+/// A host without an NVIDIA driver (the normal case without an NVIDIA GPU) gets a `note:` line
+/// from `sources`, not a `warning:`, and `sources --json` lists it under `notes`.
+#[test]
+fn a_missing_nvidia_driver_is_a_note_not_a_warning() {
+    let out = agent(&["sources"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("warning:") && l.contains("NVML is not available")),
+        "{text}"
+    );
+    let out = agent(&["sources", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = |key: &str| {
+        json[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key} array: {json}"))
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("NVML is not available"))
+    };
+    assert!(!listed("warnings"), "{json}");
+    // Where NVML cannot be loaded (no driver), the note says so, in both forms.
+    if wattest_agent::sources::nvml::NvmlBackend::init().is_err() {
+        assert!(listed("notes"), "{json}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("note: No NVIDIA GPU source: NVML is not available")),
+            "{text}"
+        );
+    }
 }

@@ -350,6 +350,92 @@ fn a_command_that_cannot_start_exits_127_or_126_as_in_the_shell() {
 }
 
 #[test]
+fn a_script_whose_interpreter_is_missing_exits_127_naming_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = state_dir("http://127.0.0.1:9", 0);
+    let script = tmp.path().join("badinterp.sh");
+    std::fs::write(&script, "#!/nonexistent/interp\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = script.to_str().unwrap();
+    // What the shell gives (bash and dash: 127), when one is here to ask.
+    if let Ok(sh) = Command::new("sh").args(["-c", "\"$0\"", script]).output() {
+        assert_eq!(sh.status.code(), Some(127), "sh: {sh:?}");
+    }
+    let out = run(tmp.path(), &[], &[script]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(127), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "wattest-agent: error: cannot start {script:?}: its interpreter /nonexistent/interp is missing"
+        )),
+        "{stderr}"
+    );
+}
+
+/// `flush` with a spool of windows that are not text: they are set aside, the spool is empty,
+/// and flush exits 70 saying where they went, not that the spool was not emptied; each cause is
+/// printed once.
+#[test]
+fn flush_says_where_set_aside_windows_went() {
+    // Nothing listens: nothing here needs the oracle.
+    let tmp = state_dir("http://127.0.0.1:9", 0);
+    let spool = tmp.path().join("spool");
+    for seq in [7_u64, 8] {
+        std::fs::write(spool.join(format!("{seq:020}.jws")), b"\xff\xfe binary").unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_wattest-agent"))
+        .args(["flush", "--timeout", "5", "--state-dir"])
+        .arg(tmp.path())
+        .env_remove("WATTEST_ORACLE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(70), "{stderr}");
+    assert!(
+        stderr.contains("wattest: 0 windows acknowledged, 2 rejected, 0 still spooled"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "wattest-agent: error: 2 windows were set aside in spool/rejected/ (see their .reason.json)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not emptied"), "{stderr}");
+    let first = spool.join(format!("{:020}.jws", 7));
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("wattest: window 7 "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(
+        line,
+        format!(
+            "wattest: window 7 was set aside in spool/rejected/: unreadable_spool_file: {}: stream did not contain valid UTF-8",
+            first.display()
+        )
+    );
+    // The spool is empty; the windows and their reasons are in rejected/.
+    assert!(!first.exists());
+    let reason: Value = serde_json::from_slice(
+        &std::fs::read(
+            spool
+                .join("rejected")
+                .join(format!("{:020}.reason.json", 8)),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(reason["code"], "unreadable_spool_file");
+    assert!(reason["status"].is_null());
+    assert!(
+        spool
+            .join("rejected")
+            .join(format!("{:020}.jws", 8))
+            .exists()
+    );
+}
+
+#[test]
 fn wattest_log_json_1_writes_json_lines() {
     let tmp = state_dir(&start_oracle(Oracle::AcceptAll), 0);
     let out = Command::new(env!("CARGO_BIN_EXE_wattest-agent"))
@@ -378,6 +464,14 @@ fn wattest_log_json_1_writes_json_lines() {
             .all(|e| e["level"].is_string() && e["timestamp"].is_string()),
         "{stderr}"
     );
+    // No NVIDIA driver is the normal case on a host without an NVIDIA GPU: INFO, not WARN.
+    for e in events.iter().filter(|e| {
+        e["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("NVML is not available"))
+    }) {
+        assert_eq!(e["level"], "INFO", "{e}");
+    }
 }
 
 /// The effective uid of this test process, from /proc/self/status (`Uid: real effective …`).

@@ -657,10 +657,16 @@ fn missing_nvml_driver_is_an_info_line_not_an_error() {
     procfs(root, "AMD EPYC");
     let d = run(&cfg(root));
     assert!(!d.sources.iter().any(|s| s.info().kind == SourceKind::Gpu));
+    // A note (logged at INFO, `note:` in `sources`), not a warning.
     assert!(
+        d.notes.iter().any(|w| w.contains("NVML is not available")),
+        "{:#?}",
+        d.notes
+    );
+    assert!(
+        !d.warnings.iter().any(|w| w.contains("NVIDIA")),
+        "{:#?}",
         d.warnings
-            .iter()
-            .any(|w| w.contains("NVML is not available"))
     );
 }
 
@@ -686,6 +692,7 @@ fn real_nvml_when_present() {
             let mut d = Discovery {
                 sources: Vec::new(),
                 warnings: Vec::new(),
+                notes: Vec::new(),
                 procfs_root: "/proc".into(),
             };
             nvml::discover(b, None, &mut d);

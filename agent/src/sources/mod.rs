@@ -174,12 +174,16 @@ pub struct Discovery {
     pub sources: Vec<Box<dyn PowerSource>>,
     /// Human-readable lines: skipped sources with the file and the fix, fallbacks taken.
     pub warnings: Vec<String>,
+    /// Human-readable lines about what is normal on this host but worth knowing (no NVIDIA
+    /// driver, so no GPU source): logged at INFO, printed by `sources` as `note:` lines.
+    pub notes: Vec<String>,
     /// The procfs root the sources were found under (`DiscoveryConfig::procfs_root`): the
     /// sampler's process attribution reads the same tree.
     pub procfs_root: PathBuf,
 }
 
-/// Finds every power source this host offers. Never fails: problems become `warnings`.
+/// Finds every power source this host offers. Never fails: problems become `warnings`, what
+/// is expected but worth knowing `notes`.
 ///
 /// The CPU-time × TDP estimate is added only when no sensor covers the CPU (no `cpu` or
 /// `platform` source was found).
@@ -199,11 +203,13 @@ pub fn discover_with(
     let mut d = Discovery {
         sources: Vec::new(),
         warnings: Vec::new(),
+        notes: Vec::new(),
         procfs_root: cfg.procfs_root.clone(),
     };
     match gpu {
         Ok(backend) => nvml::discover(backend, cfg.cuda_visible_devices.as_deref(), &mut d),
-        Err(e) => d.warnings.push(format!(
+        // No driver: the normal case on a host without an NVIDIA GPU (docs/measurement.md).
+        Err(e) => d.notes.push(format!(
             "No NVIDIA GPU source: NVML is not available ({e}); this is expected on hosts without an NVIDIA driver."
         )),
     }
