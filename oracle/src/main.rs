@@ -254,19 +254,19 @@ struct ServeArgs {
     #[arg(long, env = "WATTEST_PUBLIC_URL", value_parser = parse_public_url)]
     public_url: Option<String>,
     /// Price per tonne of avoided CO2e for the avoided-emissions reward, EUR (decimal).
-    #[arg(long, default_value = DEFAULT_PRICE_EUR_PER_TONNE, value_parser = parse_eur)]
+    #[arg(long, env = "WATTEST_PRICE_EUR_PER_TONNE", default_value = DEFAULT_PRICE_EUR_PER_TONNE, value_parser = parse_eur)]
     price_eur_per_tonne: Eur,
     /// Node owner's share of the reward, percent; the cooperative fund gets the rest.
-    #[arg(long, default_value_t = DEFAULT_NODE_OWNER_SHARE_PCT, value_parser = parse_share)]
+    #[arg(long, env = "WATTEST_NODE_OWNER_SHARE_PCT", default_value_t = DEFAULT_NODE_OWNER_SHARE_PCT, value_parser = parse_share)]
     node_owner_share_pct: f64,
     /// Price per tonne for the avoided emissions of one generating source kind, as
     /// KIND=EUR_PER_TONNE (repeatable or comma-separated; kinds: solar), overriding
-    /// --price-eur-per-tonne for that kind. The certificate's `wattest.reward` names the price
-    /// applied.
-    #[arg(long, value_name = "KIND=EUR", value_delimiter = ',', value_parser = wattest_oracle::credits::parse_source_rate)]
+    /// --price-eur-per-tonne for that kind; each kind at most once. The certificate's
+    /// `wattest.reward` names the price applied.
+    #[arg(long, env = "WATTEST_REWARD_RATE", value_name = "KIND=EUR", value_delimiter = ',', value_parser = wattest_oracle::credits::parse_source_rate)]
     reward_rate: Vec<(wattest_shared::SourceKind, Eur)>,
     /// Certificate validity, days.
-    #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    #[arg(long, env = "WATTEST_CERTIFICATE_VALIDITY_DAYS", default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
     certificate_validity_days: u32,
     /// Directory of PEM files (`*.pem`, `*.crt`) with the CA certificates (roots and
     /// intermediates) that TPM EK certificates must chain to. Without it, TPM enrollment is
@@ -763,17 +763,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
         per_token_rps: args.rate_limit_per_token,
         per_token_burst: args.rate_burst_per_token,
     };
-    prepare_data_dir(&args.data.data_dir)?;
-    let url = storage::database_url(&args.data.data_dir, args.data.database_url);
     // The issuer is signed into every certificate and names the log (its origin): an address
     // that names no host would give every certificate and checkpoint a meaningless identity,
-    // and changing it later forks the log's identity for auditors.
+    // and changing it later forks the log's identity for auditors. Checked, as the settings
+    // below, before anything is created in the data dir.
     if args.public_url.is_none() && args.listen.ip().is_unspecified() {
         anyhow::bail!(
             "--public-url (WATTEST_PUBLIC_URL) is required when listening on {}: it is the issuer of every certificate and the transparency log's origin, e.g. --public-url https://oracle.example.org",
             args.listen
         );
     }
+    let mut kinds: Vec<_> = args.reward_rate.iter().map(|(kind, _)| *kind).collect();
+    kinds.sort_unstable();
+    if let Some(twice) = kinds.windows(2).find(|w| w[0] == w[1]) {
+        return Err(usage_error(
+            &["serve"],
+            format!(
+                "--reward-rate gives {} more than once; give each kind one price",
+                twice[0].as_str()
+            ),
+        ));
+    }
+    prepare_data_dir(&args.data.data_dir)?;
+    let url = storage::database_url(&args.data.data_dir, args.data.database_url);
     let issuer = args
         .public_url
         .unwrap_or_else(|| format!("http://{}", args.listen));

@@ -502,3 +502,69 @@ fn print_config_reads_back_with_the_required_flags_it_holds() {
     ));
     assert!(listed.contains("auditor"), "{listed}");
 }
+
+/// Every `serve` setting has its environment variable, `WATTEST_` and the flag's name: the
+/// pricing and validity settings had none, and a variable set for them was silently ignored.
+#[test]
+fn pricing_and_validity_settings_come_from_the_environment_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("WATTEST_PRICE_EUR_PER_TONNE", "99.5"),
+        ("WATTEST_NODE_OWNER_SHARE_PCT", "10"),
+        ("WATTEST_CERTIFICATE_VALIDITY_DAYS", "5"),
+        ("WATTEST_REWARD_RATE", "solar=3"),
+    ];
+    let text = stdout_ok(&oracle(dir.path(), &["--print-config"], &env));
+    let printed: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(
+        printed["price_eur_per_tonne"].as_str(),
+        Some("99.5"),
+        "{text}"
+    );
+    assert_eq!(
+        printed["node_owner_share_pct"].as_float(),
+        Some(10.0),
+        "{text}"
+    );
+    assert_eq!(
+        printed["certificate_validity_days"].as_integer(),
+        Some(5),
+        "{text}"
+    );
+    assert!(text.contains("solar=3"), "{text}");
+    let help = stdout_ok(&oracle(dir.path(), &["serve", "--help"], &[]));
+    for (name, _) in env {
+        assert!(help.contains(&format!("{name}=")), "{name} not in --help");
+    }
+}
+
+/// `serve` checks its settings before it creates anything: a kind priced twice by
+/// `--reward-rate` is a usage error (exit 2; it used to take the last price silently), and a
+/// missing `--public-url` on an unspecified address fails (exit 1) with no data dir left behind.
+#[test]
+fn serve_refuses_bad_settings_before_creating_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = failure(&oracle(
+        dir.path(),
+        &[
+            "serve",
+            "--data-dir",
+            "data",
+            "--reward-rate",
+            "solar=30,solar=40",
+        ],
+        &[],
+    ));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("solar more than once"), "{stderr}");
+    assert!(!dir.path().join("data").exists());
+
+    let (code, stderr) = failure(&oracle(
+        dir.path(),
+        &["serve", "--data-dir", "data", "--listen", "0.0.0.0:0"],
+        &[],
+    ));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--public-url"), "{stderr}");
+    assert!(!dir.path().join("data").exists());
+}
