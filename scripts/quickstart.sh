@@ -8,10 +8,13 @@
 #
 # Environment: WATTEST_ZONE (grid zone, default BE), PORT (default 18080),
 # PROFILE (debug or release, default debug), WINDOW (seconds, default 2).
+# ./data/quickstart is deleted first (the oracle's data goes to data/quickstart/oracle, the
+# agent's state to data/quickstart/agent). Exit status: the workload's, once its certificate is
+# verified and exported; 1 when a step of this script fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/deps.sh
-wattest_install_packages
+wattest_install_packages --build-only
 
 ZONE="${WATTEST_ZONE:-BE}"
 PORT="${PORT:-18080}"
@@ -76,3 +79,4 @@ echo "==> Compliance CSV ($DIR/compliance.csv)"
 curl -fs -H "Authorization: Bearer $COMPLIANCE" "$URL/v1/exports/compliance.csv" -o "$DIR/compliance.csv"
 cat "$DIR/compliance.csv"
 echo "==> Done. The workload exited with status $STATUS."
+exit "$STATUS"

@@ -4,8 +4,15 @@
 # cluster), curl, headless Chromium for the /docs page test. Sourced by scripts/test.sh and scripts/quickstart.sh.
 
 wattest_install_packages() {
-  local want=(build-essential pkg-config libssl-dev libtss2-dev swtpm swtpm-tools tpm2-tools postgresql-client curl ca-certificates procps python3 python3-venv chromium)
-  if [ "${1:-}" = "--with-pg-server" ]; then want+=(postgresql); fi
+  # What building and running Wattest needs (scripts/quickstart.sh: --build-only), and what the
+  # test suite adds: a software TPM, PostgreSQL's client (--with-pg-server: and its server),
+  # Python for the interoperability tests, Chromium for the Swagger UI page.
+  local want=(build-essential pkg-config libssl-dev libtss2-dev curl ca-certificates python3)
+  case "${1:-}" in
+    --build-only) ;;
+    --with-pg-server) want+=(swtpm swtpm-tools tpm2-tools postgresql-client procps python3-venv chromium postgresql) ;;
+    *) want+=(swtpm swtpm-tools tpm2-tools postgresql-client procps python3-venv chromium) ;;
+  esac
   local missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
