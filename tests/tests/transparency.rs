@@ -255,9 +255,34 @@ fn every_certificate_is_logged_and_provable_offline() {
         &auditor,
     );
     assert_eq!(r.status(), 400);
-    assert_eq!(
-        get(&oracle.url, "/v1/log/proofs/consistency?first=10", &auditor).status(),
-        400
+    // A `first` beyond the log (of 9 entries) is named as such, with or without `second`.
+    for path in [
+        "/v1/log/proofs/consistency?first=10",
+        "/v1/log/proofs/consistency?first=10&second=5",
+    ] {
+        let r = get(&oracle.url, path, &auditor);
+        assert_eq!(r.status(), 400, "{path}");
+        let problem: serde_json::Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+        assert_eq!(problem["code"], "invalid_tree_size", "{path}");
+        assert_eq!(
+            problem["detail"], "tree size 10 exceeds the log's current size 9",
+            "{path}"
+        );
+    }
+    let r = get(
+        &oracle.url,
+        "/v1/log/proofs/consistency?first=7&second=5",
+        &auditor,
+    );
+    assert_eq!(r.status(), 400);
+    let problem: serde_json::Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+    assert_eq!(problem["code"], "invalid_tree_size");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("need 0 < first ≤ second"),
+        "{problem}"
     );
     assert_eq!(
         get(&oracle.url, "/v1/log/proofs/consistency?first=0", &auditor).status(),

@@ -129,6 +129,16 @@ pub async fn consistency(
 ) -> Result<Json<ConsistencyProof>, ApiError> {
     crate::auth::require(&state.storage, &headers, super::LOG_READERS).await?;
     let Query(q) = query.map_err(|err| ApiError::bad_request(err.body_text()))?;
+    // A `first` beyond the log is named as such (as a `second` beyond it is), not as a
+    // `first > second` out of order.
+    let size = state.storage.log_head().await?.size;
+    if q.first > size {
+        return Err(LedgerError::BeyondHead {
+            asked: q.first,
+            size,
+        }
+        .into());
+    }
     Ok(Json(
         state
             .ledger
