@@ -12,7 +12,7 @@ use std::process::Command;
 use wattest_shared::window::WindowClaims;
 use wattest_tests::{Oracle, bin, post_window};
 
-/// The spooled windows (`spool/<seq>.jws`), in seq order.
+/// The spooled windows (`spool/<seq, 20 digits>.jws`), in seq order.
 fn spooled(state: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(state.join("spool"))
         .unwrap()
