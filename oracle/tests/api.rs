@@ -1140,6 +1140,16 @@ async fn a_revoked_certificate_is_not_issued_as_a_vc() {
     assert_eq!(media, "application/problem+json");
     let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(problem["code"], "certificate_revoked", "{problem}");
+    // The bundle carries the status; the bare JWS carries none, it only stays available.
+    assert_eq!(
+        problem["detail"],
+        format!(
+            "certificate {id} was revoked (measurement_error): it is not issued as a Verifiable \
+             Credential; its bundle (application/json) carries the revocation status, and its \
+             JWS (application/jose) stays available"
+        ),
+        "{problem}"
+    );
 
     let (status, media, jws) = certificate_as(&app, &id, "application/jose").await;
     assert_eq!((status, media.as_str()), (200, "application/jose"));
@@ -1149,6 +1159,161 @@ async fn a_revoked_certificate_is_not_issued_as_a_vc() {
     let bundle: serde_json::Value = serde_json::from_str(&bundle).unwrap();
     assert_eq!(bundle["status"]["state"], "revoked");
     assert_eq!(bundle["status"]["reason"], "measurement_error");
+}
+
+/// `GET /v1/certificates/{id}` answers by `Accept`: every representation, the 406 and the 410
+/// say `Vary: Accept` (RFC 9110 §12.5.5), so that a cache keeps them apart.
+#[tokio::test]
+async fn certificate_answers_vary_by_accept() {
+    let app = spawn_app().await;
+    let (key, node_id) = enroll(&app).await;
+    let id = issue_certificate(&app, &key, &window_json(&node_id)).await;
+    let vary_of = |accept: &'static str| {
+        let url = format!("{}/v1/certificates/{id}", app.url);
+        let token = app.admin.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .header("accept", accept)
+                .send()
+                .await
+                .unwrap();
+            let vary: Vec<String> = r
+                .headers()
+                .get_all("vary")
+                .iter()
+                .flat_map(|v| v.to_str().unwrap().split(','))
+                .map(|v| v.trim().to_ascii_lowercase())
+                .collect();
+            (r.status().as_u16(), vary)
+        }
+    };
+    for (accept, status) in [
+        ("application/json", 200),
+        ("application/jose", 200),
+        ("application/vc+jwt", 200),
+        ("text/html", 406),
+    ] {
+        let (got, vary) = vary_of(accept).await;
+        assert_eq!(got, status, "{accept}");
+        assert!(vary.contains(&"accept".to_owned()), "{accept}: {vary:?}");
+    }
+    let (status, answer) = post_json(
+        &app,
+        &format!("/v1/certificates/{id}/revocation"),
+        r#"{"reason": "other"}"#,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status}: {answer}");
+    let (got, vary) = vary_of("application/vc+jwt").await;
+    assert_eq!(got, 410);
+    assert!(vary.contains(&"accept".to_owned()), "{vary:?}");
+}
+
+/// Certificate summaries (the receipt's and the list's) give the decimals the signed claims
+/// carry (kg = the claims' six-decimal g ÷ 1000, with no float noise), and the list gives each
+/// certificate's revocation `state` as its status resource does; a receipt's is `valid`.
+#[tokio::test]
+async fn summaries_give_the_claims_figures_and_the_revocation_state() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    // 1 Wh in BE (117.58 g/kWh) is 0.117580 g: as floats, 0.11758 / 1000 is
+    // 0.00011758000000000001, not the nearest float to 0.00011758 (1.3 Wh likewise).
+    for energy_wh in [1.0, 0.123457, 0.1, 1.3, 2.9] {
+        let (key, node_id) = enroll(&app).await;
+        let mut window = window_json(&node_id);
+        let watts = energy_wh * 360.0;
+        window["sources"][0]["energy_wh"] = energy_wh.into();
+        window["sources"][0]["mean_w"] = watts.into();
+        window["sources"][0]["max_w"] = watts.into();
+        let (status, receipt) = post_window(&app, sign_window(&key, &window)).await;
+        assert_eq!(status, 200, "{receipt}");
+        assert_eq!(receipt["certificate"]["state"], "valid", "{receipt}");
+        let id = receipt["certificate"]["id"].as_str().unwrap().to_owned();
+        let (_, _, jws) = certificate_as(&app, &id, "application/jose").await;
+        let claims = jws_payload(&jws);
+        // The claim's decimal text, scaled: the nearest float to that decimal.
+        let decimal = |path: &[&str], exponent: &str| {
+            let text = path
+                .iter()
+                .fold(&claims, |v, k| &v[*k])
+                .as_str()
+                .unwrap_or_else(|| panic!("{path:?} in {claims}"));
+            format!("{text}{exponent}").parse::<f64>().unwrap()
+        };
+        let summary = &receipt["certificate"];
+        let expected = [
+            (
+                "emissions_kg_co2e",
+                decimal(&["wattest.emissions", "location_based_g_co2e"], "e-3"),
+            ),
+            (
+                "avoided_kg_co2e",
+                decimal(&["wattest.avoided_emissions", "g_co2e"], "e-3"),
+            ),
+            ("energy_wh", decimal(&["wattest.energy", "consumed_wh"], "")),
+            ("grid_wh", decimal(&["wattest.energy", "grid_wh"], "")),
+            ("solar_wh", decimal(&["wattest.energy", "solar_wh"], "")),
+            (
+                "intensity_g_co2e_per_kwh",
+                decimal(&["wattest.intensity", "g_co2e_per_kwh"], ""),
+            ),
+        ];
+        for (member, value) in expected {
+            assert_eq!(summary[member].as_f64(), Some(value), "{member}: {summary}");
+        }
+        ids.push((id, expected));
+    }
+    let revoked = &ids[1].0;
+    let (status, answer) = post_json(
+        &app,
+        &format!("/v1/certificates/{revoked}/revocation"),
+        r#"{"reason": "superseded"}"#,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status}: {answer}");
+    let list: serde_json::Value = app
+        .get("/v1/certificates", Some(&app.admin_auth()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let listed = list["certificates"].as_array().unwrap();
+    assert_eq!(listed.len(), ids.len(), "{list}");
+    for (id, expected) in &ids {
+        let summary = listed.iter().find(|c| c["id"] == id.as_str()).unwrap();
+        let state = if id == revoked { "revoked" } else { "valid" };
+        assert_eq!(summary["state"], state, "{summary}");
+        let status: serde_json::Value = app
+            .get(
+                &format!("/v1/certificates/{id}/status"),
+                Some(&app.admin_auth()),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status["state"], state, "{status}");
+        for (member, value) in expected {
+            assert_eq!(
+                summary[*member].as_f64(),
+                Some(*value),
+                "{member}: {summary}"
+            );
+        }
+    }
+}
+
+/// protocol.md §3.6: an element of `windows` that is not a string is 400 `invalid_request`.
+#[tokio::test]
+async fn a_batch_element_that_is_not_a_string_is_invalid_request() {
+    let app = spawn_app().await;
+    for body in [r#"{"windows":[5]}"#, r#"{"windows":[{"jws":"a.b.c"}]}"#] {
+        let (status, problem) = post_json(&app, "/v1/telemetry/batch", body).await;
+        assert_eq!(status, 400, "{body}: {problem}");
+        assert_eq!(problem["code"], "invalid_request", "{body}: {problem}");
+    }
 }
 
 /// docs/compliance.md, `sci` profile: with solar, E × I equals the operational emissions (to
@@ -1202,4 +1367,69 @@ async fn sci_e_times_i_is_the_operational_emissions_with_solar() {
         (e * i / 1000.0 - operational).abs() <= tolerance,
         "E {e} × I {i} ≠ operational {operational}"
     );
+}
+
+/// The cells of one CSV line as written, quotes kept (a `,` inside quotes does not split).
+fn raw_cells(line: &str) -> Vec<String> {
+    let mut cells = vec![String::new()];
+    let mut quoted = false;
+    for ch in line.chars() {
+        match ch {
+            '"' => {
+                quoted = !quoted;
+                cells.last_mut().unwrap().push(ch);
+            }
+            ',' if !quoted => cells.push(String::new()),
+            _ => cells.last_mut().unwrap().push(ch),
+        }
+    }
+    cells
+}
+
+/// docs/compliance.md: every field that is not a number is quoted. `calculation_version` is
+/// text (`"2"`, not `2`) in compliance.csv and sci.csv, as is an id that reads as a number (job
+/// `42`); numbers stay bare; the header row is the plain names.
+#[tokio::test]
+async fn csv_text_cells_are_quoted_even_when_they_read_as_numbers() {
+    let app = spawn_app().await;
+    let (key, node_id) = enroll(&app).await;
+    let mut window = window_json(&node_id);
+    window["job_id"] = "42".into();
+    let id = issue_certificate(&app, &key, &window).await;
+    let version = format!("\"{}\"", wattest_shared::certificate::CALCULATION_VERSION);
+    for profile in ["compliance", "sci"] {
+        let r = app
+            .get(
+                &format!("/v1/exports/{profile}.csv"),
+                Some(&app.admin_auth()),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "{profile}");
+        let text = r.text().await.unwrap();
+        let mut lines = text.split("\r\n");
+        let header = raw_cells(lines.next().unwrap());
+        let row = raw_cells(lines.next().unwrap());
+        assert_eq!(header.len(), row.len(), "{profile}: {text}");
+        let cell = |name: &str| {
+            let at = header.iter().position(|h| h == name).unwrap();
+            row[at].as_str()
+        };
+        assert!(
+            header.iter().all(|h| !h.contains('"')),
+            "{profile}: {header:?}"
+        );
+        assert!(
+            header.iter().any(|h| h == "calculation_version"),
+            "{profile}: {header:?}"
+        );
+        assert_eq!(cell("calculation_version"), version, "{profile}: {row:?}");
+        assert_eq!(cell("job_id"), "\"42\"", "{profile}: {row:?}");
+        assert_eq!(cell("certificate_id"), format!("\"{id}\""), "{profile}");
+        let energy = if profile == "sci" {
+            "e_kwh"
+        } else {
+            "energy_consumed_kwh"
+        };
+        assert!(cell(energy).parse::<f64>().is_ok(), "{profile}: {row:?}");
+    }
 }

@@ -6,7 +6,36 @@ use crate::jws::SaltLength;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Figures of an issued certificate, returned with the final window.
+/// Whether a certificate is `valid` or `revoked`: the `state` of a certificate's status
+/// (`GET /v1/certificates/{id}/status`) and of its summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateState {
+    /// Not revoked.
+    Valid,
+    /// Revoked: the certificate's status says when and why.
+    Revoked,
+}
+
+impl CertificateState {
+    /// `valid` or `revoked`, as serialized.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// Figures of an issued certificate and its revocation `state`, returned with the final window
+/// and listed by `GET /v1/certificates`.
+// On the wire a summary also carries `state` (a `CertificateState`, required): the oracle sends
+// every summary as a `StatedCertificateSummary` (a receipt's, always `valid`, through
+// `TelemetryAccepted`'s serialization). The member is not a field of this struct, which the
+// agent's tests build field by field, and is ignored when a summary is read; read a
+// `StatedCertificateSummary` to keep it. The oracle's OpenAPI document adds it to this schema.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateSummary {
@@ -49,6 +78,38 @@ pub struct CertificateSummary {
     pub window_count: i64,
 }
 
+/// A certificate summary with its certificate's revocation state: the form in which the oracle
+/// sends every summary (`state` beside the summary's members).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatedCertificateSummary {
+    /// The figures.
+    #[serde(flatten)]
+    pub summary: CertificateSummary,
+    /// `valid`, or `revoked` once the certificate has been revoked.
+    pub state: CertificateState,
+}
+
+/// Writes a receipt's certificate (a fresh one: never revoked) as a
+/// [`StatedCertificateSummary`] with `state` `valid`.
+fn serialize_fresh_certificate<S: serde::Serializer>(
+    certificate: &Option<CertificateSummary>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Fresh<'a> {
+        #[serde(flatten)]
+        summary: &'a CertificateSummary,
+        state: CertificateState,
+    }
+    certificate
+        .as_ref()
+        .map(|summary| Fresh {
+            summary,
+            state: CertificateState::Valid,
+        })
+        .serialize(serializer)
+}
+
 /// Answer (202) to a window that arrived ahead of its node's chain: signed and otherwise valid,
 /// it is held by the oracle, not credited, and appended once the windows `expected_seq` to
 /// `seq − 1` have arrived (docs/protocol.md §3.4). The agent may drop it from its spool.
@@ -58,6 +119,7 @@ pub struct TelemetryHeld {
     /// Node id.
     pub node_id: String,
     /// The held window's seq.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub seq: u64,
     /// base64url SHA-256 of the held window's JWS.
     pub hash: String,
@@ -75,13 +137,16 @@ pub struct TelemetryAccepted {
     /// Node id.
     pub node_id: String,
     /// Accepted seq.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub seq: u64,
     /// base64url SHA-256 of the window JWS: the next window's `prev`.
     pub hash: String,
     /// Salt length of the signature (`digest`, or `maximum` for some TPMs).
     pub salt_length: SaltLength,
-    /// The certificate issued, when this was a final window; null otherwise.
+    /// The certificate issued, when this was a final window (its `state` is `valid`); null
+    /// otherwise.
     #[cfg_attr(feature = "openapi", schema(required = true))]
+    #[serde(serialize_with = "serialize_fresh_certificate")]
     pub certificate: Option<CertificateSummary>,
 }
 

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use wattest_shared::CertificateClaims;
-use wattest_shared::api::CertificateSummary;
+use wattest_shared::api::{CertificateSummary, StatedCertificateSummary};
 use wattest_shared::credential::{VC_MEDIA_TYPE, VC_TYP, verifiable_credential};
 use wattest_shared::jws::sign_compact;
 use wattest_shared::transparency::InclusionProof;
@@ -77,8 +77,9 @@ pub struct ListQuery {
 /// A page of certificate summaries.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CertificateList {
-    /// Newest first.
-    pub certificates: Vec<CertificateSummary>,
+    /// Newest first, each with its certificate's revocation `state`.
+    #[schema(value_type = Vec<CertificateSummary>)]
+    pub certificates: Vec<StatedCertificateSummary>,
 }
 
 /// One certificate.
@@ -86,7 +87,8 @@ pub struct CertificateList {
 pub struct CertificateResponse {
     /// Certificate id.
     pub id: String,
-    /// The signed certificate: a compact JWS (`typ` `wattest-cert+jwt`, PS256) verifiable with
+    /// The signed certificate: a compact JWS (`typ` `wattest-cert+jwt`, PS256 or ES256: ES256
+    /// once the oracle's key is rotated with `keys rotate --alg es256`) verifiable with
     /// `/.well-known/jwks.json` or `wattest-verify`.
     pub jws: String,
     /// base64url SHA-256 of `jws`.
@@ -123,13 +125,13 @@ impl CertificateStatus {
         match revocation {
             Some(r) => Self {
                 certificate_id,
-                state: "revoked".into(),
+                state: CertificateState::Revoked.as_str().into(),
                 revoked_at: Some(r.revoked_at),
                 reason: Some(r.reason),
             },
             None => Self {
                 certificate_id,
-                state: "valid".into(),
+                state: CertificateState::Valid.as_str().into(),
                 revoked_at: None,
                 reason: None,
             },
@@ -137,16 +139,7 @@ impl CertificateStatus {
     }
 }
 
-/// Whether a certificate is `valid` or `revoked`.
-// Schema only: `CertificateStatus::state` is a string with these values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CertificateState {
-    /// Not revoked.
-    Valid,
-    /// Revoked: `revoked_at` and `reason` say when and why.
-    Revoked,
-}
+pub use wattest_shared::api::CertificateState;
 
 /// Why a certificate was revoked.
 // Schema only: `RevocationRequest::reason` is a string checked against `REVOCATION_REASONS`,
@@ -208,9 +201,43 @@ pub async fn list(
         .storage
         .list_certificates(q.job.as_deref(), q.node.as_deref(), limit)
         .await?;
+    let revoked = revoked_among(&state, rows.iter().map(|r| r.id.clone())).await?;
     Ok(Json(CertificateList {
-        certificates: rows.iter().map(CertificateSummary::from).collect(),
+        certificates: rows
+            .iter()
+            .map(|row| StatedCertificateSummary {
+                summary: CertificateSummary::from(row),
+                state: if revoked.contains(&row.id) {
+                    CertificateState::Revoked
+                } else {
+                    CertificateState::Valid
+                },
+            })
+            .collect(),
     }))
+}
+
+/// Which of the certificates `ids` are revoked, read in chunks of 500 ids (a query's
+/// parameters stay under SQLite's oldest limit of 999).
+async fn revoked_among(
+    state: &AppState,
+    ids: impl Iterator<Item = String>,
+) -> Result<std::collections::HashSet<String>, ApiError> {
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QuerySelect as _};
+    let ids: Vec<String> = ids.collect();
+    let mut revoked = std::collections::HashSet::new();
+    for chunk in ids.chunks(500) {
+        let found: Vec<String> = revocation::Entity::find()
+            .select_only()
+            .column(revocation::Column::CertificateId)
+            .filter(revocation::Column::CertificateId.is_in(chunk.iter().cloned()))
+            .into_tuple()
+            .all(state.storage.db())
+            .await
+            .map_err(|err| ApiError::from(crate::storage::StorageError::from(err)))?;
+        revoked.extend(found);
+    }
+    Ok(revoked)
 }
 
 /// One certificate (role auditor or compliance; admin passes): the bundle (JWS, decoded
@@ -237,14 +264,29 @@ pub async fn get_one(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     crate::auth::require(&state.storage, &headers, super::CERTIFICATE_READERS).await?;
-    let Some(representation) = Representation::negotiate(&headers) else {
+    // Past authentication, every answer depends on `Accept` (the representation, 406, 410, or
+    // a 404 that an unacceptable Accept would have made a 406): caches are told so (RFC 9110
+    // §12.5.5).
+    let mut response = match represent(&state, &id, &headers).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    };
+    response
+        .headers_mut()
+        .append(header::VARY, HeaderValue::from_static("Accept"));
+    Ok(response)
+}
+
+/// The certificate `id` in the representation `headers`' `Accept` asks for.
+async fn represent(state: &AppState, id: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let Some(representation) = Representation::negotiate(headers) else {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
             "not_acceptable",
             "a certificate is served as application/json (the bundle), application/jose or application/vc+jwt",
         ));
     };
-    let Some(row) = state.storage.certificate(&id).await? else {
+    let Some(row) = state.storage.certificate(id).await? else {
         return Err(ApiError::not_found(format!("no certificate {id}")));
     };
     if representation == Representation::Jose {
@@ -265,7 +307,7 @@ pub async fn get_one(
                 StatusCode::GONE,
                 "certificate_revoked",
                 format!(
-                    "certificate {} was revoked ({}): it is not issued as a Verifiable Credential; its bundle (application/json) and JWS (application/jose) carry the status",
+                    "certificate {} was revoked ({}): it is not issued as a Verifiable Credential; its bundle (application/json) carries the revocation status, and its JWS (application/jose) stays available",
                     row.id, revoked.reason
                 ),
             ));
@@ -278,7 +320,7 @@ pub async fn get_one(
         let vc = verifiable_credential(
             &claims,
             &row.hash,
-            &schema_url(&state, CREDENTIAL_SCHEMA_FILE),
+            &schema_url(state, CREDENTIAL_SCHEMA_FILE),
             &status_url,
         );
         let payload = serde_json::to_vec(&vc).map_err(|err| ApiError::internal(&err))?;

@@ -35,8 +35,15 @@ pub const CREDENTIAL_SECRET_LEN: usize = 32;
 pub struct EnrollRequest {
     /// Operator-chosen node name, 1–128 characters, no control characters.
     pub name: String,
-    /// Grid zone the node draws power from: ISO 3166-1 alpha-2 (`BE`), an Electricity Maps
-    /// zone (`US-CAL-CISO`), ISO alpha-3 (`BEL`) or an Ember region (`EU`, `World`).
+    /// Grid zone the node draws power from, case-insensitive and stored canonical (upper-cased;
+    /// an Ember region as the region is named): ISO 3166-1 alpha-2 (`BE`); a sub-zone of an
+    /// alpha-2 country in the Electricity Maps style, the country code followed by one or more
+    /// parts of ASCII letters and digits each after a `-` (`DK-DK1`, `SE-SE3`, `US-CAL-CISO`);
+    /// ISO alpha-3 (`BEL`, stored as `BE`); or an Ember region (`EU`, `G7`, `World`). A
+    /// sub-zone is not checked against a list of real zones: the static table gives it its
+    /// country's figure, and a live provider is asked for the sub-zone by name. An empty part
+    /// or one with other characters (`BE-`, `BE--X`, `BE-X_Y`), a sub-zone of anything but an
+    /// alpha-2 code (`BEL-X`), or a zone not in the intensity tables is 422 `unknown_zone`.
     pub zone: String,
     /// The node's RSA public key (2048–4096 bits, e = 65537) as a JWK. With `attestation`, it
     /// must be the key that `certify_info` certifies. Read as any JSON value and checked after

@@ -56,6 +56,19 @@ pub const COLUMNS: [&str; 42] = [
     "window_count",
 ];
 
+/// Text columns whose value may read as a number: quoted whatever their value.
+pub const TEXT_COLUMNS: [&str; 9] = [
+    "certificate_id",
+    "oracle_kid",
+    "node_id",
+    "node_name",
+    "node_owner",
+    "job_id",
+    "model_id",
+    "zone",
+    "calculation_version",
+];
+
 fn optional_kwh(wh: Option<Decimal6>) -> String {
     wh.map(thousandth).unwrap_or_default()
 }

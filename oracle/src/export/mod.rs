@@ -121,6 +121,16 @@ impl Profile {
         }
     }
 
+    /// The profile's text columns that may hold a value reading as a number (ids, names,
+    /// the calculation version): [`write_record`] quotes them whatever their value.
+    fn text_columns(self) -> &'static [&'static str] {
+        match self {
+            Self::Compliance => &compliance::TEXT_COLUMNS,
+            Self::Codecarbon => &[],
+            Self::Sci => &sci::TEXT_COLUMNS,
+        }
+    }
+
     fn records(self, row: &ExportRow, filter: &ExportFilter, out: &mut Vec<Vec<String>>) {
         match self {
             Self::Compliance => compliance::records(row, filter, out),
@@ -609,6 +619,11 @@ async fn run(
             .into_inner()
             .map_err(|err| csv::Error::from(err.into_error()))?,
     );
+    let text: Vec<bool> = profile
+        .columns()
+        .iter()
+        .map(|column| profile.text_columns().contains(column))
+        .collect();
     let db = storage.db();
     let statement = db.get_database_backend().build(&select(filter));
     let mut rows = db.stream_raw(statement).await?;
@@ -622,7 +637,7 @@ async fn run(
         records.clear();
         profile.records(&row, filter, &mut records);
         for record in &records {
-            writer.write_record(record)?;
+            write_record(&mut writer, record, &text)?;
             written += 1;
         }
         if writer.get_ref().len() >= CHUNK_BYTES {
@@ -634,15 +649,35 @@ async fn run(
     Ok(written)
 }
 
-/// A CSV writer of records appending to `buffer`: RFC 4180 with CRLF line ends, every field
-/// that is not a number quoted (text, times, ids, booleans, empty cells), numbers bare so
-/// spreadsheets read them as numbers. Quoting every text field keeps a `;` inside it from
-/// splitting the cell where spreadsheets use `;` as the separator (see [`text`]).
+/// A CSV writer of records appending to `buffer`: RFC 4180 with CRLF line ends. It writes
+/// fields as given: [`write_record`] quotes them.
 fn csv_writer(buffer: Vec<u8>) -> csv::Writer<Vec<u8>> {
     csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
-        .quote_style(csv::QuoteStyle::NonNumeric)
+        .quote_style(csv::QuoteStyle::Never)
         .from_writer(buffer)
+}
+
+/// Writes `record` with every field that is not a number quoted (text, times, ids, booleans,
+/// empty cells) and numbers bare, so spreadsheets read them as numbers. A field of a text
+/// column (`text[i]`, [`Profile::text_columns`]) is quoted even when it reads as a number (the
+/// calculation version `2`, a job id `42`): `csv::QuoteStyle::NonNumeric` judges a field by
+/// its content alone. Quoting every text field keeps a `;` inside it from splitting the cell
+/// where spreadsheets use `;` as the separator (see [`text`]).
+fn write_record(
+    writer: &mut csv::Writer<Vec<u8>>,
+    record: &[String],
+    text: &[bool],
+) -> Result<(), csv::Error> {
+    writer.write_record(record.iter().enumerate().map(|(i, field)| {
+        // A number as csv's NonNumeric reads one; it holds no quote, comma or line break.
+        let number = field.parse::<f64>().is_ok() || field.parse::<i128>().is_ok();
+        if number && !text.get(i).copied().unwrap_or(false) {
+            std::borrow::Cow::Borrowed(field.as_bytes())
+        } else {
+            std::borrow::Cow::Owned(format!("\"{}\"", field.replace('"', "\"\"")).into_bytes())
+        }
+    }))
 }
 
 /// Sends what `writer` holds as one chunk, waiting at most `stall` for room in the channel.
@@ -879,11 +914,23 @@ mod tests {
     #[test]
     fn text_fields_are_quoted_and_numbers_bare() {
         let mut writer = csv_writer(Vec::new());
-        writer
-            .write_record([text("run;=cmd").as_str(), "-0.0015", "12", "", "true"])
-            .unwrap();
+        let record = [
+            text("run;=cmd"),
+            "-0.0015".into(),
+            "12".into(),
+            String::new(),
+        ];
+        let record = [
+            record.to_vec(),
+            vec!["true".into(), "a \"b\", c".into(), "2".into()],
+        ];
+        let text_columns = [false, false, false, false, false, false, true];
+        write_record(&mut writer, &record.concat(), &text_columns).unwrap();
         let line = String::from_utf8(writer.into_inner().unwrap()).unwrap();
-        assert_eq!(line, "\"run;'=cmd\",-0.0015,12,\"\",\"true\"\r\n");
+        assert_eq!(
+            line,
+            "\"run;'=cmd\",-0.0015,12,\"\",\"true\",\"a \"\"b\"\", c\",\"2\"\r\n"
+        );
     }
 
     #[test]

@@ -37,6 +37,16 @@ pub const COLUMNS: [&str; 18] = [
     "calculation_version",
 ];
 
+/// Text columns whose value may read as a number: quoted whatever their value.
+pub const TEXT_COLUMNS: [&str; 6] = [
+    "certificate_id",
+    "node_id",
+    "node_owner",
+    "job_id",
+    "model_id",
+    "calculation_version",
+];
+
 /// I = operational ÷ E in gCO2e/kWh (`operational_g` g CO2e over `consumed_wh` Wh), rounded half
 /// up to 10⁻⁶ gCO2e/kWh; `None` when E is zero (no energy: I is undefined).
 #[must_use]
