@@ -543,3 +543,55 @@ fn help_states_the_id_rule_and_the_exit_statuses() {
         assert!(flat.contains(said), "{said:?} not in {help}");
     }
 }
+
+/// `--issuer` pins whose certificate it is: the claims check fails for another `iss` (exit 1,
+/// naming both), and passes for the same URL with or without a trailing `/`.
+#[test]
+fn issuer_pins_the_oracle_that_issued_the_certificate() {
+    let inputs = Inputs::new("issuer");
+    let cert = inputs.path("cert.json");
+    let log_key = inputs.path("log.key");
+    for trusted in ["https://oracle.test", "https://oracle.test/"] {
+        let out = inputs.verify(&cert, &["--log-key", &log_key, "--issuer", trusted]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{trusted}: {}",
+            text(&out.stdout)
+        );
+    }
+    let out = inputs.verify(
+        &cert,
+        &[
+            "--log-key",
+            &log_key,
+            "--issuer",
+            "https://other.example",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .unwrap_or_else(|| panic!("no {name} check: {report}"))
+            .clone()
+    };
+    assert_eq!(check("signature")["ok"], true, "{report}");
+    assert_eq!(check("claims")["ok"], false, "{report}");
+    assert_eq!(
+        check("claims")["detail"],
+        "issued by https://oracle.test, not by the trusted issuer https://other.example (--issuer)"
+    );
+    // As for any claim that fails, the status cannot be matched to an unverified certificate.
+    assert_eq!(check("status")["ok"], false, "{report}");
+    // Claims that failed a check are not reported as verified.
+    assert!(
+        report.get("claims").is_none_or(serde_json::Value::is_null),
+        "{report}"
+    );
+}

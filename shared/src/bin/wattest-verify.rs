@@ -24,7 +24,8 @@ use wattest_shared::{CertificateClaims, Jwks, verify_certificate};
 ///     the RFC 7638 thumbprint of a JWKS key (recomputed, not trusted from the JWKS); the
 ///     signature;
 ///  2. claims: exp, nbf and iat present; eat_profile and wattest.calculation_version ("2");
-///     nbf and iat at most now + 60 s, exp after now; every total recomputed exactly;
+///     nbf and iat at most now + 60 s, exp after now; every total recomputed exactly; with
+///     --issuer, iss is that URL;
 ///  3. status: not revoked, from --status or else the status inside a certificate bundle; the
 ///     status must name this certificate (certificate_id). It is unsigned: only one fetched from
 ///     the oracle with the token counts as authenticated. Without any status the report says
@@ -112,6 +113,13 @@ struct Args {
     /// "skipped (--no-log): log inclusion NOT checked" and counts as passed.
     #[arg(long, conflicts_with_all = ["log_key", "inclusion", "checkpoint", "previous_checkpoint"])]
     no_log: bool,
+    /// The oracle you trust to have issued the certificate: its public URL, as signed in the
+    /// `iss` claim (the oracle's --public-url; a trailing `/` on either side is ignored). The
+    /// claims check fails for a certificate another oracle issued. The JWKS decides which keys
+    /// are trusted; this also pins whose certificate it is, for a JWKS shared by several
+    /// oracles or fetched from a mirror. Default: any issuer.
+    #[arg(long, value_name = "URL")]
+    issuer: Option<String>,
     /// Verify as of this time (RFC 3339) instead of now.
     #[arg(long)]
     at: Option<DateTime<Utc>>,
@@ -811,15 +819,27 @@ fn run(args: &Args) -> Result<Report> {
                 ok: true,
                 detail: format!("signed by oracle key {}", checked.kid),
             });
-            checks.push(Check {
-                check: "claims",
-                ok: true,
-                detail: format!(
-                    "valid until {}, every total reconciles",
-                    rfc3339(checked.claims.exp)
-                ),
-            });
-            Some(checked.claims)
+            match foreign_issuer(args.issuer.as_deref(), &checked.claims.iss) {
+                Some(detail) => {
+                    checks.push(Check {
+                        check: "claims",
+                        ok: false,
+                        detail,
+                    });
+                    None
+                }
+                None => {
+                    checks.push(Check {
+                        check: "claims",
+                        ok: true,
+                        detail: format!(
+                            "valid until {}, every total reconciles",
+                            rfc3339(checked.claims.exp)
+                        ),
+                    });
+                    Some(checked.claims)
+                }
+            }
         }
         // The signature is checked first: a claims failure means the signature held.
         Err(err @ (CertificateError::Jws(_) | CertificateError::UnknownKid(_))) => {
@@ -979,6 +999,16 @@ fn run(args: &Args) -> Result<Report> {
 
 /// The JSON payload of the compact JWS `jws`, unverified; `None` when it is not three
 /// dot-separated parts whose second is base64url of a JSON object.
+/// With `--issuer`, why `iss` is not the trusted issuer (`None`: it is, or none was given). Both
+/// sides are compared without one trailing `/`: `iss` is the oracle's --public-url as its
+/// operator wrote it, with or without one.
+fn foreign_issuer(trusted: Option<&str>, iss: &str) -> Option<String> {
+    let trusted = trusted?;
+    let bare = |url: &str| url.strip_suffix('/').unwrap_or(url).to_owned();
+    (bare(trusted) != bare(iss))
+        .then(|| format!("issued by {iss}, not by the trusted issuer {trusted} (--issuer)"))
+}
+
 fn unverified_payload(jws: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     serde_json::from_slice(&wattest_shared::jws::unverified_payload(jws)?).ok()
 }
