@@ -742,6 +742,7 @@ mod tests {
             avoided_kg_co2e: 0.0,
             attestation_level: "software".into(),
             window_count: 5,
+            state: wattest_shared::api::CertificateState::Valid,
         }
     }
 

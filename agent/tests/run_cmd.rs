@@ -57,6 +57,7 @@ fn certificate(job: &str) -> CertificateSummary {
         avoided_kg_co2e: 0.0,
         attestation_level: "software".into(),
         window_count: 1,
+        state: wattest_shared::api::CertificateState::Valid,
     }
 }
 

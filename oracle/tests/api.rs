@@ -1218,6 +1218,7 @@ async fn certificate_answers_vary_by_accept() {
 async fn summaries_give_the_claims_figures_and_the_revocation_state() {
     let app = spawn_app().await;
     let mut ids = Vec::new();
+    let mut finals = Vec::new();
     // 1 Wh in BE (117.58 g/kWh) is 0.117580 g: as floats, 0.11758 / 1000 is
     // 0.00011758000000000001, not the nearest float to 0.00011758 (1.3 Wh likewise).
     for energy_wh in [1.0, 0.123457, 0.1, 1.3, 2.9] {
@@ -1227,9 +1228,11 @@ async fn summaries_give_the_claims_figures_and_the_revocation_state() {
         window["sources"][0]["energy_wh"] = energy_wh.into();
         window["sources"][0]["mean_w"] = watts.into();
         window["sources"][0]["max_w"] = watts.into();
-        let (status, receipt) = post_window(&app, sign_window(&key, &window)).await;
+        let signed = sign_window(&key, &window);
+        let (status, receipt) = post_window(&app, signed.clone()).await;
         assert_eq!(status, 200, "{receipt}");
         assert_eq!(receipt["certificate"]["state"], "valid", "{receipt}");
+        finals.push(signed);
         let id = receipt["certificate"]["id"].as_str().unwrap().to_owned();
         let (_, _, jws) = certificate_as(&app, &id, "application/jose").await;
         let claims = jws_payload(&jws);
@@ -1273,6 +1276,12 @@ async fn summaries_give_the_claims_figures_and_the_revocation_state() {
     )
     .await;
     assert!((200..300).contains(&status), "{status}: {answer}");
+    // The final window sent again gets its original receipt, with the certificate's state as
+    // it stands now.
+    let (status, receipt) = post_window(&app, finals[1].clone()).await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["certificate"]["id"], revoked.as_str(), "{receipt}");
+    assert_eq!(receipt["certificate"]["state"], "revoked", "{receipt}");
     let list: serde_json::Value = app
         .get("/v1/certificates", Some(&app.admin_auth()))
         .await

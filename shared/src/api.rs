@@ -31,11 +31,6 @@ impl CertificateState {
 
 /// Figures of an issued certificate and its revocation `state`, returned with the final window
 /// and listed by `GET /v1/certificates`.
-// On the wire a summary also carries `state` (a `CertificateState`, required): the oracle sends
-// every summary as a `StatedCertificateSummary` (a receipt's, always `valid`, through
-// `TelemetryAccepted`'s serialization). The member is not a field of this struct, which the
-// agent's tests build field by field, and is ignored when a summary is read; read a
-// `StatedCertificateSummary` to keep it. The oracle's OpenAPI document adds it to this schema.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CertificateSummary {
@@ -76,38 +71,11 @@ pub struct CertificateSummary {
     pub attestation_level: String,
     /// Number of windows.
     pub window_count: i64,
-}
-
-/// A certificate summary with its certificate's revocation state: the form in which the oracle
-/// sends every summary (`state` beside the summary's members).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatedCertificateSummary {
-    /// The figures.
-    #[serde(flatten)]
-    pub summary: CertificateSummary,
-    /// `valid`, or `revoked` once the certificate has been revoked.
+    /// The certificate's revocation state, as its status (`GET /v1/certificates/{id}/status`)
+    /// gives it: `valid`, or `revoked` once revoked. A final window's receipt says `valid` (the
+    /// certificate was just issued); the receipt of a final window sent again gives the state
+    /// as it stands then.
     pub state: CertificateState,
-}
-
-/// Writes a receipt's certificate (a fresh one: never revoked) as a
-/// [`StatedCertificateSummary`] with `state` `valid`.
-fn serialize_fresh_certificate<S: serde::Serializer>(
-    certificate: &Option<CertificateSummary>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    #[derive(Serialize)]
-    struct Fresh<'a> {
-        #[serde(flatten)]
-        summary: &'a CertificateSummary,
-        state: CertificateState,
-    }
-    certificate
-        .as_ref()
-        .map(|summary| Fresh {
-            summary,
-            state: CertificateState::Valid,
-        })
-        .serialize(serializer)
 }
 
 /// Answer (202) to a window that arrived ahead of its node's chain: signed and otherwise valid,
@@ -143,10 +111,8 @@ pub struct TelemetryAccepted {
     pub hash: String,
     /// Salt length of the signature (`digest`, or `maximum` for some TPMs).
     pub salt_length: SaltLength,
-    /// The certificate issued, when this was a final window (its `state` is `valid`); null
-    /// otherwise.
+    /// The certificate issued, when this was a final window; null otherwise.
     #[cfg_attr(feature = "openapi", schema(required = true))]
-    #[serde(serialize_with = "serialize_fresh_certificate")]
     pub certificate: Option<CertificateSummary>,
 }
 

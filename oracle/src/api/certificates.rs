@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use wattest_shared::CertificateClaims;
-use wattest_shared::api::{CertificateSummary, StatedCertificateSummary};
+use wattest_shared::api::CertificateSummary;
 use wattest_shared::credential::{VC_MEDIA_TYPE, VC_TYP, verifiable_credential};
 use wattest_shared::jws::sign_compact;
 use wattest_shared::transparency::InclusionProof;
@@ -79,7 +79,7 @@ pub struct ListQuery {
 pub struct CertificateList {
     /// Newest first, each with its certificate's revocation `state`.
     #[schema(value_type = Vec<CertificateSummary>)]
-    pub certificates: Vec<StatedCertificateSummary>,
+    pub certificates: Vec<CertificateSummary>,
 }
 
 /// One certificate.
@@ -201,20 +201,31 @@ pub async fn list(
         .storage
         .list_certificates(q.job.as_deref(), q.node.as_deref(), limit)
         .await?;
-    let revoked = revoked_among(&state, rows.iter().map(|r| r.id.clone())).await?;
     Ok(Json(CertificateList {
-        certificates: rows
-            .iter()
-            .map(|row| StatedCertificateSummary {
-                summary: CertificateSummary::from(row),
-                state: if revoked.contains(&row.id) {
-                    CertificateState::Revoked
-                } else {
-                    CertificateState::Valid
-                },
-            })
-            .collect(),
+        certificates: summaries(&state, &rows).await?,
     }))
+}
+
+/// The summaries of `rows`, each with its revocation state as it stands now.
+///
+/// # Errors
+/// 500 on database failure.
+pub(crate) async fn summaries(
+    state: &AppState,
+    rows: &[crate::storage::entities::certificate::Model],
+) -> Result<Vec<CertificateSummary>, ApiError> {
+    let revoked = revoked_among(state, rows.iter().map(|r| r.id.clone())).await?;
+    Ok(rows
+        .iter()
+        .map(|row| CertificateSummary {
+            state: if revoked.contains(&row.id) {
+                CertificateState::Revoked
+            } else {
+                CertificateState::Valid
+            },
+            ..CertificateSummary::from(row)
+        })
+        .collect())
 }
 
 /// Which of the certificates `ids` are revoked, read in chunks of 500 ids (a query's

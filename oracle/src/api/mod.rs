@@ -184,7 +184,7 @@ struct Plumbing {
         carbon::sources,
     ),
     components(schemas(problem::Problem, certificates::CertificateState)),
-    modifiers(&BearerAuth, &CommonResponses, &SummaryState),
+    modifiers(&BearerAuth, &CommonResponses),
     tags(
         (name = "nodes", description = "Node enrollment"),
         (name = "telemetry", description = "Signed energy windows (evidence)"),
@@ -207,37 +207,6 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-    }
-}
-
-/// Adds `state` (required) to the `CertificateSummary` schema: the oracle sends every summary
-/// with its certificate's revocation state (`wattest_shared::api::StatedCertificateSummary`),
-/// a member the Rust struct does not hold.
-struct SummaryState;
-
-impl utoipa::Modify for SummaryState {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::schema::Schema;
-        use utoipa::openapi::{Ref, RefOr};
-        let Some(RefOr::T(Schema::Object(summary))) = openapi
-            .components
-            .as_mut()
-            .and_then(|c| c.schemas.get_mut("CertificateSummary"))
-        else {
-            return;
-        };
-        let mut state = Ref::from_schema_name("CertificateState");
-        state.description = "The certificate's revocation state, as its status \
-                             (`GET /v1/certificates/{id}/status`) gives it: `valid`, or \
-                             `revoked` once revoked. A receipt's certificate (just issued) is \
-                             always `valid`."
-            .to_owned();
-        summary
-            .properties
-            .insert("state".to_owned(), RefOr::Ref(state));
-        if !summary.required.iter().any(|r| r == "state") {
-            summary.required.push("state".to_owned());
-        }
     }
 }
 

@@ -72,6 +72,8 @@ impl From<&certificate::Model> for CertificateSummary {
             avoided_kg_co2e: round_to(c.avoided_kg, 9),
             attestation_level: c.attestation_level.clone(),
             window_count: c.window_count,
+            // Issued and not revoked: the list reads revocations and sets `Revoked` itself.
+            state: wattest_shared::api::CertificateState::Valid,
         }
     }
 }
@@ -992,15 +994,21 @@ fn same_payload(a: &str, b: &str) -> bool {
 
 /// The receipt of an already stored window, as it was first returned.
 async fn receipt(state: &AppState, w: window::Model) -> Result<TelemetryAccepted, ApiError> {
-    let certificate = if w.is_final {
-        state
-            .storage
-            .certificate_closing(&w.node_id, w.job_id.as_deref(), w.seq)
+    // The certificate as it stands now: revoked since, a duplicate's receipt says so.
+    let certificate = match w.is_final {
+        true => {
+            state
+                .storage
+                .certificate_closing(&w.node_id, w.job_id.as_deref(), w.seq)
+                .await?
+        }
+        false => None,
+    };
+    let certificate = match certificate {
+        Some(row) => super::certificates::summaries(state, std::slice::from_ref(&row))
             .await?
-            .as_ref()
-            .map(CertificateSummary::from)
-    } else {
-        None
+            .pop(),
+        None => None,
     };
     Ok(TelemetryAccepted {
         node_id: w.node_id,
