@@ -131,7 +131,7 @@ pub async fn submit(
     request_body(content((TelemetryBatchRequest = "application/json"))),
     responses(
         (status = 200, description = "One result per window, in request order: the status and body (receipt, held answer or problem) `POST /v1/telemetry` would have answered for it", body = TelemetryBatchResponse),
-        (status = 400, description = "invalid_request: not JSON, no `windows`, an unknown member, no windows, or more than 500", body = super::problem::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid_request: not JSON, a body that cannot be read to its end, no `windows`, an unknown member, an element of `windows` that is not a string, no windows, or more than 500", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large: body over 8 MiB", body = super::problem::Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported_media_type: not application/json", body = super::problem::Problem, content_type = "application/problem+json"),
     ))]
