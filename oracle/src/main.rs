@@ -276,6 +276,11 @@ struct ServeArgs {
     /// Seconds after which an unanswered request gets 503 `timeout`.
     #[arg(long, env = "WATTEST_REQUEST_TIMEOUT_SECS", default_value_t = api::Limits::default().request_timeout_secs, value_parser = clap::value_parser!(u64).range(1..=3600))]
     request_timeout_secs: u64,
+    /// Connections kept open at once; beyond it new connections wait (in the listen backlog)
+    /// until one closes. Keep it under the open-file limit (`ulimit -n`) minus what the
+    /// database needs.
+    #[arg(long, env = "WATTEST_MAX_CONNECTIONS", default_value_t = api::MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
     /// Sustained requests per second allowed from one client IP (0: no limit); 429 beyond.
     #[arg(long, env = "WATTEST_RATE_LIMIT_PER_IP", default_value_t = api::Limits::default().per_ip_rps, value_parser = parse_rate)]
     rate_limit_per_ip: f64,
@@ -827,6 +832,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         listener,
         api::router_with(state, limits),
         api::HEADER_READ_TIMEOUT,
+        args.max_connections,
         shutdown(),
     )
     .await;

@@ -30,6 +30,7 @@ async fn spawn_app() -> TestApp {
         listener,
         router,
         HEADER_TIMEOUT,
+        api::MAX_CONNECTIONS,
         std::future::pending(),
     ));
     TestApp {
@@ -150,6 +151,7 @@ async fn serve_returns_after_the_shutdown_signal() {
         listener,
         api::router(app.state.clone()),
         Duration::from_secs(60),
+        api::MAX_CONNECTIONS,
         async {
             let _ = stopped.await;
         },
@@ -216,6 +218,7 @@ async fn stats_are_cached_for_their_period() {
         listener,
         api::router(app.state.clone()),
         HEADER_TIMEOUT,
+        api::MAX_CONNECTIONS,
         std::future::pending(),
     ));
     let client = reqwest::Client::new();
@@ -252,4 +255,37 @@ async fn stats_are_cached_for_their_period() {
         .await;
     let fresh = get_stats().await;
     assert_eq!(fresh["nodes"], 1, "{fresh}");
+}
+
+/// At `max_connections` open connections the server accepts no more until one closes: a third
+/// client of a server limited to two gets no answer while two idle connections are open, and
+/// its answer once one of them closes (it waited in the listen backlog, nothing was refused).
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_for_one_to_close() {
+    let (state, _dir) = common::open_state(Vec::new()).await;
+    let (listener, addr) = common::listen().await;
+    // A long header timeout: the idle connections are not closed by it during the test.
+    tokio::spawn(api::serve(
+        listener,
+        api::router(state),
+        Duration::from_secs(60),
+        2,
+        std::future::pending(),
+    ));
+    let first = TcpStream::connect(addr).await.unwrap();
+    let _second = TcpStream::connect(addr).await.unwrap();
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(early.is_err(), "answered beyond the limit: {early:?}");
+    drop(first);
+    let (response, _) = read_until_closed(&mut third, Duration::from_secs(30))
+        .await
+        .expect("answered once a connection closed");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }

@@ -195,6 +195,22 @@ fn rate_limit_answers_429_with_retry_after() {
     assert!(retry >= 1);
     let (s, p) = problem_of(last);
     assert_eq!((s, p["code"].as_str()), (429, Some("rate_limited")), "{p}");
+    // Liveness probes and metric scrapes from the limited address still get through.
+    for path in ["/healthz", "/metrics", "/healthz"] {
+        let response = client
+            .get(format!("{}{path}", oracle.url))
+            .send()
+            .expect("GET");
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    assert_eq!(
+        client
+            .get(format!("{}/v1/stats", oracle.url))
+            .send()
+            .expect("GET")
+            .status(),
+        429
+    );
 }
 
 #[test]

@@ -49,6 +49,12 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// closes just as the client sends its next request fails that request.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(25);
 
+/// Connections `serve` keeps open at once by default (`--max-connections`): under the 1 024
+/// open files a process gets by default on Linux (`ulimit -n`), leaving room for the database
+/// connections and files, and far above what agents need (one connection each while they
+/// upload).
+pub const MAX_CONNECTIONS: u32 = 768;
+
 /// Roles that may read certificates and their status (besides admin).
 pub const CERTIFICATE_READERS: &[Role] = &[Role::Auditor, Role::Compliance];
 /// Roles that may read log proofs and entries (besides admin).
@@ -367,13 +373,18 @@ pub fn router_with(state: AppState, limits: Limits) -> Router {
 /// `header_read_timeout` of its opening or of its previous response, or it is closed without an
 /// answer ([`HEADER_READ_TIMEOUT`] in `serve`; tests pass a shorter one): a client that opens
 /// connections and sends nothing, or a few header bytes now and then, or keeps connections idle,
-/// cannot hold them (and their file descriptors) for ever. Handlers see the peer address as
-/// `ConnectInfo<SocketAddr>` (the per-IP rate limit's key). Accept errors (e.g. out of file
-/// descriptors) are logged and retried after a second; serving itself does not fail.
+/// cannot hold them (and their file descriptors) for ever. At most `max_connections` are open at
+/// once ([`MAX_CONNECTIONS`] by default in `serve`): at the limit no connection is accepted
+/// until one closes, and those waiting queue in the kernel's listen backlog, so a flood of
+/// connections cannot exhaust the process's file descriptors (which the database needs too).
+/// Handlers see the peer address as `ConnectInfo<SocketAddr>` (the per-IP rate limit's key).
+/// Accept errors (e.g. out of file descriptors) are logged and retried after a second; serving
+/// itself does not fail.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     header_read_timeout: Duration,
+    max_connections: u32,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -381,7 +392,29 @@ pub async fn serve(
         .header_read_timeout(header_read_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let open = Arc::new(tokio::sync::Semaphore::new(
+        usize::try_from(max_connections.max(1)).unwrap_or(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
+    let mut last_full_warning: Option<Instant> = None;
     loop {
+        // A connection slot first: at the limit, wait here (not in accept) for one to close.
+        if open.available_permits() == 0
+            && last_full_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            last_full_warning = Some(Instant::now());
+            tracing::warn!(
+                max_connections,
+                "Connection limit reached: new connections wait until one closes (--max-connections)."
+            );
+        }
+        let slot = tokio::select! {
+            slot = open.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                // The semaphore is never closed; were it, serving could not go on.
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -414,14 +447,18 @@ pub async fn serve(
             if let Err(err) = connection.await {
                 tracing::debug!(%peer, error = %err, "Connection closed with an error.");
             }
+            drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
 }
 
-/// Rate limits the request (per IP, then per token), then turns any plain error response into
-/// problem+json and counts the request in the metrics.
+/// Routes the per-IP and per-token rate limits leave alone: `GET /healthz` and `GET /metrics`.
+pub const UNLIMITED_ROUTES: [&str; 2] = ["/healthz", "/metrics"];
+
+/// Rate limits the request (per IP, then per token; not on [`UNLIMITED_ROUTES`]), then turns
+/// any plain error response into problem+json and counts the request in the metrics.
 async fn plumbing_layer(
     axum::extract::State(plumbing): axum::extract::State<Arc<Plumbing>>,
     request: Request,
@@ -438,11 +475,19 @@ async fn plumbing_layer(
         .get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| "unknown".to_owned(), |c| rate_limit_key(c.0.ip()));
     let token = crate::auth::bearer(request.headers()).map(crate::auth::token_hash);
-    let limited = plumbing.per_ip.check(&ip, started).err().or_else(|| {
-        token
-            .as_deref()
-            .and_then(|t| plumbing.per_token.check(t, started).err())
-    });
+    // Liveness probes and metric scrapes are not rate limited (nor counted against the
+    // client's budget): a sidecar or a load balancer sharing an address with busy clients must
+    // not see a healthy oracle as down.
+    let exempt = UNLIMITED_ROUTES.contains(&route.as_str());
+    let limited = (!exempt)
+        .then(|| {
+            plumbing.per_ip.check(&ip, started).err().or_else(|| {
+                token
+                    .as_deref()
+                    .and_then(|t| plumbing.per_token.check(t, started).err())
+            })
+        })
+        .flatten();
     let limit = if route == BATCH_ROUTE {
         wattest_shared::api::MAX_BATCH_BODY_BYTES
     } else {
