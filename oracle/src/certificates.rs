@@ -295,7 +295,11 @@ pub fn build_claims(
             .iter()
             .map(|f| format!("plausibility:{f}")),
     );
-    let status = if issue.node_flag.is_some() {
+    // A flagged node (it signed two histories) and figures beyond what any device of their kind
+    // draws (or solar above consumption, claiming avoided emissions for energy not used) are
+    // evidence not to rely on: the figures stay on the certificate, its reward is not paid
+    // (`/v1/balances` leaves `contraindicated` certificates out).
+    let status = if issue.node_flag.is_some() || !issue.plausibility.is_empty() {
         EarStatus::Contraindicated
     } else if reasons.is_empty() {
         EarStatus::Affirming

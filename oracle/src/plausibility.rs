@@ -1,7 +1,8 @@
 //! Plausibility flags over a certificate's windows: figures that pass verification (step 8 of
 //! `docs/protocol.md` §3.4 refuses what cannot be true) but exceed what the node's device kinds
 //! can draw. They do not refuse a window; they mark the certificate (`wattest.plausibility`,
-//! `wattest.status_reasons` `plausibility:<flag>`, `ear.status` at most `warning`).
+//! `wattest.status_reasons` `plausibility:<flag>`, `ear.status` `contraindicated`: the figures
+//! stay, no reward is paid for them).
 //!
 //! Checked already at verification (refusals): energy against duration × reported power
 //! (`mean_w` = energy / duration within 1 %, `max_w` ≥ `mean_w`, so energy ≤ `max_w` × duration),
@@ -29,7 +30,7 @@ pub const TDP_MARGIN: f64 = 1.35;
 pub const SOLAR_TOLERANCE: f64 = 0.01;
 
 /// Flags raised by `windows`, each once, in first-seen order: `gpu_above_tdp:<source>` when a
-/// GPU source's `max_w` exceeds [`GPU_MAX_TDP_W`] × [`TDP_MARGIN`], `cpu_above_tdp:<source>` when
+/// GPU source's `max_w` (or `mean_w`) exceeds [`GPU_MAX_TDP_W`] × [`TDP_MARGIN`], `cpu_above_tdp:<source>` when
 /// a CPU source's exceeds [`CPU_MAX_TDP_W`] × [`TDP_MARGIN`] (a CPU source per socket; a source
 /// summing several sockets is flagged too, which is the conservative reading), and
 /// `solar_above_consumption` when a window's solar energy exceeds what the node consumed in it
@@ -60,7 +61,9 @@ pub fn add_flags(w: &WindowClaims, out: &mut Vec<String>) {
             SourceKind::Cpu => (CPU_MAX_TDP_W, "cpu_above_tdp"),
             _ => continue,
         };
-        if s.max_w.0 > limit * TDP_MARGIN {
+        // The mean too: step 8 lets `mean_w` sit up to 1 % above `max_w`, so a peak just
+        // under the limit must not carry a mean above it.
+        if s.max_w.0.max(s.mean_w.0) > limit * TDP_MARGIN {
             raise(format!("{name}:{}", s.source));
         }
     }
@@ -119,6 +122,15 @@ mod tests {
             ]
         );
         assert!(flags(&windows[..1]).is_empty());
+    }
+
+    #[test]
+    fn a_mean_above_the_limit_is_flagged_under_a_peak_below_it() {
+        // Step 8 lets mean_w sit 1 % above max_w: a peak at the limit, a mean above it.
+        let mut w = window(SourceKind::Gpu, "gpu0", GPU_MAX_TDP_W * TDP_MARGIN);
+        assert!(flags(std::slice::from_ref(&w)).is_empty(), "at the limit");
+        w.sources[0].mean_w = Watts(GPU_MAX_TDP_W * TDP_MARGIN * 1.01);
+        assert_eq!(flags(&[w]), ["gpu_above_tdp:gpu0"]);
     }
 
     #[test]

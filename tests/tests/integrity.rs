@@ -657,6 +657,15 @@ fn power_above_the_device_limit_marks_the_certificate() {
             .contains(&serde_json::json!("plausibility:gpu_above_tdp:gpu0")),
         "{claims}"
     );
+    // Figures no device of their kind can draw are not paid for: the certificate keeps them,
+    // is contraindicated, and /v1/balances leaves its reward out.
+    assert_eq!(claims["ear.status"], "contraindicated", "{claims}");
+    let balances = oracle.get_json("/v1/balances");
+    assert_eq!(
+        balances["cooperative_fund"]["certificates"], 0,
+        "a contraindicated certificate in the balances: {balances}"
+    );
+    assert_eq!(balances["total_reward_eur"], "0.000000", "{balances}");
 }
 
 /// POSTs `body` to `/v1/telemetry/batch` as JSON; the status and the JSON (or problem) body.
