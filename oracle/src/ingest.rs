@@ -355,15 +355,27 @@ async fn append_final(
     entry: Entry<'_>,
     presigned: Option<crate::issuance::Signing>,
 ) -> Result<Result<Option<certificate::Model>, ApiError>, ApiError> {
+    // The node's flag as this transaction reads it: a conflict found after the claims were
+    // built (by another request or replica) makes them stale, and the certificate is issued
+    // with it (contraindicated), as for any certificate issued after the conflict.
+    let flag = state.storage.node_flag(txn, &entry.node.id).await?;
     let signing = match presigned {
-        Some(signing) if signing.is_current(state, txn).await? => signing,
+        Some(signing)
+            if signing.node_flag() == flag.as_deref() && signing.is_current(state, txn).await? =>
+        {
+            signing
+        }
         stale => {
             // Claims that are no longer current still lend their hours' intensities.
             let known = stale.map_or_else(crate::issuance::Intensities::new, |stale| {
                 state.metrics.presign_stale.inc();
                 stale.into_intensities()
             });
-            crate::issuance::prepare(state, txn, entry.node, entry.window, entry.now, known).await?
+            let node = node::Model {
+                flag,
+                ..entry.node.clone()
+            };
+            crate::issuance::prepare(state, txn, &node, entry.window, entry.now, known).await?
         }
     };
     if let Err(refused) = append_window(state, txn, entry, None).await? {

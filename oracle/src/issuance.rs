@@ -34,6 +34,8 @@ pub struct Signing {
     signature: Signature,
     /// The carbon intensities the claims were built with, by hour.
     intensities: Intensities,
+    /// The node's flag the claims were built with (`node_flagged:<flag>` → `contraindicated`).
+    node_flag: Option<String>,
 }
 
 /// Carbon intensity by hour (the hour's start, UTC) as resolved for one certificate's claims.
@@ -65,6 +67,13 @@ impl Signing {
             .open_window_count(txn, &self.claims.sub, self.claims.job_id.as_deref())
             .await?;
         Ok(open + 1 == self.claims.windows.count)
+    }
+
+    /// The node's flag these claims were built with: claims built before the node was flagged
+    /// are no longer current once it is.
+    #[must_use]
+    pub fn node_flag(&self) -> Option<&str> {
+        self.node_flag.as_deref()
     }
 
     /// The carbon intensities these claims were built with, by hour: what [`prepare`] reuses
@@ -101,6 +110,7 @@ pub async fn prepare(
         claims,
         signature: Signature::Computing(signature),
         intensities,
+        node_flag: node.flag.clone(),
     })
 }
 
@@ -162,6 +172,7 @@ pub async fn presign(
         claims,
         signature: Signature::Done(jws),
         intensities,
+        node_flag: node.flag.clone(),
     })
 }
 

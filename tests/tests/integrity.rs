@@ -867,3 +867,35 @@ fn concurrent_copies_of_a_batch_credit_each_window_once() {
         "{certificates}"
     );
 }
+
+/// A conflict and a final window in one batch: the conflict is judged first, in the batch's
+/// order, so the final window's certificate is issued to a flagged node (`contraindicated`,
+/// unpaid), as when the two are posted one after the other. It used to be judged after the
+/// final window was certified, from a node record read before the flag.
+#[test]
+fn a_conflict_before_a_final_window_in_one_batch_contraindicates_its_certificate() {
+    let oracle = Oracle::start();
+    let node = enroll_raw(&oracle.url, &oracle.token("node"));
+    let chain = node.chain("batched", 2);
+    assert_eq!(post_window(&oracle.url, &chain[0]).0, 200);
+    // Seq 1 again with other content, then the final seq 2.
+    let other = node.sign(&node.claims("elsewhere", 1, None, false));
+    let answers = post_batch(&oracle.url, &[&other, &chain[1]]);
+    assert_eq!(answers[0]["status"], 409, "{answers:?}");
+    assert_eq!(answers[0]["problem"]["code"], "seq_conflict", "{answers:?}");
+    assert_eq!(answers[1]["status"], 200, "{answers:?}");
+    let id = answers[1]["accepted"]["certificate"]["id"]
+        .as_str()
+        .unwrap();
+    let claims = oracle.get_json(&format!("/v1/certificates/{id}"))["claims"].clone();
+    assert_eq!(claims["ear.status"], "contraindicated", "{claims}");
+    assert!(
+        claims["wattest.status_reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("node_flagged:seq_conflict:1")),
+        "{claims}"
+    );
+    let balances = oracle.get_json("/v1/balances");
+    assert_eq!(balances["total_reward_eur"], "0.000000", "{balances}");
+}

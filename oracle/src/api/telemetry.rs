@@ -360,7 +360,10 @@ async fn ingest_node(
         last_hash: node.last_hash.clone(),
         last_end: node.last_end,
     };
-    let node = std::sync::Arc::new(node);
+    // Windows at or below this seq were committed before this request: a replay of one of them
+    // is judged at once, in order (below), not after this request's own windows.
+    let committed_head = chain.last_seq;
+    let mut node = std::sync::Arc::new(node);
 
     // Steps 4–8 are CPU work (RSA verification): a request of a few windows is verified on this
     // thread with its prepared verifier for the key, a larger one on the blocking pool, off the
@@ -395,8 +398,29 @@ async fn ingest_node(
     let any_final = verified
         .iter()
         .any(|(_, _, r)| r.as_ref().is_ok_and(|v| v.claims.is_final));
+    let mut replayed_any = false;
     for (i, jws, result) in verified {
         match result {
+            // A replay of a window committed before this request, judged now, in the request's
+            // order: a conflict flags the node before any later final window of the request is
+            // certified, as when the two are posted one after the other (§3.4: every
+            // certificate issued after the conflict is contraindicated).
+            Err(VerifyError::SeqReplay { seq, last }) if seq <= committed_head => {
+                replayed_any = true;
+                let answer = replayed(state, &node.id, seq, Some(last), &jws)
+                    .await
+                    .map(|Json(a)| Ingested::Duplicate(Box::new(a)));
+                if node.flag.is_none()
+                    && answer
+                        .as_ref()
+                        .is_err_and(|err| err.code() == "seq_conflict")
+                {
+                    let mut flagged = (*node).clone();
+                    flagged.flag = Some(format!("seq_conflict:{seq}"));
+                    node = std::sync::Arc::new(flagged);
+                }
+                results.push((i, answer));
+            }
             Ok(v) => {
                 let receipt = (v.claims.seq, v.hash.clone(), v.salt);
                 let presigned = if v.claims.is_final {
@@ -456,7 +480,6 @@ async fn ingest_node(
         tracing::error!(node_id = %node.id, code = err.code(), "Releasing held windows failed; they stay held.");
     }
     let mut gaps = Vec::new();
-    let mut replayed_any = false;
     for (i, jws, err) in deferred {
         let answer = match err {
             VerifyError::SeqReplay { seq, last } => {

@@ -482,6 +482,25 @@ impl Storage {
         Ok(())
     }
 
+    /// The node's flag as `conn` (a write transaction, or the pool) reads it now; `None` for an
+    /// unflagged or unknown node.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn node_flag(
+        &self,
+        conn: &impl ConnectionTrait,
+        node_id: &str,
+    ) -> Result<Option<String>, StorageError> {
+        let flag: Option<Option<String>> = node::Entity::find_by_id(node_id.to_owned())
+            .select_only()
+            .column(node::Column::Flag)
+            .into_tuple()
+            .one(conn)
+            .await?;
+        Ok(flag.flatten())
+    }
+
     /// True when a certificate already closed `job_id` for `node_id`.
     ///
     /// # Errors
