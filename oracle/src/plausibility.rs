@@ -24,6 +24,11 @@ pub const CPU_MAX_TDP_W: f64 = 500.0;
 /// documented in `docs/protocol.md` §3.4.
 pub const TDP_MARGIN: f64 = 1.35;
 
+/// Highest power one machine draws, W: 14 300 W, the maximum system power of an NVIDIA DGX B200
+/// (eight B200 GPUs; NVIDIA DGX B200 datasheet, 2024), the largest single system sold as one
+/// machine. A node is one machine; racks such as a GB200 NVL72 are many nodes.
+pub const NODE_MAX_POWER_W: f64 = 14_300.0;
+
 /// Relative tolerance of the solar check, a share (0.01 = 1 %): a window's solar energy may
 /// exceed its consumption by this much before it is flagged, since the solar and consumption
 /// meters are not read at the same instants. The project's judgement, as for `TDP_MARGIN`.
@@ -35,7 +40,9 @@ pub const SOLAR_TOLERANCE: f64 = 0.01;
 /// summing several sockets is flagged too, which is the conservative reading), and
 /// `solar_above_consumption` when a window's solar energy exceeds what the node consumed in it
 /// ([`WindowClaims::consumed`]) by more than [`SOLAR_TOLERANCE`]: avoided emissions are then
-/// claimed for energy the node did not use.
+/// claimed for energy the node did not use, and `node_above_limit` when a window's mean
+/// consumption (consumed energy over its exact duration) exceeds [`NODE_MAX_POWER_W`] ×
+/// [`TDP_MARGIN`] (19 305 W).
 #[must_use]
 pub fn flags(windows: &[WindowClaims]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -54,6 +61,14 @@ pub fn add_flags(w: &WindowClaims, out: &mut Vec<String>) {
     };
     if w.solar_wh.0 > w.consumed().0 * (1.0 + SOLAR_TOLERANCE) + 1e-9 {
         raise("solar_above_consumption".to_owned());
+    }
+    // The whole node, whatever its sources: many sources each under its kind's limit (up to 64
+    // of 100 kW are accepted) must not add up to more than a machine can draw.
+    let seconds = (w.end - w.start)
+        .num_nanoseconds()
+        .map_or(f64::INFINITY, |ns| ns as f64 / 1e9);
+    if seconds > 0.0 && w.consumed().0 * 3600.0 / seconds > NODE_MAX_POWER_W * TDP_MARGIN {
+        raise("node_above_limit".to_owned());
     }
     for s in &w.sources {
         let (limit, name) = match s.kind {
@@ -122,6 +137,24 @@ mod tests {
             ]
         );
         assert!(flags(&windows[..1]).is_empty());
+    }
+
+    #[test]
+    fn a_node_drawing_more_than_any_machine_is_flagged_whatever_its_sources() {
+        // 12 platform meters of 1.6 kW each: 19.2 kW, under the limit; a 13th crosses it.
+        let meter = |n: usize| {
+            let mut w = window(SourceKind::Platform, "psu0", 1600.0);
+            w.sources = (0..n)
+                .map(|i| {
+                    let mut s = w.sources[0].clone();
+                    s.source = format!("psu{i}");
+                    s
+                })
+                .collect();
+            w
+        };
+        assert!(flags(&[meter(12)]).is_empty());
+        assert_eq!(flags(&[meter(13)]), ["node_above_limit"]);
     }
 
     #[test]
