@@ -24,7 +24,7 @@ db="$PG/wattest_bench_log_$N"
 # freshly seeded 3M rows run during the measurement and compete for the two cores and the disk.
 psql "$db" -qc "VACUUM ANALYZE"
 dir=$(mktemp -d); port=$((20000 + RANDOM % 12000))
-DATABASE_URL="$db" target/release/wattest-oracle serve --listen "127.0.0.1:$port" --data-dir "$dir" --rate-limit-per-ip 0 --rate-limit-per-token 0 >"$dir/log" 2>&1 &
+DATABASE_URL="$db" target/release/wattest-oracle serve --listen "127.0.0.1:$port" --data-dir "$dir" --rate-limit-per-ip 0 --rate-limit-per-token 0 --max-backdate-hours 24 >"$dir/log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"; psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS wattest_bench_log_$N" >/dev/null 2>&1 || true' EXIT
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -51,7 +51,7 @@ run() {
   local label=$1 db=$2 dir port pid token rc=0
   shift 2
   dir=$(mktemp -d); port=$((20000 + RANDOM % 12000))
-  DATABASE_URL="$db" ${WATTEST_ORACLE_CPUS:+taskset -c "$WATTEST_ORACLE_CPUS"} "$ORACLE" serve --listen "127.0.0.1:$port" --data-dir "$dir" --rate-limit-per-ip 0 --rate-limit-per-token 0 >"$dir/log" 2>&1 &
+  DATABASE_URL="$db" ${WATTEST_ORACLE_CPUS:+taskset -c "$WATTEST_ORACLE_CPUS"} "$ORACLE" serve --listen "127.0.0.1:$port" --data-dir "$dir" --rate-limit-per-ip 0 --rate-limit-per-token 0 --max-backdate-hours 24 >"$dir/log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   token=$(DATABASE_URL="$db" "$ORACLE" token create --role node --data-dir "$dir")

@@ -523,6 +523,8 @@ pub(crate) mod tests {
             ek_roots: Vec::new(),
             log_origin: "test/wattest-log".into(),
             max_clock_skew_secs: crate::verification::MAX_FUTURE_SKEW_SECONDS,
+            // Test windows start before their test nodes' enrollment.
+            max_backdate_secs: i64::MAX,
         }
     }
 

@@ -36,6 +36,9 @@ pub struct Settings {
     /// How far a window's end may lie after the oracle's clock, s (`--max-clock-skew-secs`,
     /// default [`verification::MAX_FUTURE_SKEW_SECONDS`]).
     pub max_clock_skew_secs: i64,
+    /// How long before its node's enrollment (beyond the clock skew bound) a window may start, s
+    /// (`--max-backdate-hours`, default 0).
+    pub max_backdate_secs: i64,
 }
 
 /// Everything a request handler needs; cheap to clone.

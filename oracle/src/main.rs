@@ -303,6 +303,12 @@ struct ServeArgs {
     /// minute also covers a host that just booted.
     #[arg(long, env = "WATTEST_MAX_CLOCK_SKEW_SECS", default_value_t = wattest_oracle::verification::MAX_FUTURE_SKEW_SECONDS, value_parser = clap::value_parser!(i64).range(0..=3600))]
     max_clock_skew_secs: i64,
+    /// How many hours before its node's enrollment a telemetry window may start (beyond the
+    /// clock skew bound), 0–87600; earlier ones are refused (`invalid_period`). Default 0: a
+    /// node measures only once enrolled, so it cannot claim past hours (and their carbon
+    /// intensities). Raise it only to accept measurements nodes took before they enrolled.
+    #[arg(long, env = "WATTEST_MAX_BACKDATE_HOURS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=87_600))]
+    max_backdate_hours: u32,
     /// Carbon intensity config (TOML): live providers (Electricity Maps, UK NESO, WattTime, CSV
     /// series), the chain per grid zone (e.g. electricitymaps → cache → static), the factor type
     /// (direct, default, or lifecycle) and the request timeout; see docs/methodology.md.
@@ -806,6 +812,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             source_rates: args.reward_rate.iter().copied().collect(),
         },
         max_clock_skew_secs: args.max_clock_skew_secs,
+        max_backdate_secs: i64::from(args.max_backdate_hours) * 3600,
         ek_roots: match &args.ek_ca_dir {
             Some(dir) => load_ek_roots(dir)?,
             None => Vec::new(),

@@ -34,6 +34,26 @@ pub struct EnrolledNode {
     pub key: openssl::pkey::PKey<openssl::pkey::Public>,
     /// Key protection proven at enrollment; decides the accepted PSS salt lengths.
     pub attestation_level: AttestationLevel,
+    /// The earliest `start` a window of this node may have (step 7): its enrollment time less
+    /// the clock skew bound and the backdating allowance ([`earliest_start`]). A node measures
+    /// only once enrolled; without this bound it could claim any past hours, with their
+    /// carbon intensities, in a second of wall-clock time.
+    pub earliest_start: DateTime<Utc>,
+}
+
+/// The earliest start of a window of a node enrolled at `enrolled_at`: `enrolled_at` less
+/// `max_skew_seconds` (the node's clock may run behind the oracle's) and `max_backdate_seconds`
+/// (`serve --max-backdate-hours`, 0 by default); the earliest time chrono holds when that
+/// underflows.
+#[must_use]
+pub fn earliest_start(
+    enrolled_at: DateTime<Utc>,
+    max_skew_seconds: i64,
+    max_backdate_seconds: i64,
+) -> DateTime<Utc> {
+    Duration::try_seconds(max_skew_seconds.saturating_add(max_backdate_seconds))
+        .and_then(|allowance| enrolled_at.checked_sub_signed(allowance))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// Where the node's chain stands: the last accepted window.
@@ -242,6 +262,17 @@ pub fn verify_window_with(
     if claims.end - claims.start > Duration::seconds(MAX_WINDOW_SECONDS) {
         return Err(VerifyError::InvalidPeriod(format!(
             "window longer than {MAX_WINDOW_SECONDS} s"
+        )));
+    }
+    if claims.start < node.earliest_start {
+        return Err(VerifyError::InvalidPeriod(format!(
+            "window starts at {}, before its node could measure: the earliest start accepted \
+             is {} (the node's enrollment, less the clock skew bound)",
+            claims
+                .start
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            node.earliest_start
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
         )));
     }
     if claims.end > now + Duration::seconds(max_skew_seconds) {
@@ -459,6 +490,7 @@ mod tests {
             id: "node-1".into(),
             key: key.public_jwk().to_public_key().expect("pub"),
             attestation_level: AttestationLevel::Software,
+            earliest_start: DateTime::<Utc>::MIN_UTC,
         };
         Fixture {
             key,

@@ -167,6 +167,18 @@ pub struct Oracle {
     extra: Vec<String>,
 }
 
+/// `--max-backdate-hours` for a test oracle, unless `extra` sets it: the tests' windows start up
+/// to days before their nodes enroll (carbon hours already cached, long chains), which a
+/// production oracle refuses (default 0). A year, for every oracle the tests start.
+#[must_use]
+pub fn backdating(extra: &[String]) -> Vec<&'static str> {
+    if extra.iter().any(|a| a == "--max-backdate-hours") {
+        Vec::new()
+    } else {
+        vec!["--max-backdate-hours", "8760"]
+    }
+}
+
 /// True when `WATTEST_TEST_BACKEND=postgres`: every oracle the tests start without an explicit
 /// database runs on a fresh PostgreSQL database instead of SQLite (scripts/test.sh runs the
 /// integration suite a second time this way).
@@ -227,6 +239,7 @@ impl Oracle {
         ])
         .arg(data_dir)
         .args(extra)
+        .args(backdating(extra))
         .env_remove("DATABASE_URL")
         .env("RUST_LOG", "info,sqlx=warn")
         .stdout(Stdio::null())

@@ -557,6 +557,7 @@ impl Replica {
                 "--data-dir",
             ])
             .arg(primary.data_dir.path())
+            .args(wattest_tests::backdating(&[]))
             .env("DATABASE_URL", database_url)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -898,4 +899,46 @@ fn a_conflict_before_a_final_window_in_one_batch_contraindicates_its_certificate
     );
     let balances = oracle.get_json("/v1/balances");
     assert_eq!(balances["total_reward_eur"], "0.000000", "{balances}");
+}
+
+/// A node measures only once enrolled: a window starting before its enrollment (less the clock
+/// skew bound) is refused, 422 `invalid_period`, so a node cannot claim past hours (and pick
+/// their carbon intensities) in a second of wall-clock time. `--max-backdate-hours` widens it.
+#[test]
+fn a_window_from_before_the_nodes_enrollment_is_refused() {
+    let oracle = Oracle::start_with(None, &["--max-backdate-hours", "0"]);
+    let mut node = enroll_raw(&oracle.url, &oracle.token("node"));
+    // Two hours before enrollment (enroll_raw's t0), and the year 1000.
+    let early = node.sign(&node.claims("past", 1, None, false));
+    let answer = post_window(&oracle.url, &early);
+    assert_code(&answer, 422, "invalid_period");
+    assert!(
+        answer.1["detail"]
+            .as_str()
+            .unwrap()
+            .contains("before its node could measure"),
+        "{}",
+        answer.1
+    );
+    node.t0 = "1000-01-01T00:00:00Z".parse().unwrap();
+    let ancient = node.sign(&node.claims("past", 1, None, true));
+    assert_code(&post_window(&oracle.url, &ancient), 422, "invalid_period");
+    // Within the clock skew bound before enrollment (the node's clock a little behind): accepted.
+    node.t0 = Utc::now() - Duration::seconds(30);
+    let recent = node.sign(&node.claims("recent", 1, None, true));
+    let answer = post_window(&oracle.url, &recent);
+    assert_eq!(answer.0, 200, "{}", answer.1);
+
+    // An oracle that allows a day of backdating takes the window of two hours before.
+    let lenient = Oracle::start_with(None, &["--max-backdate-hours", "24"]);
+    let mut node = enroll_raw(&lenient.url, &lenient.token("node"));
+    let first = node.sign(&node.claims("past", 1, None, false));
+    let answer = post_window(&lenient.url, &first);
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    node.t0 = Utc::now() - Duration::hours(30);
+    let answer = post_window(
+        &lenient.url,
+        &node.sign(&node.claims("past", 2, Some(jws_hash(&first)), false)),
+    );
+    assert_code(&answer, 422, "invalid_period");
 }

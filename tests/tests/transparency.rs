@@ -1013,6 +1013,7 @@ fn replica(primary: &Oracle, database_url: &str) -> (Replica, String) {
             "--data-dir",
         ])
         .arg(primary.data_dir.path())
+        .args(wattest_tests::backdating(&[]))
         .env("DATABASE_URL", database_url)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -369,13 +369,13 @@ async fn ingest_node(
     // thread with its prepared verifier for the key, a larger one on the blocking pool, off the
     // async executor.
     let now = Utc::now();
-    let max_skew = state.settings.max_clock_skew_secs;
+    let bounds = TimeBounds::of(state);
     let verified = if inline {
-        verify_windows(&node, items, chain, now, max_skew, Keys::ThreadCache)
+        verify_windows(&node, items, chain, now, bounds, Keys::ThreadCache)
     } else {
         let node = node.clone();
         tokio::task::spawn_blocking(move || {
-            verify_windows(&node, items, chain, now, max_skew, Keys::PerCall)
+            verify_windows(&node, items, chain, now, bounds, Keys::PerCall)
         })
         .await
         .unwrap_or_else(|err| Err(ApiError::internal(&err)))
@@ -699,13 +699,12 @@ async fn release_held(state: &AppState, node_id: &str) -> Result<(), ApiError> {
             last_end: node.last_end,
         };
         let now = Utc::now();
-        let max_skew = state.settings.max_clock_skew_secs;
         let (_, jws, result) = verify_windows(
             &node,
             vec![(0, jws)],
             chain,
             now,
-            max_skew,
+            TimeBounds::of(state),
             Keys::ThreadCache,
         )?
         .pop()
@@ -863,6 +862,23 @@ enum Keys {
     PerCall,
 }
 
+/// The time bounds of steps 7 ([`verify_windows`]): how far a window's end may lie after the
+/// oracle's clock, and how long before its node's enrollment (beyond that skew) its start may lie.
+#[derive(Debug, Clone, Copy)]
+struct TimeBounds {
+    max_skew_secs: i64,
+    max_backdate_secs: i64,
+}
+
+impl TimeBounds {
+    fn of(state: &AppState) -> Self {
+        Self {
+            max_skew_secs: state.settings.max_clock_skew_secs,
+            max_backdate_secs: state.settings.max_backdate_secs,
+        }
+    }
+}
+
 /// A verified window's outcome, with its index in the request and its compact JWS.
 type Verified = (usize, String, Result<VerifiedWindow, VerifyError>);
 
@@ -876,9 +892,10 @@ fn verify_windows(
     items: Vec<(usize, String)>,
     chain: ChainState,
     now: DateTime<Utc>,
-    max_skew: i64,
+    bounds: TimeBounds,
     keys: Keys,
 ) -> Result<Vec<Verified>, ApiError> {
+    let max_skew = bounds.max_skew_secs;
     #[cfg(test)]
     tests::verifying(&node.kid);
     let attestation_level = if node.attestation_level == "tpm" {
@@ -891,6 +908,11 @@ fn verify_windows(
             id: node.id.clone(),
             key: prepared.key.clone(),
             attestation_level,
+            earliest_start: crate::verification::earliest_start(
+                node.enrolled_at,
+                bounds.max_skew_secs,
+                bounds.max_backdate_secs,
+            ),
         };
         let mut chain = chain;
         items
@@ -1054,6 +1076,13 @@ mod tests {
     use wattest_shared::SoftwareKey;
     use wattest_shared::jws::sign_compact;
 
+    /// The default skew bound and no backdating bound (the test windows start before the
+    /// test nodes' enrollment).
+    const UNBOUNDED: TimeBounds = TimeBounds {
+        max_skew_secs: 60,
+        max_backdate_secs: i64::MAX,
+    };
+
     fn t0() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-24T10:00:00Z")
             .unwrap()
@@ -1127,7 +1156,7 @@ mod tests {
             .map(|(i, w)| (i, (*w).to_owned()))
             .collect();
         let now = t0() + Duration::hours(1);
-        verify_windows(node, items, ChainState::default(), now, 60, keys)
+        verify_windows(node, items, ChainState::default(), now, UNBOUNDED, keys)
             .unwrap()
             .into_iter()
             .map(|(_, _, r)| r.map(|v| v.claims.seq).map_err(|e| e.code()))
@@ -1170,7 +1199,7 @@ mod tests {
                 vec![(0, first_window(&a))],
                 ChainState::default(),
                 t0() + Duration::hours(1),
-                60,
+                UNBOUNDED,
                 keys,
             )
             .unwrap_err();

@@ -14,6 +14,8 @@ use wattest_shared::Eur;
 pub fn settings(ek_roots: Vec<openssl::x509::X509>) -> Settings {
     Settings {
         max_clock_skew_secs: wattest_oracle::verification::MAX_FUTURE_SKEW_SECONDS,
+        // Test windows start before their test nodes' enrollment.
+        max_backdate_secs: i64::MAX,
         issuer: "http://test".into(),
         certificate_validity: chrono::Duration::days(1),
         credits: CreditPolicy {
