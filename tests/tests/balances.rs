@@ -24,12 +24,21 @@ fn solar_job(oracle: &Oracle, state: &std::path::Path, job: &str) -> (String, se
             "1",
             "--interval",
             "0.2",
+            // Solar below what the host draws (both cores busy: 600 W by the CPU-time × TDP
+            // estimate), so the certificate is not flagged solar_above_consumption and pays.
+            "--tdp-watts",
+            "600",
             "--solar-watts",
-            "50000",
+            "200",
         ])
         .args(["--job-id", job, "--state-dir"])
         .arg(state)
-        .args(["--", "sleep", "1.5"])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "e=$(($(date +%s) + 3)); spin() { while [ $(date +%s) -lt $e ]; do :; done; }; spin & spin; wait",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -41,7 +50,7 @@ fn solar_job(oracle: &Oracle, state: &std::path::Path, job: &str) -> (String, se
 
 #[test]
 fn balances_sum_unrevoked_reward_parts_per_owner_and_for_the_fund() {
-    let oracle = Oracle::start_with(None, &["--reward-rate", "solar=30"]);
+    let oracle = Oracle::start_with(None, &["--reward-rate", "solar=300"]);
     let (state_a, node_a) = oracle.enroll_agent("DE");
     let (state_b, _node_b) = oracle.enroll_agent("BE");
     let a1 = solar_job(&oracle, state_a.path(), "a-1");
@@ -49,7 +58,7 @@ fn balances_sum_unrevoked_reward_parts_per_owner_and_for_the_fund() {
     let b1 = solar_job(&oracle, state_b.path(), "b-1");
     for (_, reward) in [&a1, &a2, &b1] {
         assert_eq!(
-            reward["price_per_tonne"], "30.000000",
+            reward["price_per_tonne"], "300.000000",
             "the solar rate applies"
         );
         assert!(micros(&reward["total"]) > 0, "{reward}");
@@ -184,18 +193,19 @@ fn solar_window(
 ) -> wattest_shared::WindowClaims {
     use wattest_shared::window::{Method, SourceEnergy, SourceKind};
     let mut claims = wattest_tests::gpu_window(node_id, job, seq, prev, start, 400.0, is_final);
+    // 1 Wh over 10 s (360 W), under the GPU's 1.11 Wh: plausible, so the reward is paid.
     claims.sources.push(SourceEnergy {
         source: "pv0".into(),
         kind: SourceKind::Solar,
         method: Method::SolarPowerIntegration,
-        energy_wh: wattest_shared::WattHours(50.0),
-        mean_w: wattest_shared::Watts(18_000.0),
-        max_w: wattest_shared::Watts(20_000.0),
+        energy_wh: wattest_shared::WattHours(1.0),
+        mean_w: wattest_shared::Watts(360.0),
+        max_w: wattest_shared::Watts(400.0),
         samples: 10,
         uncertainty_pct: 5.0,
         shared_device: false,
     });
-    claims.solar_wh = wattest_shared::WattHours(50.0);
+    claims.solar_wh = wattest_shared::WattHours(1.0);
     claims
 }
 
