@@ -3,8 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is the test failing, with its location
 
-use std::process::Command;
-use wattest_tests::{Oracle, bin, run_ok};
+use wattest_tests::{Oracle, run_ok};
 
 /// A decimal EUR string (6 places) as micro-euros.
 fn micros(v: &serde_json::Value) -> i64 {
@@ -14,51 +13,67 @@ fn micros(v: &serde_json::Value) -> i64 {
     int.parse::<i64>().unwrap() * 1_000_000 + frac.parse::<i64>().unwrap()
 }
 
-/// Runs a two-second job on a node with 50 kW of declared solar; returns the certificate's
-/// `wattest.reward` claim and id.
-fn solar_job(oracle: &Oracle, state: &std::path::Path, job: &str) -> (String, serde_json::Value) {
-    let out = Command::new(bin("wattest-agent"))
-        .args([
-            "run",
-            "--window",
-            "1",
-            "--interval",
-            "0.2",
-            // Solar below what the host draws (both cores busy: 600 W by the CPU-time × TDP
-            // estimate), so the certificate is not flagged solar_above_consumption and pays.
-            "--tdp-watts",
-            "600",
-            "--solar-watts",
-            "200",
-        ])
-        .args(["--job-id", job, "--state-dir"])
-        .arg(state)
-        .args([
-            "--",
-            "sh",
-            "-c",
-            "e=$(($(date +%s) + 3)); spin() { while [ $(date +%s) -lt $e ]; do :; done; }; spin & spin; wait",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let id = wattest_tests::certificate_id_from_stderr(&stderr);
+/// A node enrolled with a key the test holds, in `zone`: the key and the node id.
+fn enroll_key(oracle: &Oracle, name: &str, zone: &str) -> (wattest_shared::SoftwareKey, String) {
+    let key = wattest_shared::SoftwareKey::generate(2048).unwrap();
+    let (status, body) = oracle.post_json(
+        "/v1/nodes",
+        &oracle.token("node"),
+        &serde_json::json!({"name": name, "zone": zone, "public_key": key.public_jwk()}),
+    );
+    assert_eq!(status, 201, "{body}");
+    (key, body["node_id"].as_str().unwrap().to_owned())
+}
+
+/// A job of one final window (`seq`, chaining to `prev`, from `start`) with 1 Wh of measured
+/// solar under its GPU's 1.11 Wh ([`solar_window`]: a plausible avoided-emissions reward):
+/// `((certificate id, its wattest.reward claim), the window's hash)`.
+fn solar_job(
+    oracle: &Oracle,
+    (key, node_id): (&wattest_shared::SoftwareKey, &str),
+    job: &str,
+    (seq, prev): (u64, Option<String>),
+    start: chrono::DateTime<chrono::Utc>,
+) -> ((String, serde_json::Value), String) {
+    let (status, answer) = post_signed(
+        oracle,
+        key,
+        &solar_window(node_id, job, seq, prev, start, true),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let id = answer["certificate"]["id"].as_str().unwrap().to_owned();
     let claims = oracle.get_json(&format!("/v1/certificates/{id}"))["claims"].clone();
-    (id, claims["wattest.reward"].clone())
+    (
+        (id, claims["wattest.reward"].clone()),
+        answer["hash"].as_str().unwrap().to_owned(),
+    )
 }
 
 #[test]
 fn balances_sum_unrevoked_reward_parts_per_owner_and_for_the_fund() {
-    let oracle = Oracle::start_with(None, &["--reward-rate", "solar=300"]);
-    let (state_a, node_a) = oracle.enroll_agent("DE");
-    let (state_b, _node_b) = oracle.enroll_agent("BE");
-    let a1 = solar_job(&oracle, state_a.path(), "a-1");
-    let a2 = solar_job(&oracle, state_a.path(), "a-2");
-    let b1 = solar_job(&oracle, state_b.path(), "b-1");
+    let oracle = Oracle::start_with(None, &["--reward-rate", "solar=30"]);
+    let (key_a, node_a) = enroll_key(&oracle, "a", "DE");
+    let (key_b, node_b) = enroll_key(&oracle, "b", "BE");
+    let start = chrono::Utc::now() - chrono::Duration::hours(2);
+    let (a1, a1_hash) = solar_job(&oracle, (&key_a, &node_a), "a-1", (1, None), start);
+    let ten = chrono::Duration::seconds(10);
+    let (a2, _) = solar_job(
+        &oracle,
+        (&key_a, &node_a),
+        "a-2",
+        (2, Some(a1_hash)),
+        start + ten,
+    );
+    let (b1, _) = solar_job(
+        &oracle,
+        (&key_b, &node_b),
+        "b-1",
+        (1, None),
+        start + ten / 2,
+    );
     for (_, reward) in [&a1, &a2, &b1] {
         assert_eq!(
-            reward["price_per_tonne"], "300.000000",
+            reward["price_per_tonne"], "30.000000",
             "the solar rate applies"
         );
         assert!(micros(&reward["total"]) > 0, "{reward}");
@@ -215,20 +230,9 @@ fn solar_window(
 #[test]
 fn balances_leave_contraindicated_certificates_out() {
     let oracle = Oracle::start();
-    let node_token = oracle.token("node");
-    let enroll = |name: &str| {
-        let key = wattest_shared::SoftwareKey::generate(2048).unwrap();
-        let (status, body) = oracle.post_json(
-            "/v1/nodes",
-            &node_token,
-            &serde_json::json!({"name": name, "zone": "DE", "public_key": key.public_jwk()}),
-        );
-        assert_eq!(status, 201, "{body}");
-        (key, body["node_id"].as_str().unwrap().to_owned())
-    };
     let start = chrono::Utc::now() - chrono::Duration::hours(2);
-    let (key_a, node_a) = enroll("clean");
-    let (key_b, node_b) = enroll("flagged");
+    let (key_a, node_a) = enroll_key(&oracle, "clean", "DE");
+    let (key_b, node_b) = enroll_key(&oracle, "flagged", "DE");
 
     // Node A: one job, one window.
     let (status, a) = post_signed(
