@@ -135,14 +135,7 @@ fn toml_error(text: &str, err: &toml::de::Error) -> String {
     let Some(span) = err.span() else {
         return message.to_owned();
     };
-    let before = text.get(..span.start).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit_once('\n')
-        .map_or(before, |(_, tail)| tail)
-        .chars()
-        .count()
-        + 1;
+    let (line, column) = wattest_shared::text::line_column(text, span.start);
     format!("line {line}, column {column}: {message}")
 }
 

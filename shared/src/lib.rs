@@ -11,6 +11,7 @@ pub mod jws;
 pub mod merkle;
 pub mod net;
 #[cfg(feature = "tls")]
+pub mod text;
 pub mod tls;
 pub mod transparency;
 pub mod units;
