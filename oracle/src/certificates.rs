@@ -265,6 +265,17 @@ pub fn build_claims(
         .filter(|s| s.kind == SourceKind::Solar)
         .map(|s| s.energy_wh)
         .sum();
+    let consumed_wh = consumed_energy(by_source.iter().map(|s| (s.kind, s.energy_wh)));
+    // The windows' flags read their figures before rounding; the totals, each source rounded to
+    // the µWh in each window, must not show more solar than consumption either (1 ms windows
+    // whose consumption rounds to 0 µWh and whose solar rounds to 1).
+    let mut plausibility = issue.plausibility;
+    let solar_flag = "solar_above_consumption";
+    if i128::from(solar_wh.millionths()) * 100 > i128::from(consumed_wh.millionths()) * 101
+        && !plausibility.iter().any(|f| f == solar_flag)
+    {
+        plausibility.push(solar_flag.to_owned());
+    }
     let emissions: Decimal6 = hourly.iter().map(|h| h.emissions_g).sum();
     let avoided: Decimal6 = hourly.iter().map(|h| h.avoided_g).sum();
     let mean_intensity = mean_intensity(&hourly, grid_wh, emissions);
@@ -289,17 +300,12 @@ pub fn build_claims(
     {
         reasons.push("declared_solar".to_owned());
     }
-    reasons.extend(
-        issue
-            .plausibility
-            .iter()
-            .map(|f| format!("plausibility:{f}")),
-    );
+    reasons.extend(plausibility.iter().map(|f| format!("plausibility:{f}")));
     // A flagged node (it signed two histories) and figures beyond what any device of their kind
     // draws (or solar above consumption, claiming avoided emissions for energy not used) are
     // evidence not to rely on: the figures stay on the certificate, its reward is not paid
     // (`/v1/balances` leaves `contraindicated` certificates out).
-    let status = if issue.node_flag.is_some() || !issue.plausibility.is_empty() {
+    let status = if issue.node_flag.is_some() || !plausibility.is_empty() {
         EarStatus::Contraindicated
     } else if reasons.is_empty() {
         EarStatus::Affirming
@@ -329,7 +335,7 @@ pub fn build_claims(
             measured_seconds: Decimal6::from_millionths(measured_ms.saturating_mul(1000)),
         },
         energy: EnergyTotals {
-            consumed_wh: consumed_energy(by_source.iter().map(|s| (s.kind, s.energy_wh))),
+            consumed_wh,
             solar_wh,
             grid_wh,
             by_source,
@@ -351,7 +357,7 @@ pub fn build_claims(
             count: job.count,
             chain_head: issue.last_hash,
         },
-        plausibility: issue.plausibility,
+        plausibility,
     })
 }
 
@@ -439,6 +445,56 @@ mod tests {
             ),
             is_final: false,
         }
+    }
+
+    /// Windows each within the 1 % solar tolerance before rounding (0.496 µWh of GPU, 0.5 µWh of
+    /// solar) whose rounded totals show solar and no consumption: the certificate is flagged and
+    /// contraindicated all the same.
+    #[test]
+    fn totals_showing_more_solar_than_consumption_flag_the_certificate() {
+        let table = StaticTable::embedded().expect("table");
+        let zone = table.zone("BE").expect("zone");
+        let entries = [
+            (SourceKind::Gpu, 0.000_000_496),
+            (SourceKind::Solar, 0.000_000_5),
+        ];
+        let job: JobWindows = vec![
+            window(1, "2026-11-23T09:00:00Z", 1, &entries),
+            window(2, "2026-11-23T09:00:01Z", 1, &entries),
+        ]
+        .into_iter()
+        .collect();
+        let issue = Issue {
+            id: "c".into(),
+            issuer: "test",
+            node: CertifiedNode {
+                id: "n".into(),
+                name: "pi".into(),
+                zone: "BE".into(),
+                attestation_level: AttestationLevel::Tpm,
+                kid: "k".into(),
+            },
+            now: DateTime::parse_from_rfc3339("2026-11-23T11:00:00Z")
+                .expect("t")
+                .with_timezone(&Utc),
+            validity: Duration::days(1),
+            last_hash: "h".into(),
+            model_id: None,
+            plausibility: vec![],
+            node_flag: None,
+        };
+        let policy = CreditPolicy {
+            price_per_tonne: Eur::parse("25").expect("p"),
+            node_owner_share_pct: 70.0,
+            source_rates: std::collections::BTreeMap::new(),
+        };
+        let intensities = resolve(&table, &zone, &job);
+        let c = build_claims(issue, &job, &zone, &intensities, &policy).expect("claims");
+        let d = |t: &str| Decimal6::parse(t).expect("decimal");
+        assert_eq!(c.energy.consumed_wh, d("0"));
+        assert_eq!(c.energy.solar_wh, d("0.000002"));
+        assert_eq!(c.plausibility, ["solar_above_consumption"]);
+        assert_eq!(c.status, EarStatus::Contraindicated);
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub const NODE_MAX_POWER_W: f64 = 14_300.0;
 pub const SOLAR_TOLERANCE: f64 = 0.01;
 
 /// Flags raised by `windows`, each once, in first-seen order: `gpu_above_tdp:<source>` when a
-/// GPU source's `max_w` (or `mean_w`) exceeds [`GPU_MAX_TDP_W`] × [`TDP_MARGIN`], `cpu_above_tdp:<source>` when
+/// GPU source's `max_w` (or `mean_w`, or its energy's mean power) exceeds [`GPU_MAX_TDP_W`] × [`TDP_MARGIN`], `cpu_above_tdp:<source>` when
 /// a CPU source's exceeds [`CPU_MAX_TDP_W`] × [`TDP_MARGIN`] (a CPU source per socket; a source
 /// summing several sockets is flagged too, which is the conservative reading), and
 /// `solar_above_consumption` when a window's solar energy exceeds what the node consumed in it
@@ -62,12 +62,20 @@ pub fn add_flags(w: &WindowClaims, out: &mut Vec<String>) {
     if w.solar_wh.0 > w.consumed().0 * (1.0 + SOLAR_TOLERANCE) + 1e-9 {
         raise("solar_above_consumption".to_owned());
     }
-    // The whole node, whatever its sources: many sources each under its kind's limit (up to 64
-    // of 100 kW are accepted) must not add up to more than a machine can draw.
+    // Mean power of an energy over the window's exact duration, W (0 for an empty window).
     let seconds = (w.end - w.start)
         .num_nanoseconds()
         .map_or(f64::INFINITY, |ns| ns as f64 / 1e9);
-    if seconds > 0.0 && w.consumed().0 * 3600.0 / seconds > NODE_MAX_POWER_W * TDP_MARGIN {
+    let power = |wh: f64| {
+        if seconds > 0.0 {
+            wh * 3600.0 / seconds
+        } else {
+            0.0
+        }
+    };
+    // The whole node, whatever its sources: many sources each under its kind's limit (up to 64
+    // of 100 kW are accepted) must not add up to more than a machine can draw.
+    if power(w.consumed().0) > NODE_MAX_POWER_W * TDP_MARGIN {
         raise("node_above_limit".to_owned());
     }
     for s in &w.sources {
@@ -76,9 +84,10 @@ pub fn add_flags(w: &WindowClaims, out: &mut Vec<String>) {
             SourceKind::Cpu => (CPU_MAX_TDP_W, "cpu_above_tdp"),
             _ => continue,
         };
-        // The mean too: step 8 lets `mean_w` sit up to 1 % above `max_w`, so a peak just
-        // under the limit must not carry a mean above it.
-        if s.max_w.0.max(s.mean_w.0) > limit * TDP_MARGIN {
+        // The mean, and the energy's own mean power, too: step 8 lets `mean_w` sit up to 1 %
+        // above `max_w`, and `energy_wh` 1 % above `mean_w` × duration, so a peak at the limit
+        // must not carry more energy than the limit allows.
+        if s.max_w.0.max(s.mean_w.0).max(power(s.energy_wh.0)) > limit * TDP_MARGIN {
             raise(format!("{name}:{}", s.source));
         }
     }
@@ -163,6 +172,10 @@ mod tests {
         let mut w = window(SourceKind::Gpu, "gpu0", GPU_MAX_TDP_W * TDP_MARGIN);
         assert!(flags(std::slice::from_ref(&w)).is_empty(), "at the limit");
         w.sources[0].mean_w = Watts(GPU_MAX_TDP_W * TDP_MARGIN * 1.01);
+        assert_eq!(flags(std::slice::from_ref(&w)), ["gpu_above_tdp:gpu0"]);
+        // Peak and mean at the limit, the energy 1 % above it (10 s windows).
+        w.sources[0].mean_w = Watts(GPU_MAX_TDP_W * TDP_MARGIN);
+        w.sources[0].energy_wh = WattHours(GPU_MAX_TDP_W * TDP_MARGIN * 1.01 * 10.0 / 3600.0);
         assert_eq!(flags(&[w]), ["gpu_above_tdp:gpu0"]);
     }
 
