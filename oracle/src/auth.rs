@@ -61,6 +61,20 @@ pub async fn create_token_until(
     role: Role,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<String, StorageError> {
+    create_token_with(storage, role, expires_at, None).await
+}
+
+/// [`create_token_until`], enrolling at most `max_enrollments` nodes (`None`: any number):
+/// beyond it, `POST /v1/nodes` with the token gets 403 `enrollment_limit`.
+///
+/// # Errors
+/// Database failure.
+pub async fn create_token_with(
+    storage: &Storage,
+    role: Role,
+    expires_at: Option<DateTime<Utc>>,
+    max_enrollments: Option<i64>,
+) -> Result<String, StorageError> {
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     let token = format!("wt_{}_{}", role.as_str(), B64.encode(secret));
@@ -70,7 +84,7 @@ pub async fn create_token_until(
             role.as_str(),
             &token_hash(&token),
             Utc::now(),
-            expires_at,
+            (expires_at, max_enrollments),
         )
         .await?;
     Ok(token)
@@ -93,6 +107,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Checks `Authorization: Bearer <token>` against the stored tokens; admin passes every check.
+/// The token's row when it passes.
 ///
 /// # Errors
 /// 401 `missing_token`; 401 `invalid_token` for a token that is unknown, revoked or expired
@@ -101,7 +116,7 @@ pub async fn require(
     storage: &Storage,
     headers: &HeaderMap,
     allowed: &[Role],
-) -> Result<(), ApiError> {
+) -> Result<crate::storage::entities::token::Model, ApiError> {
     let Some(token) = bearer(headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -130,11 +145,13 @@ pub async fn require(
     let stale = row
         .last_used_at
         .is_none_or(|t| (now - t).num_seconds() >= LAST_USED_RESOLUTION_SECS);
-    if stale {
-        storage.touch_token(&row.id, now).await?;
+    // Bookkeeping only: a request is not refused because its token's last use could not be
+    // written (on SQLite a write that meets another connection's commit can fail at once).
+    if stale && let Err(err) = storage.touch_token(&row.id, now).await {
+        tracing::warn!(token_id = %row.id, error = %err, "Recording the token's last use failed.");
     }
     if row.role == Role::Admin.as_str() || allowed.iter().any(|r| r.as_str() == row.role) {
-        Ok(())
+        Ok(row)
     } else {
         let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
         Err(ApiError::new(

@@ -329,6 +329,11 @@ enum TokenCommand {
         /// with it get 401 `invalid_token`. 1 s to 100 y. Default: the token never expires.
         #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
         expires_in: Option<std::time::Duration>,
+        /// How many nodes may be enrolled with the token (a `node` token; 1 for a token per
+        /// machine); beyond it `POST /v1/nodes` gets 403 `enrollment_limit`. 1 to 1 000 000.
+        /// Default: any number.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        max_enrollments: Option<u32>,
         #[command(flatten)]
         data: DataArgs,
     },
@@ -523,6 +528,7 @@ async fn run() -> Result<()> {
                 TokenCommand::Create {
                     role,
                     expires_in,
+                    max_enrollments,
                     data,
                 },
         } => {
@@ -541,7 +547,8 @@ async fn run() -> Result<()> {
                 .transpose()?;
             println!(
                 "{}",
-                auth::create_token_until(&storage, role, expires_at).await?
+                auth::create_token_with(&storage, role, expires_at, max_enrollments.map(i64::from))
+                    .await?
             );
             if let Some(at) = expires_at {
                 eprintln!("The token expires at {}.", utc_text(at));
@@ -595,17 +602,24 @@ async fn run() -> Result<()> {
                         "last_used_at": t.last_used_at.map(utc_text),
                         "revoked_at": t.revoked_at.map(utc_text),
                         "expires_at": t.expires_at.map(utc_text),
+                        "enrollments": t.enrollments,
+                        "max_enrollments": t.max_enrollments,
                     })
                 })
                 .collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("ID\tROLE\tCREATED\tLAST_USED\tREVOKED\tEXPIRES");
+                println!("ID\tROLE\tCREATED\tLAST_USED\tREVOKED\tEXPIRES\tENROLLMENTS");
                 for r in &rows {
                     let field = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+                    // Nodes enrolled with the token, and its cap: `2/5`, or `2` without one.
+                    let enrollments = match r["max_enrollments"].as_i64() {
+                        Some(max) => format!("{}/{max}", r["enrollments"]),
+                        None => r["enrollments"].to_string(),
+                    };
                     println!(
-                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{enrollments}",
                         field("id"),
                         field("role"),
                         field("created_at"),

@@ -14,6 +14,7 @@ mod m20261123_000011_window_hash_not_unique;
 mod m20261124_000012_window_claims_in_jws;
 mod m20261124_000013_coverage_by_seq;
 mod m20261125_000014_token_expiry;
+mod m20261125_000015_token_enrollments;
 
 /// All migrations, applied in order at oracle start.
 pub struct Migrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000012_window_claims_in_jws::Migration),
             Box::new(m20261124_000013_coverage_by_seq::Migration),
             Box::new(m20261125_000014_token_expiry::Migration),
+            Box::new(m20261125_000015_token_enrollments::Migration),
         ]
     }
 }

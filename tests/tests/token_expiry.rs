@@ -1,6 +1,7 @@
 //! Tokens that expire (`wattest-oracle token create --expires-in`): accepted until their expiry,
 //! 401 `invalid_token` from then on (docs/protocol.md §3.5), listed with their expiry; lifetimes
-//! that are not durations of 1 s to 100 y are usage errors (exit 2).
+//! that are not durations of 1 s to 100 y are usage errors (exit 2). Node tokens that enroll at
+//! most N nodes (`--max-enrollments`): 403 `enrollment_limit` beyond.
 
 #![allow(clippy::unwrap_used)]
 
@@ -58,7 +59,7 @@ fn a_token_is_accepted_until_it_expires_and_refused_after() {
     assert!(rows.iter().any(|r| r["expires_at"].is_null()), "{rows:?}");
     let table = String::from_utf8(run_ok(&mut oracle.cli(&["token", "list"])).stdout).unwrap();
     assert!(
-        table.starts_with("ID\tROLE\tCREATED\tLAST_USED\tREVOKED\tEXPIRES\n"),
+        table.starts_with("ID\tROLE\tCREATED\tLAST_USED\tREVOKED\tEXPIRES\tENROLLMENTS\n"),
         "{table}"
     );
 
@@ -93,4 +94,63 @@ fn a_lifetime_that_is_not_a_duration_of_1s_to_100y_is_a_usage_error() {
             "--expires-in {bad:?} printed a token"
         );
     }
+}
+
+/// A node token created with `--max-enrollments 2` enrolls two nodes, then gets 403
+/// `enrollment_limit` (one node token could otherwise enroll any number of software-key nodes,
+/// each paid for its own claims); a token without the cap is not limited.
+#[test]
+fn a_token_enrolls_at_most_its_max_enrollments_nodes() {
+    let oracle = Oracle::start();
+    let out = run_ok(&mut oracle.cli(&[
+        "token",
+        "create",
+        "--role",
+        "node",
+        "--max-enrollments",
+        "2",
+    ]));
+    let capped = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let enroll = |token: &str| {
+        let key = wattest_shared::SoftwareKey::generate(2048).unwrap();
+        oracle.post_json(
+            "/v1/nodes",
+            token,
+            &serde_json::json!({"name": "n", "zone": "BE", "public_key": key.public_jwk()}),
+        )
+    };
+    for _ in 0..2 {
+        let (status, body) = enroll(&capped);
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = enroll(&capped);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "enrollment_limit", "{body}");
+    let out = run_ok(&mut oracle.cli(&["token", "list", "--json"]));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r["max_enrollments"] == 2)
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(row["enrollments"], 2, "{row}");
+    let table = String::from_utf8(run_ok(&mut oracle.cli(&["token", "list"])).stdout).unwrap();
+    assert!(table.lines().any(|l| l.ends_with("\t2/2")), "{table}");
+
+    let open = oracle.token("node");
+    for _ in 0..3 {
+        assert_eq!(enroll(&open).0, 201);
+    }
+    // Out of range is a usage error.
+    let out = oracle
+        .cli(&[
+            "token",
+            "create",
+            "--role",
+            "node",
+            "--max-enrollments",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }

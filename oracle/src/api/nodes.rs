@@ -153,7 +153,7 @@ impl axum::response::IntoResponse for EnrollOutcome {
     (status = 202, description = "TPM evidence accepted; answer the credential challenge", body = CredentialChallenge),
     (status = 400, description = "invalid_request (also: a TPM field that is not base64url)", body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 401, description = "missing_token / invalid_token", body = super::problem::Problem, content_type = "application/problem+json"),
-    (status = 403, description = "forbidden_role", body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 403, description = "forbidden_role; enrollment_limit: the token has enrolled its `--max-enrollments` nodes", body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 409, description = "key_already_enrolled", body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 422, description = "unknown_zone / invalid_key / invalid_name; TPM evidence: ek_cert_required, ek_cert_malformed, ek_cert_untrusted, ek_cert_key_mismatch, ek_unsuitable, ak_not_fixed_tpm, ak_not_fixed_parent, ak_not_sensitive_data_origin, ak_not_restricted, ak_not_signing, ak_can_decrypt, ak_key_too_small, certify_bad_signature, certify_bad_magic, certify_wrong_type, certify_nonce_mismatch, certify_name_mismatch, certify_key_mismatch, signing_key_unsuitable, malformed_tpm_structure, unsupported_tpm_algorithm", body = super::problem::Problem, content_type = "application/problem+json"),
 ))]
@@ -163,7 +163,7 @@ pub async fn enroll(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<EnrollOutcome, ApiError> {
-    auth::require(&state.storage, &headers, &[Role::Node]).await?;
+    let token = auth::require(&state.storage, &headers, &[Role::Node]).await?;
     super::require_json(&headers)?;
     let request: EnrollRequest = parse_json(&body)?;
     let name = request.name.trim();
@@ -203,6 +203,7 @@ pub async fn enroll(
         None => {
             let response = insert_node(
                 &state,
+                &token.id,
                 name,
                 &zone.name,
                 kid,
@@ -254,7 +255,7 @@ pub async fn enroll(
     (status = 201, description = "Enrolled with attestation level tpm", body = EnrolledNodeResponse),
     (status = 400, description = "invalid_request", body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 401, description = "missing_token / invalid_token", body = super::problem::Problem, content_type = "application/problem+json"),
-    (status = 403, description = "forbidden_role / credential_mismatch", body = super::problem::Problem, content_type = "application/problem+json"),
+    (status = 403, description = "forbidden_role / credential_mismatch / enrollment_limit (the token has enrolled its `--max-enrollments` nodes)", body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 404, description = "challenge_not_found (unknown, already answered, or expired and purged)", body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 409, description = "key_already_enrolled", body = super::problem::Problem, content_type = "application/problem+json"),
     (status = 410, description = "challenge_expired", body = super::problem::Problem, content_type = "application/problem+json"),
@@ -266,7 +267,7 @@ pub async fn answer_challenge(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<EnrolledNodeResponse>), ApiError> {
-    auth::require(&state.storage, &headers, &[Role::Node]).await?;
+    let token = auth::require(&state.storage, &headers, &[Role::Node]).await?;
     super::require_json(&headers)?;
     let answer: ChallengeAnswer = parse_json(&body)?;
     let secret = decode_field("secret", &answer.secret)?;
@@ -298,6 +299,7 @@ pub async fn answer_challenge(
     refuse_enrolled_key(&state, &challenge.kid).await?;
     let response = insert_node(
         &state,
+        &token.id,
         &challenge.name,
         &challenge.zone,
         challenge.kid,
@@ -319,8 +321,14 @@ async fn refuse_enrolled_key(state: &AppState, kid: &str) -> Result<(), ApiError
     Ok(())
 }
 
+/// Enrolls the node, counting it against the enrolling token's `max_enrollments`.
+///
+/// # Errors
+/// 403 `enrollment_limit` when the token has enrolled its nodes already (nothing stored);
+/// 409 `key_already_enrolled` for a key enrolled meanwhile; 500 on database failure.
 async fn insert_node(
     state: &AppState,
+    token_id: &str,
     name: &str,
     zone: &str,
     kid: String,
@@ -349,6 +357,15 @@ async fn insert_node(
         enrolled_at: row.enrolled_at,
     };
     let kid = row.kid.clone();
+    // Counted first: a node inserted past the cap could not be taken back as simply as a count
+    // that a failed insert leaves behind (a lost enrollment, never an extra one).
+    if !state.storage.take_enrollment(token_id).await? {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "enrollment_limit",
+            "this token has enrolled as many nodes as it may (`token create --max-enrollments`); use another node token",
+        ));
+    }
     if let Err(err) = state.storage.insert_node(row).await {
         // Two enrollments of one key racing past the check: the unique index on kid decides.
         refuse_enrolled_key(state, &kid).await?;

@@ -24,6 +24,10 @@ pub mod token {
         pub last_used_at: Option<DateTimeUtc>,
         /// When the token stops being accepted (`None`: never; migration 14).
         pub expires_at: Option<DateTimeUtc>,
+        /// How many nodes may be enrolled with it (`None`: any number; migration 15).
+        pub max_enrollments: Option<i64>,
+        /// Nodes enrolled with it so far (counted since migration 15).
+        pub enrollments: i64,
     }
 
     /// No relations.

@@ -315,7 +315,8 @@ impl Storage {
         })
     }
 
-    /// Stores a token by its hash, accepted until `expires_at` (`None`: no expiry).
+    /// Stores a token by its hash, accepted until `expires_at` (`None`: no expiry), enrolling at
+    /// most `max_enrollments` nodes (`None`: any number).
     ///
     /// # Errors
     /// Database failure.
@@ -325,7 +326,7 @@ impl Storage {
         role: &str,
         token_hash: &str,
         now: DateTime<Utc>,
-        expires_at: Option<DateTime<Utc>>,
+        (expires_at, max_enrollments): (Option<DateTime<Utc>>, Option<i64>),
     ) -> Result<(), StorageError> {
         token::ActiveModel {
             id: Set(id.into()),
@@ -335,6 +336,8 @@ impl Storage {
             revoked_at: Set(None),
             last_used_at: Set(None),
             expires_at: Set(expires_at),
+            max_enrollments: Set(max_enrollments),
+            enrollments: Set(0),
         }
         .insert(&self.db)
         .await?;
@@ -354,6 +357,32 @@ impl Storage {
             .filter(token::Column::RevokedAt.is_null())
             .one(&self.db)
             .await?)
+    }
+
+    /// Counts one enrollment against token `id`: `false` (nothing counted) when the token has
+    /// enrolled its `max_enrollments` nodes already. One conditional `UPDATE`, so concurrent
+    /// enrollments cannot pass the cap together.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn take_enrollment(&self, id: &str) -> Result<bool, StorageError> {
+        let counted = token::Entity::update_many()
+            .col_expr(
+                token::Column::Enrollments,
+                Expr::col(token::Column::Enrollments).add(1),
+            )
+            .filter(token::Column::Id.eq(id))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(token::Column::MaxEnrollments.is_null())
+                    .add(
+                        Expr::col(token::Column::Enrollments)
+                            .lt(Expr::col(token::Column::MaxEnrollments)),
+                    ),
+            )
+            .exec(&self.db)
+            .await?;
+        Ok(counted.rows_affected == 1)
     }
 
     /// Inserts a new node.
