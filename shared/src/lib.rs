@@ -10,8 +10,8 @@ pub mod jwk;
 pub mod jws;
 pub mod merkle;
 pub mod net;
-#[cfg(feature = "tls")]
 pub mod text;
+#[cfg(feature = "tls")]
 pub mod tls;
 pub mod transparency;
 pub mod units;
