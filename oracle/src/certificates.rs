@@ -447,6 +447,39 @@ mod tests {
         }
     }
 
+    /// The issue of a test certificate for a BE node with key protection `level`, at
+    /// 2026-11-23T11:00:00Z, valid a day, no flags.
+    fn test_issue(level: AttestationLevel) -> Issue<'static> {
+        Issue {
+            id: "c".into(),
+            issuer: "test",
+            node: CertifiedNode {
+                id: "n".into(),
+                name: "pi".into(),
+                zone: "BE".into(),
+                attestation_level: level,
+                kid: "k".into(),
+            },
+            now: DateTime::parse_from_rfc3339("2026-11-23T11:00:00Z")
+                .expect("t")
+                .with_timezone(&Utc),
+            validity: Duration::days(1),
+            last_hash: "h".into(),
+            model_id: None,
+            plausibility: vec![],
+            node_flag: None,
+        }
+    }
+
+    /// 25 EUR per tonne, 70 % to the node owner, no per-kind rates.
+    fn test_policy() -> CreditPolicy {
+        CreditPolicy {
+            price_per_tonne: Eur::parse("25").expect("p"),
+            node_owner_share_pct: 70.0,
+            source_rates: std::collections::BTreeMap::new(),
+        }
+    }
+
     /// Windows each within the 1 % solar tolerance before rounding (0.496 µWh of GPU, 0.5 µWh of
     /// solar) whose rounded totals show solar and no consumption: the certificate is flagged and
     /// contraindicated all the same.
@@ -464,30 +497,8 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let issue = Issue {
-            id: "c".into(),
-            issuer: "test",
-            node: CertifiedNode {
-                id: "n".into(),
-                name: "pi".into(),
-                zone: "BE".into(),
-                attestation_level: AttestationLevel::Tpm,
-                kid: "k".into(),
-            },
-            now: DateTime::parse_from_rfc3339("2026-11-23T11:00:00Z")
-                .expect("t")
-                .with_timezone(&Utc),
-            validity: Duration::days(1),
-            last_hash: "h".into(),
-            model_id: None,
-            plausibility: vec![],
-            node_flag: None,
-        };
-        let policy = CreditPolicy {
-            price_per_tonne: Eur::parse("25").expect("p"),
-            node_owner_share_pct: 70.0,
-            source_rates: std::collections::BTreeMap::new(),
-        };
+        let issue = test_issue(AttestationLevel::Tpm);
+        let policy = test_policy();
         let intensities = resolve(&table, &zone, &job);
         let c = build_claims(issue, &job, &zone, &intensities, &policy).expect("claims");
         let d = |t: &str| Decimal6::parse(t).expect("decimal");
@@ -519,32 +530,9 @@ mod tests {
                 &[(SourceKind::Cpu, 1.0), (SourceKind::Solar, 4.0)],
             ),
         ];
-        let node = CertifiedNode {
-            id: "n".into(),
-            name: "pi".into(),
-            zone: "BE".into(),
-            attestation_level: AttestationLevel::Software,
-            kid: "k".into(),
-        };
-        let now = DateTime::parse_from_rfc3339("2026-11-23T11:00:00Z")
-            .expect("t")
-            .with_timezone(&Utc);
-        let issue = Issue {
-            id: "c".into(),
-            issuer: "test",
-            node,
-            now,
-            validity: Duration::days(1),
-            last_hash: "h".into(),
-            model_id: None,
-            plausibility: vec![],
-            node_flag: None,
-        };
-        let policy = CreditPolicy {
-            price_per_tonne: Eur::parse("25").expect("p"),
-            node_owner_share_pct: 70.0,
-            source_rates: std::collections::BTreeMap::new(),
-        };
+        let issue = test_issue(AttestationLevel::Software);
+        let now = issue.now;
+        let policy = test_policy();
         let job: JobWindows = windows.into_iter().collect();
         let intensities = resolve(&table, &zone, &job);
         assert_eq!(intensities.len(), 2, "the windows span two clock hours");
