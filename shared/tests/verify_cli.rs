@@ -131,6 +131,14 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The check named `name` in a `--json` report; panics with the report when it has none.
+fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["check"] == name))
+        .unwrap_or_else(|| panic!("no {name} check: {report}"))
+}
+
 /// The whole path holds: the bundle, its proof against the log key, and the same checkpoint
 /// given as trusted. This is what the negative tests below change one input of.
 #[test]
@@ -402,9 +410,8 @@ fn a_bundle_whose_members_disagree_with_its_jws_is_invalid() {
         assert_eq!(report["valid"], false, "{report}");
         assert_eq!(report["certificate_id"], "cert-1", "{report}");
         let checks = report["checks"].as_array().unwrap();
-        let bundle_check = checks.iter().find(|c| c["check"] == "bundle").unwrap();
         assert_eq!(
-            bundle_check,
+            check(&report, "bundle"),
             &serde_json::json!({"check": "bundle", "ok": false, "detail": detail}),
             "{report}"
         );
@@ -572,23 +579,14 @@ fn issuer_pins_the_oracle_that_issued_the_certificate() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let check = |name: &str| {
-        report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["check"] == name)
-            .unwrap_or_else(|| panic!("no {name} check: {report}"))
-            .clone()
-    };
-    assert_eq!(check("signature")["ok"], true, "{report}");
-    assert_eq!(check("claims")["ok"], false, "{report}");
+    assert_eq!(check(&report, "signature")["ok"], true, "{report}");
+    assert_eq!(check(&report, "claims")["ok"], false, "{report}");
     assert_eq!(
-        check("claims")["detail"],
+        check(&report, "claims")["detail"],
         "issued by https://oracle.test, not by the trusted issuer https://other.example (--issuer)"
     );
     // As for any claim that fails, the status cannot be matched to an unverified certificate.
-    assert_eq!(check("status")["ok"], false, "{report}");
+    assert_eq!(check(&report, "status")["ok"], false, "{report}");
     // Claims that failed a check are not reported as verified.
     assert!(
         report.get("claims").is_none_or(serde_json::Value::is_null),
