@@ -42,30 +42,18 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Creates a token for `role` that never expires: `wt_<role>_<43 base64url chars>` (256 random
-/// bits from the OS).
+/// Creates a token for `role` that never expires and enrolls any number of nodes:
+/// `wt_<role>_<43 base64url chars>` (256 random bits from the OS).
 ///
 /// # Errors
 /// Database failure.
 pub async fn create_token(storage: &Storage, role: Role) -> Result<String, StorageError> {
-    create_token_until(storage, role, None).await
+    create_token_with(storage, role, None, None).await
 }
 
-/// [`create_token`], accepted until `expires_at` (`None`: no expiry); from that instant on,
-/// [`require`] answers 401 `invalid_token`.
-///
-/// # Errors
-/// Database failure.
-pub async fn create_token_until(
-    storage: &Storage,
-    role: Role,
-    expires_at: Option<DateTime<Utc>>,
-) -> Result<String, StorageError> {
-    create_token_with(storage, role, expires_at, None).await
-}
-
-/// [`create_token_until`], enrolling at most `max_enrollments` nodes (`None`: any number):
-/// beyond it, `POST /v1/nodes` with the token gets 403 `enrollment_limit`.
+/// [`create_token`], accepted until `expires_at` (`None`: no expiry; from that instant on
+/// [`require`] answers 401 `invalid_token`) and enrolling at most `max_enrollments` nodes
+/// (`None`: any number; beyond it `POST /v1/nodes` with the token gets 403 `enrollment_limit`).
 ///
 /// # Errors
 /// Database failure.
@@ -84,7 +72,8 @@ pub async fn create_token_with(
             role.as_str(),
             &token_hash(&token),
             Utc::now(),
-            (expires_at, max_enrollments),
+            expires_at,
+            max_enrollments,
         )
         .await?;
     Ok(token)

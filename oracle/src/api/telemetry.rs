@@ -1040,16 +1040,15 @@ fn same_payload(a: &str, b: &str) -> bool {
 /// The receipt of an already stored window, as it was first returned.
 async fn receipt(state: &AppState, w: window::Model) -> Result<TelemetryAccepted, ApiError> {
     // The certificate as it stands now: revoked since, a duplicate's receipt says so.
-    let certificate = match w.is_final {
-        true => {
-            state
-                .storage
-                .certificate_closing(&w.node_id, w.job_id.as_deref(), w.seq)
-                .await?
-        }
-        false => None,
+    let closing = if w.is_final {
+        state
+            .storage
+            .certificate_closing(&w.node_id, w.job_id.as_deref(), w.seq)
+            .await?
+    } else {
+        None
     };
-    let certificate = match certificate {
+    let certificate = match closing {
         Some(row) => super::certificates::summaries(state, std::slice::from_ref(&row))
             .await?
             .pop(),

@@ -326,7 +326,8 @@ impl Storage {
         role: &str,
         token_hash: &str,
         now: DateTime<Utc>,
-        (expires_at, max_enrollments): (Option<DateTime<Utc>>, Option<i64>),
+        expires_at: Option<DateTime<Utc>>,
+        max_enrollments: Option<i64>,
     ) -> Result<(), StorageError> {
         token::ActiveModel {
             id: Set(id.into()),
