@@ -270,8 +270,8 @@ pub fn build_claims(
     // the µWh in each window, must not show more solar than consumption either (1 ms windows
     // whose consumption rounds to 0 µWh and whose solar rounds to 1).
     let mut plausibility = issue.plausibility;
-    let solar_flag = "solar_above_consumption";
-    if i128::from(solar_wh.millionths()) * 100 > i128::from(consumed_wh.millionths()) * 101
+    let solar_flag = crate::plausibility::SOLAR_ABOVE_CONSUMPTION;
+    if crate::plausibility::solar_exceeds(solar_wh.to_f64(), consumed_wh.to_f64())
         && !plausibility.iter().any(|f| f == solar_flag)
     {
         plausibility.push(solar_flag.to_owned());

@@ -34,6 +34,16 @@ pub const NODE_MAX_POWER_W: f64 = 14_300.0;
 /// meters are not read at the same instants. The project's judgement, as for `TDP_MARGIN`.
 pub const SOLAR_TOLERANCE: f64 = 0.01;
 
+/// The flag of solar above consumption (in a window, or in a certificate's totals).
+pub const SOLAR_ABOVE_CONSUMPTION: &str = "solar_above_consumption";
+
+/// Whether `solar_wh` exceeds `consumed_wh` (both Wh) by more than [`SOLAR_TOLERANCE`], with a
+/// nanowatt-hour of slack for float rounding.
+#[must_use]
+pub fn solar_exceeds(solar_wh: f64, consumed_wh: f64) -> bool {
+    solar_wh > consumed_wh * (1.0 + SOLAR_TOLERANCE) + 1e-9
+}
+
 /// Flags raised by `windows`, each once, in first-seen order: `gpu_above_tdp:<source>` when a
 /// GPU source's `max_w` (or `mean_w`, or its energy's mean power) exceeds [`GPU_MAX_TDP_W`] × [`TDP_MARGIN`], `cpu_above_tdp:<source>` when
 /// a CPU source's exceeds [`CPU_MAX_TDP_W`] × [`TDP_MARGIN`] (a CPU source per socket; a source
@@ -59,8 +69,8 @@ pub fn add_flags(w: &WindowClaims, out: &mut Vec<String>) {
             out.push(flag);
         }
     };
-    if w.solar_wh.0 > w.consumed().0 * (1.0 + SOLAR_TOLERANCE) + 1e-9 {
-        raise("solar_above_consumption".to_owned());
+    if solar_exceeds(w.solar_wh.0, w.consumed().0) {
+        raise(SOLAR_ABOVE_CONSUMPTION.to_owned());
     }
     // Mean power of an energy over the window's exact duration, W (0 for an empty window).
     let seconds = (w.end - w.start)

@@ -267,7 +267,8 @@ pub fn verify_window_with(
     if claims.start < node.earliest_start {
         return Err(VerifyError::InvalidPeriod(format!(
             "window starts at {}, before its node could measure: the earliest start accepted \
-             is {} (the node's enrollment, less the clock skew bound)",
+             is {} (the node's enrollment, less the clock skew bound and any backdating \
+             allowance)",
             claims
                 .start
                 .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),

@@ -862,7 +862,7 @@ enum Keys {
     PerCall,
 }
 
-/// The time bounds of steps 7 ([`verify_windows`]): how far a window's end may lie after the
+/// The time bounds of step 7 ([`verify_windows`]): how far a window's end may lie after the
 /// oracle's clock, and how long before its node's enrollment (beyond that skew) its start may lie.
 #[derive(Debug, Clone, Copy)]
 struct TimeBounds {
